@@ -1,0 +1,20 @@
+"""Every docstring example in rlcore is a test: the numbers shown are the numbers computed."""
+
+import doctest
+import importlib
+
+import pytest
+
+# append your module here
+MODULES = [
+    "rlcore.events",
+    "rlcore.judges.base",
+    "rlcore.judges.prompts",
+    "rlcore.judges.deterministic",
+]
+
+
+@pytest.mark.parametrize("module_name", MODULES)
+def test_it_runs_the_docstring_examples(module_name):
+    result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0, f"{result.failed} docstring example(s) failed in {module_name}"
