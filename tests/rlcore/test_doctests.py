@@ -7,6 +7,7 @@ import pytest
 
 # append your module here
 MODULES = [
+    "rlcore.agreement",
     "rlcore.events",
     "rlcore.judges.base",
     "rlcore.judges.prompts",

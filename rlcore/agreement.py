@@ -1,0 +1,440 @@
+"""Agreement between annotators: percent agreement, Cohen's kappa, Krippendorff's alpha.
+
+Labels are whatever a rater gave a comparison: ``"A"`` / ``"B"`` / ``"tie"`` for nominal
+statistics, or a signed strength (``-2`` = A much better ... ``+2`` = B much better) for the
+ordinal alpha. :func:`agreement_report` takes raw label records and splits every statistic into
+human-human, human-LM and LM-LM pairs, plus each annotator's agreement with everyone else, so a
+project can see where an LM judge can be trusted.
+
+Missing data is normal: a comparison labelled by one rater only is simply not pairable.
+Statistics that are undefined (no pairable data, or no variation at all) are ``None``.
+
+>>> percent_agreement({"c1": ["A", "A"], "c2": ["A", "B"]})
+0.5
+>>> round(cohen_kappa(["A", "A", "B", "B"], ["A", "B", "B", "B"]), 3)
+0.5
+>>> round(krippendorff_alpha({"c1": ["A", "A"], "c2": ["B", "B"], "c3": ["A", "B"]}), 3)
+0.444
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from rlcore.errors import UserError
+
+Value = str | int | float
+RaterKind = Literal["human", "lm"]
+Level = Literal["nominal", "ordinal", "interval"]
+PAIR_KINDS = ("human-human", "human-lm", "lm-lm")
+
+
+class LabelRecord(BaseModel):
+    """One rater's label on one comparison, as the annotation store or an LM judge wrote it."""
+
+    comparison_id: str = Field(description="Id of the comparison that was labelled.")
+    rater_id: str = Field(description="Id of the annotator account or of the LM judge (model + prompt version).")
+    rater_kind: RaterKind = Field(description="'human' for a person, 'lm' for a language-model judge.")
+    value: Value = Field(
+        description="The label: 'A' / 'B' / 'tie' for nominal statistics, or a signed strength "
+        "(negative = A better, 0 = tie, positive = B better) for ordinal alpha."
+    )
+
+
+class AgreementStats(BaseModel):
+    """Agreement statistics over one set of rater pairs (all pairs, or one pair kind)."""
+
+    percent_agreement: float | None = Field(
+        description="Share of pairable label pairs (two raters, same comparison) that are equal."
+    )
+    cohen_kappa: float | None = Field(
+        description="Mean Cohen's kappa over rater pairs that share at least `min_shared` comparisons "
+        "(Light's kappa); None when no such pair exists or kappa is undefined for all of them."
+    )
+    krippendorff_alpha: float | None = Field(
+        description="Krippendorff's alpha over the pairable values; None when it is undefined."
+    )
+    n_comparisons: int = Field(description="Comparisons that contributed at least one label pair.")
+    n_pairs: int = Field(description="Unordered label pairs compared (two raters on one comparison).")
+    n_rater_pairs: int = Field(description="Rater pairs whose Cohen's kappa went into the mean.")
+
+
+class AnnotatorAgreement(BaseModel):
+    """How one annotator agrees with all the others on the comparisons they share."""
+
+    rater_id: str = Field(description="The annotator or LM judge.")
+    rater_kind: RaterKind = Field(description="'human' or 'lm'.")
+    n_labels: int = Field(description="Labels this rater gave.")
+    stats: AgreementStats = Field(description="Agreement over pairs that involve this rater.")
+
+
+class AgreementReport(BaseModel):
+    """Everything the agreement views show for one project (or one slice of it)."""
+
+    level: Level = Field(description="Metric used for alpha: nominal, ordinal or interval.")
+    overall: AgreementStats = Field(description="All pairs of raters, whatever their kind.")
+    by_pair_kind: dict[str, AgreementStats] = Field(
+        description="Keys 'human-human', 'human-lm', 'lm-lm': the same statistics over pairs of that kind."
+    )
+    per_annotator: list[AnnotatorAgreement] = Field(description="One entry per rater, sorted by rater id.")
+
+
+# --------------------------------------------------------------------------------------------
+# pure statistics
+# --------------------------------------------------------------------------------------------
+
+
+def percent_agreement(units: Mapping[Hashable, Sequence[Value]]) -> float | None:
+    """Share of agreeing pairs among all pairs of values given to the same unit.
+
+    ``units`` maps a comparison to the labels it received (missing raters are simply absent).
+    Units with fewer than two labels do not count.
+
+    >>> round(percent_agreement({"c1": ["A", "A", "B"], "c2": ["tie"]}), 3)  # pairs AA, AB, AB
+    0.333
+    >>> percent_agreement({"c1": ["A"]}) is None
+    True
+    """
+    agree = total = 0
+    for values in units.values():
+        for x, y in combinations(values, 2):
+            total += 1
+            agree += x == y
+    return agree / total if total else None
+
+
+def cohen_kappa(labels_a: Sequence[Value | None], labels_b: Sequence[Value | None]) -> float | None:
+    """Cohen's kappa between two raters; positions where either is ``None`` are skipped.
+
+    kappa = (p_o - p_e) / (1 - p_e), p_e from each rater's own label frequencies.
+    Returns None when fewer than one pair remains or when p_e == 1 (both raters constant).
+
+    >>> cohen_kappa(["A", "B", "tie", None], ["A", "B", "tie", "A"])
+    1.0
+    >>> cohen_kappa(["A", "A"], ["A", "A"]) is None
+    True
+    """
+    if len(labels_a) != len(labels_b):
+        raise UserError(f"cohen_kappa: the two label lists differ in length ({len(labels_a)} vs {len(labels_b)})")
+    pairs = [(x, y) for x, y in zip(labels_a, labels_b) if x is not None and y is not None]
+    if not pairs:
+        return None
+    n = len(pairs)
+    p_o = sum(x == y for x, y in pairs) / n
+    freq_a = Counter(x for x, _ in pairs)
+    freq_b = Counter(y for _, y in pairs)
+    p_e = sum(freq_a[c] * freq_b[c] for c in freq_a) / (n * n)
+    if p_e >= 1.0:
+        return None
+    return (p_o - p_e) / (1.0 - p_e)
+
+
+def coincidence_matrix(
+    units: Mapping[Hashable, Sequence[Value]],
+    pair_filter: Callable[[Hashable, int, int], bool] | None = None,
+) -> dict[tuple[Value, Value], float]:
+    """Krippendorff's coincidence matrix ``o[c, k]`` over the pairable values of every unit.
+
+    Without a filter every ordered pair of values in a unit with m values counts 1/(m-1), so
+    each pairable value contributes a total weight of 1. With ``pair_filter(unit, i, j)`` only the
+    selected ordered pairs count (used for human-LM or one-rater splits); they are weighted so the
+    unit still contributes one per value that takes part in a selected pair.
+
+    >>> sorted(coincidence_matrix({"u": ["A", "A", "B"]}).items())
+    [(('A', 'A'), 1.0), (('A', 'B'), 1.0), (('B', 'A'), 1.0)]
+    """
+    matrix: dict[tuple[Value, Value], float] = defaultdict(float)
+    for unit, values in units.items():
+        m = len(values)
+        if m < 2:
+            continue
+        pairs = [
+            (i, j)
+            for i in range(m)
+            for j in range(m)
+            if i != j and (pair_filter is None or pair_filter(unit, i, j))
+        ]
+        if not pairs:
+            continue
+        involved = len({i for i, _ in pairs})
+        weight = involved / len(pairs)
+        for i, j in pairs:
+            matrix[(values[i], values[j])] += weight
+    return dict(matrix)
+
+
+def _ordered_categories(categories: Iterable[Value], order: Sequence[Value] | None) -> list[Value]:
+    categories = set(categories)
+    if order is None:
+        try:
+            return sorted(categories)  # numbers sort naturally
+        except TypeError as exc:
+            raise UserError("ordinal alpha: labels of mixed types need an explicit `order`") from exc
+    unknown = categories - set(order)
+    if unknown:
+        raise UserError(f"ordinal alpha: labels {sorted(map(str, unknown))} are missing from `order`")
+    return list(order)
+
+
+def _delta_squared(level: Level, marginals: Mapping[Value, float], order: Sequence[Value] | None):
+    if level == "nominal":
+        return lambda c, k: 0.0 if c == k else 1.0
+    if level == "interval":
+        def interval(c, k):
+            try:
+                return (float(c) - float(k)) ** 2
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"interval alpha needs numeric labels, got {c!r}") from exc
+        return interval
+    if level == "ordinal":
+        cats = _ordered_categories(marginals, order)
+        rank = {c: r for r, c in enumerate(cats)}
+
+        def ordinal(c, k):
+            lo, hi = sorted((rank[c], rank[k]))
+            between = sum(marginals.get(cats[g], 0.0) for g in range(lo, hi + 1))
+            return (between - (marginals.get(c, 0.0) + marginals.get(k, 0.0)) / 2.0) ** 2
+        return ordinal
+    raise UserError(f"unknown alpha level {level!r}: use nominal, ordinal or interval")
+
+
+def alpha_from_coincidences(
+    matrix: Mapping[tuple[Value, Value], float],
+    level: Level = "nominal",
+    order: Sequence[Value] | None = None,
+) -> float | None:
+    """alpha = 1 - D_o / D_e from a coincidence matrix (Krippendorff 2011, section C).
+
+    >>> alpha_from_coincidences({("A", "A"): 2.0, ("B", "B"): 2.0})
+    1.0
+    """
+    marginals: dict[Value, float] = defaultdict(float)
+    for (c, _k), w in matrix.items():
+        marginals[c] += w
+    n = sum(marginals.values())
+    if n <= 1:
+        return None
+    delta2 = _delta_squared(level, marginals, order)
+    observed = sum(w * delta2(c, k) for (c, k), w in matrix.items())
+    cats = list(marginals)
+    expected = sum(marginals[c] * marginals[k] * delta2(c, k) for c in cats for k in cats)
+    if expected == 0:
+        return None
+    return 1.0 - (n - 1) * observed / expected
+
+
+def krippendorff_alpha(
+    units: Mapping[Hashable, Sequence[Value]],
+    level: Level = "nominal",
+    order: Sequence[Value] | None = None,
+) -> float | None:
+    """Krippendorff's alpha for any number of raters with missing data.
+
+    ``units`` maps each unit to the values it received; ``order`` fixes the ordering of
+    ordinal categories when they do not sort naturally (e.g. ``["A>>B", "A>B", "tie", ...]``).
+
+    >>> round(krippendorff_alpha({"u1": [1, 1], "u2": [2, 2], "u3": [1, 2]}, level="ordinal"), 3)
+    0.444
+    """
+    return alpha_from_coincidences(coincidence_matrix(units), level=level, order=order)
+
+
+def signed_strength(choice: str, strength: int = 1) -> int:
+    """Turn an A / B / tie choice with a strength into one ordinal value (A negative, B positive).
+
+    >>> [signed_strength("A", 2), signed_strength("tie", 3), signed_strength("B", 1)]
+    [-2, 0, 1]
+    """
+    if choice == "A":
+        return -abs(strength)
+    if choice == "B":
+        return abs(strength)
+    if choice == "tie":
+        return 0
+    raise UserError(f"label choice {choice!r} is not one of 'A', 'B', 'tie'")
+
+
+# --------------------------------------------------------------------------------------------
+# label records -> report
+# --------------------------------------------------------------------------------------------
+
+
+def _pair_kind(kind_a: str, kind_b: str) -> str:
+    """
+    >>> _pair_kind("lm", "human")
+    'human-lm'
+    """
+    return "-".join(sorted((kind_a, kind_b)))
+
+
+def _index(records: Iterable[LabelRecord]):
+    """comparison -> [(rater, value)], rater -> kind; a rater's repeated label keeps the last one."""
+    by_unit: dict[str, dict[str, Value]] = defaultdict(dict)
+    kinds: dict[str, str] = {}
+    for rec in records:
+        previous = kinds.setdefault(rec.rater_id, rec.rater_kind)
+        if previous != rec.rater_kind:
+            raise UserError(
+                f"rater {rec.rater_id!r} is recorded both as {previous!r} and as {rec.rater_kind!r} "
+                f"(comparison {rec.comparison_id!r}): fix rater_kind"
+            )
+        by_unit[rec.comparison_id][rec.rater_id] = rec.value
+    return {u: list(r.items()) for u, r in by_unit.items()}, kinds
+
+
+def _stats(
+    units: Mapping[str, list[tuple[str, Value]]],
+    pair_ok: Callable[[str, str], bool],
+    level: Level,
+    order: Sequence[Value] | None,
+    min_shared: int,
+) -> AgreementStats:
+    values = {u: [v for _, v in rv] for u, rv in units.items()}
+    raters = {u: [r for r, _ in rv] for u, rv in units.items()}
+    agree = total = 0
+    used_units = 0
+    shared: dict[tuple[str, str], list[tuple[Value, Value]]] = defaultdict(list)
+    for u, rv in units.items():
+        any_pair = False
+        for (ra, va), (rb, vb) in combinations(rv, 2):
+            if not pair_ok(ra, rb):
+                continue
+            any_pair = True
+            total += 1
+            agree += va == vb
+            key, pair = ((ra, rb), (va, vb)) if ra < rb else ((rb, ra), (vb, va))
+            shared[key].append(pair)
+        used_units += any_pair
+    kappas = []
+    for pairs in shared.values():
+        if len(pairs) >= min_shared:
+            k = cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
+            if k is not None:
+                kappas.append(k)
+    matrix = coincidence_matrix(values, lambda u, i, j: pair_ok(raters[u][i], raters[u][j]))
+    return AgreementStats(
+        percent_agreement=agree / total if total else None,
+        cohen_kappa=sum(kappas) / len(kappas) if kappas else None,
+        krippendorff_alpha=alpha_from_coincidences(matrix, level, order) if matrix else None,
+        n_comparisons=used_units,
+        n_pairs=total,
+        n_rater_pairs=len(kappas),
+    )
+
+
+def agreement_report(
+    records: Iterable[LabelRecord],
+    level: Level = "nominal",
+    order: Sequence[Value] | None = None,
+    min_shared: int = 2,
+) -> AgreementReport:
+    """All agreement statistics for a set of label records, split by pair kind and by annotator.
+
+    Pairs are two different raters on the same comparison. ``min_shared`` is how many
+    comparisons two raters must share before their Cohen's kappa enters the mean.
+
+    >>> recs = [LabelRecord(comparison_id=c, rater_id=r, rater_kind=k, value=v) for c, r, k, v in [
+    ...     ("c1", "ann", "human", "A"), ("c1", "gpt", "lm", "A"),
+    ...     ("c2", "ann", "human", "B"), ("c2", "gpt", "lm", "A")]]
+    >>> report = agreement_report(recs)
+    >>> report.by_pair_kind["human-lm"].percent_agreement, report.by_pair_kind["human-human"].n_pairs
+    (0.5, 0)
+    """
+    units, kinds = _index(records)
+    overall = _stats(units, lambda a, b: True, level, order, min_shared)
+    by_kind = {
+        pk: _stats(units, lambda a, b, pk=pk: _pair_kind(kinds[a], kinds[b]) == pk, level, order, min_shared)
+        for pk in PAIR_KINDS
+    }
+    n_labels = Counter(r for rv in units.values() for r, _ in rv)
+    per_annotator = [
+        AnnotatorAgreement(
+            rater_id=rater,
+            rater_kind=kinds[rater],
+            n_labels=n_labels[rater],
+            stats=_stats(units, lambda a, b, me=rater: me in (a, b), level, order, min_shared),
+        )
+        for rater in sorted(kinds)
+    ]
+    return AgreementReport(level=level, overall=overall, by_pair_kind=by_kind, per_annotator=per_annotator)
+
+
+def human_lm_agreement_by_feature(
+    records: Iterable[LabelRecord],
+    comparison_features: Mapping[str, Iterable[str]],
+    level: Level = "nominal",
+    order: Sequence[Value] | None = None,
+    min_shared: int = 2,
+) -> dict[str, AgreementStats]:
+    """Human-LM agreement restricted to the comparisons that carry each routing feature.
+
+    ``comparison_features`` maps a comparison id to its active binned features (see
+    ``rlcore.routing.features``), so users see in which slices the LM judge can be trusted.
+
+    >>> recs = [LabelRecord(comparison_id=c, rater_id=r, rater_kind=k, value=v) for c, r, k, v in [
+    ...     ("c1", "ann", "human", "A"), ("c1", "gpt", "lm", "A"),
+    ...     ("c2", "ann", "human", "B"), ("c2", "gpt", "lm", "A")]]
+    >>> by = human_lm_agreement_by_feature(recs, {"c1": ["category=chat"], "c2": ["category=math"]})
+    >>> by["category=chat"].percent_agreement, by["category=math"].percent_agreement
+    (1.0, 0.0)
+    """
+    records = list(records)
+    units, kinds = _index(records)
+    members: dict[str, set[str]] = defaultdict(set)
+    for cid, feats in comparison_features.items():
+        for feat in feats:
+            members[feat].add(cid)
+    cross = lambda a, b: _pair_kind(kinds[a], kinds[b]) == "human-lm"  # noqa: E731
+    return {
+        feat: _stats({u: units[u] for u in sorted(cids) if u in units}, cross, level, order, min_shared)
+        for feat, cids in sorted(members.items())
+    }
+
+
+def read_label_records(path: Path) -> list[LabelRecord]:
+    """Read label records from a JSONL file; a bad line raises UserError naming file and line."""
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read labels ({exc.strerror})") from exc
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(LabelRecord.model_validate_json(line))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "line"
+            raise UserError(f"{path}:{lineno}: field {where!r}: {first['msg']}") from exc
+    return records
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    records = read_label_records(Path(args.labels))
+    order = args.order.split(",") if args.order else None
+    if order is not None and args.level == "ordinal":
+        order = [int(o) if o.lstrip("-").isdigit() else o for o in order]
+    report = agreement_report(records, level=args.level, order=order, min_shared=args.min_shared)
+    sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "agreement", help="agreement statistics (kappa, alpha, % agreement) split human/LM"
+    )
+    parser.add_argument("labels", help="JSONL of label records: comparison_id, rater_id, rater_kind, value")
+    parser.add_argument("--level", choices=["nominal", "ordinal", "interval"], default="nominal")
+    parser.add_argument("--order", default=None, help="comma-separated category order for ordinal alpha")
+    parser.add_argument("--min-shared", type=int, default=2, help="shared comparisons before a pair's kappa counts")
+    parser.set_defaults(handler=_run_cli)
