@@ -1,0 +1,183 @@
+"""The training contracts: ``RewardModelTrainSpec`` and ``GRPOTrainSpec``.
+
+The webapp validates its forms with these models and stores them as JSON; the worker writes one to a
+file; ``python -m rlcore train ...`` reads it back with ``load_spec``. Every field says what it does.
+
+>>> spec = RewardModelTrainSpec(output_dir="runs/rm1", backbone="sentence-transformers/all-MiniLM-L6-v2",
+...                             preference_snapshot="labels.jsonl")
+>>> spec.ensemble_size, spec.eval_fraction, spec.device
+(1, 0.1, 'auto')
+>>> RewardModelTrainSpec(output_dir="x", backbone="b", preference_snapshot="p.jsonl", eval_fraction=0.9)
+Traceback (most recent call last):
+...
+pydantic_core._pydantic_core.ValidationError: 1 validation error for RewardModelTrainSpec
+eval_fraction
+  Input should be less than or equal to 0.5 [type=less_than_equal, input_value=0.9, input_type=float]
+...
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rlcore.errors import UserError
+
+try:  # the hybrid reward contract, owned by rlcore.rewards
+    from rlcore.rewards import RewardSpec as _RewardSpec
+except ImportError:  # pragma: no cover - only while rlcore.rewards is not installed
+    _RewardSpec = dict[str, Any]  # type: ignore[misc,assignment]
+
+
+class _TrainSpec(BaseModel):
+    """Fields every training run shares: where it writes, how long it runs, how it checkpoints."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    output_dir: Path = Field(description="Directory of the run: metrics.jsonl, checkpoints/, and the final model.")
+    seed: int = Field(42, description="Random seed for data order, splits and head initialisation.")
+    max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides num_train_epochs.")
+    num_train_epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is not set.")
+    learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate of AdamW.")
+    lr_scheduler_type: str = Field("linear", description="transformers scheduler name: linear, cosine, constant ...")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up steps at the start of training.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+    per_device_train_batch_size: int = Field(8, gt=0, description="Training batch size on each device.")
+    gradient_accumulation_steps: int = Field(1, gt=0, description="Micro-batches accumulated per optimizer step.")
+    logging_steps: int = Field(1, gt=0, description="Report metrics every N optimizer steps.")
+    save_steps: int = Field(50, gt=0, description="Write a checkpoint every N optimizer steps.")
+    save_total_limit: int | None = Field(2, gt=0, description="Checkpoints kept on disk (oldest deleted); None keeps all.")
+    resume: bool = Field(False, description="Resume from the last checkpoint in output_dir, if there is one.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where to train: auto picks cuda when a GPU is visible, else cpu.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Mixed precision: auto is bf16 on a GPU that supports it and fp32 on CPU.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Trade compute for memory; None means on for GPUs, off on CPU (it only slows a CPU).")
+
+
+class RewardModelTrainSpec(_TrainSpec):
+    """A Bradley-Terry reward model trained with TRL's RewardTrainer from a preference snapshot."""
+
+    kind: Literal["reward_model"] = Field("reward_model", description="Discriminator: this is a reward-model run.")
+    backbone: str = Field(description="Sequence-classification backbone: a Hugging Face Hub id or a local directory.")
+    preference_snapshot: Path = Field(
+        description="Preference pairs, JSONL or Parquet: prompt (optional), chosen, rejected as text or message "
+                    "lists, optional margin; other columns are ignored.")
+    eval_snapshot: Path | None = Field(
+        None, description="Held-out pairs in the same format; when absent eval_fraction of the snapshot is held out.")
+    eval_fraction: float = Field(0.1, gt=0, le=0.5, description="Share of pairs held out for evaluation.")
+    eval_steps: int | None = Field(
+        None, gt=0, description="Also evaluate on the held-out pairs every N steps during training (TRL eval_*).")
+    per_device_eval_batch_size: int = Field(16, gt=0, description="Batch size for held-out scoring.")
+    use_margin: bool = Field(False, description="Use each pair's margin column (label strength) in the loss.")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=0.5, description="Conservative Bradley-Terry: assume this share of labels is flipped.")
+    center_rewards_coefficient: float | None = Field(
+        None, ge=0, description="TRL's penalty pushing rewards to mean zero (0.01 is the recommended value).")
+    ensemble_size: int = Field(1, ge=1, le=16, description="Train K models with seeds seed..seed+K-1 -> model-<k>.")
+    max_length: int = Field(512, gt=0, description="Pairs with either side longer than this (tokens) are dropped.")
+
+
+class LoraSpec(BaseModel):
+    """Low-rank adapters via peft instead of full fine-tuning."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, gt=0, description="Rank of the adapter matrices.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer.")
+
+
+class GRPOTrainSpec(_TrainSpec):
+    """A GRPO policy trained with TRL's GRPOTrainer against a hybrid reward."""
+
+    kind: Literal["grpo"] = Field("grpo", description="Discriminator: this is a GRPO run.")
+    policy: str = Field(description="Causal LM to train: a Hugging Face Hub id or a local directory.")
+    prompt_snapshot: Path = Field(
+        description="Prompts, JSONL or Parquet: a prompt column (text or message list) plus any columns that "
+                    "reward conditions or references use.")
+    reward_spec: _RewardSpec = Field(description="The hybrid reward (rlcore.rewards.RewardSpec).")
+    preset: Literal["grpo", "dr_grpo", "dapo", "gspo"] = Field(
+        "dapo", description="Loss variant (see rlcore.training.presets); TRL's default is dapo.")
+    beta: float | None = Field(None, ge=0, description="KL coefficient; None takes the preset's value.")
+    epsilon: float | None = Field(None, gt=0, description="Lower clip range; None takes the preset's value.")
+    epsilon_high: float | None = Field(None, gt=0, description="Upper clip range; None takes the preset's value.")
+    num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group size).")
+    steps_per_generation: int | None = Field(
+        None, gt=0, description="Optimizer steps per generation batch; None is gradient_accumulation_steps.")
+    num_iterations: int = Field(1, gt=0, description="Optimisation passes over each generation batch (mu).")
+    max_prompt_length: int | None = Field(
+        512, gt=0, description="Prompts longer than this (tokens) are dropped from the snapshot; None keeps all.")
+    max_completion_length: int = Field(256, gt=0, description="Most tokens generated per completion.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature for generation.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    learning_rate: float = Field(1e-6, gt=0, description="Peak learning rate of AdamW.")
+    lora: LoraSpec | None = Field(None, description="Train LoRA adapters (merged into the saved model) when set.")
+    sample_every: int = Field(10, gt=0, description="Write sample completions every N steps.")
+    samples_per_report: int = Field(4, gt=0, description="Completions written each time samples are reported.")
+
+    @model_validator(mode="after")
+    def _batch_holds_whole_groups(self) -> GRPOTrainSpec:
+        per_generation = self.per_device_train_batch_size * (self.steps_per_generation or
+                                                             self.gradient_accumulation_steps)
+        if per_generation % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size x steps_per_generation ({per_generation}) must be a multiple of "
+                f"num_generations ({self.num_generations}) so each prompt's group is generated together")
+        return self
+
+
+TrainSpec = RewardModelTrainSpec | GRPOTrainSpec
+SPEC_CLASSES: dict[str, type[_TrainSpec]] = {"reward_model": RewardModelTrainSpec, "grpo": GRPOTrainSpec}
+
+
+def read_spec_file(path: str | Path) -> dict[str, Any]:
+    """Read a spec file (.json, .yaml or .yml) into a dict; a missing or unparsable file is a UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: spec file not found")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a spec must be a mapping of field names to values")
+    return data
+
+
+def format_validation_error(source: str, exc: ValidationError) -> str:
+    """One line per problem: ``source: field.path: message``.
+
+    >>> try:
+    ...     GRPOTrainSpec(output_dir="o", policy="p", prompt_snapshot="s.jsonl", reward_spec={},
+    ...                   num_generations=3)
+    ... except ValidationError as exc:
+    ...     print(format_validation_error("spec.json", exc))  # doctest: +ELLIPSIS
+    spec.json: ...multiple of num_generations (3) so each prompt's group is generated together
+    """
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "spec"
+        lines.append(f"{source}: {where}: {error['msg']}" if error["loc"] else f"{source}: {error['msg']}")
+    return "\n".join(lines)
+
+
+def load_spec(path: str | Path, kind: Literal["reward_model", "grpo"]) -> TrainSpec:
+    """Read and validate a spec of ``kind`` from a JSON/YAML file; problems raise UserError naming the field."""
+    data = read_spec_file(path)
+    if data.get("kind", kind) != kind:
+        raise UserError(f"{path}: kind: this is a {data['kind']!r} spec, expected {kind!r}")
+    data.setdefault("kind", kind)
+    try:
+        return SPEC_CLASSES[kind].model_validate(data)
+    except ValidationError as exc:
+        raise UserError(format_validation_error(str(path), exc)) from exc
