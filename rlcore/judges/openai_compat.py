@@ -1,0 +1,580 @@
+"""A judge backed by any OpenAI-compatible chat-completions endpoint: vLLM, Ollama, TGI, hosted APIs.
+
+The judge renders requests with the templates of :mod:`rlcore.judges.prompts` (through
+:class:`~rlcore.judges.base.PromptedJudge`) and sends each prompt as one user message. Sending is
+asynchronous underneath (httpx), behind a synchronous batch API:
+
+- at most ``max_concurrency`` requests in flight (a semaphore, and a connection pool of that size);
+- ``timeout_s`` per attempt, start to last byte;
+- retries with exponential backoff and jitter on timeouts, connection errors and 5xx replies;
+- a 429 pauses *every* request until its ``Retry-After`` has passed (seconds or an HTTP date; capped
+  by ``max_retry_after_s``), then the request is retried; without the header, the backoff applies;
+- ``logprobs`` with ``top_logprobs`` are requested; the probability of the verdict token becomes the
+  result's confidence (:func:`verdict_probabilities`). A server that rejects the logprobs fields is
+  asked again without them, and not asked for them again.
+
+Nothing is ever invented: an unreachable endpoint, exhausted retries, a reply that is not JSON, a
+refusal, or a reply that picks no verdict gives a result with ``verdict=None`` and ``error`` saying why.
+
+The API key comes from ``api_key`` or the environment variable named by ``api_key_env``; it is sent
+as ``Authorization: Bearer ...`` and appears in no repr, log line or error message.
+
+>>> settings = OpenAICompatSettings(base_url="http://127.0.0.1:8000/v1", model="judge", api_key="sk-secret")
+>>> "sk-secret" in repr(settings) or "sk-secret" in repr(OpenAICompatJudge(settings))
+False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import email.utils
+import json
+import logging
+import math
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from rlcore.errors import UserError
+from rlcore.judges.base import GradeRequest, GradeResult, PairRequest, PairVerdict, PromptedJudge, RankingResult, \
+    RankRequest
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rlcore.judges.prompts import JudgeTemplates
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- log-probabilities
+
+
+class TokenAlternative(BaseModel):
+    """One candidate token at a generated position, with its log-probability."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: str = Field(description="the token's text")
+    logprob: float = Field(description="natural-log probability of this token at this position")
+
+
+class TokenLogprob(BaseModel):
+    """One generated token, its log-probability, and the most likely alternatives at its position."""
+
+    model_config = ConfigDict(frozen=True)
+
+    token: str = Field(description="the generated token's text")
+    logprob: float = Field(description="natural-log probability of the generated token")
+    top: list[TokenAlternative] = Field(default_factory=list, description="most likely tokens here, best first")
+
+
+PAIR_LABELS: dict[str, str] = {"A": "A", "B": "B", "TIE": "tie", "C": "tie"}
+
+
+def normalise_token(token: str) -> str:
+    """A token's text without spacing, markup and punctuation around it, upper-cased.
+
+    >>> normalise_token(" [[a]]"), normalise_token("**Tie**"), normalise_token(" 4.")
+    ('A', 'TIE', '4')
+    """
+    return token.strip(" \t\r\n*[]()`'\"_:.,;!").upper()
+
+
+def token_at(tokens: Sequence[TokenLogprob], char_index: int) -> TokenLogprob | None:
+    """The token whose text covers ``char_index`` of the concatenated token texts.
+
+    >>> tokens = [TokenLogprob(token="Verdict", logprob=-0.1), TokenLogprob(token=":", logprob=0.0),
+    ...           TokenLogprob(token=" B", logprob=-0.2)]
+    >>> token_at(tokens, 9).token
+    ' B'
+    """
+    position = 0
+    for token in tokens:
+        if position <= char_index < position + len(token.token):
+            return token
+        position += len(token.token)
+    return None
+
+
+def verdict_probabilities(token: TokenLogprob, labels: dict[str, str]) -> dict[str, float] | None:
+    """Probabilities of the verdict labels at the verdict token, renormalised over the labels present.
+
+    ``labels`` maps a normalised token text to the label it means (``PAIR_LABELS``: A, B, tie). The
+    generated token and its top alternatives that mean a label are summed per label and divided by
+    their total; labels absent from the alternatives get 0. None when the token itself is no label.
+
+    >>> verdict = TokenLogprob(token=" A", logprob=math.log(0.6), top=[
+    ...     TokenAlternative(token=" A", logprob=math.log(0.6)), TokenAlternative(token=" B", logprob=math.log(0.2)),
+    ...     TokenAlternative(token=" The", logprob=math.log(0.2))])
+    >>> {k: round(v, 3) for k, v in verdict_probabilities(verdict, PAIR_LABELS).items()}
+    {'A': 0.75, 'B': 0.25, 'tie': 0.0}
+    """
+    if normalise_token(token.token) not in labels:
+        return None
+    mass: dict[str, float] = dict.fromkeys(dict.fromkeys(labels.values()), 0.0)
+    seen: set[str] = set()
+    for alternative in [TokenAlternative(token=token.token, logprob=token.logprob), *token.top]:
+        label = labels.get(normalise_token(alternative.token))
+        if label is None or alternative.token in seen:
+            continue
+        seen.add(alternative.token)
+        mass[label] += math.exp(alternative.logprob)
+    total = sum(mass.values())
+    return {label: value / total for label, value in mass.items()} if total > 0 else None
+
+
+_PAIR_VERDICT = re.compile(r"(?<![A-Za-z])(A|B|C|[Tt]ie|TIE)(?![A-Za-z])")
+_SCORE_VALUE = re.compile(r"(?im)^\W*score\W*[:=]\s*\**\s*([-+]?\d+(?:\.\d+)?)")
+_RANK_VALUE = re.compile(r"(?im)^\W*ranking\W*[:=]\s*\W*([A-Za-z\d])")
+
+
+def pair_confidence(tokens: Sequence[TokenLogprob], verdict: str) -> dict[str, float] | None:
+    """Label probabilities at the last token in the reply that states ``verdict`` ('A', 'B' or 'tie').
+
+    >>> tokens = [TokenLogprob(token="Verdict:", logprob=0.0), TokenLogprob(token=" B", logprob=math.log(0.9),
+    ...           top=[TokenAlternative(token=" A", logprob=math.log(0.1))])]
+    >>> round(pair_confidence(tokens, "B")["B"], 2)
+    0.9
+    """
+    text = "".join(t.token for t in tokens)
+    for match in reversed(list(_PAIR_VERDICT.finditer(text))):
+        if PAIR_LABELS[match.group(1).upper()] == verdict:
+            token = token_at(tokens, match.start())
+            return verdict_probabilities(token, PAIR_LABELS) if token else None
+    return None
+
+
+def grade_confidence(tokens: Sequence[TokenLogprob], scale_min: float, scale_max: float) -> float | None:
+    """Probability of the first token of the ``Score:`` value among alternatives that are numbers on the scale.
+
+    >>> tokens = [TokenLogprob(token="Score: ", logprob=0.0), TokenLogprob(token="4", logprob=math.log(0.5),
+    ...           top=[TokenAlternative(token="3", logprob=math.log(0.3)), TokenAlternative(token="x", logprob=-1)])]
+    >>> round(grade_confidence(tokens, 1, 5), 3)
+    0.625
+    """
+    text = "".join(t.token for t in tokens)
+    matches = list(_SCORE_VALUE.finditer(text))
+    if not matches:
+        return None
+    token = token_at(tokens, matches[-1].start(1))
+    if token is None:
+        return None
+    low, high = min(scale_min, scale_max), max(scale_min, scale_max)
+    labels = {}
+    for alternative in [token, *token.top]:
+        key = normalise_token(alternative.token)
+        try:
+            if low <= float(key) <= high:
+                labels[key] = key
+        except ValueError:
+            continue
+    probabilities = verdict_probabilities(token, labels)
+    return probabilities[normalise_token(token.token)] if probabilities else None
+
+
+def rank_confidence(tokens: Sequence[TokenLogprob], n: int) -> float | None:
+    """Probability of the response put first in the ``Ranking:`` line among the n valid response numbers."""
+    text = "".join(t.token for t in tokens)
+    matches = list(_RANK_VALUE.finditer(text))
+    if not matches:
+        return None
+    token = token_at(tokens, matches[-1].start(1))
+    if token is None:
+        return None
+    labels = {str(k): str(k) for k in range(1, n + 1)} | {chr(ord("A") + k): str(k + 1) for k in range(n)}
+    probabilities = verdict_probabilities(token, labels)
+    return probabilities.get(labels.get(normalise_token(token.token), ""), None) if probabilities else None
+
+
+# ---------------------------------------------------------------- results that carry label probabilities
+
+
+class LogprobPairVerdict(PairVerdict):
+    """A pairwise verdict whose confidence came from the verdict token's log-probabilities."""
+
+    label_probabilities: dict[str, float] = Field(
+        description="probability of 'A', 'B' and 'tie' at the verdict token, renormalised over those labels"
+    )
+
+
+# ---------------------------------------------------------------- one chat completion
+
+
+class ChatOutcome(BaseModel):
+    """What came back for one chat-completion request, after retries."""
+
+    content: str | None = Field(None, description="the assistant message text; None when there is none")
+    refusal: str | None = Field(None, description="the server's `message.refusal`, when it refused")
+    finish_reason: str | None = Field(None, description="`choices[0].finish_reason` (stop, length, ...)")
+    tokens: list[TokenLogprob] | None = Field(None, description="generated tokens with logprobs, if returned")
+    error: str | None = Field(None, description="why there is no usable reply; None on success")
+    attempts: int = Field(0, description="HTTP attempts made (1 = no retry)")
+    status: int | None = Field(None, description="HTTP status of the last attempt; None when none arrived")
+
+
+class JudgeCallError(RuntimeError):
+    """A judge call that produced no usable reply; the message says why (and never holds the API key)."""
+
+
+class OpenAICompatSettings(BaseModel):
+    """How to reach an OpenAI-compatible endpoint and how hard to try."""
+
+    model_config = ConfigDict(frozen=True)
+
+    base_url: str = Field(description="the API root, ending before /chat/completions (e.g. http://host:8000/v1)")
+    model: str = Field(description="the `model` field sent with every request")
+    api_key: SecretStr | None = Field(None, description="API key; never shown in reprs, logs or errors")
+    api_key_env: str | None = Field(None, description="name of an environment variable holding the API key")
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, description="seconds one attempt may take, start to last byte")
+    max_retries: int = Field(4, ge=0, description="retries after the first attempt (timeouts, 5xx, 429, network)")
+    backoff_base_s: float = Field(0.5, ge=0, description="first backoff; doubles each retry, with jitter")
+    backoff_max_s: float = Field(30.0, ge=0, description="longest backoff between two attempts")
+    max_retry_after_s: float = Field(120.0, ge=0, description="longest Retry-After honoured from a 429")
+    temperature: float = Field(0.0, ge=0, description="sampling temperature (0: greedy, reproducible judging)")
+    max_tokens: int = Field(512, ge=1, description="most tokens the judge may write per reply")
+    logprobs: bool = Field(True, description="ask for logprobs (confidence from the verdict token)")
+    top_logprobs: int = Field(5, ge=0, le=20, description="alternatives per token to ask for")
+    system_prompt: str | None = Field(None, description="an optional system message before the judge prompt")
+
+    def resolved_api_key(self) -> str | None:
+        """The key to send: ``api_key``, else the variable named by ``api_key_env`` (UserError if unset)."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env:
+            value = os.environ.get(self.api_key_env)
+            if not value:
+                raise UserError(f"api_key_env: environment variable {self.api_key_env} is not set or empty")
+            return value
+        return None
+
+
+class ChatCompletionsClient:
+    """Sends chat-completion requests with bounded concurrency, retries and rate-limit handling."""
+
+    def __init__(self, settings: OpenAICompatSettings) -> None:
+        self.settings = settings
+        self._api_key = settings.resolved_api_key()
+        self._logprobs_supported = settings.logprobs
+        self._pause_until = 0.0  # monotonic time before which no request is sent (a 429's Retry-After)
+
+    def __repr__(self) -> str:
+        return f"ChatCompletionsClient(base_url={self.settings.base_url!r}, model={self.settings.model!r})"
+
+    # --- public, synchronous ---
+
+    def chat_batch(self, conversations: Sequence[list[dict[str, str]]]) -> list[ChatOutcome]:
+        """Send every conversation; one outcome each, in order. Safe to call from inside an event loop."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(self.achat_batch(conversations))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, self.achat_batch(conversations)).result()
+
+    async def achat_batch(self, conversations: Sequence[list[dict[str, str]]]) -> list[ChatOutcome]:
+        """The asynchronous form of :meth:`chat_batch`."""
+        import httpx
+
+        s = self.settings
+        slots = asyncio.Semaphore(s.max_concurrency)
+        limits = httpx.Limits(max_connections=s.max_concurrency, max_keepalive_connections=s.max_concurrency)
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        async with httpx.AsyncClient(base_url=s.base_url.rstrip("/") + "/", headers=headers, limits=limits,
+                                     timeout=httpx.Timeout(s.timeout_s)) as client:
+            return list(await asyncio.gather(*(self._one(client, slots, c) for c in conversations)))
+
+    # --- one request ---
+
+    def _body(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        s = self.settings
+        body: dict[str, Any] = {"model": s.model, "messages": messages, "temperature": s.temperature,
+                                "max_tokens": s.max_tokens}
+        if self._logprobs_supported:
+            body["logprobs"] = True
+            if s.top_logprobs:
+                body["top_logprobs"] = s.top_logprobs
+        return body
+
+    async def _one(self, client: "httpx.AsyncClient", slots: asyncio.Semaphore,
+                   messages: list[dict[str, str]]) -> ChatOutcome:
+        import httpx
+
+        s = self.settings
+        attempts, status, reason = 0, None, "no attempt made"
+        while attempts <= s.max_retries:
+            await self._wait_for_rate_limit()
+            attempts += 1
+            retry_after: float | None = None
+            async with slots:
+                try:
+                    async with asyncio.timeout(s.timeout_s):
+                        response = await client.post("chat/completions", json=self._body(messages))
+                except (TimeoutError, httpx.TimeoutException):
+                    status, reason = None, f"timed out after {s.timeout_s:g}s"
+                except httpx.TransportError as exc:
+                    status, reason = None, f"could not reach {s.base_url} ({type(exc).__name__}: {self._clean(exc)})"
+                else:
+                    status = response.status_code
+                    if status == 200:
+                        return self._parse(response.text, attempts, status)
+                    message = self._clean(_error_message(response.text))
+                    if status == 429:
+                        retry_after = _retry_after_s(response.headers)
+                        reason = f"rate limited (429) {message}".rstrip()
+                    elif status >= 500:
+                        reason = f"server error {status} {message}".rstrip()
+                    elif status == 400 and self._logprobs_supported and "logprob" in message.lower():
+                        log.info("endpoint %s rejects logprobs; asking without them", s.base_url)
+                        self._logprobs_supported = False
+                        attempts -= 1  # not the judge's fault, not a retry
+                        continue
+                    else:  # 4xx: the request or the credentials are wrong; retrying cannot help
+                        return ChatOutcome(error=f"endpoint refused the request: {status} {message}".rstrip(),
+                                           attempts=attempts, status=status)
+            if attempts > s.max_retries:
+                break
+            if retry_after is not None:
+                self._pause(min(retry_after, s.max_retry_after_s))
+                delay = 0.0
+            else:
+                delay = _backoff_s(attempts, s.backoff_base_s, s.backoff_max_s)
+            log.info("judge request attempt %d failed (%s); retrying in %.2fs", attempts, reason, delay)
+            await asyncio.sleep(delay)
+        return ChatOutcome(error=f"{reason}; gave up after {attempts} attempt(s)", attempts=attempts, status=status)
+
+    def _pause(self, seconds: float) -> None:
+        self._pause_until = max(self._pause_until, time.monotonic() + seconds)
+
+    async def _wait_for_rate_limit(self) -> None:
+        while (wait := self._pause_until - time.monotonic()) > 0:
+            await asyncio.sleep(wait)
+
+    def _parse(self, text: str, attempts: int, status: int) -> ChatOutcome:
+        """Read a 200 reply; anything that is not a chat.completion with one choice is an error."""
+        try:
+            payload = json.loads(text)
+            choice = payload["choices"][0]
+            message = choice["message"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            snippet = self._clean(text[:120])
+            return ChatOutcome(error=f"malformed reply (not a chat.completion JSON object): {snippet!r}",
+                               attempts=attempts, status=status)
+        content = message.get("content") if isinstance(message, dict) else None
+        refusal = message.get("refusal") if isinstance(message, dict) else None
+        outcome = ChatOutcome(content=content if isinstance(content, str) else None,
+                              refusal=refusal if isinstance(refusal, str) else None,
+                              finish_reason=choice.get("finish_reason"), tokens=_read_logprobs(choice.get("logprobs")),
+                              attempts=attempts, status=status)
+        if outcome.refusal is not None:
+            return outcome.model_copy(update={"error": f"judge refused: {self._clean(outcome.refusal)[:200]}"})
+        if outcome.content is None:
+            return outcome.model_copy(update={"error": "reply has no message content"})
+        return outcome
+
+    def _clean(self, value: object) -> str:
+        """Text for a message or log line, with the API key blotted out should a server echo it."""
+        text = str(value)
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _error_message(text: str) -> str:
+    try:
+        error = json.loads(text).get("error")
+        message = error.get("message") if isinstance(error, dict) else error
+        return str(message)[:200] if message else ""
+    except (ValueError, AttributeError):
+        return text[:200]
+
+
+def _read_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+    """OpenAI's ``choices[0].logprobs.content`` as TokenLogprobs; None when absent or not understood."""
+    try:
+        content = logprobs["content"]
+        return [TokenLogprob(token=entry["token"], logprob=float(entry["logprob"]),
+                             top=[TokenAlternative(token=alt["token"], logprob=float(alt["logprob"]))
+                                  for alt in entry.get("top_logprobs") or []])
+                for entry in content]
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def _retry_after_s(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP date).
+
+    >>> _retry_after_s({"Retry-After": "2"}), _retry_after_s({"retry-after-ms": "250"}), _retry_after_s({})
+    (2.0, 0.25, None)
+    """
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if "retry-after-ms" in lowered:
+        try:
+            return max(0.0, float(lowered["retry-after-ms"]) / 1000)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _backoff_s(attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random, so retries spread out.
+
+    >>> all(0.5 <= _backoff_s(1, 1.0, 30) <= 1.0 and 2.0 <= _backoff_s(3, 1.0, 30) <= 4.0 for _ in range(50))
+    True
+    """
+    ceiling = min(cap, base * 2 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+# ---------------------------------------------------------------- the judge
+
+
+class LogprobJudgeMixin:
+    """Turns replies with token log-probabilities into results whose confidence comes from the verdict token.
+
+    A subclass's ``complete`` records each reply's tokens with :meth:`_record`; ``grade`` / ``compare`` /
+    ``rank`` then replace the confidence (self-reported, from a ``Confidence:`` line) by the probability of
+    the verdict token where the backend returned log-probabilities, and turn refusals and truncated
+    replies into clear errors. Results stay in request order, one per request.
+    """
+
+    @property
+    def _local(self) -> threading.local:
+        return self.__dict__.setdefault("_captures", threading.local())  # per judge, per thread
+
+    def _record(self, outcomes: Sequence[ChatOutcome]) -> None:
+        captured = getattr(self._local, "captured", None)
+        if captured is not None:
+            captured.extend(outcomes)
+
+    def _capture(self) -> list[ChatOutcome]:
+        self._local.captured = []
+        return self._local.captured
+
+    def _release(self) -> None:
+        self._local.captured = None
+
+    def _with_outcomes(self, call, requests):
+        captured = self._capture()
+        try:
+            results = call(requests)
+        finally:
+            self._release()
+        if len(captured) != len(results):  # not our complete(): leave results as they are
+            return results, [None] * len(results)
+        return results, captured
+
+    def compare(self, requests: Sequence[PairRequest]) -> list[PairVerdict]:
+        results, outcomes = self._with_outcomes(super().compare, requests)  # type: ignore[misc]
+        out = []
+        for result, outcome in zip(results, outcomes):
+            result = _explain(result, outcome)
+            if result.verdict is not None and outcome is not None and outcome.tokens:
+                probabilities = pair_confidence(outcome.tokens, result.verdict)
+                if probabilities is not None:
+                    result = LogprobPairVerdict(**{**result.model_dump(), "confidence": probabilities[result.verdict],
+                                                   "label_probabilities": probabilities})
+            out.append(result)
+        return out
+
+    def grade(self, requests: Sequence[GradeRequest]) -> list[GradeResult]:
+        results, outcomes = self._with_outcomes(super().grade, requests)  # type: ignore[misc]
+        out = []
+        for request, result, outcome in zip(requests, results, outcomes):
+            result = _explain(result, outcome)
+            if result.verdict is not None and outcome is not None and outcome.tokens:
+                confidence = grade_confidence(outcome.tokens, request.scale_min, request.scale_max)
+                if confidence is not None:
+                    result = result.model_copy(update={"confidence": confidence})
+            out.append(result)
+        return out
+
+    def rank(self, requests: Sequence[RankRequest]) -> list[RankingResult]:
+        results, outcomes = self._with_outcomes(super().rank, requests)  # type: ignore[misc]
+        out = []
+        for request, result, outcome in zip(requests, results, outcomes):
+            result = _explain(result, outcome)
+            if result.verdict is not None and outcome is not None and outcome.tokens:
+                confidence = rank_confidence(outcome.tokens, len(request.responses))
+                if confidence is not None:
+                    result = result.model_copy(update={"confidence": confidence})
+            out.append(result)
+        return out
+
+
+_REFUSAL = re.compile(r"(?i)^\W*(I'?m sorry|sorry,|I (?:cannot|can'?t|won'?t|am unable|'m unable)|"
+                      r"as an AI\b|I must decline)")
+
+
+def _explain(result, outcome: ChatOutcome | None):
+    """A refusal or a reply cut at max_tokens is no verdict, and the error says so."""
+    if result.verdict is None and result.raw_reply and _REFUSAL.search(result.raw_reply) and result.error \
+            and not result.error.startswith("judge call failed"):
+        result = result.model_copy(update={"error": f"judge refused (the reply reads as a refusal): {result.error}"})
+    if outcome is None:
+        return result
+    if outcome.refusal is not None:
+        return result.model_copy(update={"verdict": None, "confidence": None, "raw_reply": outcome.refusal,
+                                         "error": outcome.error, **({"strength": None}
+                                                                    if "strength" in type(result).model_fields
+                                                                    else {})})
+    if result.verdict is None and outcome.error is None and outcome.finish_reason == "length":
+        return result.model_copy(update={"error": f"{result.error}; the reply was cut off at the token limit"})
+    return result
+
+
+class OpenAICompatJudge(LogprobJudgeMixin, PromptedJudge):
+    """A :class:`~rlcore.judges.base.Judge` that asks an OpenAI-compatible chat-completions endpoint.
+
+    Each rendered prompt is sent as one user message (after ``system_prompt`` when set).
+    """
+
+    def __init__(self, settings: OpenAICompatSettings, templates: "JudgeTemplates | None" = None,
+                 name: str | None = None) -> None:
+        super().__init__(templates, name or f"openai-compat:{settings.model}")
+        self.settings = settings
+        self.client = ChatCompletionsClient(settings)
+
+    def __repr__(self) -> str:
+        return f"OpenAICompatJudge(base_url={self.settings.base_url!r}, model={self.settings.model!r})"
+
+    def complete(self, prompts: Sequence[str]) -> list[str | BaseException]:
+        system = [{"role": "system", "content": self.settings.system_prompt}] if self.settings.system_prompt else []
+        outcomes = self.client.chat_batch([[*system, {"role": "user", "content": p}] for p in prompts])
+        self._record(outcomes)
+        return [JudgeCallError(o.error) if o.error and o.refusal is None else (o.refusal or o.content or "")
+                for o in outcomes]
+
+
+__all__ = [
+    "ChatCompletionsClient",
+    "ChatOutcome",
+    "JudgeCallError",
+    "LogprobJudgeMixin",
+    "LogprobPairVerdict",
+    "OpenAICompatJudge",
+    "OpenAICompatSettings",
+    "TokenAlternative",
+    "TokenLogprob",
+    "grade_confidence",
+    "pair_confidence",
+    "rank_confidence",
+    "verdict_probabilities",
+]
