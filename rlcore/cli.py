@@ -19,6 +19,7 @@ COMMAND_GROUPS = [
     "rlcore.selfcheck",
     "rlcore.training.cli",
     "rlcore.agreement",
+    "rlcore.judges.cli",
 ]
 
 

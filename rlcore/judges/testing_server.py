@@ -408,7 +408,10 @@ class HFChatPolicy:
 def serve_test(port: int, model: str | None, reply: str, latency_s: float, capacity: int | None,
                host: str = "127.0.0.1") -> int:
     """Run the server in the foreground (``python -m rlcore judge serve-test``)."""
-    policy: Policy = HFChatPolicy(model) if model else always(reply, logprobs=[[(reply, -0.05)]])
+    import re
+
+    pieces = [[(piece, -0.05)] for piece in re.findall(r"\s*\S+", reply)]  # whitespace-led "tokens"
+    policy: Policy = HFChatPolicy(model) if model else always(reply, logprobs=pieces or None)
     server = ChatCompletionsServer(policy, host=host, port=port, latency_s=latency_s, capacity=capacity,
                                    model_name=model or "test-judge")
     print(f"serving OpenAI-compatible chat completions at {server.base_url}", flush=True)
