@@ -1,0 +1,162 @@
+"""``RewardSpec``: a hybrid reward made of weighted components, with a normalisation.
+
+Components (tagged by ``kind``):
+
+- ``rubric_rules``: a rubric's rule criteria only (no model) — fast, deterministic;
+- ``rubric_judge``: the whole rubric, its criteria without a rule graded by an LM judge;
+- ``reward_model``: a trained sequence-classification checkpoint, scored in batches;
+- ``verifier``: the final answer checked against a reference column (exact / numeric / math);
+- ``length_penalty``: DAPO's soft overlong penalty, 0 up to ``max_length - cache_length``, then falling
+  linearly to ``-penalty`` at ``max_length`` and beyond.
+
+Each component may carry a condition on a dataset column (``when``); on rows where it does not hold the
+component gives None — so math prompts get a verifier and chat prompts a reward model, in one spec.
+
+Normalisations: ``none`` (weighted sum), ``group_zscore`` (the weighted sum, z-scored within each prompt
+group), ``normalize_then_sum`` (each component z-scored within its group, then weighted and summed), ``par``
+(``sigmoid(r - r_ref)`` where ``r_ref`` is the weighted sum the same components give the reference response
+in ``par_reference_column``).
+
+>>> spec = RewardSpec(name="math", components=[
+...     {"kind": "verifier", "name": "correct", "reference_column": "answer", "weight": 1.0,
+...      "when": {"column": "task", "equals": "math"}},
+...     {"kind": "length_penalty", "name": "overlong", "max_length": 512, "cache_length": 128, "weight": 0.5},
+... ])
+>>> [c.kind for c in spec.components], spec.normalization
+(['verifier', 'length_penalty'], 'none')
+>>> spec.components[0].when.holds({"task": "math"}), spec.components[0].when.holds({"task": "chat"})
+(True, False)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rlcore.rubric import Rubric
+
+Normalization = Literal["none", "group_zscore", "normalize_then_sum", "par"]
+NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+
+
+class Condition(BaseModel):
+    """A component applies to a row only where a dataset column has a given value (or one of several)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    column: str = Field(min_length=1, description="the dataset column to look at")
+    equals: Any = Field(None, description="apply where the column equals this value")
+    one_of: list[Any] | None = Field(None, description="apply where the column equals any of these values")
+
+    @model_validator(mode="after")
+    def _one_test(self) -> "Condition":
+        if (self.equals is None) == (self.one_of is None):
+            raise ValueError("give exactly one of 'equals' or 'one_of'")
+        return self
+
+    def holds(self, row: Any) -> bool:
+        """Whether the component applies to this row (a missing column never matches)."""
+        value = row.get(self.column)
+        if self.one_of is not None:
+            return value in self.one_of
+        return value == self.equals
+
+
+class _Component(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, description="unique name; TRL logs it as rewards/<name>/mean")
+    weight: float = Field(1.0, description="weight in the sum (may be negative for a penalty)")
+    when: Condition | None = Field(None, description="apply only to rows matching this condition; None: all rows")
+
+
+class _RubricComponent(_Component):
+    rubric: Rubric | None = Field(None, description="the rubric, inline")
+    rubric_path: str | None = Field(
+        None, description="a rubric file (YAML/JSON), relative to the spec file; load_spec inlines it"
+    )
+
+
+class RubricRulesComponent(_RubricComponent):
+    """A rubric's rule criteria (criteria without a rule are ignored), aggregated into [0, 1]."""
+
+    kind: Literal["rubric_rules"] = Field(description="component type tag")
+
+
+class RubricJudgeComponent(_RubricComponent):
+    """The whole rubric in [0, 1]: rule criteria by rule, the others graded by the judge."""
+
+    kind: Literal["rubric_judge"] = Field(description="component type tag")
+    reference_column: str | None = Field(None, description="dataset column with a reference answer shown to the judge")
+
+
+class RewardModelComponent(_Component):
+    """A sequence-classification checkpoint's score (logit 0) of prompt + completion."""
+
+    kind: Literal["reward_model"] = Field(description="component type tag")
+    path: str = Field(description="checkpoint directory (config.json, weights, tokenizer) or hub id")
+    batch_size: int = Field(16, ge=1, description="completions scored per forward pass")
+    max_length: int = Field(1024, ge=8, description="tokens kept per input (longer inputs are truncated)")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+
+
+class VerifierComponent(_Component):
+    """1 (``correct``) when the final answer matches the reference column, 0 (``incorrect``) otherwise."""
+
+    kind: Literal["verifier"] = Field(description="component type tag")
+    reference_column: str = Field(description="dataset column holding the reference answer")
+    mode: Literal["exact", "numeric", "math"] = Field("math", description="how answers are compared")
+    tolerance: float = Field(1e-6, ge=0, description="relative tolerance for numeric comparison")
+    correct: float = Field(1.0, description="reward for a matching answer")
+    incorrect: float = Field(0.0, description="reward for a wrong or missing answer")
+
+
+class LengthPenaltyComponent(_Component):
+    """DAPO soft overlong penalty: 0, then linear down to -penalty over the last ``cache_length`` units."""
+
+    kind: Literal["length_penalty"] = Field(description="component type tag")
+    max_length: int = Field(ge=1, description="length at and beyond which the penalty is full")
+    cache_length: int = Field(ge=0, description="width of the soft zone before max_length (0: a hard cliff)")
+    unit: Literal["tokens", "chars", "words"] = Field(
+        "tokens", description="'tokens' uses the trainer's completion ids (words when not given)"
+    )
+    penalty: float = Field(1.0, ge=0, description="size of the full penalty")
+
+
+Component = Annotated[
+    RubricRulesComponent | RubricJudgeComponent | RewardModelComponent | VerifierComponent | LengthPenaltyComponent,
+    Field(discriminator="kind"),
+]
+
+
+class RewardSpec(BaseModel):
+    """A hybrid reward: weighted components and a normalisation. rlcore turns it into TRL reward functions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, description="the spec's name")
+    description: str = Field("", description="what the reward is for")
+    components: list[Component] = Field(min_length=1, description="the reward components")
+    normalization: Normalization = Field("none", description="none, group_zscore, normalize_then_sum or par")
+    group_column: str | None = Field(
+        None, description="rows with the same value here form a group for z-scores; None: rows with the same prompt"
+    )
+    par_reference_column: str | None = Field(
+        None, description="for PAR: the column holding a reference response to centre the reward on"
+    )
+
+    def resolve_paths(self, base: Path) -> "RewardSpec":
+        """A copy with every ``rubric_path`` loaded and inlined (relative paths against ``base``); check_spec
+        validates the inlined rubrics."""
+        from rlcore.rubric import load_contract
+
+        components = []
+        for component in self.components:
+            if isinstance(component, _RubricComponent) and component.rubric is None and component.rubric_path:
+                path = Path(component.rubric_path)
+                rubric = load_contract(path if path.is_absolute() else base / path, Rubric)
+                component = component.model_copy(update={"rubric": rubric, "rubric_path": None})
+            components.append(component)
+        return self.model_copy(update={"components": components})
