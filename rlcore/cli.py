@@ -17,6 +17,7 @@ from rlcore.errors import UserError
 # module paths of command groups; each has register(subparsers)
 COMMAND_GROUPS = [
     "rlcore.selfcheck",
+    "rlcore.rewards.cli",
     "rlcore.training.cli",
     "rlcore.agreement",
     "rlcore.judges.cli",

@@ -1,0 +1,86 @@
+"""``python -m rlcore reward``: score rows with a spec, or check a spec.
+
+- ``reward score --spec SPEC --input FILE.jsonl`` prints one JSON line per row:
+  ``{"index": 0, "total": 0.8, "raw_total": 0.8, "components": {"rules": 1.0, ...}}``;
+- ``reward check --spec SPEC [--columns a,b]`` prints each problem on its own line and exits 2 if any.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rlcore.errors import UserError
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """Rows of a JSONL file; a bad line raises UserError naming the file and line."""
+    rows = []
+    try:
+        handle = open(path, encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
+    with handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UserError(f"{path}, line {number}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}, line {number}: expected a JSON object with 'prompt' and 'completion'")
+            rows.append(row)
+    return rows
+
+
+def run_score(spec_path: str, input_path: str, judge_name: str | None) -> int:
+    from rlcore.rewards.check import load_spec
+    from rlcore.rewards.engine import RewardEngine, rows_to_batch
+
+    rows = read_jsonl(input_path)
+    columns = sorted({k for row in rows for k in row} - {"prompt", "completion", "response", "completion_ids"})
+    spec = load_spec(spec_path, dataset_columns=columns if rows else None)
+    judge = None
+    if judge_name == "deterministic":
+        from rlcore.judges.deterministic import DeterministicJudge
+
+        judge = DeterministicJudge()
+    engine = RewardEngine(spec, judge=judge)
+    for scored in engine.score_batch(rows_to_batch(rows, source=f"{input_path}, line")):
+        sys.stdout.write(scored.model_dump_json() + "\n")
+    return 0
+
+
+def run_check(spec_path: str, columns: str | None) -> int:
+    from rlcore.rewards.check import check_spec, load_spec
+
+    spec = load_spec(spec_path, validate=False)
+    dataset_columns = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    problems = check_spec(spec, dataset_columns)
+    for problem in problems:
+        print(f"{spec_path}: {problem}")
+    if problems:
+        print(f"{len(problems)} problem(s) in {spec_path}", file=sys.stderr)
+        return 2
+    print(f"{spec_path}: ok ({len(spec.components)} components, normalization {spec.normalization})")
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("reward", help="score rows with a reward spec, or check a spec")
+    commands = parser.add_subparsers(dest="reward_command", metavar="SUBCOMMAND")
+    parser.set_defaults(handler=lambda args: parser.print_help() or 2)
+
+    score = commands.add_parser("score", help="print each row's total and components as JSON lines")
+    score.add_argument("--spec", required=True, help="reward spec file (YAML or JSON)")
+    score.add_argument("--input", required=True, help="JSONL rows with 'prompt', 'completion' and dataset columns")
+    score.add_argument("--judge", choices=["deterministic"], default=None,
+                       help="judge for rubric_judge components (model-backed judges come from the judges package)")
+    score.set_defaults(handler=lambda args: run_score(args.spec, args.input, args.judge))
+
+    check = commands.add_parser("check", help="validate a spec and explain each problem (exit 2 if any)")
+    check.add_argument("--spec", required=True, help="reward spec file (YAML or JSON)")
+    check.add_argument("--columns", default=None, help="comma-separated dataset columns the spec may read")
+    check.set_defaults(handler=lambda args: run_check(args.spec, args.columns))
