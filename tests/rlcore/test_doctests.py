@@ -12,6 +12,13 @@ MODULES = [
     "rlcore.judges.base",
     "rlcore.judges.prompts",
     "rlcore.judges.deterministic",
+    "rlcore.rules",
+    "rlcore.rubric",
+    "rlcore.rewards.spec",
+    "rlcore.rewards.check",
+    "rlcore.rewards.combine",
+    "rlcore.rewards.engine",
+    "rlcore.rewards.trl_adapter",
 ]
 
 
