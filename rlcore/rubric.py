@@ -8,6 +8,7 @@ criterion's scale). The total is the weighted mean of the criteria that apply. T
   its ``veto_cap`` — a response that leaks a secret scores low however polite it is;
 - **saturating aggregation**: each criterion's score passes through ``(1 - e^{-a s}) / (1 - e^{-a})`` before
   the mean, so moving a weak criterion up pays more than polishing a strong one (diminishing returns).
+  Met (1) and failed (0) criteria are unchanged by the curve: it acts on graded, in-between scores.
 
 >>> rubric = Rubric(name="answer", criteria=[
 ...     Criterion(name="polite", weight=1, rule={"kind": "contains", "texts": ["please", "thank"]}),

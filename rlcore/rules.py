@@ -176,7 +176,7 @@ def rule_problems(rule: Rule, where: str = "rule", prefix: str = "") -> list[Pro
             validators.validator_for(rule.json_schema).check_schema(rule.json_schema)
         except exceptions.SchemaError as exc:
             at = "/".join(str(p) for p in exc.absolute_path)
-            problem("schema" + (f" at /{at}" if at else ""), f"not a valid JSON Schema: {exc.message}")
+            problem("schema", f"not a valid JSON Schema{f' (at /{at})' if at else ''}: {exc.message}")
     elif isinstance(rule, AnswerMatchRule) and not rule.reference_column.strip():
         problem("reference_column", "name the dataset column that holds the reference answer")
     elif isinstance(rule, FormatRule) and rule.check in ("starts_with", "ends_with") and not rule.value:
@@ -349,7 +349,7 @@ def extract_answer(text: str) -> str:
     return text.strip()
 
 
-_NUMBER_TOKEN = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d*\.?\d+)(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?%?")
+_NUMBER_TOKEN = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d*\.?\d+)(?:[eE][-+]?\d+)?(?:\s*/\s*\d+)?%?")
 _FRAC = re.compile(r"\\[dt]?frac\{([-+]?[\d.]+)\}\{([-+]?[\d.]+)\}")
 
 
