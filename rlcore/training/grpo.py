@@ -58,13 +58,14 @@ def lora_config(spec: GRPOTrainSpec):
                       target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
 
 
-def reward_functions(spec: GRPOTrainSpec) -> tuple[list[Callable[..., Any]], list[float]]:
-    """TRL reward functions and weights for the spec's RewardSpec (``rlcore.rewards.trl_adapter``)."""
-    try:
-        from rlcore.rewards.trl_adapter import build_reward_funcs
-    except ImportError as exc:
-        raise UserError("reward_spec: rlcore.rewards is not installed in this environment") from exc
-    funcs, weights = build_reward_funcs(spec.reward_spec)
+def reward_functions(spec: GRPOTrainSpec, columns: Sequence[str]) -> tuple[list[Callable[..., Any]], list[float]]:
+    """TRL reward functions and weights for the spec's RewardSpec, checked against the prompt columns
+    (a missing column, a deleted reward model, a bad rubric are UserErrors naming the component)."""
+    from rlcore.rewards import validate_spec
+    from rlcore.rewards.trl_adapter import build_reward_funcs
+
+    reward_spec = validate_spec(spec.reward_spec, dataset_columns=columns, source="reward_spec")
+    funcs, weights = build_reward_funcs(reward_spec)
     return list(funcs), list(weights)
 
 
@@ -98,7 +99,7 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     policy = resolve_model_source(spec.policy, "policy")
     rows = prompt_rows(spec.prompt_snapshot)
     if reward_funcs is None:
-        reward_funcs, reward_weights = reward_functions(spec)
+        reward_funcs, reward_weights = reward_functions(spec, list(rows[0]))
     import datasets
     from datasets import Dataset
     from transformers import AutoTokenizer

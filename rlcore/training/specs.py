@@ -26,11 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlcore.errors import UserError
-
-try:  # the hybrid reward contract, owned by rlcore.rewards
-    from rlcore.rewards import RewardSpec as _RewardSpec
-except ImportError:  # pragma: no cover - only while rlcore.rewards is not installed
-    _RewardSpec = dict[str, Any]  # type: ignore[misc,assignment]
+from rlcore.rewards import RewardSpec
 
 
 class _TrainSpec(BaseModel):
@@ -104,7 +100,8 @@ class GRPOTrainSpec(_TrainSpec):
     prompt_snapshot: Path = Field(
         description="Prompts, JSONL or Parquet: a prompt column (text or message list) plus any columns that "
                     "reward conditions or references use.")
-    reward_spec: _RewardSpec = Field(description="The hybrid reward (rlcore.rewards.RewardSpec).")
+    reward_spec: RewardSpec = Field(
+        description="The hybrid reward; a component's rubric_path is relative to the spec file.")
     preset: Literal["grpo", "dr_grpo", "dapo", "gspo"] = Field(
         "dapo", description="Loss variant (see rlcore.training.presets); TRL's default is dapo.")
     beta: float | None = Field(None, ge=0, description="KL coefficient; None takes the preset's value.")
@@ -158,8 +155,9 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     """One line per problem: ``source: field.path: message``.
 
     >>> try:
-    ...     GRPOTrainSpec(output_dir="o", policy="p", prompt_snapshot="s.jsonl", reward_spec={},
-    ...                   num_generations=3)
+    ...     GRPOTrainSpec(output_dir="o", policy="p", prompt_snapshot="s.jsonl", num_generations=3,
+    ...                   reward_spec={"name": "r", "components": [
+    ...                       {"kind": "length_penalty", "name": "long", "max_length": 64, "cache_length": 16}]})
     ... except ValidationError as exc:
     ...     print(format_validation_error("spec.json", exc))  # doctest: +ELLIPSIS
     spec.json: ...multiple of num_generations (3) so each prompt's group is generated together
@@ -178,6 +176,9 @@ def load_spec(path: str | Path, kind: Literal["reward_model", "grpo"]) -> TrainS
         raise UserError(f"{path}: kind: this is a {data['kind']!r} spec, expected {kind!r}")
     data.setdefault("kind", kind)
     try:
-        return SPEC_CLASSES[kind].model_validate(data)
+        spec = SPEC_CLASSES[kind].model_validate(data)
     except ValidationError as exc:
         raise UserError(format_validation_error(str(path), exc)) from exc
+    if isinstance(spec, GRPOTrainSpec):
+        spec = spec.model_copy(update={"reward_spec": spec.reward_spec.resolve_paths(Path(path).parent)})
+    return spec
