@@ -1,0 +1,134 @@
+"""Bad input gets a clear message naming the field, on the page or as a 4xx JSON error."""
+
+import pytest
+
+from tests.conftest import PASSWORD, token_for
+from webapp.projects.models import Membership, Project
+
+
+def _api(client, user):
+    headers = {"Authorization": f"Bearer {token_for(user)}"}
+
+    def call(method, url, data=None):
+        kwargs = {"data": data, "content_type": "application/json"} if data is not None else {}
+        return getattr(client, method)(url, headers=headers, **kwargs)
+
+    return call
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_wrong_password_with_a_message(client, people):
+    response = client.post("/accounts/login/", {"username": "alice", "password": "nope"})
+    assert response.status_code == 200
+    assert "Please enter a correct username and password" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+def test_it_signs_in_and_out(client, people):
+    response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD})
+    assert response.status_code == 302 and "_auth_user_id" in client.session
+    client.post("/accounts/logout/")
+    assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("header", [None, "Bearer rs_not-a-real-token", "Bearer ", "Token abc"])
+def test_it_answers_401_json_for_a_missing_or_invalid_token(client, people, header):
+    headers = {"Authorization": header} if header is not None else {}
+    response = client.get("/api/v1/projects", headers=headers)
+    assert response.status_code == 401
+    assert "API token" in response.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_it_exchanges_a_password_for_a_token_and_refuses_a_wrong_one(client, people):
+    ok = client.post("/api/v1/auth/token", {"username": "bob", "password": PASSWORD}, content_type="application/json")
+    assert ok.status_code == 200
+    token = ok.json()["token"]
+    assert client.get("/api/v1/projects", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    bad = client.post("/api/v1/auth/token", {"username": "bob", "password": "x"}, content_type="application/json")
+    assert bad.status_code == 401 and "Wrong username or password" in bad.json()["detail"]
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_duplicate_project_name_case_insensitively(client, people):
+    api = _api(client, people.users["bob"])
+    response = api("post", "/api/v1/projects", {"name": "  helpfulness "})
+    assert response.status_code == 422
+    assert response.json()["detail"] == [{"field": "name", "message": "A project named 'helpfulness' already exists."}]
+    assert Project.objects.filter(name__iexact="helpfulness").count() == 1
+
+
+@pytest.mark.django_db
+def test_it_shows_a_duplicate_name_error_on_the_page(client, people):
+    client.force_login(people.users["bob"])
+    response = client.post("/", {"name": "Helpfulness"})
+    assert response.status_code == 422
+    assert "already exists" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_it_rejects_an_empty_project_name(client, people):
+    response = _api(client, people.users["bob"])("post", "/api/v1/projects", {"name": "   "})
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "name"
+
+
+@pytest.mark.django_db
+def test_it_rejects_an_invalid_role(client, people):
+    api = _api(client, people.users["alice"])
+    response = api("post", f"/api/v1/projects/{people.project.pk}/members", {"user": "eve", "role": "admin"})
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert detail["field"] == "role" and "admin" in detail["message"] and "annotator" in detail["message"]
+    assert not Membership.objects.filter(project=people.project, user=people.users["eve"]).exists()
+
+
+@pytest.mark.django_db
+def test_it_rejects_an_unknown_member(client, people):
+    api = _api(client, people.users["alice"])
+    response = api("post", f"/api/v1/projects/{people.project.pk}/members", {"user": "mallory", "role": "viewer"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0] == {
+        "field": "user", "message": "No user 'mallory'. Ask them to sign up first, then invite them."}
+
+
+@pytest.mark.django_db
+def test_it_shows_an_unknown_member_error_on_the_page(client, people):
+    client.force_login(people.users["alice"])
+    response = client.post(f"/projects/{people.project.pk}/members/", {"user": "mallory", "role": "viewer"})
+    assert response.status_code == 422 and "No user &#x27;mallory&#x27;" in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_it_rejects_a_second_membership(client, people):
+    api = _api(client, people.users["alice"])
+    response = api("post", f"/api/v1/projects/{people.project.pk}/members", {"user": "bob", "role": "viewer"})
+    assert response.status_code == 422 and "already a member" in response.json()["detail"][0]["message"]
+    assert Membership.objects.get(project=people.project, user=people.users["bob"]).role == "designer"
+
+
+@pytest.mark.django_db
+def test_it_keeps_at_least_one_owner(client, people):
+    api = _api(client, people.users["alice"])
+    alice_id = people.users["alice"].pk
+    response = api("patch", f"/api/v1/projects/{people.project.pk}/members/{alice_id}", {"role": "viewer"})
+    assert response.status_code == 422 and "at least one owner" in response.json()["detail"][0]["message"]
+    assert api("delete", f"/api/v1/projects/{people.project.pk}/members/{alice_id}").status_code == 422
+    assert Membership.objects.get(project=people.project, user_id=alice_id).role == "owner"
+
+
+@pytest.mark.django_db
+def test_it_names_the_field_of_a_malformed_body(client, people):
+    api = _api(client, people.users["alice"])
+    response = api("post", f"/api/v1/projects/{people.project.pk}/jobs/selfcheck", {"steps": "many"})
+    assert response.status_code == 422
+    assert "steps" in str(response.json()["detail"])
+
+
+@pytest.mark.django_db
+def test_it_serves_the_openapi_schema(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    assert schema["info"]["title"] == "Reward Studio API"
+    assert "/api/v1/projects/{project_id}/members" in schema["paths"]
+    assert "/api/v1/projects/{project_id}/jobs/{job_id}/cancel" in schema["paths"]

@@ -1,0 +1,78 @@
+"""The REST API: one NinjaAPI, routers contributed by each app, OpenAPI at /api/v1/openapi.json.
+
+Authentication: `Authorization: Bearer <token>` (tokens from the Account page or
+POST /api/v1/auth/token), or the browser session (with CSRF) for the pages' own htmx calls.
+Errors are JSON: {"detail": "..."} or, for input a user can fix,
+{"detail": [{"field": "name", "message": "..."}]} with status 422.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from ninja import NinjaAPI
+from ninja.errors import AuthenticationError
+from ninja.security import HttpBearer, django_auth
+
+from webapp.accounts.services import api_token_authenticate
+
+
+class TokenAuth(HttpBearer):
+    def authenticate(self, request, token: str):
+        user = api_token_authenticate(token)
+        if user is not None:
+            request.user = user
+        return user
+
+
+api = NinjaAPI(
+    title="Reward Studio API",
+    version="1",
+    description="Everything the Reward Studio pages can do, for scripts and other tools.",
+    auth=[TokenAuth(), django_auth],
+    urls_namespace="api",
+)
+
+
+def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
+    if hasattr(exc, "error_dict"):
+        return [
+            {"field": field, "message": message}
+            for field, errors in exc.message_dict.items()
+            for message in errors
+        ]
+    return [{"field": "__all__", "message": message} for message in exc.messages]
+
+
+@api.exception_handler(ValidationError)
+def on_validation_error(request, exc: ValidationError):
+    return api.create_response(request, {"detail": validation_errors(exc)}, status=422)
+
+
+@api.exception_handler(PermissionDenied)
+def on_permission_denied(request, exc: PermissionDenied):
+    return api.create_response(request, {"detail": str(exc) or "Forbidden"}, status=403)
+
+
+@api.exception_handler(Http404)
+def on_not_found(request, exc: Http404):
+    return api.create_response(request, {"detail": str(exc) or "Not found"}, status=404)
+
+
+@api.exception_handler(AuthenticationError)
+def on_unauthenticated(request, exc: AuthenticationError):
+    return api.create_response(
+        request,
+        {"detail": "Missing or invalid API token: send 'Authorization: Bearer <token>' "
+                   "(create one on your Account page or with POST /api/v1/auth/token)."},
+        status=401,
+    )
+
+
+from webapp.accounts.apis import router as accounts_router  # noqa: E402
+from webapp.jobs.apis import router as jobs_router  # noqa: E402
+from webapp.projects.apis import router as projects_router  # noqa: E402
+
+api.add_router("/auth", accounts_router)
+api.add_router("/projects", projects_router)
+api.add_router("/projects", jobs_router)

@@ -1,0 +1,41 @@
+"""Fan-out of job updates to live dashboards through Redis pub/sub (one channel per job).
+
+Publishing is best effort: the database is the record, and a dashboard that missed a message
+replays from it (Last-Event-ID). With no REDIS_URL, nothing is published and streams poll.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import lru_cache
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+def channel_for(job_id: int) -> str:
+    return f"reward-studio:job:{job_id}"
+
+
+@lru_cache(maxsize=1)
+def _client():
+    import redis
+
+    return redis.Redis.from_url(settings.REDIS_URL)
+
+
+def publish_job_update(job_id: int, *, metrics=(), samples=(), progress=None, state=None) -> None:
+    if not settings.REDIS_URL:
+        return
+    message = {
+        "metrics": [{"id": m.pk, "step": m.step, "name": m.name, "value": m.value} for m in metrics],
+        "samples": len(samples),
+        "progress": progress,
+        "state": state,
+    }
+    try:
+        _client().publish(channel_for(job_id), json.dumps(message))
+    except Exception:  # a dashboard hiccup must never fail a training job
+        logger.warning("could not publish update for job %s", job_id, exc_info=True)

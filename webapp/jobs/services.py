@@ -1,0 +1,152 @@
+"""Writes to jobs. The worker's runner calls these; so do pages and the API.
+
+Every state change is a conditional UPDATE ... WHERE state = <expected>: whoever moves a job
+first wins and everyone else sees 0 rows changed, so a redelivered Celery message, the reaper
+and a late-finishing worker cannot overwrite each other.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Iterable
+
+import django.dispatch
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.jobs.models import Job, JobArtifact, JobSample, JobState, MetricPoint, Queue
+
+LOG_TAIL_LINES = 200
+
+# Sent after a job reached `succeeded`, inside no transaction; receivers register what it made.
+job_succeeded = django.dispatch.Signal()
+
+
+def job_output_dir(job: Job) -> Path:
+    return Path(settings.ARTIFACT_ROOT) / "jobs" / str(job.pk)
+
+
+@transaction.atomic
+def job_create(
+    *, project, user, kind: str, argv: list[str], spec: dict | None = None, queue: str = Queue.DEFAULT,
+    title: str = "", parent: Job | None = None,
+) -> Job:
+    if queue not in Queue.values:
+        raise ValidationError({"queue": f"Unknown queue '{queue}'. Choose one of: {', '.join(Queue.values)}."})
+    job = Job.objects.create(
+        project=project, kind=kind, argv=list(argv), spec=spec or {}, queue=queue, title=title or kind,
+        created_by=user, parent=parent,
+    )
+    job.output_dir = str(job_output_dir(job))
+    job.save(update_fields=["output_dir"])
+    # Enqueue only once the row is committed, or a fast worker could look for a job not yet visible.
+    transaction.on_commit(lambda: _enqueue(job.pk, queue))
+    return job
+
+
+def _enqueue(job_id: int, queue: str) -> None:
+    from workers.tasks import run_job
+
+    run_job.apply_async(args=[job_id], queue=queue)
+
+
+def job_request_cancel(*, job: Job) -> Job:
+    """A queued job is cancelled at once; a running one is flagged, and its worker kills it."""
+    now = timezone.now()
+    if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
+        state=JobState.CANCELLED, cancel_requested=True, finished_at=now, error="Cancelled before it started."
+    ):
+        pass
+    else:
+        Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested=True)
+    job.refresh_from_db()
+    return job
+
+
+def job_claim(*, job_id: int, worker: str) -> bool:
+    """Move a queued job to running for this worker. False if it is not queued (a redelivery)."""
+    now = timezone.now()
+    return bool(
+        Job.objects.filter(pk=job_id, state=JobState.QUEUED).update(
+            state=JobState.RUNNING, worker=worker, started_at=now, heartbeat_at=now
+        )
+    )
+
+
+def job_heartbeat(*, job_id: int, pid: int | None = None, log_tail: str | None = None) -> bool:
+    """Refresh the heartbeat; returns whether a cancel has been requested."""
+    fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+    if pid is not None:
+        fields["pid"] = pid
+    if log_tail is not None:
+        fields["log_tail"] = log_tail
+    Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields)
+    return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
+
+
+def job_record_events(*, job_id: int, events: Iterable[dict[str, Any]]) -> None:
+    """Store what the child printed: metrics, progress, samples, artifacts (rlcore.events)."""
+    metrics, samples, artifacts, progress = [], [], [], None
+    for event in events:
+        kind = event.get("kind")
+        if kind == "metric":
+            value = event["value"]
+            metrics.append(MetricPoint(
+                job_id=job_id, step=event["step"], name=event["name"][:200],
+                value=value if math.isfinite(value) else None,
+            ))
+        elif kind == "progress":
+            progress = (event["step"], event["total"])
+        elif kind == "sample":
+            samples.append(JobSample(job_id=job_id, step=event["step"], data=event))
+        elif kind == "artifact":
+            artifacts.append(JobArtifact(
+                job_id=job_id, type=str(event.get("type", ""))[:60], path=str(event.get("path", ""))[:1000],
+                data={k: v for k, v in event.items() if k not in ("kind", "type", "path")},
+            ))
+    with transaction.atomic():
+        MetricPoint.objects.bulk_create(metrics)
+        JobSample.objects.bulk_create(samples)
+        JobArtifact.objects.bulk_create(artifacts)
+        if progress:
+            Job.objects.filter(pk=job_id).update(progress_step=progress[0], progress_total=progress[1])
+    from webapp.jobs import live
+
+    live.publish_job_update(job_id, metrics=metrics, samples=samples, progress=progress)
+
+
+def job_finish(*, job_id: int, state: str, error: str = "", log_tail: str | None = None) -> bool:
+    """Move a running job to a final state. False if something else already finished it."""
+    fields: dict[str, Any] = {"state": state, "finished_at": timezone.now(), "error": error[-8000:]}
+    if log_tail is not None:
+        fields["log_tail"] = log_tail
+    moved = bool(Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields))
+    if moved:
+        from webapp.jobs import live
+
+        live.publish_job_update(job_id, state=state)
+        if state == JobState.SUCCEEDED:
+            job_succeeded.send(sender=Job, job=Job.objects.get(pk=job_id))
+    return moved
+
+
+def job_reap_stale(*, now=None) -> list[int]:
+    """Fail running jobs whose worker stopped sending heartbeats (killed, machine lost)."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
+    reaped = []
+    for job_id in Job.objects.filter(state=JobState.RUNNING, heartbeat_at__lt=cutoff).values_list("pk", flat=True):
+        if job_finish(
+            job_id=job_id, state=JobState.FAILED,
+            error=(
+                f"The worker stopped sending heartbeats for over "
+                f"{settings.JOB_HEARTBEAT_TIMEOUT_SECONDS:g} s (it was killed or lost its machine). "
+                "Resume the job to continue from its last checkpoint."
+            ),
+        ):
+            reaped.append(job_id)
+    return reaped

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from webapp.jobs import views
+
+urlpatterns = [
+    path("", views.job_list, name="job_list"),
+    path("<int:job_id>/", views.job_detail, name="job_detail"),
+    path("<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+]

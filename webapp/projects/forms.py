@@ -1,0 +1,13 @@
+from django import forms
+
+from webapp.projects.models import Role
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+
+
+class MemberForm(forms.Form):
+    user = forms.CharField(label="Username or e-mail", max_length=150)
+    role = forms.ChoiceField(choices=Role.choices)

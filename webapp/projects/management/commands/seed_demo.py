@@ -1,0 +1,47 @@
+"""Create a demo user and project so a fresh install has something to look at. Idempotent."""
+
+import os
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from webapp.projects import services
+from webapp.projects.models import Membership, Project, Role
+
+DEMO_PROJECT = "Demo: helpful assistant preferences"
+DEMO_MEMBERS = [("demo-annotator", Role.ANNOTATOR), ("demo-viewer", Role.VIEWER)]
+
+
+class Command(BaseCommand):
+    help = "Create the demo user (login printed) and a demo project with demo data."
+
+    @transaction.atomic
+    def handle(self, *args, **options):
+        User = get_user_model()
+        password = os.environ.get("DEMO_PASSWORD", "demo-password")
+        demo, created = User.objects.get_or_create(username="demo", defaults={"email": "demo@example.com"})
+        if created:
+            demo.set_password(password)
+            demo.save()
+        for username, _ in DEMO_MEMBERS:
+            user, made = User.objects.get_or_create(username=username)
+            if made:
+                user.set_password(password)
+                user.save()
+        project = Project.objects.filter(name=DEMO_PROJECT).first()
+        if project is None:
+            project = services.project_create(
+                user=demo, name=DEMO_PROJECT,
+                description="Pairwise preferences between assistant answers, with a helpfulness rubric.",
+                guidelines="Prefer the answer that is correct, complete and concise. Penalise made-up facts.",
+            )
+        for username, role in DEMO_MEMBERS:
+            Membership.objects.get_or_create(project=project, user=User.objects.get(username=username),
+                                             defaults={"role": role})
+        if created:
+            self.stdout.write(self.style.SUCCESS(f"Demo login: username 'demo', password '{password}'"))
+        else:
+            self.stdout.write(self.style.SUCCESS(
+                "Demo login: username 'demo' (password as set on the first run; default 'demo-password')"
+            ))

@@ -1,0 +1,48 @@
+"""Who may do what in a project: the one table every page and API endpoint consults.
+
+A user who is not a member of a project gets 404 for it and everything in it (we do not confirm
+that it exists); a member whose role lacks the capability gets 403.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+
+from webapp.projects.models import Membership, Project, Role
+
+
+class Capability(str, Enum):
+    VIEW = "view"                       # see the project and its members
+    VIEW_DASHBOARDS = "view_dashboards"  # jobs, metrics, agreement, exports
+    LABEL = "label"                     # annotate comparisons
+    DESIGN = "design"                   # datasets, rubrics, reward specs, launching jobs
+    MANAGE_MEMBERS = "manage_members"   # invite, change roles, remove; edit/close the project
+
+
+ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
+    Role.OWNER: frozenset(Capability),
+    Role.DESIGNER: frozenset({Capability.VIEW, Capability.VIEW_DASHBOARDS, Capability.LABEL, Capability.DESIGN}),
+    Role.ANNOTATOR: frozenset({Capability.VIEW, Capability.LABEL}),
+    Role.VIEWER: frozenset({Capability.VIEW, Capability.VIEW_DASHBOARDS}),
+}
+
+
+def role_allows(role: str, capability: Capability) -> bool:
+    return capability in ROLE_CAPABILITIES.get(role, frozenset())
+
+
+def project_for_user(user, project_id: int, capability: Capability = Capability.VIEW) -> tuple[Project, Membership]:
+    """The project and the user's membership, or Http404 / PermissionDenied."""
+    if not user.is_authenticated:
+        raise Http404("No such project")
+    membership = (
+        Membership.objects.select_related("project").filter(project_id=project_id, user=user).first()
+    )
+    if membership is None:
+        raise Http404("No such project")
+    if not role_allows(membership.role, capability):
+        raise PermissionDenied(f"Your role ({membership.role}) does not allow this ({capability.value}).")
+    return membership.project, membership

@@ -1,0 +1,79 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.forms_util import apply_service_errors
+from webapp.projects import selectors, services
+from webapp.projects.forms import MemberForm, ProjectForm
+from webapp.projects.models import Membership
+from webapp.projects.permissions import Capability, project_for_user, role_allows
+
+
+@login_required
+def project_list(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = services.project_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Project '{project.name}' created.")
+            return redirect("project_detail", project_id=project.pk)
+    projects = selectors.project_list_for(user=request.user)
+    roles = dict(Membership.objects.filter(user=request.user).values_list("project_id", "role"))
+    rows = [(p, roles.get(p.pk)) for p in projects]
+    return render(request, "projects/project_list.html", {"rows": rows, "form": form},
+                  status=422 if form.errors else 200)
+
+
+@login_required
+def project_detail(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id)
+    can = {c.value: role_allows(membership.role, c) for c in Capability}
+    recent_jobs = project.jobs.all()[:5] if can["view_dashboards"] else []
+    return render(request, "projects/project_detail.html", {
+        "project": project, "membership": membership, "can": can,
+        "members": selectors.member_list(project=project), "member_form": MemberForm(),
+        "recent_jobs": recent_jobs,
+    })
+
+
+@login_required
+def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.MANAGE_MEMBERS)
+    form = MemberForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            added = services.member_add(project=project, user_identifier=form.cleaned_data["user"],
+                                        role=form.cleaned_data["role"])
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"{added.user.username} joined as {added.role}.")
+            return redirect("project_members", project_id=project.pk)
+    return render(request, "projects/members.html", {
+        "project": project, "membership": membership, "form": form,
+        "members": selectors.member_list(project=project),
+    }, status=422 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def member_update(request: HttpRequest, project_id: int, user_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.MANAGE_MEMBERS)
+    target = get_object_or_404(Membership, project=project, user_id=user_id)
+    try:
+        if request.POST.get("action") == "remove":
+            services.member_remove(membership=target)
+            messages.success(request, "Member removed.")
+        else:
+            services.member_change_role(membership=target, role=request.POST.get("role", ""))
+            messages.success(request, "Role changed.")
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+    return redirect("project_members", project_id=project.pk)

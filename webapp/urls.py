@@ -1,0 +1,16 @@
+from django.http import JsonResponse
+from django.urls import include, path
+
+from webapp.api.api import api
+
+
+def healthz(request):
+    return JsonResponse({"ok": True})
+
+
+urlpatterns = [
+    path("accounts/", include("webapp.accounts.urls")),
+    path("api/v1/", api.urls),
+    path("healthz", healthz),
+    path("", include("webapp.projects.urls")),
+]

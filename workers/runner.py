@@ -1,0 +1,170 @@
+"""Run a job's rlcore command as a child process, stream what it prints into the database,
+and honour cancel requests.
+
+The child runs in its own session (process group), so a cancel kills it and everything it
+started (dataloader workers, `accelerate launch` ranks) with one signal, and a crash in the
+child never takes the worker down. If the worker itself dies, the kernel sends the child
+SIGTERM (PR_SET_PDEATHSIG), so no training process outlives its worker unobserved.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from rlcore.events import parse_line
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.5
+FLUSH_SECONDS = 0.25
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class ChildResult:
+    returncode: int
+    cancelled: bool
+    log_tail: str
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux: the reaper still marks the job failed
+
+
+def kill_process_group(pgid: int, grace_seconds: float) -> None:
+    """SIGTERM the group, give it `grace_seconds` to save a checkpoint, then SIGKILL."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def run_child(
+    argv: list[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    on_events: Callable[[list[dict]], None],
+    on_tick: Callable[[int, str], bool],
+    kill_grace_seconds: float,
+) -> ChildResult:
+    """Run `argv`; `on_events` gets parsed event batches, `on_tick(pid, log_tail)` is called every
+    POLL_SECONDS and returns True when the job should be cancelled."""
+    cwd.mkdir(parents=True, exist_ok=True)
+    child = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, preexec_fn=_die_with_parent, text=True, bufsize=1, errors="replace",
+    )
+    events: queue.Queue = queue.Queue()
+    log = collections.deque(maxlen=200)
+
+    def read_output() -> None:
+        assert child.stdout is not None
+        for line in child.stdout:
+            event = parse_line(line)
+            if event is None:
+                log.append(line.rstrip("\n"))
+            else:
+                events.put(event)
+
+    reader = threading.Thread(target=read_output, daemon=True)
+    reader.start()
+
+    def drain() -> None:
+        batch = []
+        while True:
+            try:
+                batch.append(events.get_nowait())
+            except queue.Empty:
+                break
+        if batch:
+            on_events(batch)
+
+    cancelled = False
+    next_tick = 0.0
+    while child.poll() is None:
+        drain()
+        if time.monotonic() >= next_tick:
+            next_tick = time.monotonic() + POLL_SECONDS
+            if on_tick(child.pid, "\n".join(log)) and not cancelled:
+                cancelled = True
+                kill_process_group(child.pid, kill_grace_seconds)
+        time.sleep(FLUSH_SECONDS)
+    reader.join(timeout=5)
+    drain()
+    # Anything the child left in its group (e.g. a forked data loader) goes with it.
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return ChildResult(returncode=child.returncode, cancelled=cancelled, log_tail="\n".join(log))
+
+
+def _error_text(result: ChildResult) -> str:
+    lines = [line for line in result.log_tail.splitlines() if line.strip()]
+    tail = "\n".join(lines[-20:])
+    return f"The job's process exited with code {result.returncode}.\n{tail}".strip()
+
+
+def execute_job(job_id: int) -> None:
+    """Claim the job, run its command, record the outcome. A no-op for a job that is not queued."""
+    from django.conf import settings
+
+    from webapp.jobs import services
+    from webapp.jobs.models import Job, JobState
+
+    worker_name = os.environ.get("REWARD_STUDIO_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+    if not services.job_claim(job_id=job_id, worker=worker_name):
+        logger.info("job %s is not queued any more; ignoring redelivered message", job_id)
+        return
+    job = Job.objects.get(pk=job_id)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "REWARD_STUDIO_JOB_ID": str(job_id)}
+    argv = [sys.executable, "-m", "rlcore", *job.argv]
+    try:
+        result = run_child(
+            argv,
+            cwd=Path(job.output_dir),
+            env=env,
+            on_events=lambda batch: services.job_record_events(job_id=job_id, events=batch),
+            on_tick=lambda pid, tail: services.job_heartbeat(job_id=job_id, pid=pid, log_tail=tail),
+            kill_grace_seconds=settings.JOB_KILL_GRACE_SECONDS,
+        )
+    except Exception as exc:  # the worker must record why, not leave the job running
+        logger.exception("job %s could not run", job_id)
+        services.job_finish(job_id=job_id, state=JobState.FAILED, error=f"The worker could not run the job: {exc}")
+        return
+    if result.cancelled:
+        services.job_finish(job_id=job_id, state=JobState.CANCELLED, error="Cancelled by request.",
+                            log_tail=result.log_tail)
+    elif result.returncode == 0:
+        services.job_finish(job_id=job_id, state=JobState.SUCCEEDED, log_tail=result.log_tail)
+    else:
+        services.job_finish(job_id=job_id, state=JobState.FAILED, error=_error_text(result),
+                            log_tail=result.log_tail)

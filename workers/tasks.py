@@ -1,0 +1,17 @@
+"""Celery tasks: thin. They hand a job id to the runner and nothing else."""
+
+from celery import shared_task
+
+
+@shared_task(name="jobs.run", acks_late=True)
+def run_job(job_id: int) -> None:
+    from workers.runner import execute_job
+
+    execute_job(job_id)
+
+
+@shared_task(name="jobs.reap_stale")
+def reap_stale_jobs() -> list[int]:
+    from webapp.jobs.services import job_reap_stale
+
+    return job_reap_stale()
