@@ -61,7 +61,7 @@ def _database_url() -> str:
 
 
 @pytest.fixture(scope="session")
-def service_env(django_db_setup, tmp_path_factory) -> dict[str, str]:
+def service_env(django_db_setup, django_db_blocker, tmp_path_factory):
     """Environment for subprocesses (workers, web server) that share the test database."""
     var_dir = tmp_path_factory.mktemp("var")
     from django.conf import settings
@@ -75,7 +75,14 @@ def service_env(django_db_setup, tmp_path_factory) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
         **FAST_JOB_TIMINGS,
     }
-    return env
+    yield env
+    # Subprocesses are stopped by now, but a killed one may leave its session open for a moment;
+    # close them so pytest-django can drop the test database.
+    from django.db import connection
+
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = current_database() AND pid <> pg_backend_pid()")
 
 
 class Processes:

@@ -133,14 +133,14 @@ def _error_text(result: ChildResult) -> str:
     return f"The job's process exited with code {result.returncode}.\n{tail}".strip()
 
 
-def execute_job(job_id: int) -> None:
+def execute_job(job_id: int, worker: str = "") -> None:
     """Claim the job, run its command, record the outcome. A no-op for a job that is not queued."""
     from django.conf import settings
 
     from webapp.jobs import services
     from webapp.jobs.models import Job, JobState
 
-    worker_name = os.environ.get("REWARD_STUDIO_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+    worker_name = worker or f"{socket.gethostname()}:{os.getpid()}"
     if not services.job_claim(job_id=job_id, worker=worker_name):
         logger.info("job %s is not queued any more; ignoring redelivered message", job_id)
         return

@@ -3,11 +3,11 @@
 from celery import shared_task
 
 
-@shared_task(name="jobs.run", acks_late=True)
-def run_job(job_id: int) -> None:
+@shared_task(name="jobs.run", acks_late=True, bind=True)
+def run_job(self, job_id: int) -> None:
     from workers.runner import execute_job
 
-    execute_job(job_id)
+    execute_job(job_id, worker=self.request.hostname or "")
 
 
 @shared_task(name="jobs.reap_stale")
