@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.projects",
     "webapp.jobs",
+    "webapp.rubrics",
 ]
 
 MIDDLEWARE = [
