@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "webapp.projects",
     "webapp.jobs",
     "webapp.rubrics",
+    "webapp.datasets",
+    "webapp.annotation",
 ]
 
 MIDDLEWARE = [

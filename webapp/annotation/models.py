@@ -1,0 +1,134 @@
+from django.conf import settings
+from django.db import models
+
+
+class ComparisonKind(models.TextChoices):
+    PAIR = "pair", "Pair (A / B)"
+    RANKING = "ranking", "N-way ranking"
+
+
+class Comparison(models.Model):
+    """Two or more responses to one prompt, to be judged side by side.
+
+    `taken` counts the human assignments that hold or used a slot (active + done); the queue only
+    changes it under the comparison's row lock, so `taken <= overlap` whatever the concurrency.
+    """
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="comparisons")
+    prompt = models.ForeignKey("datasets.Prompt", on_delete=models.CASCADE, related_name="comparisons")
+    kind = models.CharField(max_length=8, choices=ComparisonKind.choices, default=ComparisonKind.PAIR)
+    # Canonical order of the responses: label choice "a" means response_ids[0] is preferred.
+    response_ids = models.JSONField(help_text="Response ids in canonical order (a, b, ...).")
+    overlap = models.PositiveIntegerField(default=1, help_text="Distinct human annotators wanted.")
+    taken = models.PositiveIntegerField(default=0, help_text="Active or completed human assignments.")
+    human_label_count = models.PositiveIntegerField(default=0)
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "is_active", "id"])]
+
+    def __str__(self) -> str:
+        return f"Comparison {self.pk}"
+
+    @property
+    def response_a_id(self) -> int:
+        return self.response_ids[0]
+
+    @property
+    def response_b_id(self) -> int:
+        return self.response_ids[1]
+
+    def responses(self) -> list:
+        """The Response rows in canonical order (one query)."""
+        from webapp.datasets.models import Response
+
+        by_id = Response.objects.in_bulk(self.response_ids)
+        return [by_id[i] for i in self.response_ids if i in by_id]
+
+
+class AssignmentStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    DONE = "done", "Labelled"
+    SKIPPED = "skipped", "Skipped"
+    EXPIRED = "expired", "Expired (returned to the pool)"
+
+
+class Assignment(models.Model):
+    """A comparison handed to one annotator; at most one per (comparison, annotator), ever."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="assignments")
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="assignments")
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="+")
+    status = models.CharField(max_length=8, choices=AssignmentStatus.choices, default=AssignmentStatus.ACTIVE)
+    # Response ids in the order this annotator sees them (randomised per annotator).
+    display_order = models.JSONField()
+    assigned_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], name="assignment_once_per_annotator"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "annotator", "status"]),
+            models.Index(fields=["project", "status", "expires_at"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.comparison} to {self.annotator} ({self.status})"
+
+
+class LabelSource(models.TextChoices):
+    HUMAN = "human", "Human"
+    LM = "lm", "Language-model judge"
+
+
+class Choice(models.TextChoices):
+    A = "a", "A (first canonical response) preferred"
+    B = "b", "B (second canonical response) preferred"
+    TIE = "tie", "Tie"
+    RANKING = "ranking", "Ranking (see `ranking`)"
+
+
+class PreferenceLabel(models.Model):
+    """One judgement of a comparison, by a person (`annotator`) or by an LM judge (`annotator` null).
+
+    `choice` refers to the comparison's canonical order, never to the order shown; what was shown
+    is in `display_order`. `strength` is 0 for a tie, 1 (slightly) or 2 (much) better otherwise.
+    """
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="labels")
+    assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="label")
+    source = models.CharField(max_length=8, choices=LabelSource.choices, default=LabelSource.HUMAN)
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="preference_labels")
+    choice = models.CharField(max_length=8, choices=Choice.choices)
+    ranking = models.JSONField(null=True, blank=True, help_text="Response ids best first (N-way).")
+    strength = models.PositiveSmallIntegerField(default=1)
+    criterion_scores = models.JSONField(default=dict, blank=True,
+                                        help_text='{"response id": {"criterion": score}}')
+    rationale = models.TextField(blank=True)
+    display_order = models.JSONField(default=list, blank=True)
+    model_version = models.CharField(max_length=200, blank=True,
+                                     help_text="Judge model (LM labels), or the labelling tool version.")
+    rubric_version = models.ForeignKey("rubrics.RubricVersion", null=True, blank=True,
+                                       on_delete=models.PROTECT, related_name="+")
+    # LM judge provenance: rendered prompt, raw reply, both-order verdicts, confidence. Import
+    # provenance (original annotator, file line) for imported labels.
+    provenance = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["comparison", "source"])]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], condition=models.Q(source="human"),
+                                    name="one_human_label_per_annotator"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} label {self.choice} on {self.comparison_id}"
