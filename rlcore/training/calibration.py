@@ -68,7 +68,7 @@ def pair_metrics(margins: Sequence[float]) -> dict[str, float]:
 
     >>> m = pair_metrics([1.0, -1.0])
     >>> m["accuracy"], m["margin"], round(m["brier"], 4), round(m["loss"], 4)
-    (0.5, 0.0, 0.3932, 0.8133)
+    (0.5, 0.0, 0.3034, 0.8133)
     """
     n = len(margins)
     if n == 0:

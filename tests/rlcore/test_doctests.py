@@ -19,6 +19,13 @@ MODULES = [
     "rlcore.rewards.combine",
     "rlcore.rewards.engine",
     "rlcore.rewards.trl_adapter",
+    "rlcore.training.specs",
+    "rlcore.training.snapshot",
+    "rlcore.training.presets",
+    "rlcore.training.calibration",
+    "rlcore.training.runtime",
+    "rlcore.training.reward_model",
+    "rlcore.training.reporting",
 ]
 
 

@@ -1,0 +1,115 @@
+"""GRPO training through TRL's GRPOTrainer on a tiny random Qwen2-shaped policy."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import tiny_models
+from rlcore.errors import UserError
+from rlcore.events import parse_line
+from rlcore.training.grpo import train_grpo
+from rlcore.training.specs import GRPOTrainSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+REWARD_SPEC = {"name": "short-yes", "components": [
+    {"kind": "verifier", "name": "agrees", "reference_column": "reference", "mode": "exact", "weight": 1.0},
+    {"kind": "length_penalty", "name": "overlong", "max_length": 6, "cache_length": 4, "unit": "tokens",
+     "weight": 0.5}]}
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    return tiny_models.build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-policy"))
+
+
+@pytest.fixture(scope="module")
+def prompts(tmp_path_factory):
+    return tiny_models.write_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", 16)
+
+
+def _spec(tmp_path, policy, prompts, **overrides) -> GRPOTrainSpec:
+    fields = dict(output_dir=tmp_path / "run", policy=str(policy), prompt_snapshot=prompts, reward_spec=REWARD_SPEC,
+                  preset="grpo", max_steps=2, per_device_train_batch_size=8, num_generations=4,
+                  max_completion_length=8, sample_every=1, samples_per_report=3, save_steps=100, learning_rate=1e-4)
+    fields.update(overrides)
+    return GRPOTrainSpec(**fields)
+
+
+def test_it_logs_rewards_per_component_and_writes_samples_via_the_cli(tmp_path, policy, prompts):
+    spec_path = tmp_path / "grpo.json"
+    spec_path.write_text(_spec(tmp_path, policy, prompts).model_dump_json())
+    done = subprocess.run([sys.executable, "-m", "rlcore", "train", "grpo", str(spec_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [e for e in map(parse_line, done.stdout.splitlines()) if e]
+
+    names = {e["name"] for e in events if e["kind"] == "metric"}
+    assert {"loss", "reward", "reward_std", "frac_reward_zero_std", "rewards/agrees/mean", "rewards/overlong/mean",
+            "kl", "entropy", "completions/mean_length", "clip_ratio/region_mean"} <= names
+    samples = [e for e in events if e["kind"] == "sample"]
+    assert [s["step"] for s in samples] == [1, 1, 1, 2, 2, 2]
+    for s in samples:
+        assert set(s["rewards"]) == {"agrees", "overlong"}
+        assert s["reward"] == pytest.approx(s["rewards"]["agrees"] + 0.5 * s["rewards"]["overlong"])
+        assert isinstance(s["advantage"], float) and isinstance(s["completion"], str)
+    on_disk = [json.loads(line) for line in (tmp_path / "run" / "samples.jsonl").read_text().splitlines()]
+    assert on_disk == samples
+    [artifact] = [e for e in events if e["kind"] == "artifact"]
+    assert artifact["type"] == "policy" and "reward" in artifact["metrics"]
+
+    from transformers import AutoModelForCausalLM
+
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "model").config.model_type == "qwen2"
+
+
+def test_it_trains_lora_adapters_and_saves_a_merged_model(tmp_path, policy, prompts, capsys):
+    spec = _spec(tmp_path, policy, prompts, preset="dr_grpo", max_steps=1,
+                 lora={"r": 4, "alpha": 8, "target_modules": ["q_proj", "v_proj"]})
+    assert train_grpo(spec) == 0
+    model_dir = tmp_path / "run" / "model"
+    assert (model_dir / "config.json").is_file() and not (model_dir / "adapter_config.json").exists()
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert not any("lora" in name for name, _ in model.named_parameters())
+
+
+def test_it_accepts_plain_reward_functions_from_python(tmp_path, policy, prompts, capsys):
+    def says_yes(completions, **kwargs):
+        return [1.0 if "yes" in c else 0.0 for c in completions]
+
+    assert train_grpo(_spec(tmp_path, policy, prompts, max_steps=1, preset="gspo"), [says_yes], [1.0]) == 0
+    names = {e["name"] for e in map(parse_line, capsys.readouterr().out.splitlines()) if e and e["kind"] == "metric"}
+    assert "rewards/says_yes/mean" in names
+
+
+def test_it_rejects_a_reward_spec_reading_a_missing_column(tmp_path, policy, prompts):
+    reward = {"name": "r", "components": [{"kind": "verifier", "name": "v", "reference_column": "answer"}]}
+    with pytest.raises(UserError, match=r"reward_spec: .*column 'answer' is not in the dataset"):
+        train_grpo(_spec(tmp_path, policy, prompts, reward_spec=reward))
+
+
+def test_it_rejects_a_reward_spec_whose_model_was_deleted(tmp_path, policy, prompts):
+    reward = {"name": "r", "components": [{"kind": "reward_model", "name": "rm", "path": str(tmp_path / "gone")}]}
+    with pytest.raises(UserError, match="reward_spec: .*rm"):
+        train_grpo(_spec(tmp_path, policy, prompts, reward_spec=reward))
+
+
+def test_it_names_the_line_of_a_prompt_row_without_a_prompt(tmp_path, policy):
+    snapshot = tmp_path / "prompts.jsonl"
+    snapshot.write_text('{"prompt": "hello", "reference": "yes"}\n{"text": "oops", "reference": "no"}\n')
+    with pytest.raises(UserError, match=r"prompts\.jsonl:2: missing column 'prompt'"):
+        train_grpo(_spec(tmp_path, policy, snapshot))
+
+
+def test_it_says_a_missing_policy_directory_does_not_exist(tmp_path, prompts):
+    with pytest.raises(UserError, match="policy: model directory .* does not exist"):
+        train_grpo(_spec(tmp_path, tmp_path / "no-policy", prompts))
+
+
+def test_it_drops_prompts_longer_than_max_prompt_length(tmp_path, policy, prompts):
+    with pytest.raises(UserError, match="every prompt is longer than max_prompt_length=1 tokens"):
+        train_grpo(_spec(tmp_path, policy, prompts, max_prompt_length=1))
