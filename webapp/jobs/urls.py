@@ -4,6 +4,8 @@ from webapp.jobs import views
 
 urlpatterns = [
     path("", views.job_list, name="job_list"),
+    path("compare/", views.job_compare, name="job_compare"),
     path("<int:job_id>/", views.job_detail, name="job_detail"),
     path("<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
+    path("<int:job_id>/events/", views.job_events, name="job_events"),
 ]

@@ -1,13 +1,16 @@
+from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.jobs import selectors, services
 from webapp.jobs.forms import SelfcheckForm
 from webapp.jobs.kinds import selfcheck_argv
 from webapp.jobs.models import Job
+from webapp.jobs.streams import job_event_stream
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
 
@@ -37,12 +40,37 @@ def job_list(request: HttpRequest, project_id: int) -> HttpResponse:
 def job_detail(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     job = get_object_or_404(Job, project=project, pk=job_id)
-    context = {
-        "project": project, "job": job, "can_cancel": role_allows(membership.role, Capability.DESIGN),
-        "latest_metrics": _latest_metrics(job),
-    }
-    template = "jobs/job_detail.html#job-status" if request.htmx else "jobs/job_detail.html"
-    return render(request, template, context)
+    part = request.GET.get("part")
+    context = {"project": project, "job": job, "can_cancel": role_allows(membership.role, Capability.DESIGN)}
+    if part in (None, "status"):
+        context.update(latest_metrics=_latest_metrics(job), eta=selectors.job_eta(job=job))
+    if part in (None, "samples"):
+        context["samples"] = selectors.recent_samples(job=job)
+    if part in ("status", "samples"):
+        return render(request, f"jobs/job_detail.html#job-{part}", context)
+    context["dashboard_jobs"] = [_dashboard_entry(project, job)]
+    return render(request, "jobs/job_detail.html", context)
+
+
+def _dashboard_entry(project, job: Job) -> dict:
+    return {"id": job.pk, "label": f"#{job.pk} {job.title}",
+            "events": reverse("job_events", kwargs={"project_id": project.pk, "job_id": job.pk})}
+
+
+@login_required
+def job_compare(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Several runs on the same charts: /projects/<p>/jobs/compare/?ids=3,5,8"""
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    raw_ids = ",".join(request.GET.getlist("ids")).split(",")
+    ids = [int(part) for part in raw_ids if part.strip().isdigit()]
+    jobs = list(Job.objects.filter(project=project, pk__in=ids).order_by("pk"))
+    if len(jobs) < 2:
+        messages.error(request, "Pick at least two jobs of this project to compare.")
+        return redirect("job_list", project_id=project.pk)
+    return render(request, "jobs/job_compare.html", {
+        "project": project, "jobs": jobs,
+        "dashboard_jobs": [_dashboard_entry(project, job) for job in jobs],
+    })
 
 
 def _latest_metrics(job: Job) -> list[tuple[str, int, float | None]]:
@@ -59,3 +87,18 @@ def job_cancel(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
     job = services.job_request_cancel(job=get_object_or_404(Job, project=project, pk=job_id))
     messages.info(request, "Cancelled." if job.is_finished else "Cancel requested; the worker is stopping the job.")
     return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+
+
+@login_required
+async def job_events(request: HttpRequest, project_id: int, job_id: int) -> StreamingHttpResponse:
+    """The live stream a job page (or any script) subscribes to; see webapp/jobs/streams.py."""
+    user = await request.auser()
+    project, _ = await sync_to_async(project_for_user)(user, project_id, Capability.VIEW_DASHBOARDS)
+    if not await Job.objects.filter(project=project, pk=job_id).aexists():
+        raise Http404("No such job")
+    raw_last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
+    last_event_id = int(raw_last_id) if raw_last_id.isdigit() else 0
+    response = StreamingHttpResponse(job_event_stream(job_id, last_event_id), content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"  # nginx: do not buffer the stream
+    return response
