@@ -1,11 +1,16 @@
-"""Reads for rubrics and reward specs."""
+"""Reads for rubrics and reward specs: lists, versions, the live preview and diffs."""
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from typing import Any
+
+from django.apps import apps
+from django.db.models import Count, Max, QuerySet
 
 from webapp.projects.models import Project
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
+
+PREVIEW_LIMIT = 20
 
 
 def annotation_rubric_for(project: Project) -> RubricVersion | None:
@@ -16,3 +21,120 @@ def annotation_rubric_for(project: Project) -> RubricVersion | None:
         .order_by("-number")
         .first()
     )
+
+
+def rubric_list(*, project: Project) -> QuerySet[Rubric]:
+    return Rubric.objects.filter(project=project).annotate(latest=Max("versions__number")).order_by("name")
+
+
+def reward_spec_list(*, project: Project) -> QuerySet[RewardSpec]:
+    return RewardSpec.objects.filter(project=project).annotate(latest=Max("versions__number")).order_by("name")
+
+
+def rubric_latest(*, rubric: Rubric) -> RubricVersion | None:
+    return rubric.versions.order_by("-number").first()
+
+
+def spec_latest(*, spec: RewardSpec) -> RewardSpecVersion | None:
+    return spec.versions.order_by("-number").first()
+
+
+# ---------------------------------------------------------------- the project's data
+
+
+def _datasets_ready() -> bool:
+    return apps.is_installed("webapp.datasets")
+
+
+def project_columns(*, project: Project) -> list[str] | None:
+    """Columns a spec may read: 'prompt' plus every metadata column of the project's datasets.
+
+    None (nothing to check against) while the project has no dataset.
+    """
+    if not _datasets_ready():
+        return None
+    Dataset = apps.get_model("datasets", "Dataset")
+    column_lists = list(Dataset.objects.filter(project=project).exclude(status="failed")
+                        .values_list("metadata_columns", flat=True))
+    if not column_lists:
+        return None
+    columns = {"prompt"}
+    for cols in column_lists:
+        columns.update(str(c) for c in (cols or []))
+    return sorted(columns)
+
+
+def sample_responses(*, project: Project, limit: int = PREVIEW_LIMIT) -> list[dict[str, Any]]:
+    """A fixed sample of the project's responses for previews: the first ``limit`` by import order, as rows
+    ``{"id", "prompt", "completion", <metadata columns>}`` (the same sample every time, so ranks compare)."""
+    if not _datasets_ready():
+        return []
+    Response = apps.get_model("datasets", "Response")
+    rows = []
+    queryset = (Response.objects.filter(prompt__dataset__project=project, prompt__dataset__status="ready")
+                .select_related("prompt").order_by("prompt__dataset_id", "prompt__source_line", "id")[:limit])
+    for r in queryset:
+        row = {**(r.prompt.metadata or {}), **(r.metadata or {})}
+        row.update(id=r.pk, prompt=r.prompt.text, completion=r.text)
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- preview
+
+
+def _ranks(totals: list[float | None]) -> list[int | None]:
+    """1 = best; ties share the better rank; unscored rows have no rank."""
+    scored = sorted((t for t in totals if t is not None), reverse=True)
+    first = {}
+    for i, t in enumerate(scored):
+        first.setdefault(t, i + 1)
+    return [None if t is None else first[t] for t in totals]
+
+
+def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None) -> dict[str, Any]:
+    """Score ``rows`` on a (valid) rlcore Rubric: total, per-criterion breakdown, and each row's rank now versus
+    under ``baseline`` (another Rubric contract, normally the last saved version)."""
+    from rlcore.rubric import score_rubric
+
+    texts = [str(r.get("completion", "")) for r in rows]
+    prompts = [str(r.get("prompt", "")) for r in rows]
+    scores = score_rubric(contract, texts, prompts=prompts, rows=rows)
+    totals = [s.total for s in scores]
+    ranks = _ranks(totals)
+    base_totals = base_ranks = None
+    if baseline is not None:
+        base_totals = [s.total for s in score_rubric(baseline, texts, prompts=prompts, rows=rows)]
+        base_ranks = _ranks(base_totals)
+    items = []
+    for i, (row, score) in enumerate(zip(rows, scores)):
+        before = base_ranks[i] if base_ranks is not None else None
+        items.append({
+            "id": row.get("id", i), "prompt": prompts[i], "completion": texts[i],
+            "total": score.total, "rank": ranks[i],
+            "baseline_total": base_totals[i] if base_totals is not None else None,
+            "baseline_rank": before,
+            "rank_change": (before - ranks[i]) if before is not None and ranks[i] is not None else None,
+            "vetoed_by": score.vetoed_by,
+            "criteria": [c.model_dump() for c in score.criteria],
+        })
+    return {"criteria": [c.name for c in contract.criteria], "items": items,
+            "changed_rank": sum(1 for it in items if it["rank_change"]), "has_baseline": baseline is not None}
+
+
+def spec_preview(*, contract, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Score ``rows`` with a (valid) RewardSpec: total and every component. Components that need a model
+    (reward model, LM judge) are left out of a preview and listed in ``skipped``."""
+    from rlcore.rewards import score_rows
+    from rlcore.rewards.spec import RewardModelComponent, RubricJudgeComponent
+
+    slow = [c.name for c in contract.components if isinstance(c, (RewardModelComponent, RubricJudgeComponent))]
+    kept = [c for c in contract.components if c.name not in slow]
+    items = []
+    if kept and rows and any(c.weight != 0 for c in kept):
+        fast = contract.model_copy(update={"components": kept})
+        scored = score_rows(fast, [{k: v for k, v in r.items() if k != "id"} for r in rows])
+        for row, s in zip(rows, scored):
+            items.append({"id": row.get("id"), "prompt": row.get("prompt", ""), "completion": row.get("completion", ""),
+                          "total": s.total, "components": s.components})
+    return {"components": [c.name for c in kept], "skipped": slow, "items": items}
