@@ -1,0 +1,142 @@
+"""From stored or posted JSON to rlcore's contracts, and from rlcore's problems to Django ValidationErrors.
+
+The contracts themselves (``rlcore.rubric.Rubric``, ``rlcore.rewards.RewardSpec``) and every check on
+them live in rlcore; this module only names each problem by the field a user edits
+(``criteria[1].rule.pattern``) and says which criterion or component it belongs to.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from pydantic import ValidationError as PydanticValidationError
+
+from rlcore.rewards import RewardSpec as SpecContract
+from rlcore.rewards import check_spec
+from rlcore.rubric import _UNION_TAGS, check_rubric
+from rlcore.rubric import Rubric as RubricContract
+from rlcore.rules import Problem
+
+
+def field_path(loc: Sequence[Any]) -> str:
+    """('criteria', 1, 'rule', 'regex', 'pattern') -> 'criteria[1].rule.pattern' (union tags dropped)."""
+    parts = [p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS)]
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out or "definition"
+
+
+def _owner(definition: Any, loc: Sequence[Any]) -> str:
+    """Which criterion/component a pydantic error is in, in the user's words."""
+    if isinstance(definition, dict) and len(loc) >= 2 and loc[0] in ("criteria", "components") and isinstance(loc[1], int):
+        items = definition.get(loc[0])
+        item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+        noun = "criterion" if loc[0] == "criteria" else "component"
+        name = item.get("name") if isinstance(item, dict) else None
+        return f"{noun} {name!r}" if name else f"{noun} {loc[1] + 1}"
+    return ""
+
+
+def _pydantic_errors(exc: PydanticValidationError, definition: Any) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors():
+        loc = error["loc"]
+        owner = _owner(definition, loc)
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown field; remove it (check the spelling)"
+        errors.setdefault(field_path(loc), []).append(f"{owner}: {message}" if owner else message)
+    return errors
+
+
+def _problem_errors(problems: Iterable[Problem]) -> dict[str, list[str]]:
+    errors: dict[str, list[str]] = {}
+    for p in problems:
+        errors.setdefault(p.field, []).append(f"{p.where}: {p.message}")
+    return errors
+
+
+def parse_rubric(definition: Any) -> RubricContract:
+    """A valid rlcore Rubric from JSON data, or ValidationError {field: [message naming the criterion]}."""
+    if not isinstance(definition, dict):
+        raise ValidationError({"definition": "a rubric is an object with 'name' and 'criteria'"})
+    try:
+        rubric = RubricContract.model_validate(definition)
+    except PydanticValidationError as exc:
+        raise ValidationError(_pydantic_errors(exc, definition)) from None
+    problems = check_rubric(rubric)
+    if problems:
+        raise ValidationError(_problem_errors(problems))
+    return rubric
+
+
+def parse_spec(definition: Any, dataset_columns: Iterable[str] | None = None) -> SpecContract:
+    """A valid rlcore RewardSpec (rubrics inlined), or ValidationError {field: [message]}.
+
+    ``dataset_columns``: the columns the project's datasets have; every column the spec reads must be one.
+    """
+    if not isinstance(definition, dict):
+        raise ValidationError({"definition": "a reward spec is an object with 'name' and 'components'"})
+    try:
+        spec = SpecContract.model_validate(definition)
+    except PydanticValidationError as exc:
+        raise ValidationError(_pydantic_errors(exc, definition)) from None
+    problems = check_spec(spec, dataset_columns)
+    if problems:
+        raise ValidationError(_problem_errors(problems))
+    return spec
+
+
+def error_list(exc: ValidationError) -> list[dict[str, str]]:
+    """[{"field", "message"}] in the order they were raised (the API's 422 shape)."""
+    if hasattr(exc, "error_dict"):
+        return [{"field": f, "message": m} for f, ms in exc.message_dict.items() for m in ms]
+    return [{"field": "definition", "message": m} for m in exc.messages]
+
+
+def load_yaml_document(text: str, *, source: str = "YAML") -> Any:
+    """Parse YAML (JSON is YAML too); a syntax error names the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f", line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValidationError({"yaml": f"{source}{line}: not valid YAML ({problem})"}) from None
+
+
+def with_lines(exc: ValidationError, text: str, *, source: str = "YAML") -> ValidationError:
+    """The same errors, each prefixed with the line of the field in the YAML text it came from."""
+    from rlcore.rubric import _line_of
+
+    if not hasattr(exc, "error_dict"):
+        return exc
+    out: dict[str, list[str]] = {}
+    for field, messages in exc.message_dict.items():
+        line = _line_of(text, _loc_of(field))
+        where = f"{source}, line {line}" if line else source
+        out[field] = [f"{where}: {m}" for m in messages]
+    return ValidationError(out)
+
+
+def _loc_of(field: str) -> list[Any]:
+    """'components[0].rubric.criteria[1].rule.pattern' -> ['components', 0, 'rubric', 'criteria', 1, 'rule', 'pattern']."""
+    loc: list[Any] = []
+    for part in field.replace("[", ".[").split("."):
+        if not part or part == "[*]":
+            continue
+        if part.startswith("[") and part.endswith("]"):
+            inner = part[1:-1]
+            if inner.isdigit():
+                loc.append(int(inner))
+            continue
+        loc.append(part)
+    return loc
+
+
+def dump_yaml(data: Any) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)

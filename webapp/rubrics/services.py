@@ -1,0 +1,196 @@
+"""Writes for rubrics and reward specs. Every save is a new immutable version, validated by rlcore first.
+
+Each service raises ValidationError keyed by the field at fault (``criteria[1].rule.pattern``), with a
+message naming the criterion or component, so forms and the API show it where the user typed.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+
+from webapp.projects.models import Project
+from webapp.rubrics import selectors
+from webapp.rubrics.contracts import parse_rubric, parse_spec
+from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
+
+# A rubric component may name a saved rubric instead of inlining one: "rubric://<name>" (latest version)
+# or "rubric://<name>@<version>". The saved spec inlines it (training needs nothing from the database) and
+# records which rubric version it used.
+RUBRIC_REF = re.compile(r"^rubric://(?P<name>.+?)(?:@v?(?P<number>\d+))?$")
+
+
+def _clean_name(name: str, noun: str) -> str:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": f"A {noun} needs a name."})
+    if len(name) > 120:
+        raise ValidationError({"name": f"A {noun} name has at most 120 characters."})
+    return name
+
+
+def _named(definition: Any, name: str) -> Any:
+    """The definition carrying the saved thing's name (one name, whatever the posted body said)."""
+    return {**definition, "name": name} if isinstance(definition, dict) else definition
+
+
+# ---------------------------------------------------------------- rubrics
+
+
+@transaction.atomic
+def rubric_create(*, project: Project, user, name: str, definition: dict[str, Any], note: str = "",
+                  use_for_annotation: bool = False) -> RubricVersion:
+    """A new rubric with its first version."""
+    name = _clean_name(name, "rubric")
+    contract = parse_rubric(_named(definition, name))
+    if Rubric.objects.filter(project=project, name__iexact=name).exists():
+        raise ValidationError({"name": f"A rubric named '{name}' already exists in this project."})
+    try:
+        with transaction.atomic():  # a concurrent create of the same name loses here, cleanly
+            rubric = Rubric.objects.create(project=project, name=name, created_by=user)
+    except IntegrityError:
+        raise ValidationError({"name": f"A rubric named '{name}' already exists in this project."}) from None
+    if use_for_annotation:
+        rubric_set_annotation(rubric=rubric, use_for_annotation=True)
+    return _rubric_version_add(rubric=rubric, user=user, contract=contract, note=note)
+
+
+@transaction.atomic
+def rubric_version_create(*, rubric: Rubric, user, definition: dict[str, Any], note: str = "") -> RubricVersion:
+    """Save a rubric's next version (the old ones stay as they were)."""
+    contract = parse_rubric(_named(definition, rubric.name))
+    return _rubric_version_add(rubric=rubric, user=user, contract=contract, note=note)
+
+
+def _rubric_version_add(*, rubric: Rubric, user, contract, note: str) -> RubricVersion:
+    # Lock the rubric row so two saves at once get numbers n and n+1, not both n.
+    Rubric.objects.select_for_update().get(pk=rubric.pk)
+    last = rubric.versions.aggregate(n=Max("number"))["n"] or 0
+    return RubricVersion.objects.create(
+        rubric=rubric, number=last + 1, definition=contract.model_dump(mode="json"),
+        note=(note or "").strip()[:500], created_by=user,
+    )
+
+
+@transaction.atomic
+def rubric_set_annotation(*, rubric: Rubric, use_for_annotation: bool) -> Rubric:
+    """Mark (or unmark) the rubric annotators see; at most one per project, so marking one unmarks the others."""
+    if use_for_annotation:
+        list(Rubric.objects.select_for_update().filter(project_id=rubric.project_id))  # serialise markers
+        Rubric.objects.filter(project_id=rubric.project_id, use_for_annotation=True).exclude(pk=rubric.pk).update(
+            use_for_annotation=False)
+    Rubric.objects.filter(pk=rubric.pk).update(use_for_annotation=use_for_annotation)
+    rubric.use_for_annotation = use_for_annotation
+    return rubric
+
+
+# ---------------------------------------------------------------- reward specs
+
+
+def resolve_rubric_refs(*, project: Project, definition: dict[str, Any]) -> tuple[dict[str, Any], list[RubricVersion]]:
+    """Inline every ``rubric_path: rubric://name[@n]`` with that saved rubric version."""
+    components = definition.get("components") if isinstance(definition, dict) else None
+    if not isinstance(components, list):
+        return definition, []
+    used, out = [], []
+    for i, component in enumerate(components):
+        ref = component.get("rubric_path") if isinstance(component, dict) else None
+        match = RUBRIC_REF.match(ref) if isinstance(ref, str) else None
+        if isinstance(ref, str) and ref.startswith("rubric://") and match is None:
+            raise ValidationError({f"components[{i}].rubric_path": "write rubric://<name> or rubric://<name>@<version>"})
+        if match is None:
+            out.append(component)
+            continue
+        name, number = match["name"], match["number"]
+        who = f"component {component.get('name')!r}" if component.get("name") else f"component {i + 1}"
+        rubric = Rubric.objects.filter(project=project, name__iexact=name).first()
+        if rubric is None:
+            raise ValidationError({f"components[{i}].rubric_path": f"{who}: no rubric named '{name}' in this project"})
+        version = rubric.versions.filter(number=int(number)).first() if number else rubric.versions.first()
+        if version is None:
+            raise ValidationError({f"components[{i}].rubric_path":
+                                   f"{who}: rubric '{rubric.name}' has no version {number}"})
+        used.append(version)
+        out.append({**{k: v for k, v in component.items() if k != "rubric_path"}, "rubric": version.definition})
+    return {**definition, "components": out}, used
+
+
+def _spec_contract(*, project: Project, definition: dict[str, Any]):
+    resolved, used = resolve_rubric_refs(project=project, definition=definition)
+    contract = parse_spec(resolved, selectors.project_columns(project=project))
+    return contract, used
+
+
+@transaction.atomic
+def reward_spec_create(*, project: Project, user, name: str, definition: dict[str, Any],
+                       note: str = "") -> RewardSpecVersion:
+    """A new reward spec with its first version."""
+    name = _clean_name(name, "reward spec")
+    contract, used = _spec_contract(project=project, definition=_named(definition, name))
+    if RewardSpec.objects.filter(project=project, name__iexact=name).exists():
+        raise ValidationError({"name": f"A reward spec named '{name}' already exists in this project."})
+    try:
+        with transaction.atomic():
+            spec = RewardSpec.objects.create(project=project, name=name, created_by=user)
+    except IntegrityError:
+        raise ValidationError({"name": f"A reward spec named '{name}' already exists in this project."}) from None
+    return _spec_version_add(spec=spec, user=user, contract=contract, used=used, note=note)
+
+
+@transaction.atomic
+def reward_spec_version_create(*, spec: RewardSpec, user, definition: dict[str, Any], note: str = "") -> RewardSpecVersion:
+    """Save a reward spec's next version."""
+    contract, used = _spec_contract(project=spec.project, definition=_named(definition, spec.name))
+    return _spec_version_add(spec=spec, user=user, contract=contract, used=used, note=note)
+
+
+def _spec_version_add(*, spec: RewardSpec, user, contract, used: list[RubricVersion], note: str) -> RewardSpecVersion:
+    RewardSpec.objects.select_for_update().get(pk=spec.pk)
+    last = spec.versions.aggregate(n=Max("number"))["n"] or 0
+    version = RewardSpecVersion.objects.create(
+        spec=spec, number=last + 1, definition=contract.model_dump(mode="json", by_alias=True),
+        note=(note or "").strip()[:500], created_by=user,
+    )
+    if used:
+        version.rubric_versions.set(used)
+    return version
+
+
+@transaction.atomic
+def reward_spec_import(*, project: Project, user, text: str, note: str = "") -> RewardSpecVersion:
+    """Import a YAML (or JSON) spec: a new version of the spec with its name, or a new spec."""
+    from webapp.rubrics.contracts import load_yaml_document, with_lines
+
+    data = load_yaml_document(text)
+    if not isinstance(data, dict):
+        raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'components'"})
+    name = str(data.get("name") or "").strip()
+    try:
+        existing = RewardSpec.objects.filter(project=project, name__iexact=name).first() if name else None
+        if existing is not None:
+            return reward_spec_version_create(spec=existing, user=user, definition=data, note=note or "imported")
+        return reward_spec_create(project=project, user=user, name=name, definition=data, note=note or "imported")
+    except ValidationError as exc:
+        raise with_lines(exc, text) from None
+
+
+@transaction.atomic
+def rubric_import(*, project: Project, user, text: str, note: str = "") -> RubricVersion:
+    """Import a YAML (or JSON) rubric: a new version of the rubric with its name, or a new rubric."""
+    from webapp.rubrics.contracts import load_yaml_document, with_lines
+
+    data = load_yaml_document(text)
+    if not isinstance(data, dict):
+        raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'criteria'"})
+    name = str(data.get("name") or "").strip()
+    try:
+        existing = Rubric.objects.filter(project=project, name__iexact=name).first() if name else None
+        if existing is not None:
+            return rubric_version_create(rubric=existing, user=user, definition=data, note=note or "imported")
+        return rubric_create(project=project, user=user, name=name, definition=data, note=note or "imported")
+    except ValidationError as exc:
+        raise with_lines(exc, text) from None
