@@ -198,13 +198,13 @@ class CompiledRubric:
 
     def score(self, responses: Sequence[str], *, prompts: Sequence[str] | None = None,
               rows: Sequence[Mapping[str, Any]] | None = None, n_tokens: Sequence[int | None] | None = None,
-              judge=None, only_rules: bool = False, reference_column: str | None = "reference") -> list[RubricScore]:
+              judge=None, reference_column: str | None = "reference") -> list[RubricScore]:
         """Full per-criterion breakdown for each response (rules here, judged criteria through ``judge``)."""
         n = len(responses)
         rows = rows if rows is not None else [{} for _ in range(n)]
         prompts = prompts if prompts is not None else [str(r.get("prompt", "")) for r in rows]
         n_tokens = n_tokens if n_tokens is not None else [None] * n
-        grades = {} if only_rules else self._grade(responses, prompts, rows, judge, reference_column)
+        grades = self._grade(responses, prompts, rows, judge, reference_column)
         out = []
         for k in range(n):
             per: list[CriterionScore] = []
@@ -214,18 +214,10 @@ class CompiledRubric:
                     value = check(responses[k], rows[k], n_tokens[k])
                     per.append(_criterion_score(criterion, value, "rule",
                                                 None if value is not None else "does not apply to this row"))
-                elif only_rules:
-                    continue
                 else:
                     value, error = grades.get((k, i), (None, "no judge given for a criterion without a rule"))
                     per.append(_criterion_score(criterion, value, "judge", error))
-            if only_rules:
-                by_name = {s.name: s.normalized for s in per}
-                normalized = [by_name.get(c.name) if self.checks[i] is not None else None
-                              for i, c in enumerate(self.criteria)]
-            else:
-                normalized = [s.normalized for s in per]
-            total, vetoed_by = self.aggregate(normalized)
+            total, vetoed_by = self.aggregate([s.normalized for s in per])
             out.append(RubricScore(total=total, criteria=per, vetoed_by=vetoed_by))
         return out
 
