@@ -1,0 +1,29 @@
+"""Datasets in and out: streaming readers with per-row validation for JSONL, CSV, Parquet and
+Hugging Face ``save_to_disk`` folders, and TRL preference-dataset writers."""
+
+from rlcore.datasets.readers import FORMATS, RowError, SourceError, SourceReader, detect_format
+from rlcore.datasets.rows import ImportedLabel, ImportedResponse, ImportedRow, merge_exported_rows, normalize_record
+from rlcore.datasets.trl_export import (
+    TIE_POLICIES, ExportLabel, ExportResponse, preference_rows, write_preferences,
+)
+
+
+def iter_import_rows(reader: SourceReader):
+    """Normalised rows (or RowErrors) of a source, exported comparisons merged back together."""
+
+    def normalised():
+        for line, record in reader:
+            if isinstance(record, RowError):
+                yield record
+                continue
+            try:
+                yield normalize_record(record, line)
+            except RowError as exc:
+                yield exc
+
+    return merge_exported_rows(normalised())
+
+
+__all__ = ["FORMATS", "RowError", "SourceError", "SourceReader", "detect_format", "ImportedLabel",
+           "ImportedResponse", "ImportedRow", "merge_exported_rows", "normalize_record", "TIE_POLICIES",
+           "ExportLabel", "ExportResponse", "preference_rows", "write_preferences", "iter_import_rows"]
