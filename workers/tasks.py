@@ -15,3 +15,10 @@ def reap_stale_jobs() -> list[int]:
     from webapp.jobs.services import job_reap_stale
 
     return job_reap_stale()
+
+
+@shared_task(name="datasets.import", acks_late=True)
+def import_dataset(dataset_id: int) -> None:
+    from webapp.datasets.services import dataset_import_run
+
+    dataset_import_run(dataset_id=dataset_id)

@@ -1,0 +1,183 @@
+from datetime import datetime
+from typing import Any
+
+from django.http import FileResponse
+from ninja import Router, Schema, Status
+from ninja.errors import HttpError
+from pydantic import Field
+
+from webapp.annotation import selectors, services
+from webapp.annotation.services import LabelConflict
+from webapp.datasets.selectors import dataset_get
+from webapp.projects.permissions import Capability, project_for_user
+
+router = Router(tags=["annotation"])
+
+
+class BuildIn(Schema):
+    dataset_id: int
+    strategy: str = Field("all_pairs", description="all_pairs | sampled_pairs | ranking")
+    pairs_per_prompt: int = Field(1, description="sampled_pairs: pairs drawn per prompt")
+    ranking_size: int = Field(0, description="ranking: responses per ranking (0 = all, at least 3)")
+    overlap: int = Field(1, description="distinct annotators wanted per comparison")
+    seed: int = 0
+
+
+class BuildOut(Schema):
+    created: int
+
+
+class OverlapIn(Schema):
+    overlap: int
+    comparison_ids: list[int] | None = Field(None, description="only these (default: every comparison)")
+
+
+class OverlapOut(Schema):
+    updated: int
+
+
+class ComparisonOut(Schema):
+    id: int
+    prompt_id: int
+    kind: str
+    response_ids: list[int]
+    overlap: int
+    taken: int
+    human_label_count: int
+    is_active: bool
+
+
+class ResponseShown(Schema):
+    letter: str
+    response_id: int
+    text: str
+    messages: list[dict[str, Any]] | None
+
+
+class ItemOut(Schema):
+    assignment_id: int
+    comparison_id: int
+    kind: str
+    expires_at: datetime
+    prompt: dict[str, Any]
+    responses: list[ResponseShown]
+
+
+class LabelIn(Schema):
+    assignment_id: int | None = None
+    comparison_id: int | None = None
+    choice: str = Field("", description="'A', 'B' (as shown to you) or 'tie'; empty for a ranking")
+    strength: int | None = Field(None, description="1 slightly better, 2 much better (ignored for a tie)")
+    ranking: list[int] | None = Field(None, description="N-way: response ids, best first")
+    criterion_scores: dict[str, dict[str, Any]] | None = Field(
+        None, description='{"A": {"criterion": score}, "B": {...}} on the annotation rubric\'s scales')
+    rationale: str = ""
+
+
+class LabelOut(Schema):
+    id: int
+    comparison_id: int
+    choice: str
+    strength: int
+    ranking: list[int] | None
+    display_order: list[int]
+    created_at: datetime
+
+
+class SkipIn(Schema):
+    assignment_id: int | None = None
+    comparison_id: int | None = None
+
+
+def _conflict(exc: LabelConflict):
+    return HttpError(409, str(exc))
+
+
+@router.post("/{project_id}/comparisons/build", response={201: BuildOut}, summary="Build comparisons from a dataset")
+def build_comparisons(request, project_id: int, body: BuildIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    dataset = dataset_get(project=project, dataset_id=body.dataset_id)
+    created = services.comparisons_build(project=project, dataset=dataset, strategy=body.strategy,
+                                         pairs_per_prompt=body.pairs_per_prompt, ranking_size=body.ranking_size,
+                                         overlap=body.overlap, seed=body.seed)
+    return Status(201, {"created": created})
+
+
+@router.get("/{project_id}/comparisons", response=list[ComparisonOut], summary="List comparisons")
+def list_comparisons(request, project_id: int, dataset_id: int | None = None, limit: int = 100, offset: int = 0):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    qs = selectors.comparison_list(project=project, dataset_id=dataset_id)
+    return list(qs[max(offset, 0):max(offset, 0) + min(max(limit, 1), 1000)])
+
+
+@router.post("/{project_id}/comparisons/overlap", response=OverlapOut,
+             summary="Change the overlap (also after labelling started)")
+def set_overlap(request, project_id: int, body: OverlapIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return {"updated": services.comparisons_set_overlap(project=project, overlap=body.overlap,
+                                                        comparison_ids=body.comparison_ids)}
+
+
+@router.post("/{project_id}/annotation/next", response={200: ItemOut, 204: None},
+             summary="Your current item, or the next one from the queue (204: nothing left for you)")
+def next_item(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.LABEL)
+    try:
+        assignment = services.assignment_next(project=project, user=request.auth)
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    if assignment is None:
+        return Status(204, None)
+    return selectors.item_for(assignment)
+
+
+@router.post("/{project_id}/annotation/labels", response={201: LabelOut},
+             summary="Label your assigned item (choice as shown to you)")
+def submit_label(request, project_id: int, body: LabelIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.LABEL)
+    try:
+        label = services.label_submit(project=project, user=request.auth, **body.dict())
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    return Status(201, label)
+
+
+@router.post("/{project_id}/annotation/skip", response={204: None}, summary="Give your item back unlabelled")
+def skip_item(request, project_id: int, body: SkipIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.LABEL)
+    try:
+        services.assignment_skip(project=project, user=request.auth, **body.dict())
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    return Status(204, None)
+
+
+@router.post("/{project_id}/annotation/undo", response=ItemOut,
+             summary="Withdraw your last label; its item is your current item again")
+def undo_label(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.LABEL)
+    try:
+        assignment = services.label_undo_last(project=project, user=request.auth)
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    return selectors.item_for(assignment)
+
+
+@router.get("/{project_id}/agreement", summary="Agreement: overall, human-human / human-lm / lm-lm, per annotator")
+def agreement(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    result = selectors.agreement_for(project=project)
+    return {**result["report"].model_dump(), "ordinal_alpha": result["ordinal_alpha"],
+            "ordinal_alpha_by_pair_kind": result["ordinal_by_pair_kind"], "n_labels": result["n_labels"]}
+
+
+@router.get("/{project_id}/export", summary="Labels as a TRL preference dataset (JSONL or Parquet)",
+            description="format=jsonl|parquet, conversational=true for chat messages, tie_policy=drop|split|keep, "
+                        "source=human|lm (default both). Columns: prompt, chosen, rejected, margin and provenance.")
+def export(request, project_id: int, format: str = "jsonl", conversational: bool = False, tie_policy: str = "drop",
+           source: str = "", dataset_id: int | None = None):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    path, _ = services.labels_export(project=project, fmt=format, conversational=conversational,
+                                     tie_policy=tie_policy, source=source or None, dataset_id=dataset_id)
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name,
+                        content_type="application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet")

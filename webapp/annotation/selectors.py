@@ -1,0 +1,141 @@
+"""Reads for annotation: the item an annotator sees, queue progress, agreement, export rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from django.db.models import Count, Q, QuerySet, Sum
+
+from rlcore.agreement import LabelRecord, agreement_report, signed_strength
+from rlcore.datasets import ExportLabel, ExportResponse
+from webapp.annotation.models import Assignment, AssignmentStatus, Choice, Comparison, LabelSource, PreferenceLabel
+from webapp.datasets.models import Response
+
+EXPORT_CHUNK = 1000
+
+
+def item_for(assignment: Assignment) -> dict:
+    """What the annotator is shown: the prompt and the responses in *their* order (A, B, ...)."""
+    comparison = assignment.comparison
+    prompt = comparison.prompt
+    by_id = Response.objects.only("id", "text", "messages", "prompt_id").in_bulk(assignment.display_order)
+    shown = [by_id[rid] for rid in assignment.display_order if rid in by_id]
+    return {
+        "assignment_id": assignment.pk,
+        "comparison_id": comparison.pk,
+        "kind": comparison.kind,
+        "expires_at": assignment.expires_at,
+        "prompt": {"text": prompt.text, "messages": prompt.messages},
+        "responses": [{"letter": chr(65 + i), "response_id": r.pk, "text": r.text, "messages": r.messages}
+                      for i, r in enumerate(shown)],
+    }
+
+
+def comparison_list(*, project, dataset_id: int | None = None) -> QuerySet[Comparison]:
+    qs = Comparison.objects.filter(project=project)
+    if dataset_id is not None:
+        qs = qs.filter(prompt__dataset_id=dataset_id)
+    return qs.order_by("id")
+
+
+def queue_progress(*, project, user=None) -> dict:
+    totals = Comparison.objects.filter(project=project, is_active=True).aggregate(
+        comparisons=Count("id"), slots=Sum("overlap"), labelled=Sum("human_label_count"))
+    out = {"comparisons": totals["comparisons"] or 0, "slots": totals["slots"] or 0,
+           "labelled": totals["labelled"] or 0}
+    if user is not None:
+        out["mine"] = PreferenceLabel.objects.filter(comparison__project=project, annotator=user,
+                                                     source=LabelSource.HUMAN).count()
+    return out
+
+
+def rater_id(label: PreferenceLabel, usernames: dict[int, str]) -> tuple[str, str]:
+    if label.source == LabelSource.LM:
+        return f"lm:{label.model_version or 'judge'}", "lm"
+    if label.annotator_id is None:
+        imported = (label.provenance or {}).get("imported", {}).get("annotator") or f"label-{label.pk}"
+        return f"imported:{imported}", "human"
+    return usernames.get(label.annotator_id, str(label.annotator_id)), "human"
+
+
+def agreement_for(*, project, level: str = "nominal") -> dict:
+    """Agreement over the project's pairwise labels: overall, by pair kind, per annotator.
+
+    Nominal statistics use the canonical choice (A / B / tie); the ordinal alpha uses the signed
+    strength (-2 A much better ... +2 B much better). Rankings are not included.
+    """
+    from django.contrib.auth import get_user_model
+
+    usernames = dict(get_user_model().objects.filter(memberships__project=project).values_list("id", "username"))
+    nominal, ordinal = [], []
+    for label in (PreferenceLabel.objects.filter(comparison__project=project)
+                  .exclude(choice=Choice.RANKING).only("id", "comparison_id", "source", "annotator_id", "choice",
+                                                        "strength", "model_version", "provenance").iterator()):
+        rid, kind = rater_id(label, usernames)
+        value = {"a": "A", "b": "B", "tie": "tie"}[label.choice]
+        nominal.append(LabelRecord(comparison_id=str(label.comparison_id), rater_id=rid, rater_kind=kind, value=value))
+        ordinal.append(LabelRecord(comparison_id=str(label.comparison_id), rater_id=rid, rater_kind=kind,
+                                   value=signed_strength(value, label.strength or 1)))
+    report = agreement_report(nominal, level="nominal")
+    ordinal_report = agreement_report(ordinal, level="ordinal", order=[-2, -1, 0, 1, 2])
+    return {"report": report, "ordinal_alpha": ordinal_report.overall.krippendorff_alpha,
+            "ordinal_by_pair_kind": {k: v.krippendorff_alpha for k, v in ordinal_report.by_pair_kind.items()},
+            "n_labels": len(nominal)}
+
+
+def export_labels(*, project, source: str | None = None, dataset_id: int | None = None) -> Iterator[ExportLabel]:
+    """Every label of the project as rlcore ExportLabels, a chunk at a time (ordered by comparison)."""
+    qs = PreferenceLabel.objects.filter(comparison__project=project)
+    if source:
+        qs = qs.filter(source=source)
+    if dataset_id:
+        qs = qs.filter(comparison__prompt__dataset_id=dataset_id)
+    qs = qs.select_related("comparison__prompt", "annotator").order_by("comparison_id", "id")
+    last_id = (0, 0)
+    while True:
+        chunk = list(qs.filter(Q(comparison_id__gt=last_id[0]) | Q(comparison_id=last_id[0], id__gt=last_id[1]))
+                     [:EXPORT_CHUNK])
+        if not chunk:
+            return
+        response_ids = {rid for lab in chunk for rid in lab.comparison.response_ids}
+        responses = Response.objects.only("id", "text", "messages").in_bulk(response_ids)
+        for lab in chunk:
+            ids = lab.comparison.response_ids
+            position = {rid: i for i, rid in enumerate(ids)}
+            prompt = lab.comparison.prompt
+            yield ExportLabel(
+                label_id=str(lab.pk), comparison_id=str(lab.comparison_id), prompt_text=prompt.text,
+                prompt_messages=prompt.messages,
+                responses=[ExportResponse(text=responses[r].text, messages=responses[r].messages) for r in ids],
+                choice=lab.choice, ranking=[position[r] for r in lab.ranking if r in position] if lab.ranking else None,
+                strength=lab.strength, source=lab.source,
+                annotator=lab.annotator.username if lab.annotator else
+                (lab.provenance or {}).get("imported", {}).get("annotator", ""),
+                annotator_id=lab.annotator_id, model_version=lab.model_version,
+                display_order=[position[r] for r in lab.display_order if r in position],
+                labeled_at=lab.created_at.isoformat(), rationale=lab.rationale,
+                criterion_scores=_scores_by_position(lab.criterion_scores, position),
+                provenance={k: v for k, v in (lab.provenance or {}).items() if k != "imported"},
+            )
+        last_id = (chunk[-1].comparison_id, chunk[-1].pk)
+
+
+def _scores_by_position(scores: dict, position: dict[int, int]) -> dict:
+    out = {}
+    for rid, per in (scores or {}).items():
+        try:
+            out[str(position[int(rid)])] = per
+        except (KeyError, ValueError):
+            out[str(rid)] = per
+    return out
+
+
+def annotator_stats(*, project) -> list[dict]:
+    """Labels, skips and median seconds per annotator (for the agreement page)."""
+    rows = (Assignment.objects.filter(project=project)
+            .values("annotator__username")
+            .annotate(labelled=Count("id", filter=Q(status=AssignmentStatus.DONE)),
+                      skipped=Count("id", filter=Q(status=AssignmentStatus.SKIPPED)),
+                      expired=Count("id", filter=Q(status=AssignmentStatus.EXPIRED)))
+            .order_by("annotator__username"))
+    return list(rows)

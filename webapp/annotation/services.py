@@ -1,0 +1,390 @@
+"""Writes for annotation: building comparisons, the labelling queue, labels, undo, skip.
+
+The queue's promise, with any number of annotators at once:
+- a comparison never holds more human assignments (active or labelled) than its `overlap`;
+- an annotator never gets the same comparison twice (a unique constraint, and the claim query
+  excludes what they already had);
+- an assignment left alone past its timeout goes back to the pool.
+
+All three rest on one rule: `Comparison.taken` only changes under that comparison's row lock.
+The claim locks a candidate row with SELECT ... FOR UPDATE SKIP LOCKED (PostgreSQL), so two
+annotators never wait on, nor both take, the last slot of one comparison; they each move on to
+the next unlocked row.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import timedelta
+from itertools import combinations
+
+from django.conf import settings
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, OuterRef
+from django.utils import timezone
+
+from webapp.annotation.models import (
+    Assignment, AssignmentStatus, Choice, Comparison, ComparisonKind, LabelSource, PreferenceLabel,
+)
+from webapp.datasets.models import Dataset, DatasetStatus, Response
+
+BUILD_BATCH = 2000
+STRATEGIES = ("all_pairs", "sampled_pairs", "ranking")
+MAX_STRENGTH = 2
+TOOL_VERSION = "reward-studio-workbench/1"
+
+
+class LabelConflict(Exception):
+    """The label cannot be taken in the current state (already labelled, expired, closed project).
+    The API answers 409 with the message."""
+
+
+def assignment_timeout() -> timedelta:
+    return timedelta(seconds=float(getattr(settings, "ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS", 900)))
+
+
+# ------------------------------------------------------------------ building comparisons
+
+
+def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs", pairs_per_prompt: int = 1,
+                      ranking_size: int = 0, overlap: int = 1, seed: int = 0) -> int:
+    """Create comparisons from a ready dataset's responses; returns how many were created.
+
+    - ``all_pairs``: every pair of responses of each prompt;
+    - ``sampled_pairs``: ``pairs_per_prompt`` random pairs per prompt (reproducible with ``seed``);
+    - ``ranking``: one N-way comparison per prompt with ``ranking_size`` responses (0: all; at least 3).
+    A comparison that already exists (same prompt, same responses) is not created again.
+    """
+    errors = {}
+    if dataset.project_id != project.pk:
+        errors["dataset"] = "That dataset belongs to another project."
+    elif dataset.status != DatasetStatus.READY:
+        errors["dataset"] = f"Dataset '{dataset.name}' is {dataset.status}, not ready."
+    if strategy not in STRATEGIES:
+        errors["strategy"] = f"Unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}."
+    if not 1 <= overlap <= 100:
+        errors["overlap"] = "Overlap must be between 1 and 100 annotators."
+    if strategy == "sampled_pairs" and not 1 <= pairs_per_prompt <= 1000:
+        errors["pairs_per_prompt"] = "Pairs per prompt must be between 1 and 1000."
+    if strategy == "ranking" and ranking_size and not 3 <= ranking_size <= 26:
+        errors["ranking_size"] = "A ranking compares 3 to 26 responses (0 for all of them)."
+    if errors:
+        raise ValidationError(errors)
+    existing = {
+        (prompt_id, tuple(sorted(ids)))
+        for prompt_id, ids in Comparison.objects.filter(prompt__dataset=dataset).values_list("prompt_id", "response_ids")
+    }
+    created = 0
+    batch: list[Comparison] = []
+
+    def emit(prompt_id: int, ids: list[int]) -> None:
+        nonlocal created
+        key = (prompt_id, tuple(sorted(ids)))
+        if key in existing:
+            return
+        existing.add(key)
+        batch.append(Comparison(project=project, prompt_id=prompt_id, response_ids=list(ids), overlap=overlap,
+                                kind=ComparisonKind.PAIR if len(ids) == 2 else ComparisonKind.RANKING))
+        if len(batch) >= BUILD_BATCH:
+            Comparison.objects.bulk_create(batch)
+            created += len(batch)
+            batch.clear()
+
+    def per_prompt(prompt_id: int, ids: list[int]) -> None:
+        rng = random.Random(f"{seed}:{prompt_id}")
+        if strategy == "ranking":
+            if len(ids) < 3:
+                return
+            chosen = sorted(rng.sample(ids, ranking_size)) if ranking_size and len(ids) > ranking_size else ids
+            emit(prompt_id, chosen)
+            return
+        pairs = list(combinations(ids, 2))
+        if strategy == "sampled_pairs" and len(pairs) > pairs_per_prompt:
+            pairs = sorted(rng.sample(pairs, pairs_per_prompt))
+        for a, b in pairs:
+            emit(prompt_id, [a, b])
+
+    with transaction.atomic():
+        rows = (Response.objects.filter(prompt__dataset=dataset).order_by("prompt_id", "id")
+                .values_list("prompt_id", "id").iterator(chunk_size=5000))
+        current, ids = None, []
+        for prompt_id, response_id in rows:
+            if prompt_id != current:
+                if current is not None:
+                    per_prompt(current, ids)
+                current, ids = prompt_id, []
+            ids.append(response_id)
+        if current is not None:
+            per_prompt(current, ids)
+        if batch:
+            Comparison.objects.bulk_create(batch)
+            created += len(batch)
+    return created
+
+
+@transaction.atomic
+def comparisons_set_overlap(*, project, overlap: int, comparison_ids: list[int] | None = None) -> int:
+    """Change how many annotators each comparison wants, also after labelling started.
+
+    Raising it reopens full comparisons. Lowering it never deletes a label: active assignments
+    beyond the new overlap are cancelled (returned as expired) so no new label exceeds it.
+    Returns the number of comparisons changed.
+    """
+    if not 1 <= overlap <= 100:
+        raise ValidationError({"overlap": "Overlap must be between 1 and 100 annotators."})
+    qs = Comparison.objects.filter(project=project)
+    if comparison_ids is not None:
+        qs = qs.filter(pk__in=comparison_ids)
+    # Lock the rows whose slots we may release, in id order (no deadlock with the queue's claims).
+    over = list(qs.filter(taken__gt=overlap).select_for_update().order_by("id").values_list("id", "taken"))
+    now = timezone.now()
+    for comparison_id, taken in over:
+        surplus = taken - overlap
+        cancel = list(Assignment.objects.filter(comparison_id=comparison_id, status=AssignmentStatus.ACTIVE)
+                      .order_by("-assigned_at").values_list("id", flat=True)[:surplus])
+        if cancel:
+            Assignment.objects.filter(pk__in=cancel).update(status=AssignmentStatus.EXPIRED, finished_at=now)
+            Comparison.objects.filter(pk=comparison_id).update(taken=F("taken") - len(cancel))
+    return qs.update(overlap=overlap)
+
+
+# ------------------------------------------------------------------ the queue
+
+
+def _check_open(project) -> None:
+    if project.is_closed:
+        raise LabelConflict(f"Project '{project.name}' is closed: it takes no new labels.")
+
+
+def assignments_release_expired(*, project=None, limit: int = 500) -> int:
+    """Return abandoned assignments (past their timeout) to the pool; returns how many."""
+    now = timezone.now()
+    with transaction.atomic():
+        qs = Assignment.objects.filter(status=AssignmentStatus.ACTIVE, expires_at__lte=now)
+        if project is not None:
+            qs = qs.filter(project=project)
+        # skip_locked: an assignment being labelled right now is not expired under the labeller.
+        stale = list(qs.select_for_update(skip_locked=True).values_list("id", "comparison_id")[:limit])
+        if not stale:
+            return 0
+        Assignment.objects.filter(pk__in=[a for a, _ in stale]).update(status=AssignmentStatus.EXPIRED,
+                                                                         finished_at=now)
+        for comparison_id, n in sorted(Counter(c for _, c in stale).items()):
+            Comparison.objects.filter(pk=comparison_id).update(taken=F("taken") - n)
+    return len(stale)
+
+
+def assignment_next(*, project, user) -> Assignment | None:
+    """The annotator's current item: the assignment they hold, or a newly claimed comparison, or None."""
+    _check_open(project)
+    now = timezone.now()
+    held = (Assignment.objects.select_related("comparison__prompt")
+            .filter(project=project, annotator=user, status=AssignmentStatus.ACTIVE, expires_at__gt=now)
+            .order_by("-assigned_at").first())
+    if held is not None:
+        return held
+    assignments_release_expired(project=project)
+    with transaction.atomic():
+        mine = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=user)
+        comparison = (Comparison.objects.select_for_update(skip_locked=True)
+                      .filter(project=project, is_active=True, taken__lt=F("overlap"))
+                      .filter(~Exists(mine)).order_by("id").first())
+        if comparison is None:
+            return None
+        order = list(comparison.response_ids)
+        random.shuffle(order)
+        assignment = Assignment.objects.create(
+            comparison=comparison, annotator=user, project=project, display_order=order, assigned_at=now,
+            expires_at=now + assignment_timeout())
+        Comparison.objects.filter(pk=comparison.pk).update(taken=F("taken") + 1)
+    comparison.taken += 1
+    assignment.comparison = comparison
+    return assignment
+
+
+def _locked_assignment(*, project, user, assignment_id: int | None, comparison_id: int | None) -> Assignment:
+    if assignment_id is None and comparison_id is None:
+        raise ValidationError({"assignment_id": "Give the assignment_id (or comparison_id) you are labelling."})
+    qs = Assignment.objects.select_for_update(of=("self",)).select_related("comparison").filter(project=project)
+    if assignment_id is not None:
+        assignment = qs.filter(pk=assignment_id).first()
+    else:
+        assignment = qs.filter(comparison_id=comparison_id, annotator=user).first()
+    if assignment is None or assignment.annotator_id != user.pk:
+        what = f"assignment {assignment_id}" if assignment_id is not None else f"comparison {comparison_id}"
+        raise PermissionDenied(f"The {what} is not assigned to you: ask for your next item first.")
+    return assignment
+
+
+def _validate_choice(assignment: Assignment, choice: str, strength: int | None, ranking: list | None):
+    comparison = assignment.comparison
+    shown = assignment.display_order
+    if comparison.kind == ComparisonKind.RANKING:
+        if choice not in ("", "ranking", None):
+            raise ValidationError({"choice": "This is a ranking: send 'ranking' (response ids, best first)."})
+        if not isinstance(ranking, list) or sorted(map(str, ranking)) != sorted(map(str, shown)):
+            raise ValidationError({"ranking": "Rank every response of the comparison exactly once "
+                                              f"(response ids {', '.join(map(str, shown))}), best first."})
+        return Choice.RANKING, [int(r) for r in ranking], 1
+    key = (choice or "").strip().upper()
+    if key not in ("A", "B", "TIE"):
+        raise ValidationError({"choice": "Choose 'A', 'B' (as shown to you) or 'tie'."})
+    if key == "TIE":
+        return Choice.TIE, None, 0
+    strength = 1 if strength is None else strength
+    if not isinstance(strength, int) or not 1 <= strength <= MAX_STRENGTH:
+        raise ValidationError({"strength": f"Strength is 1 (slightly better) or {MAX_STRENGTH} (much better)."})
+    winner = shown[0] if key == "A" else shown[1]
+    return (Choice.A if winner == comparison.response_ids[0] else Choice.B), None, strength
+
+
+def _validate_scores(project, assignment: Assignment, scores: dict | None):
+    """Per-criterion scores keyed by displayed letter ('A', 'B', ...) -> stored by response id."""
+    if not scores:
+        return {}, None
+    from webapp.rubrics.selectors import annotation_rubric_for
+
+    version = annotation_rubric_for(project)
+    if version is None:
+        raise ValidationError({"criterion_scores": "This project has no annotation rubric to score against."})
+    criteria = {c["name"]: c for c in version.definition.get("criteria", [])}
+    letters = {chr(65 + i): rid for i, rid in enumerate(assignment.display_order)}
+    out: dict[str, dict[str, float]] = {}
+    if not isinstance(scores, dict):
+        raise ValidationError({"criterion_scores": "Send {\"A\": {\"criterion\": score}, \"B\": {...}}."})
+    for letter, per in scores.items():
+        rid = letters.get(str(letter).upper())
+        if rid is None or not isinstance(per, dict):
+            raise ValidationError({"criterion_scores": f"'{letter}' is not a response shown to you "
+                                                       f"({', '.join(letters)})."})
+        for name, value in per.items():
+            criterion = criteria.get(name)
+            if criterion is None:
+                raise ValidationError({"criterion_scores": f"Unknown criterion '{name}': the rubric has "
+                                                           f"{', '.join(criteria)}."})
+            if value in (None, ""):
+                continue
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValidationError({"criterion_scores": f"{letter}/{name}: '{value}' is not a number."}) from None
+            lo, hi = float(criterion.get("scale_min", 0)), float(criterion.get("scale_max", 1))
+            if not lo <= number <= hi:
+                raise ValidationError({"criterion_scores": f"{letter}/{name}: {number:g} is outside {lo:g}-{hi:g}."})
+            out.setdefault(str(rid), {})[name] = number
+    return out, version
+
+
+def label_submit(*, project, user, choice: str = "", strength: int | None = None, ranking: list | None = None,
+                 criterion_scores: dict | None = None, rationale: str = "", assignment_id: int | None = None,
+                 comparison_id: int | None = None) -> PreferenceLabel:
+    """Record the annotator's label for an item they were assigned; choice is as displayed."""
+    _check_open(project)
+    if len(rationale or "") > 10_000:
+        raise ValidationError({"rationale": "Keep the rationale under 10,000 characters."})
+    with transaction.atomic():
+        assignment = _locked_assignment(project=project, user=user, assignment_id=assignment_id,
+                                        comparison_id=comparison_id)
+        if assignment.status == AssignmentStatus.DONE:
+            raise LabelConflict(f"You already labelled comparison {assignment.comparison_id}; use undo to change it.")
+        if assignment.status != AssignmentStatus.ACTIVE:
+            raise LabelConflict(f"Your assignment of comparison {assignment.comparison_id} was {assignment.status} "
+                                "and returned to the pool; ask for your next item.")
+        canonical, ranking_ids, strength = _validate_choice(assignment, choice, strength, ranking)
+        scores, rubric_version = _validate_scores(project, assignment, criterion_scores)
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                label = PreferenceLabel.objects.create(
+                    comparison_id=assignment.comparison_id, assignment=assignment, source=LabelSource.HUMAN,
+                    annotator=user, choice=canonical, ranking=ranking_ids, strength=strength,
+                    criterion_scores=scores, rationale=(rationale or "").strip(),
+                    display_order=assignment.display_order, model_version=TOOL_VERSION,
+                    rubric_version=rubric_version)
+        except IntegrityError:
+            raise LabelConflict(f"You already labelled comparison {assignment.comparison_id}.") from None
+        Assignment.objects.filter(pk=assignment.pk).update(status=AssignmentStatus.DONE, finished_at=now)
+        Comparison.objects.filter(pk=assignment.comparison_id).update(human_label_count=F("human_label_count") + 1)
+    return label
+
+
+@transaction.atomic
+def assignment_skip(*, project, user, assignment_id: int | None = None, comparison_id: int | None = None) -> None:
+    """Give an item back unlabelled: it returns to the pool for others, never to this annotator."""
+    _check_open(project)
+    assignment = _locked_assignment(project=project, user=user, assignment_id=assignment_id,
+                                    comparison_id=comparison_id)
+    if assignment.status != AssignmentStatus.ACTIVE:
+        raise LabelConflict(f"Comparison {assignment.comparison_id} is {assignment.status}, not yours to skip.")
+    Assignment.objects.filter(pk=assignment.pk).update(status=AssignmentStatus.SKIPPED, finished_at=timezone.now())
+    Comparison.objects.filter(pk=assignment.comparison_id).update(taken=F("taken") - 1)
+
+
+@transaction.atomic
+def label_undo_last(*, project, user) -> Assignment:
+    """Withdraw the annotator's most recent label; its item becomes their current item again."""
+    _check_open(project)
+    label = (PreferenceLabel.objects.select_for_update(of=("self",))
+             .filter(comparison__project=project, annotator=user, source=LabelSource.HUMAN,
+                     assignment__isnull=False).order_by("-id").first())
+    if label is None:
+        raise LabelConflict("You have no label in this project to undo.")
+    assignment = Assignment.objects.select_for_update().select_related("comparison__prompt").get(pk=label.assignment_id)
+    label.delete()
+    now = timezone.now()
+    assignment.status = AssignmentStatus.ACTIVE
+    assignment.assigned_at = now
+    assignment.expires_at = now + assignment_timeout()
+    assignment.finished_at = None
+    assignment.save(update_fields=["status", "assigned_at", "expires_at", "finished_at"])
+    Comparison.objects.filter(pk=assignment.comparison_id).update(human_label_count=F("human_label_count") - 1)
+    return assignment
+
+
+def lm_label_create(*, comparison: Comparison, choice: str, strength: int = 1, ranking: list | None = None,
+                    model_version: str, provenance: dict, rationale: str = "", rubric_version=None,
+                    criterion_scores: dict | None = None) -> PreferenceLabel:
+    """An LM judge's label (the routing issue writes these). `choice` is canonical: a / b / tie / ranking."""
+    if comparison.project.is_closed:
+        raise LabelConflict(f"Project '{comparison.project.name}' is closed: it takes no new labels.")
+    if choice not in Choice.values:
+        raise ValidationError({"choice": f"Choose one of {', '.join(Choice.values)}."})
+    return PreferenceLabel.objects.create(
+        comparison=comparison, source=LabelSource.LM, annotator=None, choice=choice, ranking=ranking,
+        strength=0 if choice == Choice.TIE else strength, model_version=model_version, provenance=provenance,
+        rationale=rationale, rubric_version=rubric_version, criterion_scores=criterion_scores or {},
+        display_order=list(comparison.response_ids))
+
+
+# ------------------------------------------------------------------ export
+
+EXPORT_FORMATS = ("jsonl", "parquet")
+
+
+def labels_export(*, project, fmt: str = "jsonl", conversational: bool = False, tie_policy: str = "drop",
+                  source: str | None = None, dataset_id: int | None = None):
+    """Write the project's labels as a TRL preference dataset; returns (path, number of rows)."""
+    from pathlib import Path
+
+    from rlcore.datasets import TIE_POLICIES, preference_rows, write_preferences
+    from webapp.annotation.selectors import export_labels
+
+    errors = {}
+    if fmt not in EXPORT_FORMATS:
+        errors["format"] = f"Unknown format '{fmt}': choose jsonl or parquet."
+    if tie_policy not in TIE_POLICIES:
+        errors["tie_policy"] = f"Unknown tie policy '{tie_policy}': choose one of {', '.join(TIE_POLICIES)}."
+    if source not in (None, "", *LabelSource.values):
+        errors["source"] = "Source is 'human', 'lm' or empty (both)."
+    if errors:
+        raise ValidationError(errors)
+    folder = Path(settings.ARTIFACT_ROOT) / "exports" / f"project-{project.pk}"
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
+    path = folder / f"preferences-{stamp}{'-chat' if conversational else ''}.{fmt}"
+    rows = preference_rows(export_labels(project=project, source=source or None, dataset_id=dataset_id),
+                           tie_policy=tie_policy, conversational=conversational)
+    n = write_preferences(rows, path, fmt)
+    return path, n

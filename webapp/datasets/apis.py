@@ -1,0 +1,95 @@
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from ninja import File, Form, Router, Schema, Status
+from ninja.files import UploadedFile
+
+from webapp.datasets import selectors, services
+from webapp.datasets.models import DatasetStatus, ImportMode
+from webapp.projects.permissions import Capability, project_for_user
+
+router = Router(tags=["datasets"])
+
+
+class RowErrorOut(Schema):
+    line: int
+    message: str
+
+
+class DatasetOut(Schema):
+    id: int
+    name: str
+    source_format: str
+    source_name: str
+    mode: str
+    status: str
+    row_count: int
+    response_count: int
+    label_count: int
+    skipped_count: int
+    metadata_columns: list[str]
+    progress_percent: int
+    error: str
+    row_errors: list[RowErrorOut]
+    created_at: datetime
+    finished_at: datetime | None
+
+
+class PromptOut(Schema):
+    id: int
+    source_line: int
+    text: str
+    messages: list[dict[str, Any]] | None
+    metadata: dict[str, Any]
+    responses: list[dict[str, Any]]
+
+
+def _prompt_out(p) -> dict:
+    return {"id": p.pk, "source_line": p.source_line, "text": p.text, "messages": p.messages, "metadata": p.metadata,
+            "responses": [{"id": r.pk, "text": r.text, "messages": r.messages, "model_name": r.model_name,
+                           "metadata": r.metadata} for r in p.responses.all()]}
+
+
+@router.get("/{project_id}/datasets", response=list[DatasetOut], summary="Datasets of the project")
+def list_datasets(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id)
+    return list(selectors.dataset_list(project=project))
+
+
+@router.post("/{project_id}/datasets", response={201: DatasetOut, 202: DatasetOut},
+             summary="Import a dataset (JSONL, CSV, Parquet, or a zipped HF save_to_disk folder)",
+             description="Small files are imported during the request (201, status ready); large files, or "
+                         "background=true, by a worker (202, status importing: poll GET .../datasets/{id}). "
+                         "mode=strict imports nothing if any row is bad (422 listing every bad row); mode=skip "
+                         "imports the good rows and lists the bad ones in row_errors.")
+def import_dataset(request, project_id: int, file: File[UploadedFile], name: Form[str] = "",
+                   format: Form[str] = "", mode: Form[str] = ImportMode.STRICT, background: Form[bool | None] = None):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    dataset = services.dataset_import_upload(project=project, user=request.auth, uploaded=file, name=name,
+                                             source_format=format or None, mode=mode, background=background)
+    if dataset.status == DatasetStatus.FAILED:
+        errors = {"file": [dataset.error] + [f"line {e['line']}: {e['message']}" for e in dataset.row_errors]}
+        raise ValidationError(errors)
+    return Status(202 if dataset.status == DatasetStatus.IMPORTING else 201, dataset)
+
+
+@router.get("/{project_id}/datasets/{dataset_id}", response=DatasetOut)
+def get_dataset(request, project_id: int, dataset_id: int):
+    project, _ = project_for_user(request.auth, project_id)
+    return selectors.dataset_get(project=project, dataset_id=dataset_id)
+
+
+@router.get("/{project_id}/datasets/{dataset_id}/rows", response=list[PromptOut], summary="Imported rows")
+def list_rows(request, project_id: int, dataset_id: int, limit: int = 50, offset: int = 0):
+    project, _ = project_for_user(request.auth, project_id)
+    dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
+    return [_prompt_out(p) for p in selectors.prompt_list(dataset=dataset, limit=min(max(limit, 1), 500),
+                                                            offset=max(offset, 0))]
+
+
+@router.delete("/{project_id}/datasets/{dataset_id}", response={204: None})
+def delete_dataset(request, project_id: int, dataset_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    services.dataset_delete(dataset=selectors.dataset_get(project=project, dataset_id=dataset_id))
+    return Status(204, None)
