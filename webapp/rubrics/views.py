@@ -1,0 +1,330 @@
+"""Pages: the rubric editor (htmx validation and live preview), versions and diffs, the reward spec composer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.projects.permissions import Capability, project_for_user, role_allows
+from webapp.rubrics import editor, selectors, services
+from webapp.rubrics.contracts import dump_yaml, load_yaml_document, parse_rubric, parse_spec, with_lines
+from webapp.rubrics.diffs import definition_diff
+from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
+
+SPEC_TEMPLATE = """name: {name}
+description: ''
+normalization: none        # none | group_zscore | normalize_then_sum | par
+components:
+  - kind: rubric_rules     # a saved rubric's rule criteria; rubric://<name>@<version> pins a version
+    name: rubric
+    rubric_path: rubric://{rubric}
+    weight: 1.0
+  - kind: length_penalty
+    name: overlong
+    max_length: 512
+    cache_length: 128
+    unit: words
+    weight: 0.5
+"""
+
+SNIPPETS = {
+    "rubric_rules": "kind: rubric_rules\nname: {name}\nrubric_path: rubric://{rubric}\nweight: 1.0",
+    "rubric_judge": "kind: rubric_judge\nname: {name}\nrubric_path: rubric://{rubric}\nweight: 1.0",
+    "reward_model": "kind: reward_model\nname: {name}\npath: /path/to/reward-model\nweight: 1.0",
+    "verifier": "kind: verifier\nname: {name}\nreference_column: answer\nmode: math\nweight: 1.0\n"
+                "when: {{column: task, equals: math}}",
+    "length_penalty": "kind: length_penalty\nname: {name}\nmax_length: 512\ncache_length: 128\nunit: tokens\nweight: 1.0",
+}
+
+
+def _can(membership) -> dict[str, bool]:
+    return {c.value: role_allows(membership.role, c) for c in Capability}
+
+
+@login_required
+def rubric_list(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW)
+    return render(request, "rubrics/rubric_list.html", {
+        "project": project, "can": _can(membership),
+        "rubrics": selectors.rubric_list(project=project), "specs": selectors.reward_spec_list(project=project),
+    })
+
+
+# ---------------------------------------------------------------- the rubric editor
+
+
+def _check_context(project, state: dict[str, Any], rubric: Rubric | None) -> dict[str, Any]:
+    """Validate the editor state with rlcore; when valid, preview it on the project's sample responses."""
+    definition, errors = editor.definition_from_state(state)
+    contract = None
+    if not errors:
+        try:
+            contract = parse_rubric(definition)
+        except ValidationError as exc:
+            errors = exc.message_dict
+    per, rest = editor.errors_by_criterion(errors, len(state["criteria"]))
+    preview, baseline = None, None
+    if contract is not None:
+        baseline = selectors.rubric_latest(rubric=rubric) if rubric else None
+        preview = selectors.rubric_preview(
+            contract=contract, rows=selectors.sample_responses(project=project),
+            baseline=parse_rubric(baseline.definition) if baseline else None)
+    n = len(state["criteria"])
+    return {"errors": errors, "rows": list(zip(range(n), state["criteria"], [per[i] for i in range(n)])),
+            "rubric_errors": rest, "preview": preview, "baseline": baseline, "valid": contract is not None}
+
+
+def _editor_context(project, state, rubric, **extra) -> dict[str, Any]:
+    return {"project": project, "rubric": rubric, "state": state, "rule_kinds": editor.RULE_KINDS,
+            "format_checks": editor.FORMAT_CHECKS, **_check_context(project, state, rubric), **extra}
+
+
+def _editing(request, project_id: int, rubric_id: int | None):
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    rubric = get_object_or_404(Rubric, project=project, pk=rubric_id) if rubric_id else None
+    return project, rubric
+
+
+@login_required
+def rubric_new(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _rubric_editor(request, project_id, None)
+
+
+@login_required
+def rubric_edit(request: HttpRequest, project_id: int, rubric_id: int) -> HttpResponse:
+    return _rubric_editor(request, project_id, rubric_id)
+
+
+def _rubric_editor(request: HttpRequest, project_id: int, rubric_id: int | None) -> HttpResponse:
+    project, rubric = _editing(request, project_id, rubric_id)
+    if request.method == "POST":
+        state = editor.state_from_post(request.POST)
+        definition, form_errors = editor.definition_from_state(state)
+        note = request.POST.get("note", "")
+        try:
+            if form_errors:
+                raise ValidationError(form_errors)
+            if rubric is None:
+                version = services.rubric_create(project=project, user=request.user, name=state["name"],
+                                                 definition=definition, note=note)
+            else:
+                version = services.rubric_version_create(rubric=rubric, user=request.user, definition=definition,
+                                                         note=note)
+        except ValidationError as exc:
+            context = _editor_context(project, state, rubric, note=note)
+            if hasattr(exc, "error_dict"):
+                n = len(state["criteria"])
+                per, context["rubric_errors"] = editor.errors_by_criterion(exc.message_dict, n)
+                context["errors"] = exc.message_dict
+                context["rows"] = list(zip(range(n), state["criteria"], [per[i] for i in range(n)]))
+                context["valid"] = False
+            return render(request, "rubrics/rubric_editor.html", context, status=422)
+        messages.success(request, f"Saved {version.rubric.name} version {version.number}.")
+        return redirect("rubric_detail", project_id=project.pk, rubric_id=version.rubric_id)
+    if rubric is not None:
+        latest = selectors.rubric_latest(rubric=rubric)
+        state = editor.state_from_definition(latest.definition)
+    else:
+        state = editor.state_from_definition({"name": "", "criteria": []})
+        state["criteria"].append(editor.blank_criterion(1))
+    return render(request, "rubrics/rubric_editor.html", _editor_context(project, state, rubric))
+
+
+@login_required
+@require_POST
+def rubric_check(request: HttpRequest, project_id: int) -> HttpResponse:
+    """htmx, as the user types: the errors (inline, per criterion) and the live preview."""
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    rubric = Rubric.objects.filter(project=project, pk=request.POST.get("rubric_id") or 0).first()
+    state = editor.state_from_post(request.POST)
+    return render(request, "rubrics/rubric_editor.html#check", {
+        "project": project, "state": state, "errors_oob": True, **_check_context(project, state, rubric)})
+
+
+@login_required
+@require_POST
+def rubric_rows(request: HttpRequest, project_id: int) -> HttpResponse:
+    """htmx: add, remove, move a criterion or change its rule kind; re-renders the criteria and the check."""
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    rubric = Rubric.objects.filter(project=project, pk=request.POST.get("rubric_id") or 0).first()
+    state = editor.apply_action(editor.state_from_post(request.POST), request.POST.get("action", ""))
+    return render(request, "rubrics/rubric_editor.html#rows", {**_editor_context(project, state, rubric), "oob": True})
+
+
+# ---------------------------------------------------------------- rubric versions
+
+
+@login_required
+def rubric_detail(request: HttpRequest, project_id: int, rubric_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW)
+    rubric = get_object_or_404(Rubric, project=project, pk=rubric_id)
+    versions = list(rubric.versions.select_related("created_by").order_by("-number"))
+    return render(request, "rubrics/rubric_detail.html", {
+        "project": project, "rubric": rubric, "versions": versions, "latest": versions[0] if versions else None,
+        "yaml": dump_yaml(versions[0].definition) if versions else "", "can": _can(membership),
+    })
+
+
+@login_required
+def rubric_version(request: HttpRequest, project_id: int, rubric_id: int, number: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW)
+    version = get_object_or_404(RubricVersion, rubric__project=project, rubric_id=rubric_id, number=number)
+    return render(request, "rubrics/version.html", {
+        "project": project, "thing": version.rubric, "version": version, "yaml": dump_yaml(version.definition),
+        "kind": "rubric", "back": "rubric_detail"})
+
+
+@login_required
+@require_POST
+def rubric_annotation(request: HttpRequest, project_id: int, rubric_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    rubric = get_object_or_404(Rubric, project=project, pk=rubric_id)
+    on = request.POST.get("use_for_annotation") == "1"
+    services.rubric_set_annotation(rubric=rubric, use_for_annotation=on)
+    messages.success(request, f"Annotators {'now see' if on else 'no longer see'} {rubric.name}.")
+    return redirect("rubric_detail", project_id=project.pk, rubric_id=rubric.pk)
+
+
+def _diff_page(request, project, thing, versions_qs, items_key: str, kind: str) -> HttpResponse:
+    numbers = list(versions_qs.values_list("number", flat=True).order_by("number"))
+    try:
+        a = int(request.GET.get("a") or (numbers[-2] if len(numbers) > 1 else numbers[0]))
+        b = int(request.GET.get("b") or numbers[-1])
+    except (ValueError, IndexError):
+        a = b = None
+    old = versions_qs.filter(number=a).first() if a else None
+    new = versions_qs.filter(number=b).first() if b else None
+    diff = definition_diff(old.definition, new.definition, items_key=items_key) if old and new else None
+    return render(request, "rubrics/diff.html", {
+        "project": project, "thing": thing, "numbers": numbers, "a": a, "b": b, "diff": diff, "kind": kind,
+        "items_noun": "criterion" if items_key == "criteria" else "component",
+    }, status=200 if diff is not None else 404)
+
+
+@login_required
+def rubric_diff(request: HttpRequest, project_id: int, rubric_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW)
+    rubric = get_object_or_404(Rubric, project=project, pk=rubric_id)
+    return _diff_page(request, project, rubric, rubric.versions.all(), "criteria", "rubric")
+
+
+# ---------------------------------------------------------------- reward specs
+
+
+def _spec_check(project, text: str) -> dict[str, Any]:
+    """Validate composer YAML (rubric references resolved, columns checked); preview the fast components."""
+    errors: dict[str, list[str]] = {}
+    preview = None
+    try:
+        data = load_yaml_document(text)
+        if not isinstance(data, dict):
+            raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'components'"})
+        definition, _used = services.resolve_rubric_refs(project=project, definition=data)
+        contract = parse_spec(definition, selectors.project_columns(project=project))
+    except ValidationError as exc:
+        errors = with_lines(exc, text).message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
+    else:
+        preview = selectors.spec_preview(contract=contract, rows=selectors.sample_responses(project=project))
+    return {"errors": errors, "preview": preview, "valid": not errors,
+            "columns": selectors.project_columns(project=project)}
+
+
+@login_required
+def spec_new(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _spec_composer(request, project_id, None)
+
+
+@login_required
+def spec_edit(request: HttpRequest, project_id: int, spec_id: int) -> HttpResponse:
+    return _spec_composer(request, project_id, spec_id)
+
+
+def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    spec = get_object_or_404(RewardSpec, project=project, pk=spec_id) if spec_id else None
+    if request.method == "POST":
+        text = request.POST.get("yaml", "")
+        if upload := request.FILES.get("file"):
+            text = upload.read().decode("utf-8", errors="replace")
+        note = request.POST.get("note", "")
+        try:
+            data = load_yaml_document(text)
+            if not isinstance(data, dict):
+                raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'components'"})
+            try:
+                if spec is None:
+                    version = services.reward_spec_create(project=project, user=request.user,
+                                                          name=str(data.get("name") or ""), definition=data, note=note)
+                else:
+                    version = services.reward_spec_version_create(spec=spec, user=request.user, definition=data,
+                                                                  note=note)
+            except ValidationError as exc:
+                raise with_lines(exc, text) from None
+        except ValidationError as exc:
+            context = {"project": project, "spec": spec, "yaml": text, "note": note, **_spec_check(project, text)}
+            context["errors"] = exc.message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
+            context["valid"] = False
+            return render(request, "rubrics/spec_composer.html", context, status=422)
+        messages.success(request, f"Saved {version.spec.name} version {version.number}.")
+        return redirect("spec_detail", project_id=project.pk, spec_id=version.spec_id)
+    if spec is not None:
+        text = dump_yaml(selectors.spec_latest(spec=spec).definition)
+    else:
+        first = selectors.rubric_list(project=project).first()
+        text = SPEC_TEMPLATE.format(name="my-reward", rubric=first.name if first else "<rubric name>")
+    return render(request, "rubrics/spec_composer.html", {
+        "project": project, "spec": spec, "yaml": text, "snippets": SNIPPETS, **_spec_check(project, text)})
+
+
+@login_required
+@require_POST
+def spec_check(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    return render(request, "rubrics/spec_composer.html#check",
+                  {"project": project, **_spec_check(project, request.POST.get("yaml", ""))})
+
+
+@login_required
+def spec_detail(request: HttpRequest, project_id: int, spec_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW)
+    spec = get_object_or_404(RewardSpec, project=project, pk=spec_id)
+    versions = list(spec.versions.select_related("created_by").prefetch_related("rubric_versions__rubric")
+                    .order_by("-number"))
+    return render(request, "rubrics/spec_detail.html", {
+        "project": project, "spec": spec, "versions": versions, "latest": versions[0] if versions else None,
+        "yaml": dump_yaml(versions[0].definition) if versions else "", "can": _can(membership),
+    })
+
+
+@login_required
+def spec_version(request: HttpRequest, project_id: int, spec_id: int, number: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW)
+    version = get_object_or_404(RewardSpecVersion, spec__project=project, spec_id=spec_id, number=number)
+    return render(request, "rubrics/version.html", {
+        "project": project, "thing": version.spec, "version": version, "yaml": dump_yaml(version.definition),
+        "kind": "reward spec", "back": "spec_detail"})
+
+
+@login_required
+def spec_diff(request: HttpRequest, project_id: int, spec_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW)
+    spec = get_object_or_404(RewardSpec, project=project, pk=spec_id)
+    return _diff_page(request, project, spec, spec.versions.all(), "components", "reward spec")
+
+
+@login_required
+def version_yaml(request: HttpRequest, project_id: int, kind: str, thing_id: int, number: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW)
+    model = RubricVersion if kind == "rubrics" else RewardSpecVersion
+    lookup = {"rubric_id": thing_id, "rubric__project": project} if kind == "rubrics" else \
+        {"spec_id": thing_id, "spec__project": project}
+    version = get_object_or_404(model, number=number, **lookup)
+    response = HttpResponse(dump_yaml(version.definition), content_type="application/yaml; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{kind[:-1]}-{thing_id}-v{number}.yaml"'
+    return response
