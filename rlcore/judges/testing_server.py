@@ -121,6 +121,36 @@ def hashed_choice(labels: Sequence[str] = ("A", "B"), confidence: float = 0.8) -
     return policy
 
 
+def prefers_keyword(keyword: str, confidence: float = 0.9) -> Policy:
+    """A judge that reads the default compare prompt (``[Response A]`` ... ``[Response B]`` ...) and prefers
+    the response that contains ``keyword``; a tie when both or neither do. Order-independent, so judging
+    both orders agrees; its log-probabilities give ``confidence`` to the pick.
+
+    >>> prompt = "[Response A]\\nno\\n\\n[Response B]\\nyes, thanks\\n\\nThink briefly"
+    >>> prefers_keyword("thanks")({"messages": [{"role": "user", "content": prompt}]}).content
+    'Verdict: B\\nStrength: 2'
+    """
+    import math
+
+    def policy(body: dict[str, Any]) -> ScriptedReply:
+        text = str((body.get("messages") or [{}])[-1].get("content", ""))
+        a_start, b_start = text.find("[Response A]"), text.find("[Response B]")
+        if a_start < 0 or b_start < 0:
+            return ScriptedReply(content="I can only compare two responses.")
+        first, second = sorted([("A", a_start), ("B", b_start)], key=lambda x: x[1])
+        sections = {first[0]: text[first[1]:second[1]], second[0]: text[second[1]:]}
+        has = [label for label in ("A", "B") if keyword in sections[label]]
+        pick = has[0] if len(has) == 1 else "tie"
+        rest = [(label, math.log((1 - confidence) / 2)) for label in (" A", " B", " tie") if label.strip() != pick]
+        tokens = [[("Verdict", -0.01)], [(":", -0.01)], [(f" {pick}", math.log(confidence)), *rest]]
+        if pick == "tie":
+            return ScriptedReply(content="Verdict: tie", logprobs=tokens)
+        return ScriptedReply(content=f"Verdict: {pick}\nStrength: 2",
+                             logprobs=[*tokens, [("\n", -0.01)], [("Strength", -0.01)], [(":", -0.01)], [(" 2", -0.1)]])
+
+    return policy
+
+
 class ServerStats(BaseModel):
     """What clients did to the server since it started (or since ``reset``)."""
 
@@ -190,7 +220,8 @@ class ChatCompletionsServer:
             self._stats = ServerStats(in_flight=self._stats.in_flight)
 
     def start(self) -> "ChatCompletionsServer":
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="chat-completions-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="chat-completions-server", daemon=True)
         self._thread.start()
         return self
 
@@ -204,10 +235,10 @@ class ChatCompletionsServer:
 
     def stop(self) -> None:
         self._stopping.set()  # wakes handlers sleeping on latency or delay
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        if self._thread:
+        if self._thread:  # shutdown() waits for serve_forever, which never ran if start() wasn't called
+            self._httpd.shutdown()
             self._thread.join(timeout=5)
+        self._httpd.server_close()
 
     def __enter__(self) -> "ChatCompletionsServer":
         return self.start()
@@ -430,6 +461,7 @@ __all__ = [
     "ServerStats",
     "always",
     "hashed_choice",
+    "prefers_keyword",
     "scripted",
     "serve_test",
 ]
