@@ -13,4 +13,5 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("healthz", healthz),
     path("", include("webapp.projects.urls")),
+    path("projects/<int:project_id>/", include("webapp.rubrics.urls")),
 ]
