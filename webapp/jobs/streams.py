@@ -96,7 +96,9 @@ def format_event(event: str, data, event_id: int | None = None) -> str:
     return f"{head}event: {event}\ndata: {json.dumps(data)}\n\n"
 
 
-@sync_to_async
+# Reads run on the shared thread pool, not one thread per stream: 200 open dashboards must not
+# hold 200 database connections.
+@sync_to_async(thread_sensitive=False)
 def _metrics_after(job_id: int, after_id: int) -> list[tuple[int, int, str, float | None]]:
     return list(
         MetricPoint.objects.filter(job_id=job_id, pk__gt=after_id).order_by("pk")
@@ -104,7 +106,7 @@ def _metrics_after(job_id: int, after_id: int) -> list[tuple[int, int, str, floa
     )
 
 
-@sync_to_async
+@sync_to_async(thread_sensitive=False)
 def _job_status(job_id: int) -> tuple[str, int, int, int]:
     job = Job.objects.filter(pk=job_id).values("state", "progress_step", "progress_total").first()
     if job is None:

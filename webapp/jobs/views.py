@@ -1,6 +1,7 @@
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -89,13 +90,21 @@ def job_cancel(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
     return redirect("job_detail", project_id=project.pk, job_id=job.pk)
 
 
-@login_required
-async def job_events(request: HttpRequest, project_id: int, job_id: int) -> StreamingHttpResponse:
-    """The live stream a job page (or any script) subscribes to; see webapp/jobs/streams.py."""
-    user = await request.auser()
-    project, _ = await sync_to_async(project_for_user)(user, project_id, Capability.VIEW_DASHBOARDS)
-    if not await Job.objects.filter(project=project, pk=job_id).aexists():
+def _authorize_stream(request: HttpRequest, project_id: int, job_id: int) -> bool:
+    if not request.user.is_authenticated:
+        return False
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    if not Job.objects.filter(project=project, pk=job_id).exists():
         raise Http404("No such job")
+    return True
+
+
+async def job_events(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """The live stream a job page (or any script) subscribes to; see webapp/jobs/streams.py."""
+    # Checked on the shared thread pool (not a thread per request, as login_required would do),
+    # so a burst of dashboards opening at once cannot exhaust the database's connections.
+    if not await sync_to_async(_authorize_stream, thread_sensitive=False)(request, project_id, job_id):
+        return redirect_to_login(request.get_full_path())
     raw_last_id = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id") or "0"
     last_event_id = int(raw_last_id) if raw_last_id.isdigit() else 0
     response = StreamingHttpResponse(job_event_stream(job_id, last_event_id), content_type="text/event-stream")
