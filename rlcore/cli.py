@@ -20,6 +20,7 @@ COMMAND_GROUPS = [
     "rlcore.rewards.cli",
     "rlcore.training.cli",
     "rlcore.agreement",
+    "rlcore.routing.cli",
     "rlcore.judges.cli",
 ]
 

@@ -23,7 +23,7 @@ few hundred simulations take seconds instead of TPU-days.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 import numpy as np
@@ -252,6 +252,7 @@ def simulate_mixes(
     max_dims: int = 128,
     sampler: Literal["knapsack", "tilted", "both"] = "both",
     seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Simulations:
     """Simulate ``n_simulations`` mixes at random budgets and score a proxy reward model on each.
 
@@ -262,7 +263,7 @@ def simulate_mixes(
     label in the pool scores every mix (a single dev split makes the scores too noisy to regress
     on). ``folds=1`` is not allowed: a mix must never be scored on its own training labels.
     ``sampler`` draws mixes with :func:`knapsack_mix` (the paper), :func:`tilted_mix`, or
-    alternates between them.
+    alternates between them. ``progress(done, total)`` is called after each mix.
     """
     if sampler not in ("knapsack", "tilted", "both"):
         raise UserError(f"sampler: {sampler!r} is not one of knapsack, tilted, both")
@@ -305,6 +306,8 @@ def simulate_mixes(
         scores.append(right / max(scored.sum(), 1))
         shares.append((features[chosen].sum(axis=0) / n).tolist())
         budgets.append(budget)
+        if progress is not None:
+            progress(sim + 1, n_simulations)
     return Simulations(
         feature_names=list(feature_names), shares=shares, budgets=budgets, scores=scores, n_train=n,
         n_dev=int(scored.sum()),
@@ -473,7 +476,7 @@ def uncertainty_scores(raw: Sequence[RawFeatures]) -> tuple[np.ndarray, list[lis
     >>> r = [RawFeatures(comparison_id=i, prompt_len=1, len_shorter=1, len_longer=1, token_len_diff=0,
     ...                  rouge_l=1.0, token_overlap=1.0, judge_position_disagreement=d, judge_confidence=c)
     ...      for i, d, c in [("a", False, 0.9), ("b", True, 0.6)]]
-    >>> [round(s, 2) for s in uncertainty_scores(r)[0]]
+    >>> [round(float(s), 2) for s in uncertainty_scores(r)[0]]
     [0.05, 0.7]
     """
     stds = np.array([r.rm_disagreement if r.rm_disagreement is not None else np.nan for r in raw], float)

@@ -8,6 +8,8 @@ import pytest
 # append your module here
 MODULES = [
     "rlcore.agreement",
+    "rlcore.routing.features",
+    "rlcore.routing.predictor",
     "rlcore.events",
     "rlcore.judges.base",
     "rlcore.judges.prompts",

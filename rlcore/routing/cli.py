@@ -1,0 +1,188 @@
+"""``python -m rlcore routing ...``: features, performance model and routing plans from files.
+
+- ``routing features comparisons.jsonl -o features.json [--vectors pairs.npy]`` — raw + binned
+  features of each comparison (one JSON object per line: comparison_id, prompt, response_a,
+  response_b, optional tags / judge_position_disagreement / judge_confidence / reward_margins);
+  with ``--vectors`` also the MiniLM pair vectors emb(A) - emb(B) the proxy reward model uses.
+- ``routing fit features.json labels.jsonl pairs.npy -o model.json`` — simulate mixes on a pool
+  with both labels (labels.jsonl: comparison_id, human, lm as A / B / tie) and fit the model.
+- ``routing plan features.json --budget 25% --strategy topk --model model.json -o plan.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from rlcore.errors import UserError
+from rlcore.events import emit_artifact, emit_metric, emit_progress
+
+LABEL_VALUES = {"A": 1.0, "B": 0.0, "tie": 0.5}
+
+
+def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
+    rows = []
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise UserError(f"{path}:{lineno}: expected a JSON object")
+        rows.append((lineno, row))
+    return rows
+
+
+def read_comparisons(path: Path):
+    """RoutingComparison rows from JSONL; a bad row raises UserError naming file, line and field."""
+    from rlcore.routing.features import RoutingComparison
+
+    out = []
+    for lineno, row in _read_jsonl(path):
+        try:
+            out.append(RoutingComparison.model_validate(row))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise UserError(f"{path}:{lineno}: field {field!r}: {first['msg']}") from exc
+    return out
+
+
+def read_labelled_pool(path: Path, ids: list[str]):
+    """Human and LM labels in the feature table's order; every comparison needs both."""
+    from rlcore.routing.predictor import LabelledPool
+
+    labels: dict[str, tuple[float, float]] = {}
+    for lineno, row in _read_jsonl(path):
+        cid = row.get("comparison_id")
+        pair = []
+        for field in ("human", "lm"):
+            value = row.get(field)
+            if value not in LABEL_VALUES:
+                raise UserError(f"{path}:{lineno}: field {field!r} must be A, B or tie, got {value!r}")
+            pair.append(LABEL_VALUES[value])
+        labels[str(cid)] = (pair[0], pair[1])
+    missing = [i for i in ids if i not in labels]
+    if missing:
+        raise UserError(f"{path}: no human+LM labels for comparison {missing[0]!r} ({len(missing)} missing)")
+    return LabelledPool(comparison_ids=ids, human=[labels[i][0] for i in ids], lm=[labels[i][1] for i in ids])
+
+
+def _load_model(path: Path, cls):
+    try:
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise UserError(f"{path}: field {'.'.join(map(str, first['loc']))!r}: {first['msg']}") from exc
+
+
+def run_features(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rlcore.routing.features import FeatureTable, build_feature_table, embed_responses, embed_texts, extract_features
+
+    comparisons = read_comparisons(Path(args.comparisons))
+    embeddings = None
+    if not args.no_embeddings:
+        embeddings = embed_responses(
+            comparisons, lambda texts: embed_texts(texts, args.embedding_model, batch_size=args.batch_size)
+        )
+    raw = extract_features(comparisons, embeddings=embeddings)
+    bins = _load_model(Path(args.bins_from), FeatureTable).bins if args.bins_from else None
+    table = build_feature_table(raw, bins, n_bins=args.bins)
+    Path(args.output).write_text(table.model_dump_json(), encoding="utf-8")
+    emit_artifact("routing_features", args.output, n=len(raw))
+    if args.vectors:
+        if embeddings is None:
+            raise UserError("--vectors needs embeddings: drop --no-embeddings")
+        np.save(args.vectors, embeddings[0] - embeddings[1])
+        emit_artifact("pair_vectors", args.vectors, n=len(raw))
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from rlcore.routing.features import FeatureTable
+    from rlcore.routing.predictor import fit_performance_model, simulate_mixes
+
+    table = _load_model(Path(args.features), FeatureTable)
+    pool = read_labelled_pool(Path(args.labels), table.ids)
+    try:
+        vectors = np.load(args.vectors)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{args.vectors}: cannot read pair vectors ({exc})") from exc
+    sims = simulate_mixes(
+        table.matrix(), table.feature_names, pool, vectors, n_simulations=args.simulations, seed=args.seed,
+        progress=lambda done, total: emit_progress(done, total) if done % 10 == 0 or done == total else None,
+    )
+    model = fit_performance_model(sims, kind=args.kind, ridge=args.ridge, seed=args.seed)
+    if model.holdout_r2 is not None:
+        emit_metric(args.simulations, "routing/regressor_r2", model.holdout_r2)
+    Path(args.output).write_text(model.model_dump_json(indent=2), encoding="utf-8")
+    emit_artifact("routing_model", args.output, kind=args.kind)
+    return 0
+
+
+def run_plan(args: argparse.Namespace) -> int:
+    from rlcore.routing.features import FeatureTable
+    from rlcore.routing.predictor import PerformanceModel, parse_budget, plan_routing
+
+    table = _load_model(Path(args.features), FeatureTable)
+    model = _load_model(Path(args.model), PerformanceModel) if args.model else None
+    budget = parse_budget(args.budget) if args.budget is not None else None
+    plan = plan_routing(table, budget, args.strategy, model=model, seed=args.seed)
+    text = plan.model_dump_json(indent=2)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+        emit_artifact("routing_plan", args.output, n_human=plan.n_human, n_lm=plan.n_lm)
+    else:
+        print(text)
+    return 0
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("routing", help="route comparisons to humans or an LM judge")
+    sub = parser.add_subparsers(dest="routing_command", metavar="STEP", required=True)
+
+    p = sub.add_parser("features", help="per-comparison features, binned")
+    p.add_argument("comparisons", help="JSONL of comparisons")
+    p.add_argument("-o", "--output", required=True, help="feature table JSON to write")
+    p.add_argument("--vectors", default=None, help="also write pair vectors emb(A)-emb(B) to this .npy")
+    p.add_argument("--no-embeddings", action="store_true", help="skip MiniLM (no cosine_sim, no vectors)")
+    p.add_argument("--embedding-model", default=None, help="hub id or local path (default: shipped all-MiniLM-L6-v2)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--bins", type=int, default=3, help="quantile bins per continuous feature")
+    p.add_argument("--bins-from", default=None, help="reuse the bins of an earlier feature table JSON")
+    p.set_defaults(handler=run_features)
+
+    p = sub.add_parser("fit", help="fit the performance-prediction model on a pool with both labels")
+    p.add_argument("features", help="feature table JSON of the labelled pool")
+    p.add_argument("labels", help="JSONL: comparison_id, human, lm (A / B / tie)")
+    p.add_argument("vectors", help=".npy pair vectors, one row per comparison in the table's order")
+    p.add_argument("-o", "--output", required=True, help="model JSON to write")
+    p.add_argument("--simulations", type=int, default=300)
+    p.add_argument("--kind", choices=["linear", "quadratic"], default="linear")
+    p.add_argument("--ridge", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(handler=run_fit)
+
+    p = sub.add_parser("plan", help="route a pool for a human budget")
+    p.add_argument("features", help="feature table JSON of the pool to route")
+    p.add_argument("--budget", default=None, help="share (0.25, 25%%) or count (300); optional for optimal_pos")
+    p.add_argument("--strategy", choices=["topk", "optimal_pos", "uncertainty", "random"], default="topk")
+    p.add_argument("--model", default=None, help="performance model JSON (topk, optimal_pos)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", "--output", default=None, help="plan JSON to write (default: stdout)")
+    p.set_defaults(handler=run_plan)
