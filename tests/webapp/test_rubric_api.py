@@ -119,6 +119,19 @@ def test_it_refuses_a_bad_rubric_naming_the_criterion_and_field(client, people, 
     assert not Rubric.objects.exists()  # nothing half-saved
 
 
+def test_it_refuses_a_reference_column_the_projects_datasets_lack(client, people):
+    add_dataset(people.project, people.users["alice"])
+    api = api_client(client, people.users["bob"])
+    definition = {"name": "Maths", "criteria": [
+        {"name": "right", "rule": _rule("answer_match", reference_column="solution", mode="numeric")}]}
+    response = api("post", _url(people), {"name": "Maths", "definition": definition})
+    assert response.json()["detail"] == [{
+        "field": "criteria[0].rule.reference_column",
+        "message": "criterion 'right': column 'solution' is not in the dataset (columns: answer, prompt, task)"}]
+    definition["criteria"][0]["rule"]["reference_column"] = "answer"
+    assert api("post", _url(people), {"name": "Maths", "definition": definition}).status_code == 201
+
+
 def test_it_refuses_a_duplicate_criterion_and_a_duplicate_rubric_name(client, people):
     api = api_client(client, people.users["bob"])
     twice = {"name": "x", "criteria": [{"name": "a", "rule": _rule("length", max=3)}, {"name": "a"}]}

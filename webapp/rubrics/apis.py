@@ -168,7 +168,7 @@ def import_rubric(request, project_id: int, body: YamlIn):
 @router.post("/{project_id}/rubrics/preview", summary="Score a rubric (saved or not) on a sample of responses")
 def preview_rubric(request, project_id: int, body: RubricPreviewIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    contract = parse_rubric(body.definition)
+    contract = parse_rubric(body.definition, selectors.project_columns(project=project))
     baseline = None
     if body.baseline_version_id is not None:
         baseline = get_object_or_404(RubricVersion, rubric__project=project, pk=body.baseline_version_id)

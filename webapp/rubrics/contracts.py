@@ -60,8 +60,11 @@ def _problem_errors(problems: Iterable[Problem]) -> dict[str, list[str]]:
     return errors
 
 
-def parse_rubric(definition: Any) -> RubricContract:
-    """A valid rlcore Rubric from JSON data, or ValidationError {field: [message naming the criterion]}."""
+def parse_rubric(definition: Any, dataset_columns: Iterable[str] | None = None) -> RubricContract:
+    """A valid rlcore Rubric from JSON data, or ValidationError {field: [message naming the criterion]}.
+
+    ``dataset_columns``: when given, every reference column an answer-match rule reads must be one of them.
+    """
     if not isinstance(definition, dict):
         raise ValidationError({"definition": "a rubric is an object with 'name' and 'criteria'"})
     try:
@@ -69,6 +72,14 @@ def parse_rubric(definition: Any) -> RubricContract:
     except PydanticValidationError as exc:
         raise ValidationError(_pydantic_errors(exc, definition)) from None
     problems = check_rubric(rubric)
+    if dataset_columns is not None:
+        columns = set(dataset_columns)
+        for i, criterion in enumerate(rubric.criteria):
+            column = getattr(criterion.rule, "reference_column", None)
+            if column is not None and column not in columns:
+                problems.append(Problem(where=f"criterion {criterion.name!r}", field=f"criteria[{i}].rule.reference_column",
+                                        message=f"column {column!r} is not in the dataset "
+                                                f"(columns: {', '.join(sorted(columns))})"))
     if problems:
         raise ValidationError(_problem_errors(problems))
     return rubric

@@ -46,7 +46,7 @@ def rubric_create(*, project: Project, user, name: str, definition: dict[str, An
                   use_for_annotation: bool = False) -> RubricVersion:
     """A new rubric with its first version."""
     name = _clean_name(name, "rubric")
-    contract = parse_rubric(_named(definition, name))
+    contract = parse_rubric(_named(definition, name), selectors.project_columns(project=project))
     if Rubric.objects.filter(project=project, name__iexact=name).exists():
         raise ValidationError({"name": f"A rubric named '{name}' already exists in this project."})
     try:
@@ -62,7 +62,7 @@ def rubric_create(*, project: Project, user, name: str, definition: dict[str, An
 @transaction.atomic
 def rubric_version_create(*, rubric: Rubric, user, definition: dict[str, Any], note: str = "") -> RubricVersion:
     """Save a rubric's next version (the old ones stay as they were)."""
-    contract = parse_rubric(_named(definition, rubric.name))
+    contract = parse_rubric(_named(definition, rubric.name), selectors.project_columns(project=rubric.project))
     return _rubric_version_add(rubric=rubric, user=user, contract=contract, note=note)
 
 

@@ -65,7 +65,7 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None) -> dic
     contract = None
     if not errors:
         try:
-            contract = parse_rubric(definition)
+            contract = parse_rubric(definition, selectors.project_columns(project=project))
         except ValidationError as exc:
             errors = exc.message_dict
     per, rest = editor.errors_by_criterion(errors, len(state["criteria"]))
