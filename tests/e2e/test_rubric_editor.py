@@ -1,0 +1,61 @@
+"""In headless Chromium: edit a rubric, see an invalid regex flagged while typing, fix it, watch the live preview
+change, save a new version and diff it against the previous one."""
+
+import pytest
+
+from tests.conftest import PASSWORD
+from tests.webapp.rubric_helpers import add_dataset
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
+
+
+def test_it_edits_a_rubric_with_inline_errors_live_preview_versions_and_diff(app_server, browser, people):
+    from webapp.rubrics.models import RubricVersion
+    from webapp.rubrics.services import rubric_create
+
+    add_dataset(people.project, people.users["alice"])
+    version = rubric_create(project=people.project, user=people.users["bob"], name="Helpful", definition={
+        "name": "Helpful", "criteria": [
+            {"name": "polite", "rule": {"kind": "contains", "texts": ["thank"]}},
+            {"name": "greets", "rule": {"kind": "regex", "pattern": "^Hello"}},
+        ]})
+    page = browser.new_page()
+    page.goto(app_server + "/accounts/login/")
+    page.fill("#id_username", "bob")
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(app_server + "/")
+
+    base = f"{app_server}/projects/{people.project.pk}/rubrics/{version.rubric_id}"
+    page.goto(base + "/edit/")
+    thank_total = page.locator("#preview-table tr:has-text('Thank you for asking') td.total")
+    assert thank_total.inner_text().startswith("0.500")  # polite yes, greets no
+
+    pattern = page.locator("#c1-pattern")
+    pattern.fill("")
+    pattern.press_sequentially("^(Thank", delay=30)
+    errors = page.locator("#criterion-errors-1")
+    errors.locator("text=missing )").wait_for(timeout=10_000)
+    assert "greets" in errors.inner_text() and "rule.pattern" in errors.inner_text()
+    assert page.locator("#preview-table").count() == 0  # no preview of an invalid rubric
+
+    pattern.press_sequentially("|The)", delay=30)
+    page.wait_for_function("() => document.querySelector('#criterion-errors-1').innerText.trim() === ''",
+                           timeout=10_000)
+    page.locator("#check-state:has-text('valid')").wait_for(timeout=10_000)
+    assert thank_total.inner_text().startswith("1.000")  # the preview follows the edit
+    boxed_rank = page.locator("#preview-table tr:has-text('boxed') td.rank")
+    assert "↑" in boxed_rank.inner_text()  # ranked higher than under the saved version
+
+    page.fill("#id_note", "greet by thanking")
+    page.click("#save-version")
+    page.wait_for_url(base + "/")
+    assert "Saved Helpful version 2" in page.inner_text(".messages")
+    assert RubricVersion.objects.filter(rubric_id=version.rubric_id).count() == 2
+
+    page.select_option("#id_a", "1")
+    page.select_option("#id_b", "2")
+    page.click("#diff-form button[type=submit]")
+    diff = page.locator("#diff-items").inner_text()
+    assert "greets" in diff and "rule.pattern" in diff and "^Hello" in diff and "^(Thank|The)" in diff
+    assert "polite" in diff and "unchanged" in diff
