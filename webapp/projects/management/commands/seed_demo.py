@@ -39,6 +39,9 @@ class Command(BaseCommand):
         for username, role in DEMO_MEMBERS:
             Membership.objects.get_or_create(project=project, user=User.objects.get(username=username),
                                              defaults={"role": role})
+        from webapp.rubrics.demo import seed_demo_rubrics
+
+        seed_demo_rubrics(project=project, user=demo)
         if created:
             self.stdout.write(self.style.SUCCESS(f"Demo login: username 'demo', password '{password}'"))
         else:

@@ -1,0 +1,21 @@
+"""The demo data includes a rubric marked for annotation and a reward spec built from it."""
+
+import pytest
+from django.core.management import call_command
+
+from webapp.projects.models import Project
+from webapp.rubrics.models import RewardSpecVersion
+from webapp.rubrics.selectors import annotation_rubric_for
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_seeds_a_demo_rubric_and_reward_spec_once(capsys):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    project = Project.objects.get(name__startswith="Demo")
+    rubric_version = annotation_rubric_for(project)
+    assert rubric_version.rubric.name == "Helpful answer" and rubric_version.number == 1
+    spec_version = RewardSpecVersion.objects.get(spec__project=project)
+    assert list(spec_version.rubric_versions.all()) == [rubric_version]
+    assert spec_version.definition["components"][0]["rubric"]["criteria"][0]["name"] == "addresses_user"
