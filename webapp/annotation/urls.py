@@ -1,0 +1,13 @@
+from django.urls import path
+
+from webapp.annotation import views
+
+urlpatterns = [
+    path("annotate/", views.workbench, name="workbench"),
+    path("annotate/label/", views.workbench_label, name="workbench_label"),
+    path("annotate/skip/", views.workbench_skip, name="workbench_skip"),
+    path("annotate/undo/", views.workbench_undo, name="workbench_undo"),
+    path("comparisons/", views.comparison_list, name="comparison_list"),
+    path("agreement/", views.agreement, name="agreement"),
+    path("export/", views.export, name="export"),
+]

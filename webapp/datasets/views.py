@@ -1,0 +1,87 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.annotation.services import comparisons_build
+from webapp.datasets import selectors, services
+from webapp.datasets.forms import BuildComparisonsForm, DatasetImportForm
+from webapp.forms_util import apply_service_errors
+from webapp.projects.permissions import Capability, project_for_user, role_allows
+
+
+@login_required
+def dataset_list(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id)
+    can_design = role_allows(membership.role, Capability.DESIGN)
+    form = DatasetImportForm(request.POST or None, request.FILES or None)
+    if request.method == "POST":
+        project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                dataset = services.dataset_import_upload(
+                    project=project, user=request.user, uploaded=data["file"], name=data["name"],
+                    source_format=data["format"] or None, mode=data["mode"])
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                if dataset.status == "ready":
+                    messages.success(request, f"Imported {dataset.row_count} rows into '{dataset.name}'.")
+                return redirect("dataset_detail", project_id=project.pk, dataset_id=dataset.pk)
+    return render(request, "datasets/dataset_list.html", {
+        "project": project, "membership": membership, "can_design": can_design, "form": form,
+        "datasets": selectors.dataset_list(project=project),
+    }, status=422 if form.errors else 200)
+
+
+@login_required
+def dataset_detail(request: HttpRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id)
+    dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
+    context = {"project": project, "membership": membership, "dataset": dataset,
+               "can_design": role_allows(membership.role, Capability.DESIGN)}
+    if request.htmx and request.GET.get("part") == "status":
+        return render(request, "datasets/dataset_detail.html#status", context)
+    context.update(build_form=BuildComparisonsForm(), rows=selectors.prompt_list(dataset=dataset, limit=20))
+    return render(request, "datasets/dataset_detail.html", context)
+
+
+@login_required
+@require_POST
+def dataset_build_comparisons(request: HttpRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.DESIGN)
+    dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
+    form = BuildComparisonsForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            created = comparisons_build(project=project, dataset=dataset, strategy=data["strategy"],
+                                        pairs_per_prompt=data["pairs_per_prompt"] or 1,
+                                        ranking_size=data["ranking_size"] or 0, overlap=data["overlap"],
+                                        seed=data["seed"] or 0)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Created {created} comparison{'s' if created != 1 else ''}.")
+            return redirect("comparison_list", project_id=project.pk)
+    return render(request, "datasets/dataset_detail.html", {
+        "project": project, "membership": membership, "dataset": dataset, "can_design": True, "build_form": form,
+        "rows": selectors.prompt_list(dataset=dataset, limit=20)}, status=422)
+
+
+@login_required
+@require_POST
+def dataset_delete(request: HttpRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
+    try:
+        services.dataset_delete(dataset=dataset)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("dataset_detail", project_id=project.pk, dataset_id=dataset.pk)
+    messages.success(request, f"Deleted dataset '{dataset.name}'.")
+    return redirect("dataset_list", project_id=project.pk)
