@@ -133,3 +133,8 @@ def test_it_composes_a_reward_spec_from_a_saved_rubric_and_exports_it(client, pe
     exported = client.get(f"{base}/{spec.pk}/v/1/yaml").content.decode()
     assert "kind: verifier" in exported and "rubric_path: null" in exported
     assert "Helpful v1" in client.get(f"{base}/{spec.pk}/").content.decode()
+    editing = client.get(f"{base}/{spec.pk}/edit/").content.decode()
+    assert "rubric_path: rubric://Helpful@1" in editing and "when: null" not in editing
+    client.post(f"{base}/{spec.pk}/edit/", {"yaml": text.replace("weight: 1.0", "").replace("Helpful@1", "Helpful"),
+                                            "note": "same"})
+    assert spec.versions.count() == 2

@@ -39,6 +39,23 @@ def spec_latest(*, spec: RewardSpec) -> RewardSpecVersion | None:
     return spec.versions.order_by("-number").first()
 
 
+def spec_for_editing(*, version: RewardSpecVersion) -> dict[str, Any]:
+    """A saved spec as its author writes it: each inlined rubric that is a saved rubric version goes back to
+    ``rubric_path: rubric://<name>@<n>``, and unset (null) fields are left out."""
+    saved = {(v.rubric.name, v.number): v.definition for v in version.rubric_versions.select_related("rubric")}
+    components = []
+    for component in version.definition.get("components", []):
+        component = {k: v for k, v in component.items() if v is not None}
+        rubric = component.get("rubric")
+        ref = next((key for key, definition in saved.items() if definition == rubric), None) if rubric else None
+        if ref is not None:
+            component.pop("rubric")
+            component["rubric_path"] = f"rubric://{ref[0]}@{ref[1]}"
+        components.append(component)
+    out = {k: v for k, v in version.definition.items() if v is not None and k != "components"}
+    return {**out, "components": components}
+
+
 # ---------------------------------------------------------------- the project's data
 
 
@@ -138,3 +155,17 @@ def spec_preview(*, contract, rows: list[dict[str, Any]]) -> dict[str, Any]:
             items.append({"id": row.get("id"), "prompt": row.get("prompt", ""), "completion": row.get("completion", ""),
                           "total": s.total, "components": s.components})
     return {"components": [c.name for c in kept], "skipped": slow, "items": items}
+
+
+def rubric_contract(*, version: RubricVersion):
+    """A saved rubric version as an rlcore ``Rubric`` (for annotation pages, judges and jobs)."""
+    from rlcore.rubric import Rubric as RubricContract
+
+    return RubricContract.model_validate(version.definition)
+
+
+def reward_spec_contract(*, version: RewardSpecVersion):
+    """A saved reward spec version as an rlcore ``RewardSpec``, rubrics inlined (what a GRPO job's spec carries)."""
+    from rlcore.rewards import RewardSpec as SpecContract
+
+    return SpecContract.model_validate(version.definition)

@@ -274,7 +274,7 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
         messages.success(request, f"Saved {version.spec.name} version {version.number}.")
         return redirect("spec_detail", project_id=project.pk, spec_id=version.spec_id)
     if spec is not None:
-        text = dump_yaml(selectors.spec_latest(spec=spec).definition)
+        text = dump_yaml(selectors.spec_for_editing(version=selectors.spec_latest(spec=spec)))
     else:
         first = selectors.rubric_list(project=project).first()
         text = SPEC_TEMPLATE.format(name="my-reward", rubric=first.name if first else "<rubric name>")
