@@ -300,6 +300,7 @@ _ids = itertools.count(1)
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real servers do
+    disable_nagle_algorithm = True  # headers and body go out as two writes; Nagle would hold the body back
     server: _HTTPServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet: tests and benches own stderr
