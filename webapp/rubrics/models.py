@@ -29,7 +29,7 @@ class _Version(models.Model):
 
     def save(self, *args, **kwargs):
         # Versions are history: labels, jobs and scores refer to them. A change is a new version.
-        if self.pk is not None and not kwargs.pop("_allow_update", False):
+        if self.pk is not None:
             raise ImmutableVersionError(f"{type(self).__name__} {self.pk} is immutable; save a new version")
         super().save(*args, **kwargs)
 

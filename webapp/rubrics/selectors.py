@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.apps import apps
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Max, QuerySet
 
 from webapp.projects.models import Project
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
