@@ -1,0 +1,135 @@
+"""rlcore.datasets: streaming readers, row shapes and errors, TRL export and its round trip."""
+
+import doctest
+import importlib
+import json
+import tracemalloc
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from rlcore.datasets import (
+    ExportLabel, ExportResponse, RowError, SourceError, SourceReader, iter_import_rows, normalize_record,
+    preference_rows, write_preferences,
+)
+from rlcore.datasets import readers
+
+
+@pytest.mark.parametrize("module", ["rlcore.datasets.readers", "rlcore.datasets.rows", "rlcore.datasets.trl_export"])
+def test_it_runs_the_docstring_examples(module):
+    result = doctest.testmod(importlib.import_module(module))
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_it_reads_jsonl_in_constant_memory(tmp_path):
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        for i in range(50_000):
+            f.write(json.dumps({"prompt": f"prompt {i} " + "x" * 100, "responses": ["a", "b"]}) + "\n")
+    reader = SourceReader(path)
+    tracemalloc.start()
+    n = sum(1 for _ in iter_import_rows(reader))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert n == 50_000 and reader.done == reader.total == path.stat().st_size
+    assert peak < 5 * 2**20  # the file is ~7 MB; rows are never all held
+
+
+def test_it_reports_an_overlong_line_without_loading_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "long.jsonl"
+    path.write_text('{"prompt": "ok"}\n{"prompt": "' + "x" * 5000 + '"}\n{"prompt": "after"}\n')
+    out = list(SourceReader(path))
+    assert out[0] == (1, {"prompt": "ok"})
+    assert isinstance(out[1][1], RowError) and out[1][1].message == "line longer than 0 MB" and out[1][0] == 2
+    assert out[2] == (3, {"prompt": "after"})
+
+
+def test_it_numbers_csv_rows_by_their_first_line(tmp_path):
+    path = tmp_path / "rows.csv"
+    path.write_text('prompt,response\n"two\nlines",a\nthree,b,extra\nfour,c\n')
+    out = list(SourceReader(path))
+    assert out[0] == (2, {"prompt": "two\nlines", "response": "a"})
+    assert out[1][0] == 4 and out[1][1].message == "has 3 fields, the header has 2"
+    assert out[2] == (5, {"prompt": "four", "response": "c"})
+
+
+def test_it_reads_parquet_in_batches_with_row_numbers(tmp_path, monkeypatch):
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 3)
+    path = tmp_path / "rows.parquet"
+    pq.write_table(pa.Table.from_pylist([{"prompt": f"p{i}"} for i in range(7)]), path, row_group_size=2)
+    reader = SourceReader(path)
+    out = list(reader)
+    assert [line for line, _ in out] == list(range(1, 8)) and out[6][1] == {"prompt": "p6"}
+    assert (reader.done, reader.total) == (7, 7)
+
+
+def test_it_reads_a_hugging_face_folder_and_a_single_split_dict(tmp_path):
+    import datasets
+
+    ds = datasets.Dataset.from_list([{"prompt": "a"}, {"prompt": "b"}])
+    ds.save_to_disk(str(tmp_path / "one"))
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "dict"))
+    assert [r for _, r in SourceReader(tmp_path / "one")] == [{"prompt": "a"}, {"prompt": "b"}]
+    assert [n for n, _ in SourceReader(tmp_path / "dict")] == [1, 2]
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SourceError, match="save_to_disk"):
+        SourceReader(tmp_path / "plain")
+
+
+def test_it_takes_the_implicit_prompt_of_trl_conversations():
+    row = normalize_record({"chosen": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+                            "rejected": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "No"}]},
+                           line=4)
+    assert row.prompt_messages == [{"role": "user", "content": "Hi"}]
+    assert [r.text for r in row.responses] == ["Hello", "No"]
+
+
+@pytest.mark.parametrize("record,message", [
+    ({"messages": [{"role": "robot", "content": "x"}]}, "message 1 has role 'robot'"),
+    ({"messages": "hello"}, "'messages' must be a list of chat messages, got str"),
+    ({"prompt": "p", "responses": "one"}, "'responses' must be a list, got str"),
+    ({"prompt": "p", "responses": [{"model": "m"}]}, "response 1 is an object without 'text' or 'content'"),
+    ({"prompt": None}, "'prompt' is missing (empty or null)"),
+    ({"chosen": "a", "rejected": "b"}, "'chosen'/'rejected' rows need a 'prompt' column"),
+])
+def test_it_names_what_is_wrong_with_a_row(record, message):
+    with pytest.raises(RowError) as exc:
+        normalize_record(record, line=9)
+    assert exc.value.line == 9 and message in exc.value.message
+
+
+def _labels():
+    responses = [ExportResponse(text="r0"), ExportResponse(text="r1"), ExportResponse(text="r2")]
+    return [
+        ExportLabel(label_id="1", comparison_id="10", prompt_text="p", responses=responses[:2], choice="b", strength=2,
+                    annotator="carol", display_order=[1, 0], labeled_at="t1", rationale="why"),
+        ExportLabel(label_id="2", comparison_id="10", prompt_text="p", responses=responses[:2], choice="tie",
+                    source="lm", model_version="judge-1", display_order=[0, 1], provenance={"confidence": 0.6}),
+        ExportLabel(label_id="3", comparison_id="11", prompt_text="q", responses=responses, choice="ranking",
+                    ranking=[2, 0, 1], annotator="bob", display_order=[2, 1, 0]),
+    ]
+
+
+def test_it_expands_rankings_and_applies_tie_policies():
+    rows = list(preference_rows(_labels(), tie_policy="split"))
+    assert [(r["chosen"], r["rejected"], r["margin"]) for r in rows] == [
+        ("r1", "r0", 2.0), ("r0", "r1", 0.0), ("r1", "r0", 0.0), ("r2", "r0", 1.0), ("r2", "r1", 2.0), ("r0", "r1", 1.0)]
+    assert len(list(preference_rows(_labels(), tie_policy="drop"))) == 4
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
+def test_it_round_trips_every_label_through_a_file(tmp_path, fmt):
+    path = tmp_path / f"out.{fmt}"
+    assert write_preferences(preference_rows(_labels(), tie_policy="keep", conversational=True), path, fmt) == 5
+    rows = list(iter_import_rows(SourceReader(path)))
+    assert len(rows) == 2  # two comparisons, merged back
+    first, second = rows
+    assert [r.text for r in first.responses] == ["r0", "r1"] and [r.text for r in second.responses] == ["r0", "r1", "r2"]
+    got = {(lab.label_id, lab.choice, lab.strength, lab.source, lab.annotator, tuple(lab.display_order),
+            tuple(lab.ranking or ()), lab.rationale, lab.model_version) for lab in first.labels + second.labels}
+    assert got == {("1", "b", 2, "human", "carol", (1, 0), (), "why", ""),
+                   ("2", "tie", 1, "lm", "", (0, 1), (), "", "judge-1"),
+                   ("3", "ranking", 1, "human", "bob", (2, 1, 0), (2, 0, 1), "", "")}
+    assert first.labels[1].provenance == {"confidence": 0.6}
