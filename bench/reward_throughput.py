@@ -243,8 +243,11 @@ def main() -> None:
     parser.add_argument("--grpo-steps", type=int, default=8, help="timed GRPO steps per run")
     args = parser.parse_args()
 
-    real_stdout = sys.stdout
-    sys.stdout = sys.stderr  # libraries print; stdout carries the one JSON line only
+    # libraries print (the Rust tokenizer trainer straight to file descriptor 1): send all of it to stderr,
+    # so that stdout carries the one JSON line only
+    sys.stdout.flush()
+    json_out = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core for the rule-only figure
     rows = synthetic_rows(args.n)
@@ -270,7 +273,7 @@ def main() -> None:
         **grpo_figures(args.grpo_steps),
         "python": sys.version.split()[0],
     }
-    print(json.dumps(figures), file=real_stdout, flush=True)
+    print(json.dumps(figures), file=json_out, flush=True)
 
 
 if __name__ == "__main__":
