@@ -47,6 +47,12 @@ def test_it_edits_a_rubric_with_inline_errors_live_preview_versions_and_diff(app
     boxed_rank = page.locator("#preview-table tr:has-text('boxed') td.rank")
     assert "↑" in boxed_rank.inner_text()  # ranked higher than under the saved version
 
+    page.click("#add-criterion")  # criteria are added and removed in place, the typed pattern kept
+    page.locator("#c2-name").wait_for(timeout=10_000)
+    page.click("#criterion-2 button[title=Remove]")
+    page.locator("#c2-name").wait_for(state="detached", timeout=10_000)
+    assert page.input_value("#c1-pattern") == "^(Thank|The)"
+
     page.fill("#id_note", "greet by thanking")
     page.click("#save-version")
     page.wait_for_url(base + "/")

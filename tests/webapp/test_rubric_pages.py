@@ -138,3 +138,24 @@ def test_it_composes_a_reward_spec_from_a_saved_rubric_and_exports_it(client, pe
     client.post(f"{base}/{spec.pk}/edit/", {"yaml": text.replace("weight: 1.0", "").replace("Helpful@1", "Helpful"),
                                             "note": "same"})
     assert spec.versions.count() == 2
+
+
+def test_it_adds_components_to_the_composed_yaml(client, people):
+    api_client(client, people.users["bob"])("post", f"/api/v1/projects/{people.project.pk}/rubrics",
+                                             {"name": "Helpful", "definition": rubric_definition()})
+    client.force_login(people.users["bob"])
+    base = f"/projects/{people.project.pk}/reward-specs"
+    page = client.get(f"{base}/new/").content.decode()
+    assert '<option value="Helpful@1">Helpful v1</option>' in page
+    text = "name: s\ncomponents:\n- kind: length_penalty\n  name: overlong\n  max_length: 10\n  cache_length: 2\n"
+    html = client.post(f"{base}/add-component/", {"yaml": text, "add_kind": "rubric_rules", "add_rubric": "Helpful@1",
+                                                  "add_weight": "2"}).content.decode()
+    assert "name: rubric_rules\n  rubric_path: rubric://Helpful@1\n  weight: 2.0" in html
+    assert 'id="spec-check"' in html and 'hx-swap-oob="true"' in html and "valid" in html
+    again = client.post(f"{base}/add-component/", {"yaml": html[html.index("name: s"):html.index("</textarea>")],
+                                                   "add_kind": "rubric_rules", "add_rubric": "Helpful@1"})
+    assert "name: rubric_rules_2" in again.content.decode()
+    rm = client.post(f"{base}/add-component/", {"yaml": text, "add_kind": "reward_model", "add_path": "/nope"})
+    assert "path: /nope" in rm.content.decode() and "/nope does not exist" in rm.content.decode()
+    broken = client.post(f"{base}/add-component/", {"yaml": "name: [", "add_kind": "verifier"}).content.decode()
+    assert "name: [" in broken and "not valid YAML" in broken

@@ -14,6 +14,7 @@ urlpatterns = [
     path("rubrics/<int:rubric_id>/v/<int:number>/", views.rubric_version, name="rubric_version"),
     path("reward-specs/new/", views.spec_new, name="spec_new"),
     path("reward-specs/check/", views.spec_check, name="spec_check"),
+    path("reward-specs/add-component/", views.spec_add_component, name="spec_add_component"),
     path("reward-specs/<int:spec_id>/", views.spec_detail, name="spec_detail"),
     path("reward-specs/<int:spec_id>/edit/", views.spec_edit, name="spec_edit"),
     path("reward-specs/<int:spec_id>/diff/", views.spec_diff, name="spec_diff"),

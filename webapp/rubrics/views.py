@@ -33,13 +33,13 @@ components:
     weight: 0.5
 """
 
-SNIPPETS = {
-    "rubric_rules": "kind: rubric_rules\nname: {name}\nrubric_path: rubric://{rubric}\nweight: 1.0",
-    "rubric_judge": "kind: rubric_judge\nname: {name}\nrubric_path: rubric://{rubric}\nweight: 1.0",
-    "reward_model": "kind: reward_model\nname: {name}\npath: /path/to/reward-model\nweight: 1.0",
-    "verifier": "kind: verifier\nname: {name}\nreference_column: answer\nmode: math\nweight: 1.0\n"
-                "when: {{column: task, equals: math}}",
-    "length_penalty": "kind: length_penalty\nname: {name}\nmax_length: 512\ncache_length: 128\nunit: tokens\nweight: 1.0",
+# What "Add component" appends, by kind; the user edits the values in the YAML afterwards.
+COMPONENT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "rubric_rules": {"rubric_path": "rubric://{rubric}"},
+    "rubric_judge": {"rubric_path": "rubric://{rubric}"},
+    "reward_model": {"path": "{path}"},
+    "verifier": {"reference_column": "answer", "mode": "math"},
+    "length_penalty": {"max_length": 512, "cache_length": 128, "unit": "tokens"},
 }
 
 
@@ -267,7 +267,8 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
             except ValidationError as exc:
                 raise with_lines(exc, text) from None
         except ValidationError as exc:
-            context = {"project": project, "spec": spec, "yaml": text, "note": note, **_spec_check(project, text)}
+            context = {"project": project, "spec": spec, "yaml": text, "note": note, **_composer_choices(project),
+                   **_spec_check(project, text)}
             context["errors"] = exc.message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
             context["valid"] = False
             return render(request, "rubrics/spec_composer.html", context, status=422)
@@ -279,7 +280,43 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
         first = selectors.rubric_list(project=project).first()
         text = SPEC_TEMPLATE.format(name="my-reward", rubric=first.name if first else "<rubric name>")
     return render(request, "rubrics/spec_composer.html", {
-        "project": project, "spec": spec, "yaml": text, "snippets": SNIPPETS, **_spec_check(project, text)})
+        "project": project, "spec": spec, "yaml": text, **_composer_choices(project),
+        **_spec_check(project, text)})
+
+
+def _composer_choices(project) -> dict[str, Any]:
+    return {"component_kinds": list(COMPONENT_DEFAULTS), "rubrics": selectors.rubric_list(project=project)}
+
+
+@login_required
+@require_POST
+def spec_add_component(request: HttpRequest, project_id: int) -> HttpResponse:
+    """htmx: append a component of the chosen kind to the YAML (re-dumped; comments are not kept)."""
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    text = request.POST.get("yaml", "")
+    kind = request.POST.get("add_kind", "")
+    try:
+        data = load_yaml_document(text)
+    except ValidationError:
+        data = None
+    if isinstance(data, dict) and kind in COMPONENT_DEFAULTS:
+        components = data.get("components") if isinstance(data.get("components"), list) else []
+        taken = {c.get("name") for c in components if isinstance(c, dict)}
+        name = (request.POST.get("add_name") or "").strip() or kind
+        base, n = name, 2
+        while name in taken:
+            name, n = f"{base}_{n}", n + 1
+        try:
+            weight = float(request.POST.get("add_weight") or 1)
+        except ValueError:
+            weight = 1.0
+        fields = {k: v.format(rubric=request.POST.get("add_rubric") or "<rubric name>",
+                              path=request.POST.get("add_path") or "/path/to/reward-model") if isinstance(v, str) else v
+                  for k, v in COMPONENT_DEFAULTS[kind].items()}
+        data["components"] = [*components, {"kind": kind, "name": name, **fields, "weight": weight}]
+        text = dump_yaml(data)
+    return render(request, "rubrics/spec_composer.html#yaml", {
+        "project": project, "yaml": text, "oob": True, **_spec_check(project, text)})
 
 
 @login_required
