@@ -109,12 +109,12 @@ def make_batch(prompts: Sequence[Any], completions: Sequence[Any], completion_id
     n = len(completions)
     if len(prompts) != n:
         raise ValueError(f"{len(prompts)} prompts for {n} completions")
-    columns = {k: v for k, v in (columns or {}).items() if k not in TRAINER_KWARGS}
+    # dataset columns come as one list entry per completion; anything else TRL passes is not a column
+    columns = {k: v for k, v in (columns or {}).items()
+               if k not in TRAINER_KWARGS and isinstance(v, (list, tuple)) and len(v) == n}
     if columns:
         keys = list(columns)
         rows = [dict(zip(keys, values)) for values in zip(*(columns[k] for k in keys))]
-        if len(rows) != n:
-            raise ValueError(f"dataset columns have {len(rows)} rows for {n} completions")
     else:
         rows = [{} for _ in range(n)]
     return Batch(
