@@ -15,6 +15,7 @@ the next unlocked row.
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from datetime import timedelta
 from itertools import combinations
@@ -158,8 +159,22 @@ def _check_open(project) -> None:
         raise LabelConflict(f"Project '{project.name}' is closed: it takes no new labels.")
 
 
-def assignments_release_expired(*, project=None, limit: int = 500) -> int:
-    """Return abandoned assignments (past their timeout) to the pool; returns how many."""
+_last_release: dict[int | None, float] = {}
+RELEASE_EVERY_SECONDS = 1.0
+
+
+def assignments_release_expired(*, project=None, limit: int = 500, throttle: bool = False) -> int:
+    """Return abandoned assignments (past their timeout) to the pool; returns how many.
+
+    With `throttle`, a process sweeps a project at most once a second (the queue calls it on
+    every request; an item abandoned for the whole timeout can wait one more second).
+    """
+    key = project.pk if project is not None else None
+    if throttle:
+        last = _last_release.get(key, 0.0)
+        if time.monotonic() - last < min(RELEASE_EVERY_SECONDS, assignment_timeout().total_seconds() / 4):
+            return 0
+        _last_release[key] = time.monotonic()
     now = timezone.now()
     with transaction.atomic():
         qs = Assignment.objects.filter(status=AssignmentStatus.ACTIVE, expires_at__lte=now)
@@ -185,10 +200,10 @@ def assignment_next(*, project, user) -> Assignment | None:
             .order_by("-assigned_at").first())
     if held is not None:
         return held
-    assignments_release_expired(project=project)
+    assignments_release_expired(project=project, throttle=True)
     with transaction.atomic():
         mine = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=user)
-        comparison = (Comparison.objects.select_for_update(skip_locked=True)
+        comparison = (Comparison.objects.select_for_update(skip_locked=True, of=("self",)).select_related("prompt")
                       .filter(project=project, is_active=True, taken__lt=F("overlap"))
                       .filter(~Exists(mine)).order_by("id").first())
         if comparison is None:
@@ -284,29 +299,30 @@ def label_submit(*, project, user, choice: str = "", strength: int | None = None
     _check_open(project)
     if len(rationale or "") > 10_000:
         raise ValidationError({"rationale": "Keep the rationale under 10,000 characters."})
-    with transaction.atomic():
-        assignment = _locked_assignment(project=project, user=user, assignment_id=assignment_id,
-                                        comparison_id=comparison_id)
-        if assignment.status == AssignmentStatus.DONE:
-            raise LabelConflict(f"You already labelled comparison {assignment.comparison_id}; use undo to change it.")
-        if assignment.status != AssignmentStatus.ACTIVE:
-            raise LabelConflict(f"Your assignment of comparison {assignment.comparison_id} was {assignment.status} "
-                                "and returned to the pool; ask for your next item.")
-        canonical, ranking_ids, strength = _validate_choice(assignment, choice, strength, ranking)
-        scores, rubric_version = _validate_scores(project, assignment, criterion_scores)
-        now = timezone.now()
-        try:
-            with transaction.atomic():
-                label = PreferenceLabel.objects.create(
-                    comparison_id=assignment.comparison_id, assignment=assignment, source=LabelSource.HUMAN,
-                    annotator=user, choice=canonical, ranking=ranking_ids, strength=strength,
-                    criterion_scores=scores, rationale=(rationale or "").strip(),
-                    display_order=assignment.display_order, model_version=TOOL_VERSION,
-                    rubric_version=rubric_version)
-        except IntegrityError:
-            raise LabelConflict(f"You already labelled comparison {assignment.comparison_id}.") from None
-        Assignment.objects.filter(pk=assignment.pk).update(status=AssignmentStatus.DONE, finished_at=now)
-        Comparison.objects.filter(pk=assignment.comparison_id).update(human_label_count=F("human_label_count") + 1)
+    try:
+        with transaction.atomic():
+            assignment = _locked_assignment(project=project, user=user, assignment_id=assignment_id,
+                                            comparison_id=comparison_id)
+            if assignment.status == AssignmentStatus.DONE:
+                raise LabelConflict(f"You already labelled comparison {assignment.comparison_id}; "
+                                    "use undo to change it.")
+            if assignment.status != AssignmentStatus.ACTIVE:
+                raise LabelConflict(f"Your assignment of comparison {assignment.comparison_id} was "
+                                    f"{assignment.status} and returned to the pool; ask for your next item.")
+            canonical, ranking_ids, strength = _validate_choice(assignment, choice, strength, ranking)
+            scores, rubric_version = _validate_scores(project, assignment, criterion_scores)
+            label = PreferenceLabel.objects.create(
+                comparison_id=assignment.comparison_id, assignment=assignment, source=LabelSource.HUMAN,
+                annotator=user, choice=canonical, ranking=ranking_ids, strength=strength,
+                criterion_scores=scores, rationale=(rationale or "").strip(),
+                display_order=assignment.display_order, model_version=TOOL_VERSION,
+                rubric_version=rubric_version)
+            Assignment.objects.filter(pk=assignment.pk).update(status=AssignmentStatus.DONE, finished_at=label.created_at)
+            Comparison.objects.filter(pk=assignment.comparison_id).update(
+                human_label_count=F("human_label_count") + 1)
+    except IntegrityError:
+        # The unique constraint is the last line of defence; the status check above comes first.
+        raise LabelConflict("You already labelled this comparison.") from None
     return label
 
 

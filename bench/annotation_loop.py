@@ -1,0 +1,215 @@
+"""Annotation loop: 8 annotators drive "next item -> submit label" over the real HTTP API.
+
+Starts the application itself (uvicorn, the production ASGI server) against PostgreSQL, creates a
+project with 2,000 pairwise comparisons (overlap 3, so the queue cannot run dry in 20 s) and 8
+annotator accounts with API tokens, then runs 8 concurrent annotators for 20 s, each a thread
+with its own keep-alive connection: POST .../annotation/next, then POST .../annotation/labels.
+Afterwards it checks the database: no comparison above its overlap, no annotator twice on one
+comparison. Prints one JSON line:
+{"cycles_per_s": ..., "p50_ms": ..., "p99_ms": ..., "errors": ..., "over_assigned": ..., "repeat_assigned": ...}
+Target on the 2-core machine: >= 150 cycles/s, p99 < 100 ms per request, 0 errors, 0 over, 0 repeats.
+
+usage: python bench/annotation_loop.py [--seconds 20] [--annotators 8] [--comparisons 2000] [--web-workers 2]
+Needs PostgreSQL (bin/test starts it); uses its own database, reward_studio_bench_annotation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DB_NAME = "reward_studio_bench_annotation"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], check=True,
+                   env=env, stderr=subprocess.DEVNULL)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True, env=env)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
+
+
+def seed(n_comparisons: int, n_annotators: int) -> tuple[int, list[str]]:
+    """Project, dataset, comparisons and annotators, through the services; returns (project id, tokens)."""
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+
+    from webapp.accounts.services import api_token_create
+    from webapp.annotation.services import comparisons_build
+    from webapp.datasets.models import Dataset, Prompt, Response
+    from webapp.projects.models import Membership
+    from webapp.projects.services import project_create
+
+    User = get_user_model()
+    owner = User.objects.create_user("bench-owner", password="bench-password")
+    project = project_create(user=owner, name="Annotation bench")
+    dataset = Dataset.objects.create(project=project, name="bench", source_format="jsonl", status="ready",
+                                     created_by=owner, row_count=n_comparisons)
+    prompts = Prompt.objects.bulk_create([
+        Prompt(dataset=dataset, source_line=i + 1, text=f"Prompt {i}: explain idea {i} in two sentences.")
+        for i in range(n_comparisons)])
+    Response.objects.bulk_create([Response(prompt=p, text=f"{kind} answer to {p.text} " * 4)
+                                  for p in prompts for kind in ("A concise", "A rambling")])
+    comparisons_build(project=project, dataset=dataset, overlap=3)
+    tokens = []
+    for i in range(n_annotators):
+        user = User.objects.create_user(f"annotator{i}", password="bench-password")
+        Membership.objects.create(project=project, user=user, role="annotator")
+        tokens.append(api_token_create(user=user, name="bench")[1])
+    return project.pk, tokens
+
+
+def audit(project_id: int) -> tuple[int, int]:
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("""SELECT count(*) FROM annotation_comparison c
+                       WHERE c.project_id = %s AND (SELECT count(*) FROM annotation_preferencelabel l
+                             WHERE l.comparison_id = c.id AND l.source = 'human') > c.overlap""", [project_id])
+        over = cur.fetchone()[0]
+        cur.execute("""SELECT count(*) FROM (SELECT comparison_id, annotator_id FROM annotation_assignment
+                       WHERE project_id = %s GROUP BY 1, 2 HAVING count(*) > 1) t""", [project_id])
+        repeats = cur.fetchone()[0]
+        cur.execute("""SELECT count(*) FROM (SELECT comparison_id, annotator_id FROM annotation_preferencelabel
+                       l JOIN annotation_comparison c ON c.id = l.comparison_id WHERE c.project_id = %s
+                       AND l.source = 'human' GROUP BY 1, 2 HAVING count(*) > 1) t""", [project_id])
+        repeats += cur.fetchone()[0]
+    return over, repeats
+
+
+def annotator(port: int, project_id: int, token: str, stop_at: float, latencies: list[float], counts: dict,
+              lock: threading.Lock, seen: set) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    base = f"/api/v1/projects/{project_id}/annotation"
+    rng = random.Random(token)
+    mine: dict[int, int] = {}  # comparison -> assignment id
+    local_lat, cycles, errors, repeats = [], 0, 0, 0
+
+    def call(path: str, body: dict | None) -> tuple[int, bytes]:
+        started = time.perf_counter()
+        conn.request("POST", path, body=json.dumps(body or {}), headers=headers)
+        response = conn.getresponse()
+        data = response.read()
+        local_lat.append((time.perf_counter() - started) * 1000)
+        return response.status, data
+
+    while time.time() < stop_at:
+        try:
+            status, data = call(base + "/next", None)
+            if status == 204:
+                break
+            if status != 200:
+                errors += 1
+                continue
+            item = json.loads(data)
+            # the same assignment again is a resume (after an error); another one is a repeat
+            if mine.setdefault(item["comparison_id"], item["assignment_id"]) != item["assignment_id"]:
+                repeats += 1
+            status, _ = call(base + "/labels", {"assignment_id": item["assignment_id"],
+                                                "choice": rng.choice(["A", "B", "tie"]), "strength": rng.choice([1, 2])})
+            if status != 201:
+                errors += 1
+                continue
+            cycles += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    with lock:
+        latencies.extend(local_lat)
+        counts["cycles"] += cycles
+        counts["errors"] += errors
+        counts["repeats"] += repeats
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--annotators", type=int, default=8)
+    parser.add_argument("--comparisons", type=int, default=2000)
+    parser.add_argument("--web-workers", type=int, default=2, help="uvicorn worker processes")
+    args = parser.parse_args()
+
+    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+           "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING", "DATABASE_POOL_SIZE": "8"}
+    prepare_database(env)
+    os.environ.update(env)
+    project_id, tokens = seed(args.comparisons, args.annotators)
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+         "--no-access-log", "--log-level", "warning", "--workers", str(args.web_workers)],
+        cwd=ROOT, env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200:
+                    break
+            except OSError:
+                if time.time() > deadline:
+                    raise SystemExit("uvicorn did not start")
+                time.sleep(0.2)
+        latencies: list[float] = []
+        counts = {"cycles": 0, "errors": 0, "repeats": 0}
+        lock = threading.Lock()
+        # warm-up: every worker process opens its database connection
+        warm_stop = time.time() + 1.5
+        warm = [threading.Thread(target=annotator, args=(port, project_id, t, warm_stop, [], dict(counts), lock, set()))
+                for t in tokens]
+        for t in warm:
+            t.start()
+        for t in warm:
+            t.join()
+        started = time.time()
+        stop_at = started + args.seconds
+        threads = [threading.Thread(target=annotator, args=(port, project_id, t, stop_at, latencies, counts, lock, set()))
+                   for t in tokens]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.time() - started
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    over, repeat_rows = audit(project_id)
+    print(json.dumps({
+        "cycles_per_s": round(counts["cycles"] / elapsed, 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
+        "errors": counts["errors"],
+        "over_assigned": over,
+        "repeat_assigned": counts["repeats"] + repeat_rows,
+    }))
+
+
+if __name__ == "__main__":
+    main()
