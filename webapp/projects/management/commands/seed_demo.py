@@ -42,6 +42,9 @@ class Command(BaseCommand):
         from webapp.rubrics.demo import seed_demo_rubrics
 
         seed_demo_rubrics(project=project, user=demo)
+        from webapp.annotation.demo import seed_demo_comparisons
+
+        seed_demo_comparisons(project=project, user=demo)
         if created:
             self.stdout.write(self.style.SUCCESS(f"Demo login: username 'demo', password '{password}'"))
         else:
