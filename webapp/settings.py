@@ -122,6 +122,14 @@ X_FRAME_OPTIONS = "DENY"
 # Where jobs write checkpoints, models, snapshots. A path (shared storage for several machines).
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", VAR_DIR / "artifacts"))
 
+# Datasets and annotation.
+# Uploads larger than this are refused before they are read (a message names the limit).
+DATASET_MAX_UPLOAD_BYTES = int(os.environ.get("DATASET_MAX_UPLOAD_BYTES", str(1024**3)))
+# Uploads up to this size are imported during the request; larger ones by a worker, with progress.
+DATASET_INLINE_IMPORT_BYTES = int(os.environ.get("DATASET_INLINE_IMPORT_BYTES", str(2 * 1024**2)))
+# An annotator's item returns to the pool when left unlabelled this long.
+ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS = float(os.environ.get("ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS", "900"))
+
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 BROKER_FOLDER = VAR_DIR / "broker"
