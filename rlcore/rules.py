@@ -232,11 +232,15 @@ def compile_rule(rule: Rule) -> RuleCheck:
 def _compile_contains(rule: ContainsRule | NotContainsRule) -> RuleCheck:
     texts = tuple(rule.texts if rule.case_sensitive else (t.lower() for t in rule.texts))
     fold = (lambda s: s) if rule.case_sensitive else str.lower
+    found = all if isinstance(rule, ContainsRule) and rule.mode == "all" else any
+
+    def check_contains(text: str, row: Mapping[str, Any], n_tokens: int | None) -> float:
+        folded = fold(text)
+        return 1.0 if found([t in folded for t in texts]) else 0.0
+
     if isinstance(rule, NotContainsRule):
-        return lambda text, row, n: 0.0 if any(t in fold(text) for t in texts) else 1.0
-    if rule.mode == "all":
-        return lambda text, row, n: 1.0 if all(t in fold(text) for t in texts) else 0.0
-    return lambda text, row, n: 1.0 if any(t in fold(text) for t in texts) else 0.0
+        return lambda text, row, n: 1.0 - check_contains(text, row, n)
+    return check_contains
 
 
 def _compile_length(rule: LengthRule) -> RuleCheck:
@@ -283,10 +287,28 @@ _URL = re.compile(r"(?i)\b(?:https?://|ftp://|www\.)\S")
 _BLANK_LINE = re.compile(r"\n\s*\n")
 
 
+def think_answer_format(text: str) -> bool:
+    """``<think>…</think>`` then ``<answer>…</answer>``, only whitespace around; no ``<think>`` inside the
+    thinking, no ``<answer>`` inside the answer. (The same as ``_THINK_ANSWER.fullmatch``, without a regex.)
+
+    >>> think_answer_format(" <think>a</think>\n<answer>b</answer>\n"), think_answer_format("<answer>b</answer>")
+    (True, False)
+    """
+    t = text.strip()
+    if not (t.startswith("<think>") and t.endswith("</answer>")):
+        return False
+    j = t.rfind("<answer>")
+    if j < 0 or j + len("<answer>") > len(t) - len("</answer>"):
+        return False
+    head = t[:j].rstrip()
+    return (head.endswith("</think>") and len(head) >= len("<think></think>")
+            and "<think>" not in head[len("<think>"):-len("</think>")])
+
+
 def _compile_format(rule: FormatRule) -> RuleCheck:
     check, value = rule.check, rule.value or ""
     if check == "think_answer_tags":
-        return lambda text, row, n: 1.0 if _THINK_ANSWER.fullmatch(text) else 0.0
+        return lambda text, row, n: 1.0 if think_answer_format(text) else 0.0
     if check == "answer_tags":
         return lambda text, row, n: 1.0 if len(_ANSWER_TAG.findall(text)) == 1 else 0.0
     if check == "boxed_answer":
@@ -299,8 +321,8 @@ def _compile_format(rule: FormatRule) -> RuleCheck:
         return lambda text, row, n: 1.0 if len(_BULLET_LINE.findall(text)) >= 2 else 0.0
     if check == "numbered_list":
         return lambda text, row, n: 1.0 if len(_NUMBERED_LINE.findall(text)) >= 2 else 0.0
-    if check == "no_urls":
-        return lambda text, row, n: 0.0 if _URL.search(text) else 1.0
+    if check == "no_urls":  # the substring test skips the regex for the many texts with no URL at all
+        return lambda text, row, n: (0.0 if ("://" in text or "www." in text.lower()) and _URL.search(text) else 1.0)
     if check == "no_code_block":
         return lambda text, row, n: 0.0 if "```" in text else 1.0
     if check == "single_paragraph":

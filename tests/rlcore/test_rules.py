@@ -129,3 +129,17 @@ def test_it_refuses_unknown_rule_kinds_and_fields():
         RULE.validate_python({"kind": "telepathy"})
     with pytest.raises(ValidationError):
         AnswerMatchRule(kind="answer_match", reference_column="a", mode="exact", fuzzy=True)
+
+
+def test_it_checks_think_answer_tags_exactly_as_the_reference_regex():
+    import random
+
+    from rlcore.rules import _THINK_ANSWER, think_answer_format
+
+    parts = ["<think>", "</think>", "<answer>", "</answer>", " ", "\n", "a"]
+    rng = random.Random(0)
+    for _ in range(20_000):
+        text = "".join(rng.choices(parts, k=rng.randint(0, 8)))
+        if rng.random() < 0.5:
+            text = f"<think>{text}</answer>"
+        assert think_answer_format(text) == bool(_THINK_ANSWER.fullmatch(text)), repr(text)
