@@ -291,7 +291,7 @@ def think_answer_format(text: str) -> bool:
     """``<think>…</think>`` then ``<answer>…</answer>``, only whitespace around; no ``<think>`` inside the
     thinking, no ``<answer>`` inside the answer. (The same as ``_THINK_ANSWER.fullmatch``, without a regex.)
 
-    >>> think_answer_format(" <think>a</think>\n<answer>b</answer>\n"), think_answer_format("<answer>b</answer>")
+    >>> think_answer_format(" <think>a</think>\\n<answer>b</answer>\\n"), think_answer_format("<answer>b</answer>")
     (True, False)
     """
     t = text.strip()
