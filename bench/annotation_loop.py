@@ -143,6 +143,34 @@ def annotator(port: int, project_id: int, token: str, stop_at: float, latencies:
         counts["repeats"] += repeats
 
 
+def backend_pids() -> list[int]:
+    """PostgreSQL backends serving the bench database (the web workers' pooled connections)."""
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB_NAME])
+        return [row[0] for row in cur.fetchall()]
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
+def web_pids(pid: int) -> list[int]:
+    import psutil
+
+    return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else 0.0
@@ -188,6 +216,8 @@ def main() -> None:
             t.start()
         for t in warm:
             t.join()
+        web, db = web_pids(server.pid), backend_pids()
+        web_before, db_before = cpu_seconds(web), cpu_seconds(db)
         started = time.time()
         stop_at = started + args.seconds
         threads = [threading.Thread(target=annotator, args=(port, project_id, t, stop_at, latencies, counts, lock, set()))
@@ -197,6 +227,7 @@ def main() -> None:
         for t in threads:
             t.join()
         elapsed = time.time() - started
+        web_cpu, db_cpu = cpu_seconds(web) - web_before, cpu_seconds(db) - db_before
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -208,6 +239,11 @@ def main() -> None:
         "errors": counts["errors"],
         "over_assigned": over,
         "repeat_assigned": counts["repeats"] + repeat_rows,
+        # CPU spent per cycle by the web workers and by their PostgreSQL backends: what bounds
+        # cycles/s when the machine is shared (see load_avg_1m)
+        "web_cpu_ms_per_cycle": round(1000 * web_cpu / max(counts["cycles"], 1), 2),
+        "db_cpu_ms_per_cycle": round(1000 * db_cpu / max(counts["cycles"], 1), 2),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
     }))
 
 
