@@ -311,3 +311,43 @@ def test_it_applies_the_tie_policy(client, people, pairs, policy, rows):
     assert all(x["margin"] == 0 for x in lines if x["choice"] == "tie")
     bad = Api(client, people.users["alice"], people.project.pk).get("/export", tie_policy="coin-flip")
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "tie_policy"
+
+
+@pytest.mark.django_db
+def test_it_takes_an_n_way_ranking_and_exports_every_implied_pair(client, people):
+    dataset = _dataset(client, people, [{"prompt": "Rank these", "responses": ["r0", "r1", "r2"]}])
+    comparisons_build(project=people.project, dataset=dataset, strategy="ranking")
+    api = Api(client, people.users["carol"], people.project.pk)
+    item = api.post("/annotation/next").json()
+    assert item["kind"] == "ranking" and [r["letter"] for r in item["responses"]] == ["A", "B", "C"]
+    ids = {r["text"]: r["response_id"] for r in item["responses"]}
+    partial = api.post("/annotation/labels", {"assignment_id": item["assignment_id"], "ranking": [ids["r2"], ids["r0"]]})
+    assert partial.status_code == 422 and partial.json()["detail"][0]["field"] == "ranking"
+    r = api.post("/annotation/labels", {"assignment_id": item["assignment_id"],
+                                        "ranking": [ids["r2"], ids["r0"], ids["r1"]]})
+    assert r.status_code == 201 and r.json()["choice"] == "ranking"
+    lines = [json.loads(x) for x in b"".join(
+        Api(client, people.users["alice"], people.project.pk).get("/export").streaming_content).decode().splitlines()]
+    assert [(x["chosen"], x["rejected"], x["margin"]) for x in lines] == [("r2", "r0", 1.0), ("r2", "r1", 2.0),
+                                                                           ("r0", "r1", 1.0)]
+
+
+@pytest.mark.django_db
+def test_it_records_lm_labels_with_provenance_apart_from_the_human_queue(client, people, pairs):
+    from webapp.annotation.services import lm_label_create
+
+    comparison = Comparison.objects.first()
+    label = lm_label_create(comparison=comparison, choice="b", strength=1, model_version="judge-7b@v3",
+                            provenance={"prompt": "...", "raw": "B", "verdicts": ["B", "B"], "confidence": 0.9})
+    assert label.annotator is None and label.source == "lm"
+    comparison.refresh_from_db()
+    assert comparison.taken == 0 and comparison.human_label_count == 0  # LM labels use no human slot
+    lines = [json.loads(x) for x in b"".join(Api(client, people.users["alice"], people.project.pk)
+                                              .get("/export", source="lm").streaming_content).decode().splitlines()]
+    assert len(lines) == 1 and lines[0]["source"] == "lm" and lines[0]["model_version"] == "judge-7b@v3"
+    assert json.loads(lines[0]["provenance"])["confidence"] == 0.9
+    people.project.is_closed = True
+    people.project.save()
+    with pytest.raises(Exception, match="closed"):
+        lm_label_create(comparison=Comparison.objects.select_related("project").first(), choice="a",
+                        model_version="j", provenance={})

@@ -111,3 +111,16 @@ def test_it_shows_import_errors_and_progress_on_the_dataset_page(client, people)
     client.force_login(people.users["carol"])
     assert client.post(f"/projects/{people.project.pk}/datasets/",
                        {"file": SimpleUploadedFile("y.jsonl", b'{"prompt": "a"}\n')}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_it_polls_the_import_status_fragment_while_importing(client, people):
+    dataset = Dataset.objects.create(project=people.project, name="big", source_format="jsonl", status="importing",
+                                     created_by=people.users["alice"], bytes_total=1000, bytes_read=250, row_count=40)
+    client.force_login(people.users["dave"])
+    page = client.get(f"/projects/{people.project.pk}/datasets/{dataset.pk}/").content.decode()
+    assert 'hx-trigger="every 1s"' in page and "25% read, 40 rows written so far." in page
+    fragment = client.get(f"/projects/{people.project.pk}/datasets/{dataset.pk}/?part=status",
+                          headers={"HX-Request": "true"}).content.decode()
+    assert fragment.startswith('\n<div id="dataset-status"') or fragment.lstrip().startswith('<div id="dataset-status"')
+    assert "<html" not in fragment
