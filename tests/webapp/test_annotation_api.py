@@ -39,6 +39,13 @@ def _dataset(client, people, rows, **fields) -> Dataset:
 PAIRS = [{"prompt": f"Question {i}?", "responses": [f"answer {i} A", f"answer {i} B"]} for i in range(4)]
 
 
+@pytest.fixture(params=["fast", "orm"])
+def path(request, settings):
+    """Run a queue test on PostgreSQL's single-statement path and on the portable ORM path."""
+    settings.ANNOTATION_FAST_PATH = request.param == "fast"
+    return request.param
+
+
 @pytest.fixture
 def pairs(client, people):
     dataset = _dataset(client, people, PAIRS)
@@ -68,7 +75,7 @@ def test_it_builds_all_pairs_sampled_pairs_and_rankings(client, people):
 
 
 @pytest.mark.django_db
-def test_it_serves_an_item_in_a_per_annotator_order_and_stores_the_order_with_the_label(client, people, pairs):
+def test_it_serves_an_item_in_a_per_annotator_order_and_stores_the_order_with_the_label(client, people, pairs, path):
     api = Api(client, people.users["carol"], people.project.pk)
     item = api.post("/annotation/next").json()
     assert api.post("/annotation/next").json()["assignment_id"] == item["assignment_id"]  # same item until labelled
@@ -101,7 +108,7 @@ def test_it_randomises_the_display_order_across_annotators(client, people):
 
 
 @pytest.mark.django_db
-def test_it_never_gives_an_annotator_the_same_comparison_twice_and_respects_overlap(client, people, pairs):
+def test_it_never_gives_an_annotator_the_same_comparison_twice_and_respects_overlap(client, people, pairs, path):
     seen = {}
     for name in ("carol", "bob", "alice"):
         api = Api(client, people.users[name], people.project.pk)
@@ -120,7 +127,7 @@ def test_it_never_gives_an_annotator_the_same_comparison_twice_and_respects_over
 
 
 @pytest.mark.django_db
-def test_it_rejects_a_label_for_an_item_not_assigned_to_you(client, people, pairs):
+def test_it_rejects_a_label_for_an_item_not_assigned_to_you(client, people, pairs, path):
     item = Api(client, people.users["carol"], people.project.pk).post("/annotation/next").json()
     bob = Api(client, people.users["bob"], people.project.pk)
     r = bob.post("/annotation/labels", {"assignment_id": item["assignment_id"], "choice": "A"})
@@ -131,7 +138,7 @@ def test_it_rejects_a_label_for_an_item_not_assigned_to_you(client, people, pair
 
 
 @pytest.mark.django_db
-def test_it_rejects_a_second_label_for_the_same_comparison(client, people, pairs):
+def test_it_rejects_a_second_label_for_the_same_comparison(client, people, pairs, path):
     api = Api(client, people.users["carol"], people.project.pk)
     item = api.post("/annotation/next").json()
     assert api.post("/annotation/labels", {"assignment_id": item["assignment_id"], "choice": "A"}).status_code == 201
@@ -141,7 +148,7 @@ def test_it_rejects_a_second_label_for_the_same_comparison(client, people, pairs
 
 
 @pytest.mark.django_db
-def test_it_rejects_labels_on_a_closed_project(client, people, pairs):
+def test_it_rejects_labels_on_a_closed_project(client, people, pairs, path):
     api = Api(client, people.users["carol"], people.project.pk)
     item = api.post("/annotation/next").json()
     people.project.is_closed = True
@@ -165,7 +172,7 @@ def test_it_rejects_a_malformed_label_naming_the_field(client, people, pairs, bo
 
 
 @pytest.mark.django_db
-def test_it_undoes_the_last_label_and_serves_that_item_again(client, people, pairs):
+def test_it_undoes_the_last_label_and_serves_that_item_again(client, people, pairs, path):
     api = Api(client, people.users["carol"], people.project.pk)
     first = api.post("/annotation/next").json()
     api.post("/annotation/labels", {"assignment_id": first["assignment_id"], "choice": "A"})
@@ -194,7 +201,7 @@ def test_it_returns_a_skipped_item_to_others_but_not_to_the_skipper(client, peop
 
 
 @pytest.mark.django_db
-def test_it_returns_an_abandoned_assignment_to_the_pool_after_the_timeout(client, people, settings):
+def test_it_returns_an_abandoned_assignment_to_the_pool_after_the_timeout(client, people, settings, path):
     settings.ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS = 0.2
     dataset = _dataset(client, people, [{"prompt": "only", "responses": ["a", "b"]}])
     comparisons_build(project=people.project, dataset=dataset, overlap=1)

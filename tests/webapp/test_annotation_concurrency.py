@@ -1,5 +1,6 @@
 """The queue under load on PostgreSQL: many processes, each with several threads, each thread an
-annotator labelling, skipping and abandoning items at random. Afterwards no comparison has more
+annotator labelling, skipping and abandoning items at random (half the processes on the
+single-statement fast path, half on the ORM path, interleaved). Afterwards no comparison has more
 labels than its overlap, nobody saw a comparison twice, and every slot was filled."""
 
 import subprocess
@@ -28,6 +29,8 @@ WORKER = textwrap.dedent("""
 
     settings.ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS = 2
     project_id, names = int(sys.argv[1]), sys.argv[2].split(",")
+    # half the processes run PostgreSQL's single-statement fast path, half the portable ORM path
+    settings.ANNOTATION_FAST_PATH = sys.argv[3] == "fast"
     failures = []
 
     def annotate(name):
@@ -36,9 +39,10 @@ WORKER = textwrap.dedent("""
             project = Project.objects.get(pk=project_id)
             rng = random.Random(name)
             while True:
-                a = services.assignment_next(project=project, user=user)
-                if a is None:
+                item = services.assignment_next_item(project=project, user=user)
+                if item is None:
                     return
+                a = type("Item", (), {"pk": item["assignment_id"]})
                 roll = rng.random()
                 if roll < 0.1:
                     services.assignment_skip(project=project, user=user, assignment_id=a.pk)
@@ -77,9 +81,10 @@ def test_it_keeps_the_overlap_invariant_with_many_processes_and_threads(people, 
         user = django_user_model.objects.create_user(name, password="x")
         Membership.objects.create(project=project, user=user, role="annotator")
     groups = [names[i::6] for i in range(6)]  # 6 processes x 3 threads
-    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(project.pk), ",".join(g)], cwd=ROOT,
+    procs = [subprocess.Popen([sys.executable, "-c", WORKER, str(project.pk), ",".join(g), ("fast", "orm")[i % 2]],
+                              cwd=ROOT,
                               env=service_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for g in groups]
+             for i, g in enumerate(groups)]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
 

@@ -123,12 +123,12 @@ def set_overlap(request, project_id: int, body: OverlapIn):
 def next_item(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.LABEL)
     try:
-        assignment = services.assignment_next(project=project, user=request.auth)
+        item = services.assignment_next_item(project=project, user=request.auth)
     except LabelConflict as exc:
         raise _conflict(exc) from None
-    if assignment is None:
+    if item is None:
         return Status(204, None)
-    return selectors.item_for(assignment)
+    return item
 
 
 @router.post("/{project_id}/annotation/labels", response={201: LabelOut},

@@ -22,7 +22,7 @@ from itertools import combinations
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
@@ -219,6 +219,30 @@ def assignment_next(*, project, user) -> Assignment | None:
     return assignment
 
 
+def fast_path_enabled() -> bool:
+    """PostgreSQL runs the hot paths as single statements (webapp.annotation.fastpath)."""
+    return connection.vendor == "postgresql" and getattr(settings, "ANNOTATION_FAST_PATH", True)
+
+
+def assignment_next_item(*, project, user) -> dict | None:
+    """Like assignment_next, but returns the item as shown (selectors.item_for's shape) in one or
+    two round trips on PostgreSQL. The API uses it."""
+    from webapp.annotation.selectors import item_for
+
+    if not fast_path_enabled():
+        assignment = assignment_next(project=project, user=user)
+        return item_for(assignment) if assignment is not None else None
+    from webapp.annotation import fastpath
+
+    _check_open(project)
+    now = timezone.now()
+    item = fastpath.held_item(project_id=project.pk, user_id=user.pk, now=now)
+    if item is not None:
+        return item
+    assignments_release_expired(project=project, throttle=True)
+    return fastpath.claim_item(project_id=project.pk, user_id=user.pk, now=now, expires=now + assignment_timeout())
+
+
 def _locked_assignment(*, project, user, assignment_id: int | None, comparison_id: int | None) -> Assignment:
     if assignment_id is None and comparison_id is None:
         raise ValidationError({"assignment_id": "Give the assignment_id (or comparison_id) you are labelling."})
@@ -299,6 +323,10 @@ def label_submit(*, project, user, choice: str = "", strength: int | None = None
     _check_open(project)
     if len(rationale or "") > 10_000:
         raise ValidationError({"rationale": "Keep the rationale under 10,000 characters."})
+    if fast_path_enabled():
+        return _label_submit_fast(project=project, user=user, choice=choice, strength=strength, ranking=ranking,
+                                  criterion_scores=criterion_scores, rationale=rationale,
+                                  assignment_id=assignment_id, comparison_id=comparison_id)
     try:
         with transaction.atomic():
             assignment = _locked_assignment(project=project, user=user, assignment_id=assignment_id,
@@ -324,6 +352,51 @@ def label_submit(*, project, user, choice: str = "", strength: int | None = None
         # The unique constraint is the last line of defence; the status check above comes first.
         raise LabelConflict("You already labelled this comparison.") from None
     return label
+
+
+def _status_conflict(comparison_id: int, status: str) -> LabelConflict:
+    if status == AssignmentStatus.DONE:
+        return LabelConflict(f"You already labelled comparison {comparison_id}; use undo to change it.")
+    return LabelConflict(f"Your assignment of comparison {comparison_id} was {status} and returned to the pool; "
+                         "ask for your next item.")
+
+
+def _label_submit_fast(*, project, user, choice, strength, ranking, criterion_scores, rationale, assignment_id,
+                       comparison_id) -> PreferenceLabel:
+    """label_submit on PostgreSQL: read the assignment, validate, then one conditional write."""
+    from types import SimpleNamespace
+
+    from webapp.annotation import fastpath
+
+    if assignment_id is None and comparison_id is None:
+        raise ValidationError({"assignment_id": "Give the assignment_id (or comparison_id) you are labelling."})
+    row = fastpath.assignment_row(project_id=project.pk, assignment_id=assignment_id, comparison_id=comparison_id,
+                                  user_id=user.pk)
+    if row is None or row["annotator_id"] != user.pk:
+        what = f"assignment {assignment_id}" if assignment_id is not None else f"comparison {comparison_id}"
+        raise PermissionDenied(f"The {what} is not assigned to you: ask for your next item first.")
+    if row["status"] != AssignmentStatus.ACTIVE:
+        raise _status_conflict(row["comparison_id"], row["status"])
+    view = SimpleNamespace(display_order=row["display_order"],
+                           comparison=SimpleNamespace(kind=row["kind"], response_ids=row["response_ids"]))
+    canonical, ranking_ids, strength = _validate_choice(view, choice, strength, ranking)
+    scores, rubric_version = _validate_scores(project, view, criterion_scores)
+    now = timezone.now()
+    try:
+        label_id = fastpath.insert_label(
+            assignment_id=row["id"], user_id=user.pk, choice=canonical, ranking=ranking_ids, strength=strength,
+            scores=scores, rationale=(rationale or "").strip(), model_version=TOOL_VERSION,
+            rubric_version_id=rubric_version.pk if rubric_version else None, now=now)
+    except IntegrityError:
+        raise LabelConflict(f"You already labelled comparison {row['comparison_id']}.") from None
+    if label_id is None:  # expired, skipped or labelled between the read and the write
+        status = Assignment.objects.filter(pk=row["id"]).values_list("status", flat=True).first() or "expired"
+        raise _status_conflict(row["comparison_id"], status)
+    return PreferenceLabel(
+        pk=label_id, comparison_id=row["comparison_id"], assignment_id=row["id"], source=LabelSource.HUMAN,
+        annotator=user, choice=canonical, ranking=ranking_ids, strength=strength, criterion_scores=scores,
+        rationale=(rationale or "").strip(), display_order=row["display_order"], model_version=TOOL_VERSION,
+        rubric_version=rubric_version, created_at=now)
 
 
 @transaction.atomic

@@ -1,0 +1,151 @@
+"""The queue's two hot paths as single PostgreSQL statements (see services.py for the rules).
+
+An annotator's "next item" and "submit label" run thousands of times an hour per person, so on
+PostgreSQL each is one or two round trips instead of a handful of ORM queries: the claim locks a
+comparison (FOR UPDATE SKIP LOCKED), takes a slot, creates the assignment with a shuffled order
+and returns the prompt and responses, all in one statement (atomic on its own); the label insert,
+the assignment's move to `done` and the label count happen in one statement conditioned on the
+assignment still being active. The ORM versions in services.py do the same on other databases
+and are tested against the same invariants.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from django.db import connection
+
+_RESPONSES = """
+    (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'text', r.text, 'messages', r.messages)
+                              ORDER BY o.n), '[]'::jsonb)
+       FROM jsonb_array_elements_text({order}) WITH ORDINALITY AS o(rid, n)
+       JOIN datasets_response r ON r.id = o.rid::bigint)
+"""
+
+HELD_SQL = f"""
+SELECT a.id, a.comparison_id, c.kind, a.display_order, a.expires_at, p.text, p.messages,
+       {_RESPONSES.format(order="a.display_order")}
+  FROM annotation_assignment a
+  JOIN annotation_comparison c ON c.id = a.comparison_id
+  JOIN datasets_prompt p ON p.id = c.prompt_id
+ WHERE a.project_id = %(project)s AND a.annotator_id = %(user)s AND a.status = 'active' AND a.expires_at > %(now)s
+ ORDER BY a.assigned_at DESC
+ LIMIT 1
+"""
+
+CLAIM_SQL = f"""
+WITH picked AS (
+    SELECT c.id FROM annotation_comparison c
+     WHERE c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap
+       AND NOT EXISTS (SELECT 1 FROM annotation_assignment x
+                        WHERE x.comparison_id = c.id AND x.annotator_id = %(user)s)
+     ORDER BY c.id
+     LIMIT 1
+       FOR UPDATE SKIP LOCKED
+), bumped AS (
+    UPDATE annotation_comparison c SET taken = c.taken + 1 FROM picked WHERE c.id = picked.id
+    RETURNING c.id, c.kind, c.response_ids, c.prompt_id
+), made AS (
+    INSERT INTO annotation_assignment (comparison_id, annotator_id, project_id, status, display_order,
+                                       assigned_at, expires_at)
+    SELECT b.id, %(user)s, %(project)s, 'active',
+           (SELECT jsonb_agg(e ORDER BY random()) FROM jsonb_array_elements(b.response_ids) e),
+           %(now)s, %(expires)s
+      FROM bumped b
+    RETURNING id, comparison_id, display_order, expires_at
+)
+SELECT m.id, m.comparison_id, b.kind, m.display_order, m.expires_at, p.text, p.messages,
+       {_RESPONSES.format(order="m.display_order")}
+  FROM made m
+  JOIN bumped b ON b.id = m.comparison_id
+  JOIN datasets_prompt p ON p.id = b.prompt_id
+"""
+
+ASSIGNMENT_SQL = """
+SELECT a.id, a.annotator_id, a.status, a.display_order, a.comparison_id, c.kind, c.response_ids
+  FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
+ WHERE a.project_id = %(project)s AND {where}
+"""
+
+LABEL_SQL = """
+WITH done AS (
+    UPDATE annotation_assignment SET status = 'done', finished_at = %(now)s
+     WHERE id = %(assignment)s AND status = 'active'
+    RETURNING id, comparison_id, display_order
+), label AS (
+    INSERT INTO annotation_preferencelabel (comparison_id, assignment_id, source, annotator_id, choice, ranking,
+                                            strength, criterion_scores, rationale, display_order, model_version,
+                                            rubric_version_id, provenance, created_at)
+    SELECT d.comparison_id, d.id, 'human', %(user)s, %(choice)s, %(ranking)s::jsonb, %(strength)s,
+           %(scores)s::jsonb, %(rationale)s, d.display_order, %(model_version)s, %(rubric_version)s, '{}'::jsonb,
+           %(now)s
+      FROM done d
+    RETURNING id
+), counted AS (
+    UPDATE annotation_comparison c SET human_label_count = c.human_label_count + 1
+      FROM done d WHERE c.id = d.comparison_id
+)
+SELECT id FROM label
+"""
+
+
+def _json(value):
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _item(row) -> dict | None:
+    if row is None:
+        return None
+    assignment_id, comparison_id, kind, order, expires_at, text, messages, responses = row
+    responses = _json(responses)
+    return {
+        "assignment_id": assignment_id, "comparison_id": comparison_id, "kind": kind, "expires_at": expires_at,
+        "display_order": _json(order),
+        "prompt": {"text": text, "messages": _json(messages)},
+        "responses": [{"letter": chr(65 + i), "response_id": r["id"], "text": r["text"], "messages": r["messages"]}
+                      for i, r in enumerate(responses)],
+    }
+
+
+def held_item(*, project_id: int, user_id: int, now: datetime) -> dict | None:
+    with connection.cursor() as cur:
+        cur.execute(HELD_SQL, {"project": project_id, "user": user_id, "now": now})
+        return _item(cur.fetchone())
+
+
+def claim_item(*, project_id: int, user_id: int, now: datetime, expires: datetime) -> dict | None:
+    with connection.cursor() as cur:
+        cur.execute(CLAIM_SQL, {"project": project_id, "user": user_id, "now": now, "expires": expires})
+        return _item(cur.fetchone())
+
+
+def assignment_row(*, project_id: int, assignment_id: int | None, comparison_id: int | None,
+                   user_id: int) -> dict | None:
+    if assignment_id is not None:
+        where, params = "a.id = %(id)s", {"id": assignment_id}
+    else:
+        where, params = "a.comparison_id = %(id)s AND a.annotator_id = %(user)s", {"id": comparison_id,
+                                                                                  "user": user_id}
+    with connection.cursor() as cur:
+        cur.execute(ASSIGNMENT_SQL.format(where=where), {"project": project_id, **params})
+        row = cur.fetchone()
+    if row is None:
+        return None
+    keys = ("id", "annotator_id", "status", "display_order", "comparison_id", "kind", "response_ids")
+    out = dict(zip(keys, row))
+    out["display_order"], out["response_ids"] = _json(out["display_order"]), _json(out["response_ids"])
+    return out
+
+
+def insert_label(*, assignment_id: int, user_id: int, choice: str, ranking, strength: int, scores: dict,
+                 rationale: str, model_version: str, rubric_version_id: int | None, now: datetime) -> int | None:
+    """The label's id, or None when the assignment was no longer active."""
+    with connection.cursor() as cur:
+        cur.execute(LABEL_SQL, {
+            "assignment": assignment_id, "user": user_id, "choice": choice,
+            "ranking": json.dumps(ranking) if ranking is not None else None, "strength": strength,
+            "scores": json.dumps(scores), "rationale": rationale, "model_version": model_version,
+            "rubric_version": rubric_version_id, "now": now})
+        row = cur.fetchone()
+    return row[0] if row else None
