@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "webapp.rubrics",
     "webapp.datasets",
     "webapp.annotation",
+    "webapp.training",
 ]
 
 MIDDLEWARE = [

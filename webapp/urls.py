@@ -14,6 +14,7 @@ urlpatterns = [
     path("healthz", healthz),
     path("", include("webapp.projects.urls")),
     path("projects/<int:project_id>/", include("webapp.rubrics.urls")),
+    path("projects/<int:project_id>/training/", include("webapp.training.urls")),
     path("projects/<int:project_id>/datasets/", include("webapp.datasets.urls")),
     path("projects/<int:project_id>/", include("webapp.annotation.urls")),
 ]

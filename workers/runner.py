@@ -88,6 +88,7 @@ def run_child(
     def read_output() -> None:
         assert child.stdout is not None
         for line in child.stdout:
+            line = line.replace("\x00", "\ufffd")  # PostgreSQL text cannot hold NUL (log tail)
             event = parse_line(line)
             if event is None:
                 log.append(line.rstrip("\n"))
@@ -109,21 +110,25 @@ def run_child(
 
     cancelled = False
     next_tick = 0.0
-    while child.poll() is None:
-        drain()
-        if time.monotonic() >= next_tick:
-            next_tick = time.monotonic() + POLL_SECONDS
-            if on_tick(child.pid, "\n".join(log)) and not cancelled:
-                cancelled = True
-                kill_process_group(child.pid, kill_grace_seconds)
-        time.sleep(FLUSH_SECONDS)
-    reader.join(timeout=5)
-    drain()
-    # Anything the child left in its group (e.g. a forked data loader) goes with it.
     try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        while child.poll() is None:
+            drain()
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + POLL_SECONDS
+                if on_tick(child.pid, "\n".join(log)) and not cancelled:
+                    cancelled = True
+                    kill_process_group(child.pid, kill_grace_seconds)
+            time.sleep(FLUSH_SECONDS)
+        reader.join(timeout=5)
+        drain()
+    finally:
+        # Whatever happened here (even a failure to record events), nothing of the child's group
+        # may outlive this function: a forked data loader, or the child itself if we raised.
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
     return ChildResult(returncode=child.returncode, cancelled=cancelled, log_tail="\n".join(log))
 
 

@@ -128,3 +128,15 @@ def test_it_launches_from_the_page_and_lists_the_job(celery_workers, client, peo
     assert f'id="job-{job.pk}"' in listing and "succeeded" in listing
     detail = client.get(f"/projects/{people.project.pk}/jobs/{job.pk}/").content.decode()
     assert "loss" in detail and "step 2 of 2" in detail
+
+
+def test_it_stores_samples_whose_text_holds_nul_characters(celery_workers, people):
+    # An untrained policy emits anything, including U+0000, which PostgreSQL cannot store as is.
+    from webapp.jobs.services import job_record_events
+
+    job = Job.objects.create(project=people.project, kind="selfcheck", created_by=people.users["alice"])
+    job_record_events(job_id=job.pk, events=[
+        {"kind": "sample", "step": 1, "completion": "ok\x00then", "rewards": {"a\x00": 1.0}},
+        {"kind": "metric", "step": 1, "name": "loss\x00", "value": 1.0}])
+    assert job.samples.get().data["completion"] == "ok\ufffdthen"
+    assert MetricPoint.objects.get(job=job).name == "loss\ufffd"

@@ -33,7 +33,7 @@ def job_output_dir(job: Job) -> Path:
 @transaction.atomic
 def job_create(
     *, project, user, kind: str, argv: list[str], spec: dict | None = None, queue: str = Queue.DEFAULT,
-    title: str = "", parent: Job | None = None,
+    title: str = "", parent: Job | None = None, output_dir: str | None = None,
 ) -> Job:
     if queue not in Queue.values:
         raise ValidationError({"queue": f"Unknown queue '{queue}'. Choose one of: {', '.join(Queue.values)}."})
@@ -41,7 +41,7 @@ def job_create(
         project=project, kind=kind, argv=list(argv), spec=spec or {}, queue=queue, title=title or kind,
         created_by=user, parent=parent,
     )
-    job.output_dir = str(job_output_dir(job))
+    job.output_dir = output_dir or str(job_output_dir(job))
     job.save(update_fields=["output_dir"])
     # Enqueue only once the row is committed, or a fast worker could look for a job not yet visible.
     transaction.on_commit(lambda: _enqueue(job.pk, queue))
@@ -88,10 +88,21 @@ def job_heartbeat(*, job_id: int, pid: int | None = None, log_tail: str | None =
     return Job.objects.filter(pk=job_id, cancel_requested=True).exists()
 
 
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text and JSONB cannot hold U+0000, which an untrained policy happily generates."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(k): _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(v) for v in value]
+    return value
+
+
 def job_record_events(*, job_id: int, events: Iterable[dict[str, Any]]) -> None:
     """Store what the child printed: metrics, progress, samples, artifacts (rlcore.events)."""
     metrics, samples, artifacts, progress = [], [], [], None
-    for event in events:
+    for event in map(_without_nul, events):
         kind = event.get("kind")
         if kind == "metric":
             value = event["value"]

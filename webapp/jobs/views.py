@@ -42,7 +42,11 @@ def job_detail(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     job = get_object_or_404(Job, project=project, pk=job_id)
     part = request.GET.get("part")
-    context = {"project": project, "job": job, "can_cancel": role_allows(membership.role, Capability.DESIGN)}
+    from webapp.training.services import TRAINING_KINDS
+
+    can_design = role_allows(membership.role, Capability.DESIGN)
+    context = {"project": project, "job": job, "can_cancel": can_design,
+               "can_resume": can_design and job.kind in TRAINING_KINDS and job.state in ("failed", "cancelled")}
     if part in (None, "status"):
         context.update(latest_metrics=_latest_metrics(job), eta=selectors.job_eta(job=job))
     if part in (None, "samples"):

@@ -1,0 +1,92 @@
+from datetime import datetime
+from typing import Any
+
+from django.shortcuts import get_object_or_404
+from ninja import Router, Schema, Status
+from pydantic import Field
+
+from webapp.jobs.apis import JobOut
+from webapp.jobs.models import Job, Queue
+from webapp.projects.permissions import Capability, project_for_user
+from webapp.training import selectors, services
+from webapp.training.models import RewardModel
+
+router = Router(tags=["training"])
+
+
+class RewardModelLaunchIn(Schema):
+    name: str
+    spec: dict[str, Any] = Field(default_factory=dict, description=(
+        "RewardModelTrainSpec fields (backbone, learning_rate, ensemble_size, ...); "
+        "output_dir and preference_snapshot are set by Reward Studio."))
+    tie_policy: str = "drop"
+    conversational: bool = False
+    source: str | None = Field(None, description="'human', 'lm', or null for both")
+    queue: str = Queue.GPU
+
+
+class GRPOLaunchIn(Schema):
+    name: str = ""
+    dataset_id: int
+    reward_spec_version_id: int
+    policy: str
+    spec: dict[str, Any] = Field(default_factory=dict, description="GRPOTrainSpec fields (preset, beta, ...).")
+    queue: str = Queue.GPU
+
+
+class RewardModelOut(Schema):
+    id: int
+    name: str
+    path: str
+    backbone: str
+    member: int | None
+    job_id: int
+    snapshot_path: str
+    metrics: dict[str, Any]
+    created_at: datetime
+
+
+@router.post("/{project_id}/training/reward-model", response={201: JobOut},
+             summary="Snapshot the labels and launch a reward-model training job")
+def launch_reward_model(request, project_id: int, body: RewardModelLaunchIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    job = services.reward_model_job_create(
+        project=project, user=request.auth, name=body.name, params=body.spec, tie_policy=body.tie_policy,
+        conversational=body.conversational, source=body.source, queue=body.queue)
+    return Status(201, job)
+
+
+@router.post("/{project_id}/training/grpo", response={201: JobOut},
+             summary="Snapshot a prompt set and a reward spec version and launch a GRPO job")
+def launch_grpo(request, project_id: int, body: GRPOLaunchIn):
+    from webapp.datasets.models import Dataset, DatasetStatus
+    from webapp.rubrics.models import RewardSpecVersion
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    dataset = get_object_or_404(Dataset, project=project, pk=body.dataset_id, status=DatasetStatus.READY)
+    version = get_object_or_404(RewardSpecVersion, spec__project=project, pk=body.reward_spec_version_id)
+    job = services.grpo_job_create(project=project, user=request.auth, name=body.name, dataset=dataset,
+                                   reward_spec_version=version, policy=body.policy, params=body.spec,
+                                   queue=body.queue)
+    return Status(201, job)
+
+
+@router.post("/{project_id}/jobs/{job_id}/resume", response={201: JobOut},
+             summary="Resume a failed or cancelled training job from its last checkpoint")
+def resume_job(request, project_id: int, job_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    job = get_object_or_404(Job, project=project, pk=job_id)
+    return Status(201, services.job_resume(job=job, user=request.auth))
+
+
+@router.get("/{project_id}/reward-models", response=list[RewardModelOut], summary="The reward-model registry")
+def list_reward_models(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return list(selectors.reward_model_list(project=project))
+
+
+@router.delete("/{project_id}/reward-models/{model_id}", response={204: None})
+def delete_reward_model(request, project_id: int, model_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    services.reward_model_delete(reward_model=get_object_or_404(RewardModel, project=project, pk=model_id))
+    return Status(204, None)

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class TrainingConfig(AppConfig):
+    name = "webapp.training"
+    label = "training"
+
+    def ready(self) -> None:
+        from webapp.jobs.services import job_succeeded
+        from webapp.training.services import register_trained_models
+
+        job_succeeded.connect(register_trained_models, dispatch_uid="training.register_trained_models")

@@ -1,0 +1,94 @@
+"""Launch forms whose hyper-parameter fields are derived from rlcore's spec models: the label,
+default and help text come from the pydantic field, so the form and the CLI cannot drift apart."""
+
+from __future__ import annotations
+
+import types
+import typing
+from typing import Any, Literal
+
+from django import forms
+
+from webapp.jobs.models import Queue
+
+REWARD_MODEL_FIELDS = [
+    "backbone", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length",
+    "eval_fraction", "use_margin", "label_smoothing", "ensemble_size", "seed", "save_steps",
+]
+GRPO_FIELDS = [
+    "preset", "beta", "num_generations", "max_completion_length", "temperature", "learning_rate", "max_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "sample_every", "seed", "save_steps",
+]
+
+
+def _unwrap_optional(annotation) -> tuple[Any, bool]:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return (args[0] if len(args) == 1 else annotation), True
+    return annotation, False
+
+
+def spec_form_field(model, name: str) -> forms.Field:
+    info = model.model_fields[name]
+    annotation, optional = _unwrap_optional(info.annotation)
+    default = info.get_default(call_default_factory=True)
+    kwargs = {"required": False, "help_text": info.description or "", "label": name.replace("_", " ").capitalize()}
+    if default is not None and not isinstance(default, type(...)):
+        kwargs["initial"] = default
+    if typing.get_origin(annotation) is Literal:
+        return forms.ChoiceField(choices=[(v, v) for v in typing.get_args(annotation)], **kwargs)
+    if annotation is bool:
+        return forms.BooleanField(**kwargs)
+    if annotation is int:
+        return forms.IntegerField(**kwargs)
+    if annotation is float:
+        return forms.FloatField(**kwargs)
+    return forms.CharField(**kwargs)
+
+
+def spec_params(form: forms.Form, names: list[str]) -> dict[str, Any]:
+    """The spec fields the user filled in; blanks fall back to the spec's defaults."""
+    return {name: form.cleaned_data[name] for name in names
+            if name in form.cleaned_data and form.cleaned_data[name] not in (None, "")}
+
+
+class RewardModelLaunchForm(forms.Form):
+    name = forms.CharField(max_length=150)
+    tie_policy = forms.ChoiceField(choices=[("drop", "drop ties"), ("split", "split ties into both orders"),
+                                            ("keep", "keep ties with margin 0")], initial="drop")
+    conversational = forms.BooleanField(required=False, help_text="Export chat messages instead of plain text.")
+    source = forms.ChoiceField(choices=[("", "human and LM labels"), ("human", "human labels only"),
+                                        ("lm", "LM labels only")], required=False)
+    queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.GPU)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from rlcore.training.specs import RewardModelTrainSpec
+
+        from webapp.training.services import default_backbone
+
+        for name in REWARD_MODEL_FIELDS:
+            self.fields[name] = spec_form_field(RewardModelTrainSpec, name)
+        self.fields["backbone"].initial = default_backbone()
+        self.fields["backbone"].help_text = "Sequence-classification backbone: a local directory or a hub id."
+
+
+class GRPOLaunchForm(forms.Form):
+    name = forms.CharField(max_length=150, required=False)
+    dataset = forms.ModelChoiceField(queryset=None, label="Prompt set")
+    reward_spec_version = forms.ModelChoiceField(queryset=None, label="Reward spec version")
+    policy = forms.CharField(max_length=500, help_text="Causal LM to train: a local directory or a hub id.")
+    queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.GPU)
+
+    def __init__(self, *args, project, **kwargs):
+        super().__init__(*args, **kwargs)
+        from rlcore.training.specs import GRPOTrainSpec
+
+        from webapp.datasets.models import Dataset, DatasetStatus
+        from webapp.rubrics.models import RewardSpecVersion
+
+        self.fields["dataset"].queryset = Dataset.objects.filter(project=project, status=DatasetStatus.READY)
+        self.fields["reward_spec_version"].queryset = (
+            RewardSpecVersion.objects.filter(spec__project=project).select_related("spec").order_by("spec__name", "-number"))
+        for name in GRPO_FIELDS:
+            self.fields[name] = spec_form_field(GRPOTrainSpec, name)

