@@ -132,6 +132,20 @@ def run_child(
     return ChildResult(returncode=child.returncode, cancelled=cancelled, log_tail="\n".join(log))
 
 
+def child_argv(argv: list[str], processes_per_job: int) -> list[str]:
+    """The command line for a job: training spans this worker's GPUs through `accelerate launch`.
+
+    >>> child_argv(["selfcheck"], 4)[1:]
+    ['-m', 'rlcore', 'selfcheck']
+    >>> child_argv(["train", "grpo", "spec.json"], 4)[1:]
+    ['-m', 'accelerate.commands.launch', '--num_processes', '4', '-m', 'rlcore', 'train', 'grpo', 'spec.json']
+    """
+    if argv[:1] == ["train"] and processes_per_job > 1:
+        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes_per_job),
+                "-m", "rlcore", *argv]
+    return [sys.executable, "-m", "rlcore", *argv]
+
+
 def _error_text(result: ChildResult) -> str:
     lines = [line for line in result.log_tail.splitlines() if line.strip()]
     tail = "\n".join(lines[-20:])
@@ -151,7 +165,8 @@ def execute_job(job_id: int, worker: str = "") -> None:
         return
     job = Job.objects.get(pk=job_id)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "REWARD_STUDIO_JOB_ID": str(job_id)}
-    argv = [sys.executable, "-m", "rlcore", *job.argv]
+    # One worker per machine (or per GPU group) sets this to the number of GPUs it owns.
+    argv = child_argv(job.argv, int(os.environ.get("REWARD_STUDIO_PROCESSES_PER_JOB", "1")))
     try:
         result = run_child(
             argv,
