@@ -76,6 +76,23 @@ def read_templates(path: Path | None):
     return templates
 
 
+def read_api_key_file(path: Path) -> str:
+    """The API key in ``path`` (one line); the file is deleted once read, so the key does not stay on disk.
+
+    For launchers (the webapp) that hold a key the worker's environment does not: the key never goes on
+    a command line, where ``ps`` and job records would show it.
+    """
+    try:
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise UserError(f"--api-key-file: cannot read {path} ({exc.strerror})") from exc
+    finally:
+        path.unlink(missing_ok=True)
+    if not key:
+        raise UserError(f"--api-key-file: {path} is empty")
+    return key
+
+
 def build_judge(args: argparse.Namespace):
     templates = read_templates(args.templates)
     if args.local:
@@ -87,7 +104,9 @@ def build_judge(args: argparse.Namespace):
         raise UserError("--endpoint: give the server's API root (e.g. http://127.0.0.1:8000/v1), or --local")
     from rlcore.judges.openai_compat import OpenAICompatJudge, OpenAICompatSettings
 
+    api_key = read_api_key_file(args.api_key_file) if getattr(args, "api_key_file", None) else None
     settings = OpenAICompatSettings(base_url=args.endpoint, model=args.model, api_key_env=args.api_key_env,
+                                    api_key=api_key,
                                     max_concurrency=args.max_concurrency, timeout_s=args.timeout,
                                     max_retries=args.max_retries, max_tokens=args.max_tokens,
                                     logprobs=not args.no_logprobs)
@@ -140,6 +159,8 @@ def register(subparsers) -> None:
     pairwise.add_argument("--output", type=Path, help="write JSON lines here (default: stdout)")
     pairwise.add_argument("--templates", type=Path, help="JSON/YAML judge templates (default: built-in)")
     pairwise.add_argument("--api-key-env", help="environment variable that holds the API key")
+    pairwise.add_argument("--api-key-file", type=Path,
+                          help="file holding the API key; deleted once read (keeps the key off the command line)")
     pairwise.add_argument("--max-concurrency", type=int, default=8, help="requests in flight at once")
     pairwise.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt")
     pairwise.add_argument("--max-retries", type=int, default=4, help="retries on timeouts, 5xx, 429")
