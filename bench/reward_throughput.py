@@ -7,12 +7,11 @@ Prints ONE JSON line:
   CPU time, which other load on the machine (``load_avg_1min``) does not dilute;
 - ``full_spec_per_s``: completions/s for rules + verifier + overlong penalty + a small reward model
   (all-MiniLM-L6-v2 with a one-logit head, 22M parameters) on CPU, ``torch_threads`` threads;
-- the same rewards inside a real GRPO step (tiny Qwen2-shaped policy, TRL GRPOTrainer), once through
-  ``build_reward_funcs`` and once written by hand as plain TRL reward functions, in the same run:
-  ``grpo_step_s_hand`` / ``grpo_step_s_adapter`` (fastest step seconds), ``reward_s_per_step_hand`` /
-  ``reward_s_per_step_adapter`` (time inside the reward functions per step), ``adapter_overhead_pct``
-  (extra reward time per step over the hand-written step time) and ``values_match`` (both give the same
-  rewards on the same completions).
+- the same rewards inside real GRPO steps (tiny Qwen2-shaped policy, TRL GRPOTrainer, 32 completions a step),
+  through ``build_reward_funcs`` and written by hand as plain TRL reward functions, both in the same steps
+  (see ``grpo_figures``): ``reward_cpu_s_per_step_adapter`` / ``_hand``, ``grpo_step_cpu_s`` (the step with
+  the hand-written rewards), ``adapter_overhead_pct`` = extra reward CPU time / step CPU time, and
+  ``values_match`` (both give the same rewards on the same completions).
 
 usage: python bench/reward_throughput.py [--n 20000] [--grpo-steps 8]
 """
@@ -153,20 +152,25 @@ def overlong(prompts, completions, completion_ids=None, **kwargs):
 
 
 class Timed:
-    """Wraps a reward function, keeping its name, and adds up the time spent in it."""
+    """Wraps a reward function under a given name and adds up the CPU time spent in it."""
 
-    def __init__(self, func, clock: list[float]):
-        self.func, self.clock, self.__name__ = func, clock, getattr(func, "__name__")
+    def __init__(self, func, clock: list[float], name: str | None = None):
+        self.func, self.clock = func, clock
+        self.__name__ = name or getattr(func, "__name__")
 
     def __call__(self, *args, **kwargs):
-        start = time.perf_counter()
+        start = time.process_time()
         try:
             return self.func(*args, **kwargs)
         finally:
-            self.clock[0] += time.perf_counter() - start
+            self.clock[0] += time.process_time() - start
 
 
 def grpo_figures(steps: int) -> dict:
+    """Both reward sets inside the same GRPO steps: the adapter's functions with their weights (they drive
+    training) and the hand-written ones with weight 0 (scored, logged, not optimised), so both score exactly
+    the same completions in the same step. Run twice, each set first once; times are CPU seconds, which other
+    load on the machine does not dilute."""
     import torch
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
@@ -181,38 +185,38 @@ def grpo_figures(steps: int) -> dict:
 
     class StepClock(TrainerCallback):
         def __init__(self):
-            self.times, self.last = [], None
+            self.cpu, self.wall, self.started = [], [], None
 
         def on_step_begin(self, args, state, control, **kwargs):
-            self.last = time.perf_counter()
+            self.started = (time.process_time(), time.perf_counter())
 
         def on_step_end(self, args, state, control, **kwargs):
-            self.times.append(time.perf_counter() - self.last)
+            self.cpu.append(time.process_time() - self.started[0])
+            self.wall.append(time.perf_counter() - self.started[1])
 
-    def run(funcs, weights):
-        clock = [0.0]
-        timed = [Timed(f, clock) for f in funcs]
-        steps_clock = StepClock()
-        torch.manual_seed(0)
-        config = GRPOConfig(output_dir=str(work / "out"), max_steps=steps + 2, per_device_train_batch_size=32,
-                            num_generations=8, max_completion_length=48, logging_steps=1000, report_to="none",
-                            reward_weights=weights, use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0)
-        trainer = GRPOTrainer(model=str(policy), reward_funcs=timed, args=config, train_dataset=Dataset.from_list(rows),
-                              processing_class=AutoTokenizer.from_pretrained(policy), callbacks=[steps_clock])
-        trainer.train()
-        per_step_reward = clock[0] / (steps + 2)
-        return min(steps_clock.times[2:]), per_step_reward
-
-    # alternate, and keep the fastest step of each: other load on the machine only ever slows a step down
-    hand_steps, adapter_steps, hand_reward, adapter_reward = [], [], [], []
-    for _ in range(2):
-        s, r = run([rubric, correct, overlong], [1.0, 1.0, 0.5])
-        hand_steps.append(s)
-        hand_reward.append(r)
+    def run(adapter_first: bool):
+        adapter_clock, hand_clock = [0.0], [0.0]
         funcs, weights = build_reward_funcs(spec)
-        s, r = run(funcs, weights)
-        adapter_steps.append(s)
-        adapter_reward.append(r)
+        ours = [Timed(f, adapter_clock) for f in funcs]
+        hand = [Timed(f, hand_clock, f"hand_{f.__name__}") for f in (rubric, correct, overlong)]
+        reward_funcs = ours + hand if adapter_first else hand + ours
+        reward_weights = weights + [0.0] * 3 if adapter_first else [0.0] * 3 + weights
+        clock = StepClock()
+        torch.manual_seed(0)
+        config = GRPOConfig(output_dir=str(work / "out"), max_steps=steps, per_device_train_batch_size=32,
+                            num_generations=8, max_completion_length=48, logging_steps=1000, report_to="none",
+                            reward_weights=reward_weights, use_cpu=True, disable_tqdm=True, save_strategy="no", seed=0)
+        trainer = GRPOTrainer(model=str(policy), reward_funcs=reward_funcs, args=config,
+                              train_dataset=Dataset.from_list(rows),
+                              processing_class=AutoTokenizer.from_pretrained(policy), callbacks=[clock])
+        trainer.train()
+        return sum(clock.cpu), min(clock.wall), adapter_clock[0], hand_clock[0]
+
+    runs = [run(adapter_first=True), run(adapter_first=False)]
+    step_cpu = sum(r[0] for r in runs) / (2 * steps)
+    step_wall = min(r[1] for r in runs)
+    adapter = sum(r[2] for r in runs) / (2 * steps)
+    hand = sum(r[3] for r in runs) / (2 * steps)
 
     # both sets give the same rewards on the same completions
     sample = synthetic_rows(256, seed=1)
@@ -221,20 +225,19 @@ def grpo_figures(steps: int) -> dict:
     answers = [r["answer"] for r in sample]
     funcs, _ = build_reward_funcs(spec)
     ours = [f(prompts=prompts, completions=completions, completion_ids=ids, answer=answers) for f in funcs]
-    hand = [f(prompts=prompts, completions=completions, completion_ids=ids, answer=answers)
-            for f in (rubric, correct, overlong)]
-    match = all(abs(a - b) < 1e-9 for x, y in zip(ours, hand) for a, b in zip(x, y))
+    theirs = [f(prompts=prompts, completions=completions, completion_ids=ids, answer=answers)
+              for f in (rubric, correct, overlong)]
+    match = all(abs(a - b) < 1e-9 for x, y in zip(ours, theirs) for a, b in zip(x, y))
 
-    step_hand, step_adapter = min(hand_steps), min(adapter_steps)
-    reward_hand, reward_adapter = min(hand_reward), min(adapter_reward)
+    step_hand_cpu = step_cpu - adapter  # the step as it would be with the hand-written rewards only
     return {
-        "grpo_step_s_hand": round(step_hand, 4),
-        "grpo_step_s_adapter": round(step_adapter, 4),
-        "reward_s_per_step_hand": round(reward_hand, 5),
-        "reward_s_per_step_adapter": round(reward_adapter, 5),
-        "adapter_overhead_pct": round(100 * (reward_adapter - reward_hand) / step_hand, 3),
-        "step_time_diff_pct": round(100 * (step_adapter - step_hand) / step_hand, 2),
+        "grpo_steps_timed": 2 * steps,
         "grpo_completions_per_step": 32,
+        "grpo_step_cpu_s": round(step_hand_cpu, 4),
+        "grpo_step_wall_s_fastest": round(step_wall, 4),
+        "reward_cpu_s_per_step_hand": round(hand, 6),
+        "reward_cpu_s_per_step_adapter": round(adapter, 6),
+        "adapter_overhead_pct": round(100 * (adapter - hand) / step_hand_cpu, 3),
         "values_match": match,
     }
 
@@ -243,7 +246,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=20000, help="completions for the rule-only figure")
     parser.add_argument("--n-full", type=int, default=1024, help="completions for the full-spec figure")
-    parser.add_argument("--grpo-steps", type=int, default=8, help="timed GRPO steps per run")
+    parser.add_argument("--grpo-steps", type=int, default=6, help="GRPO steps per run (two runs)")
     args = parser.parse_args()
 
     # libraries print (the Rust tokenizer trainer straight to file descriptor 1): send all of it to stderr,
