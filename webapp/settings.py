@@ -43,6 +43,8 @@ INSTALLED_APPS = [
     "webapp.datasets",
     "webapp.annotation",
     "webapp.training",
+    "webapp.judging",
+    "webapp.routing",
 ]
 
 MIDDLEWARE = [

@@ -1,0 +1,110 @@
+from django.conf import settings
+from django.db import models
+
+
+class JudgeBackend(models.TextChoices):
+    OPENAI = "openai", "OpenAI-compatible endpoint (vLLM, Ollama, TGI, hosted APIs)"
+    LOCAL_HF = "local_hf", "Local Hugging Face model (run in the worker)"
+
+
+class JudgeConfig(models.Model):
+    """How to reach one LM judge. The API key is stored encrypted (webapp.judging.secrets) or read by
+    the worker from the environment variable named in `api_key_env`; it is never shown back."""
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="judge_configs")
+    name = models.CharField(max_length=100)
+    backend = models.CharField(max_length=16, choices=JudgeBackend.choices, default=JudgeBackend.OPENAI)
+    endpoint = models.CharField(max_length=500, blank=True, help_text="API root, e.g. http://127.0.0.1:8000/v1")
+    model = models.CharField(max_length=300, help_text="Model name at the endpoint, or a local model path.")
+    max_concurrency = models.PositiveIntegerField(default=8)
+    timeout_s = models.FloatField(default=60.0)
+    max_retries = models.PositiveIntegerField(default=4)
+    api_key_encrypted = models.TextField(blank=True)
+    api_key_env = models.CharField(max_length=100, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "name"], name="judge_config_name_per_project")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.model})"
+
+    def __repr__(self) -> str:  # never the key, not even encrypted
+        return f"<JudgeConfig {self.pk} {self.name!r} {self.backend} {self.model!r}>"
+
+    @property
+    def has_stored_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    @property
+    def key_source(self) -> str:
+        if self.api_key_encrypted:
+            return "stored (encrypted)"
+        if self.api_key_env:
+            return f"environment variable {self.api_key_env}"
+        return "none"
+
+
+class PromptMode(models.TextChoices):
+    COMPARE = "compare", "Pairwise comparison"
+    GRADE = "grade", "Rubric grading"
+    RANK = "rank", "N-way ranking"
+
+
+class JudgePromptTemplate(models.Model):
+    """One saved version of a judge prompt; an edit saves a new version, old ones stay for provenance."""
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="judge_templates")
+    name = models.CharField(max_length=100)
+    mode = models.CharField(max_length=8, choices=PromptMode.choices, default=PromptMode.COMPARE)
+    version = models.PositiveIntegerField()
+    text = models.TextField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name", "-version"]
+        constraints = [models.UniqueConstraint(fields=["project", "name", "version"],
+                                               name="judge_template_version_once")]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class LMLabellingRun(models.Model):
+    """A job that labels comparisons with an LM judge, and what came of it once recorded."""
+
+    job = models.OneToOneField("jobs.Job", on_delete=models.CASCADE, related_name="lm_labelling")
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="+")
+    judge_config = models.ForeignKey(JudgeConfig, null=True, on_delete=models.SET_NULL, related_name="runs")
+    template = models.ForeignKey(JudgePromptTemplate, null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    comparison_ids = models.JSONField(default=list)
+    n_labelled = models.PositiveIntegerField(default=0)
+    n_failed = models.PositiveIntegerField(default=0)
+    finished = models.BooleanField(default=False, help_text="Every comparison has an outcome recorded.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class AttemptStatus(models.TextChoices):
+    LABELLED = "labelled", "Labelled"
+    FAILED = "failed", "No label (reason recorded)"
+
+
+class LMLabelAttempt(models.Model):
+    """What the LM judge made of one comparison in one run: a label, or the reason there is none."""
+
+    run = models.ForeignKey(LMLabellingRun, on_delete=models.CASCADE, related_name="attempts")
+    comparison = models.ForeignKey("annotation.Comparison", on_delete=models.CASCADE, related_name="lm_attempts")
+    status = models.CharField(max_length=10, choices=AttemptStatus.choices)
+    reason = models.TextField(blank=True)
+    label = models.ForeignKey("annotation.PreferenceLabel", null=True, blank=True, on_delete=models.SET_NULL,
+                              related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["run", "comparison"], name="lm_attempt_once_per_run")]

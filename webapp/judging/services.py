@@ -1,0 +1,395 @@
+"""Writes for LM judging: judge configs (keys encrypted), prompt template versions, LM labelling jobs
+and the recording of their labels.
+
+An LM labelling job is a Job (kind ``judge_labels``, queue ``default``) whose child is
+``python -m rlcore judge pairwise``: the webapp writes the pairs (canonical order A/B), the prompt
+template and, for a stored key, a key file the child deletes once read into the job's folder; the
+child judges every pair in both orders and appends one JSON line per pair to ``labels.jsonl``.
+:func:`lm_labels_record` turns those lines into PreferenceLabels (source ``lm``) as they come: a
+pair without a verdict gets no label, only an LMLabelAttempt with the reason; when the job ends,
+every pair it did not reach gets one too. Then ``lm_labelling_finished`` tells the router which
+comparisons have labels and which must go back to people.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from urllib.parse import urlparse
+
+import django.dispatch
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max
+
+from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, PreferenceLabel
+from webapp.jobs.models import FINISHED_STATES, Job, JobState
+from webapp.judging.models import (
+    AttemptStatus, JudgeBackend, JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun, PromptMode,
+)
+from webapp.judging.secrets import decrypt_api_key, encrypt_api_key
+
+logger = logging.getLogger(__name__)
+
+JUDGE_LABELS_KIND = "judge_labels"
+LABELS_FILE = "labels.jsonl"
+PAIRS_FILE = "pairs.jsonl"
+KEY_FILE = "api-key"
+MAX_CONCURRENCY = 256
+ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+# Sent once per labelling run when every comparison in it has an outcome:
+# labelled: [comparison id], failed: {comparison id: reason}.
+lm_labelling_finished = django.dispatch.Signal()
+
+
+# ------------------------------------------------------------------ judge configs
+
+
+def _clean_config(*, backend: str, endpoint: str, model: str, max_concurrency: int, timeout_s: float,
+                  max_retries: int, api_key_env: str) -> dict:
+    errors: dict[str, str] = {}
+    if backend not in JudgeBackend.values:
+        errors["backend"] = f"Unknown backend '{backend}': choose one of {', '.join(JudgeBackend.values)}."
+    endpoint = (endpoint or "").strip()
+    if backend == JudgeBackend.OPENAI:
+        parsed = urlparse(endpoint)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            errors["endpoint"] = ("Give the endpoint's API root as an http(s) URL, e.g. http://127.0.0.1:8000/v1 "
+                                  f"(got '{endpoint}').")
+    if not (model or "").strip():
+        errors["model"] = "Give the model name at the endpoint (or, for a local model, its folder)."
+    if not 1 <= int(max_concurrency) <= MAX_CONCURRENCY:
+        errors["max_concurrency"] = f"Concurrency must be between 1 and {MAX_CONCURRENCY} requests in flight."
+    if not 0 < float(timeout_s) <= 3600:
+        errors["timeout_s"] = "The timeout must be above 0 and at most 3600 seconds."
+    if not 0 <= int(max_retries) <= 20:
+        errors["max_retries"] = "Retries must be between 0 and 20."
+    api_key_env = (api_key_env or "").strip()
+    if api_key_env and (not set(api_key_env) <= ENV_NAME_CHARS or api_key_env[0].isdigit()):
+        errors["api_key_env"] = "An environment variable name has letters, digits and _ only (e.g. JUDGE_API_KEY)."
+    if errors:
+        raise ValidationError(errors)
+    return {"backend": backend, "endpoint": endpoint, "model": model.strip(), "max_concurrency": int(max_concurrency),
+            "timeout_s": float(timeout_s), "max_retries": int(max_retries), "api_key_env": api_key_env}
+
+
+@transaction.atomic
+def judge_config_create(*, project, user, name: str, model: str, backend: str = JudgeBackend.OPENAI,
+                        endpoint: str = "", max_concurrency: int = 8, timeout_s: float = 60.0, max_retries: int = 4,
+                        api_key: str = "", api_key_env: str = "") -> JudgeConfig:
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "Give the judge a name."})
+    if JudgeConfig.objects.filter(project=project, name=name).exists():
+        raise ValidationError({"name": f"A judge named '{name}' already exists in this project."})
+    fields = _clean_config(backend=backend, endpoint=endpoint, model=model, max_concurrency=max_concurrency,
+                           timeout_s=timeout_s, max_retries=max_retries, api_key_env=api_key_env)
+    return JudgeConfig.objects.create(project=project, name=name, created_by=user,
+                                      api_key_encrypted=encrypt_api_key(api_key.strip()) if api_key.strip() else "",
+                                      **fields)
+
+
+@transaction.atomic
+def judge_config_update(*, config: JudgeConfig, api_key: str | None = None, clear_api_key: bool = False,
+                        **changes) -> JudgeConfig:
+    """Change a config; ``api_key`` None or empty keeps the stored key, ``clear_api_key`` drops it."""
+    current = {f: getattr(config, f) for f in ("backend", "endpoint", "model", "max_concurrency", "timeout_s",
+                                                "max_retries", "api_key_env")}
+    unknown = set(changes) - set(current) - {"name"}
+    if unknown:
+        raise ValidationError({sorted(unknown)[0]: "Not a judge setting."})
+    if "name" in changes:
+        name = (changes.pop("name") or "").strip()
+        if not name:
+            raise ValidationError({"name": "Give the judge a name."})
+        if JudgeConfig.objects.filter(project=config.project, name=name).exclude(pk=config.pk).exists():
+            raise ValidationError({"name": f"A judge named '{name}' already exists in this project."})
+        config.name = name
+    fields = _clean_config(**{**current, **{k: v for k, v in changes.items() if v is not None}})
+    for field, value in fields.items():
+        setattr(config, field, value)
+    if clear_api_key:
+        config.api_key_encrypted = ""
+    elif api_key and api_key.strip():
+        config.api_key_encrypted = encrypt_api_key(api_key.strip())
+    config.save()
+    return config
+
+
+def _stored_key(config: JudgeConfig) -> str | None:
+    if not config.api_key_encrypted:
+        return None
+    key = decrypt_api_key(config.api_key_encrypted)
+    if key is None:
+        raise ValidationError({"api_key": f"The stored API key of judge '{config.name}' cannot be decrypted "
+                                          "(SECRET_KEY changed?): enter it again."})
+    return key
+
+
+def judge_config_test(*, config: JudgeConfig) -> dict:
+    """Ask the judge one small question now; {"ok": bool, "message": str, "reply": str | None}.
+
+    One attempt, no retries, at most 15 seconds: a connection test, not a labelling run.
+    """
+    if config.backend == JudgeBackend.LOCAL_HF:
+        folder = Path(config.model)
+        if (folder / "config.json").is_file():
+            return {"ok": True, "message": f"Found a model folder at {folder} (it is loaded by the worker).",
+                    "reply": None}
+        return {"ok": False, "reply": None,
+                "message": f"{folder} is not a model folder on this machine (no config.json). Workers load the "
+                           "model from the same path: give a folder they can read."}
+    from pydantic import SecretStr
+
+    from rlcore.errors import UserError
+    from rlcore.judges.base import PairRequest
+    from rlcore.judges.openai_compat import OpenAICompatJudge, OpenAICompatSettings
+
+    key = _stored_key(config)
+    try:
+        settings = OpenAICompatSettings(
+            base_url=config.endpoint, model=config.model, api_key=SecretStr(key) if key else None,
+            api_key_env=None if key else (config.api_key_env or None), max_concurrency=1,
+            timeout_s=min(config.timeout_s, 15.0), max_retries=0, max_tokens=64)
+        judge = OpenAICompatJudge(settings)
+        verdict = judge.compare([PairRequest(prompt="What is 2 + 2?", response_a="4", response_b="5")])[0]
+    except UserError as exc:
+        return {"ok": False, "message": str(exc), "reply": None}
+    if verdict.raw_reply is None:
+        return {"ok": False, "reply": None,
+                "message": f"Could not get a reply from {config.endpoint} (model {config.model}): {verdict.error}"}
+    if verdict.verdict is None:
+        return {"ok": True, "reply": verdict.raw_reply,
+                "message": f"The endpoint answered, but the reply has no verdict ({verdict.error}); "
+                           "check the model or the prompt template."}
+    return {"ok": True, "reply": verdict.raw_reply,
+            "message": f"The endpoint answered with a verdict ({verdict.verdict})."}
+
+
+# ------------------------------------------------------------------ prompt templates
+
+
+def template_problems(*, name: str, mode: str, text: str) -> list[str]:
+    from rlcore.judges.prompts import JudgePromptTemplate as Contract
+
+    return Contract(name=name or "template", mode=mode, text=text).problems()
+
+
+@transaction.atomic
+def template_save(*, project, user, name: str, text: str, mode: str = PromptMode.COMPARE) -> JudgePromptTemplate:
+    """Save a new version of the template `name` (version 1 if new). Unchanged text saves nothing."""
+    name = (name or "").strip()
+    errors = {}
+    if not name:
+        errors["name"] = "Give the template a name."
+    if mode not in PromptMode.values:
+        errors["mode"] = f"Unknown mode '{mode}': choose one of {', '.join(PromptMode.values)}."
+    if not (text or "").strip():
+        errors["text"] = "The template is empty."
+    if errors:
+        raise ValidationError(errors)
+    problems = template_problems(name=name, mode=mode, text=text)
+    if problems:
+        raise ValidationError({"text": problems})
+    # Lock the name's versions so two editors saving at once get versions n+1 and n+2, not a clash.
+    versions = JudgePromptTemplate.objects.select_for_update().filter(project=project, name=name)
+    latest = versions.order_by("-version").first()
+    if latest is not None:
+        if latest.mode != mode:
+            raise ValidationError({"mode": f"Template '{name}' is a {latest.mode} template; keep its mode or "
+                                           "use another name."})
+        if latest.text == text:
+            return latest
+    version = (versions.aggregate(m=Max("version"))["m"] or 0) + 1
+    return JudgePromptTemplate.objects.create(project=project, name=name, mode=mode, version=version, text=text,
+                                              created_by=user)
+
+
+# ------------------------------------------------------------------ LM labelling jobs
+
+
+def _prompt_text(prompt) -> str:
+    return prompt.text
+
+
+def pairs_snapshot(comparisons: list[Comparison]) -> list[dict]:
+    """One line per pairwise comparison, responses in canonical order (A = response_ids[0])."""
+    from webapp.datasets.models import Response
+
+    response_ids = {rid for c in comparisons for rid in c.response_ids}
+    texts = dict(Response.objects.filter(pk__in=response_ids).values_list("id", "text"))
+    return [{"id": str(c.pk), "prompt": _prompt_text(c.prompt), "response_a": texts.get(c.response_ids[0], ""),
+             "response_b": texts.get(c.response_ids[1], "")} for c in comparisons]
+
+
+@transaction.atomic
+def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_ids: list[int],
+                            template: JudgePromptTemplate | None = None) -> Job:
+    """Queue a job that labels these pairwise comparisons with the judge, both orders each."""
+    from webapp.jobs.services import job_create
+
+    if config.project_id != project.pk:
+        raise ValidationError({"judge_config": "That judge belongs to another project."})
+    if template is not None and (template.project_id != project.pk or template.mode != PromptMode.COMPARE):
+        raise ValidationError({"template": "Choose a pairwise (compare) template of this project."})
+    comparisons = list(Comparison.objects.select_related("prompt")
+                       .filter(project=project, pk__in=comparison_ids, kind=ComparisonKind.PAIR).order_by("id"))
+    if not comparisons:
+        raise ValidationError({"comparison_ids": "No pairwise comparisons of this project to label."})
+    key = _stored_key(config)
+    if config.backend == JudgeBackend.OPENAI and not key and config.api_key_env and not os.environ.get(
+            config.api_key_env):
+        logger.info("judge %s: %s is not set here; the worker must have it", config.pk, config.api_key_env)
+    argv = ["judge", "pairwise", "--model", config.model, "--input", PAIRS_FILE, "--output", LABELS_FILE,
+            "--max-concurrency", str(config.max_concurrency), "--timeout", str(config.timeout_s),
+            "--max-retries", str(config.max_retries)]
+    if config.backend == JudgeBackend.LOCAL_HF:
+        argv += ["--local"]
+    else:
+        argv += ["--endpoint", config.endpoint]
+        if key:
+            argv += ["--api-key-file", KEY_FILE]
+        elif config.api_key_env:
+            argv += ["--api-key-env", config.api_key_env]
+    if template is not None:
+        argv += ["--templates", "templates.json"]
+    spec = {"judge_config_id": config.pk, "judge": config.name, "model": config.model,
+            "template": str(template) if template else "default-compare@1", "n_pairs": len(comparisons)}
+    job = job_create(project=project, user=user, kind=JUDGE_LABELS_KIND, argv=argv, spec=spec, queue="default",
+                     title=f"LM labels: {len(comparisons)} comparisons by {config.name}")
+    # The job is enqueued on commit, so its files are in place before a worker can start it.
+    folder = Path(job.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / PAIRS_FILE).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                             for row in pairs_snapshot(comparisons)), encoding="utf-8")
+    if template is not None:
+        (folder / "templates.json").write_text(json.dumps(
+            {"compare": {"name": template.name, "version": template.version, "mode": "compare",
+                         "text": template.text}}), encoding="utf-8")
+    if key:
+        fd = os.open(folder / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+    LMLabellingRun.objects.create(job=job, project=project, judge_config=config, template=template,
+                                  comparison_ids=[c.pk for c in comparisons])
+    return job
+
+
+_CHOICE = {"A": "a", "B": "b", "tie": "tie"}
+
+
+def _order(result: dict) -> dict:
+    return {k: result.get(k) for k in ("rendered_prompt", "raw_reply", "verdict", "strength", "confidence", "error")}
+
+
+def _provenance(row: dict, run: LMLabellingRun) -> dict:
+    return {
+        "judge": row.get("judge"), "judge_config": run.judge_config.name if run.judge_config else None,
+        "template": str(run.template) if run.template else "default-compare@1", "job_id": run.job_id,
+        "forward_verdict": row.get("forward_verdict"), "swapped_verdict": row.get("swapped_verdict"),
+        "confidence": row.get("confidence"), "confidence_source": row.get("confidence_source"),
+        "label_probabilities": row.get("label_probabilities"), "position_bias": row.get("position_bias"),
+        "judge_strength": row.get("strength"),
+        "orders": {"ab": _order(row.get("forward") or {}), "ba": _order(row.get("swapped") or {})},
+    }
+
+
+def _read_complete_lines(path: Path) -> list[dict]:
+    """The JSON lines written so far; a last line still being written is left for the next read."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in text.split("\n")[:-1]:  # after the last newline is an incomplete line (or nothing)
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
+
+
+def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
+    """Record what the job's judge has written so far (idempotent: each comparison once per run).
+
+    When the job has finished, comparisons with no line get an attempt with the job's error, and
+    ``lm_labelling_finished`` is sent (once).
+    """
+    from webapp.annotation.services import lm_label_create
+
+    finished_now = None
+    with transaction.atomic():
+        run = (LMLabellingRun.objects.select_for_update().select_related("judge_config", "template", "project")
+               .filter(job=job).first())
+        if run is None or run.finished:
+            return run
+        job.refresh_from_db(fields=["state", "error", "output_dir"])
+        done = set(LMLabelAttempt.objects.filter(run=run).values_list("comparison_id", flat=True))
+        wanted = set(run.comparison_ids)
+        comparisons = Comparison.objects.select_related("project").in_bulk(wanted)
+        model_version = f"{run.judge_config.model if run.judge_config else job.spec.get('model', '')}"
+        for row in _read_complete_lines(Path(job.output_dir) / LABELS_FILE):
+            try:
+                cid = int(row.get("request_id"))
+            except (TypeError, ValueError):
+                continue
+            if cid in done or cid not in wanted or cid not in comparisons:
+                continue
+            done.add(cid)
+            verdict = row.get("verdict")
+            if verdict in _CHOICE and not row.get("error"):
+                strength = row.get("strength") or 1
+                label = lm_label_create(comparison=comparisons[cid], choice=_CHOICE[verdict],
+                                        strength=min(int(strength), 2), model_version=model_version[:200],
+                                        provenance=_provenance(row, run))
+                LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.LABELLED, label=label)
+                run.n_labelled += 1
+            else:
+                LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.FAILED,
+                                              reason=str(row.get("error") or "no verdict")[:4000])
+                run.n_failed += 1
+        if job.state in FINISHED_STATES:
+            why = {JobState.SUCCEEDED: "the judge wrote no result for it",
+                   JobState.CANCELLED: "the labelling job was cancelled before reaching it"}.get(
+                job.state, f"the labelling job failed before reaching it: {(job.error or '').strip()[-500:]}")
+            for cid in sorted(wanted - done):
+                if cid in comparisons:
+                    LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.FAILED, reason=why)
+                    run.n_failed += 1
+            run.finished = True
+            finished_now = run
+        run.save(update_fields=["n_labelled", "n_failed", "finished"])
+    if finished_now is not None:
+        attempts = LMLabelAttempt.objects.filter(run=finished_now)
+        lm_labelling_finished.send(
+            sender=LMLabellingRun, run=finished_now,
+            labelled=[a.comparison_id for a in attempts if a.status == AttemptStatus.LABELLED],
+            failed={a.comparison_id: a.reason for a in attempts if a.status == AttemptStatus.FAILED})
+    return run
+
+
+def on_job_succeeded(sender, job: Job, **kwargs) -> None:
+    if job.kind != JUDGE_LABELS_KIND:
+        return
+    try:
+        lm_labels_record(job=job)
+    except Exception:  # the job itself succeeded; the page's reconcile records it on the next look
+        logger.exception("could not record the LM labels of job %s", job.pk)
+
+
+def lm_runs_reconcile(*, project) -> int:
+    """Record labels of the project's unfinished runs: those still running (labels so far) and those
+    whose job failed or was cancelled (no signal for those). Pages and the API call it on load."""
+    n = 0
+    for run in LMLabellingRun.objects.select_related("job").filter(project=project, finished=False):
+        if run.job.state != JobState.QUEUED:
+            lm_labels_record(job=run.job)
+            n += 1
+    return n
+
+
+def lm_label_count(*, project) -> int:
+    return PreferenceLabel.objects.filter(comparison__project=project, source=LabelSource.LM).count()

@@ -1,0 +1,12 @@
+from django.apps import AppConfig
+
+
+class RoutingConfig(AppConfig):
+    name = "webapp.routing"
+    label = "routing"
+
+    def ready(self) -> None:
+        from webapp.judging.services import lm_labelling_finished
+        from webapp.routing.services import on_lm_labelling_finished
+
+        lm_labelling_finished.connect(on_lm_labelling_finished, dispatch_uid="routing.lm_labelling_finished")

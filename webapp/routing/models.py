@@ -1,0 +1,76 @@
+from django.conf import settings
+from django.db import models
+
+
+class PlanStatus(models.TextChoices):
+    DRAFT = "draft", "Draft (not applied)"
+    APPROVED = "approved", "Approved (applied)"
+    SUPERSEDED = "superseded", "Superseded by a later approved plan"
+
+
+class RoutingPlan(models.Model):
+    """Which comparisons go to people and which to the LM judge, for a human-labelling budget."""
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="routing_plans")
+    strategy = models.CharField(max_length=16)
+    budget_text = models.CharField(max_length=40, help_text="The budget as typed: 25%, 0.25 or 300.")
+    budget_share = models.FloatField(null=True, blank=True)
+    budget_count = models.IntegerField(null=True, blank=True)
+    seed = models.IntegerField(default=0)
+    n_total = models.PositiveIntegerField(default=0)
+    n_human = models.PositiveIntegerField(default=0)
+    n_lm = models.PositiveIntegerField(default=0)
+    predicted_score = models.FloatField(null=True, blank=True)
+    predicted_score_all_lm = models.FloatField(null=True, blank=True)
+    predicted_gain = models.FloatField(null=True, blank=True)
+    top_features = models.JSONField(default=list, blank=True,
+                                    help_text='[{"feature", "count", "mean_contribution"}] of the human side')
+    model_info = models.JSONField(default=dict, blank=True, help_text="Performance model: pool size, R², kind.")
+    judge_config = models.ForeignKey("judging.JudgeConfig", null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    template = models.ForeignKey("judging.JudgePromptTemplate", null=True, blank=True, on_delete=models.SET_NULL,
+                                 related_name="+")
+    status = models.CharField(max_length=12, choices=PlanStatus.choices, default=PlanStatus.DRAFT)
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                               help_text="The plan this one re-ran.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    approved_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+                                    related_name="+")
+    approved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Routing plan {self.pk} ({self.strategy}, {self.budget_text})"
+
+
+class Route(models.TextChoices):
+    HUMAN = "human", "Human"
+    LM = "lm", "LM judge"
+
+
+class DecisionStatus(models.TextChoices):
+    PROPOSED = "proposed", "Proposed"
+    HUMAN_QUEUE = "human_queue", "In the annotation queue"
+    LM_PENDING = "lm_pending", "Waiting for the LM judge"
+    LM_LABELLED = "lm_labelled", "Labelled by the LM judge"
+    RETURNED = "returned", "No LM label: returned to the annotation queue"
+
+
+class RoutingDecision(models.Model):
+    """Where one comparison goes in a plan, and why."""
+
+    plan = models.ForeignKey(RoutingPlan, on_delete=models.CASCADE, related_name="decisions")
+    comparison = models.ForeignKey("annotation.Comparison", on_delete=models.CASCADE, related_name="+")
+    route = models.CharField(max_length=8, choices=Route.choices)
+    score = models.FloatField(default=0.0)
+    top_features = models.JSONField(default=list, blank=True)
+    status = models.CharField(max_length=12, choices=DecisionStatus.choices, default=DecisionStatus.PROPOSED)
+    reason = models.TextField(blank=True, help_text="Why the LM gave no label, when it did not.")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [models.UniqueConstraint(fields=["plan", "comparison"], name="routing_decision_once")]

@@ -1,0 +1,280 @@
+"""Writes for routing: compute a plan, approve it, follow the LM labels it asked for.
+
+The pool a plan routes is the project's pairwise comparisons that no person has labelled yet.
+Features are computed by rlcore.routing (lengths, lexical overlap, prompt tags, and the judge's
+position bias and confidence once an LM label exists; no sentence embeddings here, so the web
+process never loads torch). ``topk`` and ``optimal_pos`` need a performance model, fitted on the
+project's comparisons that have both a human and an LM label (at least MIN_FIT_POOL).
+
+Approving a plan applies it through the annotation queue's own switch, ``Comparison.is_active``:
+the human side is active (the queue hands it out), the LM side is inactive and goes to an LM
+labelling job. A comparison the judge could not label is made active again, with the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections import defaultdict
+
+import numpy as np
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, PreferenceLabel
+from webapp.judging.models import JudgeConfig, JudgePromptTemplate
+from webapp.routing.models import DecisionStatus, PlanStatus, Route, RoutingDecision, RoutingPlan
+
+logger = logging.getLogger(__name__)
+
+MIN_FIT_POOL = 10
+FIT_SIMULATIONS = 120
+VECTOR_DIMS = 256
+TOP_FEATURES = 6
+_WORD = re.compile(r"\w+", re.UNICODE)
+
+
+def routing_pool(*, project) -> list[Comparison]:
+    """Pairwise comparisons no person has labelled yet, in id order."""
+    return list(Comparison.objects.select_related("prompt")
+                .filter(project=project, kind=ComparisonKind.PAIR, human_label_count=0).order_by("id"))
+
+
+def _latest_lm_labels(comparison_ids) -> dict[int, PreferenceLabel]:
+    out = {}
+    for label in (PreferenceLabel.objects.filter(comparison_id__in=comparison_ids, source=LabelSource.LM)
+                  .only("id", "comparison_id", "choice", "provenance").order_by("id")):
+        out[label.comparison_id] = label
+    return out
+
+
+def _tags(prompt) -> list[str]:
+    meta = prompt.metadata or {}
+    return [str(meta[k]).strip() for k in ("category", "topic", "tag") if isinstance(meta.get(k), str) and meta[k].strip()]
+
+
+def _routing_comparisons(comparisons: list[Comparison]):
+    from rlcore.routing.features import RoutingComparison
+    from webapp.datasets.models import Response
+
+    texts = dict(Response.objects.filter(pk__in={r for c in comparisons for r in c.response_ids})
+                 .values_list("id", "text"))
+    lm = _latest_lm_labels([c.pk for c in comparisons])
+    out = []
+    for c in comparisons:
+        prov = (lm[c.pk].provenance or {}) if c.pk in lm else {}
+        confidence = prov.get("confidence")
+        out.append(RoutingComparison(
+            comparison_id=str(c.pk), prompt=c.prompt.text, response_a=texts.get(c.response_ids[0], ""),
+            response_b=texts.get(c.response_ids[1], ""), tags=_tags(c.prompt),
+            judge_position_disagreement=prov.get("position_bias") if c.pk in lm else None,
+            judge_confidence=confidence if isinstance(confidence, (int, float)) else None))
+    return out
+
+
+def _hashed(text: str) -> np.ndarray:
+    vec = np.zeros(VECTOR_DIMS)
+    for word in _WORD.findall(text.lower()):
+        vec[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little") % VECTOR_DIMS] += 1.0
+    norm = np.linalg.norm(vec)
+    return vec / norm if norm else vec
+
+
+def pair_vectors(items) -> np.ndarray:
+    """Cheap pair vectors for the proxy reward model: hashed bag of words of A minus B, plus log lengths.
+    (The rlcore CLI uses MiniLM embeddings; here the web process must stay free of torch.)"""
+    rows = []
+    for c in items:
+        la, lb = len(_WORD.findall(c.response_a)), len(_WORD.findall(c.response_b))
+        rows.append(np.concatenate([_hashed(c.response_a) - _hashed(c.response_b),
+                                    [np.log1p(la) - np.log1p(lb)]]))
+    return np.asarray(rows) if rows else np.zeros((0, VECTOR_DIMS + 1))
+
+
+_VALUE = {"a": 1.0, "b": 0.0, "tie": 0.5}
+
+
+def _fit_pool(project) -> tuple[list[Comparison], list[float], list[float]]:
+    """Comparisons with both a human label (majority) and an LM label."""
+    human: dict[int, list[float]] = defaultdict(list)
+    lm: dict[int, float] = {}
+    for cid, source, choice in (PreferenceLabel.objects.filter(comparison__project=project,
+                                                               comparison__kind=ComparisonKind.PAIR,
+                                                               choice__in=list(_VALUE))
+                                .order_by("id").values_list("comparison_id", "source", "choice")):
+        if source == LabelSource.LM:
+            lm[cid] = _VALUE[choice]
+        else:
+            human[cid].append(_VALUE[choice])
+    ids = sorted(set(human) & set(lm))
+    comparisons = list(Comparison.objects.select_related("prompt").filter(pk__in=ids).order_by("id"))
+    h = [float(np.round(np.mean(human[c.pk]) * 2) / 2) for c in comparisons]
+    return comparisons, h, [lm[c.pk] for c in comparisons]
+
+
+def _performance_model(project, route_items, seed: int):
+    """Fit the performance-prediction model; returns (model, bins, info) or raises ValidationError."""
+    from rlcore.routing.features import build_feature_table, extract_features, fit_bins
+    from rlcore.routing.predictor import LabelledPool, fit_performance_model, simulate_mixes
+
+    fit_comparisons, human, lm = _fit_pool(project)
+    if len(fit_comparisons) < MIN_FIT_POOL:
+        raise ValidationError({"strategy": (
+            f"topk and optimal_pos predict the gain of each human label from comparisons that have both a "
+            f"human and an LM label; this project has {len(fit_comparisons)} (at least {MIN_FIT_POOL} needed). "
+            "Route with 'uncertainty' or 'random' first, or let people label some LM-labelled comparisons.")})
+    fit_items = _routing_comparisons(fit_comparisons)
+    fit_raw = extract_features(fit_items)
+    route_raw = extract_features(route_items)
+    bins = fit_bins(fit_raw + route_raw)
+    fit_table = build_feature_table(fit_raw, bins)
+    pool = LabelledPool(comparison_ids=fit_table.ids, human=human, lm=lm)
+    sims = simulate_mixes(fit_table.matrix(), fit_table.feature_names, pool, pair_vectors(fit_items),
+                          n_simulations=FIT_SIMULATIONS, seed=seed, max_dims=64)
+    model = fit_performance_model(sims, seed=seed)
+    return model, bins, {"kind": model.kind, "fit_pool": len(fit_comparisons), "simulations": FIT_SIMULATIONS,
+                         "holdout_r2": model.holdout_r2}
+
+
+def _summarise_features(reasons) -> list[dict]:
+    """The features that sent comparisons to people: how often in a comparison's top reasons, mean weight."""
+    counts: dict[str, list[float]] = defaultdict(list)
+    for reason in reasons:
+        if reason.route != "human":
+            continue
+        for contribution in reason.top_features:
+            counts[contribution.feature].append(contribution.contribution)
+    ranked = sorted(counts.items(), key=lambda kv: (-len(kv[1]), -abs(float(np.mean(kv[1])))))
+    return [{"feature": f, "count": len(v), "mean_contribution": float(np.mean(v))} for f, v in ranked[:TOP_FEATURES]]
+
+
+def _project_object(model, project, pk, field: str):
+    if pk in (None, ""):
+        return None
+    obj = model.objects.filter(project=project, pk=pk).first()
+    if obj is None:
+        raise ValidationError({field: f"No {field.replace('_', ' ')} {pk} in this project."})
+    return obj
+
+
+def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertainty", judge_config_id=None,
+                        template_id=None, seed: int = 0, parent: RoutingPlan | None = None) -> RoutingPlan:
+    """Compute a draft plan for the current pool. Bad input raises ValidationError naming the field."""
+    from rlcore.errors import UserError
+    from rlcore.routing.features import build_feature_table, extract_features
+    from rlcore.routing.predictor import STRATEGIES, Budget, parse_budget, plan_routing, resolve_budget
+
+    errors = {}
+    if strategy not in STRATEGIES:
+        errors["strategy"] = f"Unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}."
+    budget_text = str(budget if budget is not None else "").strip()
+    parsed: Budget | None = None
+    if not budget_text:
+        if strategy != "optimal_pos":
+            errors["budget"] = "Give a human budget: a share (25%, 0.25) or a count of comparisons (300)."
+    else:
+        try:
+            parsed = parse_budget(budget_text)
+        except UserError as exc:
+            errors["budget"] = str(exc)
+    judge_config = template = None
+    try:
+        judge_config = _project_object(JudgeConfig, project, judge_config_id, "judge_config")
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    try:
+        template = _project_object(JudgePromptTemplate, project, template_id, "template")
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
+    if errors:
+        raise ValidationError(errors)
+    comparisons = routing_pool(project=project)
+    if not comparisons:
+        raise ValidationError({"budget": "There are no pairwise comparisons without a human label to route."})
+    n = len(comparisons)
+    if parsed is not None:
+        try:
+            resolve_budget(parsed, n)
+        except UserError as exc:
+            raise ValidationError({"budget": f"{exc} (the pool is the {n} pairwise comparisons nobody has "
+                                             "labelled yet)"}) from exc
+    items = _routing_comparisons(comparisons)
+    model, bins, info = None, None, {}
+    if strategy in ("topk", "optimal_pos"):
+        model, bins, info = _performance_model(project, items, seed)
+    table = build_feature_table(extract_features(items), bins)
+    try:
+        result = plan_routing(table, parsed, strategy, model=model, seed=seed)
+    except UserError as exc:
+        field = "budget" if str(exc).startswith("budget") else "strategy"
+        raise ValidationError({field: str(exc)}) from exc
+    with transaction.atomic():
+        plan = RoutingPlan.objects.create(
+            project=project, strategy=strategy, budget_text=budget_text,
+            budget_share=parsed.share if parsed else None, budget_count=parsed.count if parsed else None, seed=seed,
+            n_total=result.n_total, n_human=result.n_human, n_lm=result.n_lm,
+            predicted_score=result.predicted_score, predicted_score_all_lm=result.predicted_score_all_lm,
+            predicted_gain=result.predicted_gain, top_features=_summarise_features(result.reasons), model_info=info,
+            judge_config=judge_config, template=template, created_by=user, parent=parent)
+        RoutingDecision.objects.bulk_create([
+            RoutingDecision(plan=plan, comparison_id=int(r.comparison_id), route=r.route, score=r.score,
+                            top_features=[c.model_dump() for c in r.top_features])
+            for r in result.reasons])
+    return plan
+
+
+def routing_plan_rerun(*, plan: RoutingPlan, user) -> RoutingPlan:
+    """The same settings on today's pool and signals (labels that arrived since change both)."""
+    return routing_plan_create(project=plan.project, user=user, budget=plan.budget_text, strategy=plan.strategy,
+                               judge_config_id=plan.judge_config_id, template_id=plan.template_id, seed=plan.seed,
+                               parent=plan)
+
+
+def routing_plan_approve(*, plan: RoutingPlan, user, judge_config_id=None, template_id=None) -> RoutingPlan:
+    """Apply the plan: the human side goes into the annotation queue, the LM side to a labelling job."""
+    from webapp.judging.services import lm_labelling_job_create
+
+    project = plan.project
+    with transaction.atomic():
+        plan = RoutingPlan.objects.select_for_update().get(pk=plan.pk)
+        if plan.status != PlanStatus.DRAFT:
+            raise ValidationError({"plan": f"Plan {plan.pk} is {plan.get_status_display().lower()}; "
+                                           "re-run it to get a fresh draft."})
+        if judge_config_id not in (None, ""):
+            plan.judge_config = _project_object(JudgeConfig, project, judge_config_id, "judge_config")
+        if template_id not in (None, ""):
+            plan.template = _project_object(JudgePromptTemplate, project, template_id, "template")
+        decisions = list(plan.decisions.all())
+        lm_side = [d.comparison_id for d in decisions if d.route == Route.LM]
+        human_side = [d.comparison_id for d in decisions if d.route == Route.HUMAN]
+        already = set(PreferenceLabel.objects.filter(comparison_id__in=lm_side, source=LabelSource.LM)
+                      .values_list("comparison_id", flat=True))
+        to_label = [cid for cid in lm_side if cid not in already]
+        if to_label and plan.judge_config is None:
+            raise ValidationError({"judge_config": f"Choose the LM judge for the {len(to_label)} comparisons "
+                                                   "routed to it (Judges page)."})
+        RoutingPlan.objects.filter(project=project, status=PlanStatus.APPROVED).update(status=PlanStatus.SUPERSEDED)
+        Comparison.objects.filter(pk__in=human_side).update(is_active=True)
+        Comparison.objects.filter(pk__in=lm_side).update(is_active=False)
+        plan.decisions.filter(route=Route.HUMAN).update(status=DecisionStatus.HUMAN_QUEUE)
+        plan.decisions.filter(comparison_id__in=already).update(status=DecisionStatus.LM_LABELLED)
+        plan.decisions.filter(comparison_id__in=to_label).update(status=DecisionStatus.LM_PENDING)
+        if to_label:
+            plan.job = lm_labelling_job_create(project=project, user=user, config=plan.judge_config,
+                                               comparison_ids=to_label, template=plan.template)
+        plan.status, plan.approved_by, plan.approved_at = PlanStatus.APPROVED, user, timezone.now()
+        plan.save()
+    return plan
+
+
+def on_lm_labelling_finished(sender, run, labelled: list[int], failed: dict[int, str], **kwargs) -> None:
+    """LM labels are in: mark them; comparisons without one go back to the annotation queue."""
+    with transaction.atomic():
+        decisions = RoutingDecision.objects.filter(plan__job_id=run.job_id, route=Route.LM)
+        decisions.filter(comparison_id__in=labelled).update(status=DecisionStatus.LM_LABELLED)
+        for comparison_id, reason in failed.items():
+            decisions.filter(comparison_id=comparison_id).update(status=DecisionStatus.RETURNED, reason=reason)
+        # Back to people: the queue hands out active comparisons only.
+        Comparison.objects.filter(pk__in=list(failed)).update(is_active=True)
