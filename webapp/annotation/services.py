@@ -210,9 +210,14 @@ def assignment_next(*, project, user) -> Assignment | None:
             return None
         order = list(comparison.response_ids)
         random.shuffle(order)
-        assignment = Assignment.objects.create(
-            comparison=comparison, annotator=user, project=project, display_order=order, assigned_at=now,
-            expires_at=now + assignment_timeout())
+        try:
+            with transaction.atomic():
+                assignment = Assignment.objects.create(
+                    comparison=comparison, annotator=user, project=project, display_order=order, assigned_at=now,
+                    expires_at=now + assignment_timeout())
+        except IntegrityError:
+            # Two "next" requests of one annotator raced for one comparison; the other one won it.
+            return Assignment.objects.filter(comparison=comparison, annotator=user).first()
         Comparison.objects.filter(pk=comparison.pk).update(taken=F("taken") + 1)
     comparison.taken += 1
     assignment.comparison = comparison
@@ -240,7 +245,12 @@ def assignment_next_item(*, project, user) -> dict | None:
     if item is not None:
         return item
     assignments_release_expired(project=project, throttle=True)
-    return fastpath.claim_item(project_id=project.pk, user_id=user.pk, now=now, expires=now + assignment_timeout())
+    try:
+        return fastpath.claim_item(project_id=project.pk, user_id=user.pk, now=now,
+                                   expires=now + assignment_timeout())
+    except IntegrityError:
+        # Two "next" requests of one annotator raced for one comparison; the other one won it.
+        return fastpath.held_item(project_id=project.pk, user_id=user.pk, now=now)
 
 
 def _locked_assignment(*, project, user, assignment_id: int | None, comparison_id: int | None) -> Assignment:
