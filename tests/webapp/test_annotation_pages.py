@@ -124,3 +124,36 @@ def test_it_polls_the_import_status_fragment_while_importing(client, people):
                           headers={"HX-Request": "true"}).content.decode()
     assert fragment.startswith('\n<div id="dataset-status"') or fragment.lstrip().startswith('<div id="dataset-status"')
     assert "<html" not in fragment
+
+
+@pytest.mark.django_db
+def test_it_builds_comparisons_and_changes_overlap_from_the_pages(client, people):
+    dataset = _dataset(client, people, [{"prompt": "p", "responses": ["a", "b", "c"]}])
+    client.force_login(people.users["bob"])
+    r = client.post(f"/projects/{people.project.pk}/datasets/{dataset.pk}/comparisons/",
+                    {"strategy": "all_pairs", "overlap": "2", "pairs_per_prompt": "1", "ranking_size": "0", "seed": "0"})
+    assert r.status_code == 302 and Comparison.objects.filter(overlap=2).count() == 3
+    bad = client.post(f"/projects/{people.project.pk}/datasets/{dataset.pk}/comparisons/",
+                      {"strategy": "ranking", "overlap": "0"})
+    assert bad.status_code == 422 and "Ensure this value is greater than or equal to 1" in bad.content.decode()
+    client.post(f"/projects/{people.project.pk}/comparisons/", {"overlap": "4"})
+    assert set(Comparison.objects.values_list("overlap", flat=True)) == {4}
+    page = client.get(f"/projects/{people.project.pk}/comparisons/").content.decode()
+    assert "Overlap set to 4 on 3 comparisons." in page
+    client.force_login(people.users["dave"])
+    assert client.post(f"/projects/{people.project.pk}/comparisons/", {"overlap": "1"}).status_code == 403
+
+
+@pytest.mark.django_db
+def test_it_downloads_an_export_from_the_page(client, people):
+    dataset = _dataset(client, people, [{"prompt": "p", "responses": ["a", "b"]}])
+    comparisons_build(project=people.project, dataset=dataset)
+    comparison = Comparison.objects.get()
+    lm_label_create(comparison=comparison, choice="a", model_version="judge", provenance={})
+    client.force_login(people.users["dave"])
+    assert "tie_policy" in client.get(f"/projects/{people.project.pk}/export/").content.decode()
+    r = client.get(f"/projects/{people.project.pk}/export/", {"format": "jsonl", "tie_policy": "drop"})
+    row = json.loads(b"".join(r.streaming_content))
+    assert (row["chosen"], row["rejected"], row["source"]) == ("a", "b", "lm")
+    bad = client.get(f"/projects/{people.project.pk}/export/", {"format": "xml"})
+    assert bad.status_code == 422 and "Unknown format" in bad.content.decode()
