@@ -17,4 +17,6 @@ urlpatterns = [
     path("projects/<int:project_id>/training/", include("webapp.training.urls")),
     path("projects/<int:project_id>/datasets/", include("webapp.datasets.urls")),
     path("projects/<int:project_id>/", include("webapp.annotation.urls")),
+    path("projects/<int:project_id>/judging/", include("webapp.judging.urls")),
+    path("projects/<int:project_id>/routing/", include("webapp.routing.urls")),
 ]

@@ -73,9 +73,11 @@ from webapp.accounts.apis import router as accounts_router  # noqa: E402
 from webapp.annotation.apis import router as annotation_router  # noqa: E402
 from webapp.datasets.apis import router as datasets_router  # noqa: E402
 from webapp.jobs.apis import router as jobs_router  # noqa: E402
+from webapp.judging.apis import router as judging_router  # noqa: E402
 from webapp.training.apis import router as training_router  # noqa: E402
 from webapp.projects.apis import router as projects_router  # noqa: E402
 from webapp.rubrics.apis import router as rubrics_router  # noqa: E402
+from webapp.routing.apis import router as routing_router  # noqa: E402
 
 api.add_router("/auth", accounts_router)
 api.add_router("/projects", projects_router)
@@ -84,3 +86,5 @@ api.add_router("/projects", training_router)
 api.add_router("/projects", rubrics_router)
 api.add_router("/projects", datasets_router)
 api.add_router("/projects", annotation_router)
+api.add_router("/projects", judging_router)
+api.add_router("/projects", routing_router)

@@ -1,0 +1,123 @@
+from datetime import datetime
+
+from django.shortcuts import get_object_or_404
+from ninja import Router, Schema, Status
+from pydantic import Field
+
+from webapp.judging import selectors, services
+from webapp.judging.models import JudgeConfig, JudgePromptTemplate
+from webapp.projects.permissions import Capability, project_for_user
+
+router = Router(tags=["judging"])
+
+
+class JudgeConfigIn(Schema):
+    name: str
+    model: str
+    backend: str = "openai"
+    endpoint: str = ""
+    max_concurrency: int = 8
+    timeout_s: float = 60.0
+    max_retries: int = 4
+    api_key: str = Field("", description="Stored encrypted; never returned.")
+    api_key_env: str = Field("", description="Or: the variable the workers read the key from.")
+
+
+class JudgeConfigPatch(Schema):
+    name: str | None = None
+    model: str | None = None
+    backend: str | None = None
+    endpoint: str | None = None
+    max_concurrency: int | None = None
+    timeout_s: float | None = None
+    max_retries: int | None = None
+    api_key: str | None = Field(None, description="A new key (stored encrypted); null keeps the stored one.")
+    api_key_env: str | None = None
+    clear_api_key: bool = False
+
+
+class JudgeConfigOut(Schema):
+    id: int
+    name: str
+    backend: str
+    endpoint: str
+    model: str
+    max_concurrency: int
+    timeout_s: float
+    max_retries: int
+    api_key_env: str
+    has_stored_key: bool
+    key_source: str
+
+
+class ConnectionTestOut(Schema):
+    ok: bool
+    message: str
+    reply: str | None
+
+
+class TemplateIn(Schema):
+    name: str
+    text: str
+    mode: str = "compare"
+
+
+class TemplateOut(Schema):
+    id: int
+    name: str
+    mode: str
+    version: int
+    text: str
+    created_at: datetime
+
+
+def _config(request, project_id: int, config_id: int, capability=Capability.VIEW_DASHBOARDS):
+    project, _ = project_for_user(request.auth, project_id, capability)
+    return get_object_or_404(JudgeConfig, project=project, pk=config_id)
+
+
+@router.get("/{project_id}/judges", response=list[JudgeConfigOut], summary="LM judge configs (keys never shown)")
+def list_judges(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return [selectors.judge_config_public(c) for c in selectors.judge_config_list(project=project)]
+
+
+@router.post("/{project_id}/judges", response={201: JudgeConfigOut}, summary="Add an LM judge")
+def create_judge(request, project_id: int, body: JudgeConfigIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    config = services.judge_config_create(project=project, user=request.auth, **body.dict())
+    return Status(201, selectors.judge_config_public(config))
+
+
+@router.get("/{project_id}/judges/{config_id}", response=JudgeConfigOut)
+def get_judge(request, project_id: int, config_id: int):
+    return selectors.judge_config_public(_config(request, project_id, config_id))
+
+
+@router.patch("/{project_id}/judges/{config_id}", response=JudgeConfigOut, summary="Change an LM judge")
+def update_judge(request, project_id: int, config_id: int, body: JudgeConfigPatch):
+    config = _config(request, project_id, config_id, Capability.DESIGN)
+    data = body.dict()
+    api_key, clear = data.pop("api_key"), data.pop("clear_api_key")
+    config = services.judge_config_update(config=config, api_key=api_key, clear_api_key=clear,
+                                          **{k: v for k, v in data.items() if v is not None})
+    return selectors.judge_config_public(config)
+
+
+@router.post("/{project_id}/judges/{config_id}/test", response=ConnectionTestOut,
+             summary="Ask the judge one small question now (one attempt, at most 15 s)")
+def test_judge(request, project_id: int, config_id: int):
+    return services.judge_config_test(config=_config(request, project_id, config_id, Capability.DESIGN))
+
+
+@router.get("/{project_id}/judge-templates", response=list[TemplateOut], summary="Judge prompt templates, all versions")
+def list_templates(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return list(JudgePromptTemplate.objects.filter(project=project).order_by("name", "-version"))
+
+
+@router.post("/{project_id}/judge-templates", response={201: TemplateOut},
+             summary="Save a template version (a new name starts at 1; unchanged text saves nothing)")
+def save_template(request, project_id: int, body: TemplateIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return Status(201, services.template_save(project=project, user=request.auth, **body.dict()))

@@ -1,0 +1,41 @@
+"""Reads for judging. A config is handed out as data without its key: pages and the API show
+`key_source` ("stored (encrypted)", "environment variable X", "none"), never the key."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun
+
+
+def judge_config_list(*, project) -> QuerySet[JudgeConfig]:
+    return JudgeConfig.objects.filter(project=project).order_by("name")
+
+
+def judge_config_public(config: JudgeConfig) -> dict:
+    return {"id": config.pk, "name": config.name, "backend": config.backend, "endpoint": config.endpoint,
+            "model": config.model, "max_concurrency": config.max_concurrency, "timeout_s": config.timeout_s,
+            "max_retries": config.max_retries, "api_key_env": config.api_key_env,
+            "has_stored_key": config.has_stored_key, "key_source": config.key_source}
+
+
+def template_latest_list(*, project) -> list[JudgePromptTemplate]:
+    """The newest version of each template name."""
+    seen, out = set(), []
+    for template in JudgePromptTemplate.objects.filter(project=project).order_by("name", "-version"):
+        if template.name not in seen:
+            seen.add(template.name)
+            out.append(template)
+    return out
+
+
+def template_versions(*, project, name: str) -> QuerySet[JudgePromptTemplate]:
+    return JudgePromptTemplate.objects.filter(project=project, name=name).order_by("-version")
+
+
+def run_list(*, project) -> QuerySet[LMLabellingRun]:
+    return LMLabellingRun.objects.filter(project=project).select_related("job", "judge_config").order_by("-id")
+
+
+def attempts_for(*, job_id: int) -> QuerySet[LMLabelAttempt]:
+    return LMLabelAttempt.objects.filter(run__job_id=job_id).order_by("id")

@@ -1,0 +1,111 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.forms_util import apply_service_errors
+from webapp.judging import selectors, services
+from webapp.judging.forms import JudgeConfigForm, TemplateForm
+from webapp.judging.models import JudgeConfig
+from webapp.projects.permissions import Capability, project_for_user, role_allows
+
+CONFIG_FIELDS = ("name", "backend", "endpoint", "model", "api_key_env", "max_concurrency", "timeout_s", "max_retries")
+
+
+@login_required
+def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    services.lm_runs_reconcile(project=project)
+    return render(request, "judging/home.html", {
+        "project": project, "can_design": role_allows(membership.role, Capability.DESIGN),
+        "configs": selectors.judge_config_list(project=project),
+        "templates": selectors.template_latest_list(project=project),
+        "runs": selectors.run_list(project=project)[:20],
+    })
+
+
+@login_required
+def judge_config_new(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    form = JudgeConfigForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            config = services.judge_config_create(project=project, user=request.user, api_key=data["api_key"],
+                                                  **{f: data[f] for f in CONFIG_FIELDS})
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Judge '{config.name}' saved. Test its connection below.")
+            return redirect("judge_config_edit", project_id=project.pk, config_id=config.pk)
+    return render(request, "judging/config_form.html", {"project": project, "form": form, "config": None},
+                  status=422 if form.errors else 200)
+
+
+@login_required
+def judge_config_edit(request: HttpRequest, project_id: int, config_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    config = get_object_or_404(JudgeConfig, project=project, pk=config_id)
+    if request.method == "POST":
+        project_for_user(request.user, project_id, Capability.DESIGN)
+        form = JudgeConfigForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                services.judge_config_update(config=config, api_key=data["api_key"],
+                                             clear_api_key=data["clear_api_key"],
+                                             **{f: data[f] for f in CONFIG_FIELDS})
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Judge '{config.name}' saved.")
+                return redirect("judge_config_edit", project_id=project.pk, config_id=config.pk)
+    else:
+        form = JudgeConfigForm(initial={f: getattr(config, f) for f in CONFIG_FIELDS})
+    return render(request, "judging/config_form.html", {
+        "project": project, "form": form, "config": config,
+        "can_design": role_allows(membership.role, Capability.DESIGN)}, status=422 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def judge_config_test(request: HttpRequest, project_id: int, config_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    config = get_object_or_404(JudgeConfig, project=project, pk=config_id)
+    try:
+        result = services.judge_config_test(config=config)
+    except ValidationError as exc:
+        result = {"ok": False, "message": " ".join(exc.messages), "reply": None}
+    return render(request, "judging/config_form.html#test-result", {"result": result})
+
+
+@login_required
+def template_edit(request: HttpRequest, project_id: int, name: str | None = None) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    versions = list(selectors.template_versions(project=project, name=name)) if name else []
+    if name and not versions:
+        raise Http404("No such template")
+    shown = versions[0] if versions else None
+    if request.GET.get("version", "").isdigit():
+        shown = next((v for v in versions if v.version == int(request.GET["version"])), shown)
+    if request.method == "POST":
+        project_for_user(request.user, project_id, Capability.DESIGN)
+        form = TemplateForm(request.POST)
+        if form.is_valid():
+            try:
+                template = services.template_save(project=project, user=request.user, **form.cleaned_data)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                messages.success(request, f"Saved {template}.")
+                return redirect("judge_template_edit", project_id=project.pk, name=template.name)
+    else:
+        from rlcore.judges.prompts import DEFAULT_COMPARE
+
+        form = TemplateForm(initial={"name": shown.name, "mode": shown.mode, "text": shown.text} if shown else
+                            {"name": "my-compare", "mode": "compare", "text": DEFAULT_COMPARE.text})
+    return render(request, "judging/template_form.html", {
+        "project": project, "form": form, "versions": versions, "shown": shown, "name": name,
+        "can_design": role_allows(membership.role, Capability.DESIGN)}, status=422 if form.errors else 200)

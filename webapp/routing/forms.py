@@ -1,0 +1,25 @@
+from django import forms
+
+STRATEGY_CHOICES = [
+    ("uncertainty", "uncertainty — judge doubt (position bias, low confidence) goes to people"),
+    ("topk", "topk — the comparisons with the largest predicted gain (Hybrid Preferences)"),
+    ("optimal_pos", "optimal_pos — every comparison with a positive predicted gain, up to the budget"),
+    ("random", "random — a uniform draw (baseline)"),
+]
+
+
+class PlanForm(forms.Form):
+    budget = forms.CharField(max_length=40, required=False, initial="25%",
+                             help_text="For people: a share (25%, 0.25) or a count (300) of the comparisons.")
+    strategy = forms.ChoiceField(choices=STRATEGY_CHOICES, initial="uncertainty")
+    judge_config = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="LM judge")
+    template = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Judge prompt")
+    seed = forms.IntegerField(initial=0, required=False)
+
+    def __init__(self, *args, project=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        from webapp.judging.selectors import judge_config_list, template_latest_list
+
+        self.fields["judge_config"].choices = [("", "—")] + [(c.pk, c.name) for c in judge_config_list(project=project)]
+        self.fields["template"].choices = [("", "built-in default")] + [
+            (t.pk, str(t)) for t in template_latest_list(project=project) if t.mode == "compare"]

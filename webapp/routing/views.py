@@ -1,0 +1,89 @@
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from webapp.forms_util import apply_service_errors
+from webapp.judging.services import lm_runs_reconcile
+from webapp.projects.permissions import Capability, project_for_user, role_allows
+from webapp.routing import selectors, services
+from webapp.routing.forms import PlanForm
+from webapp.routing.models import RoutingPlan
+
+DECISIONS_SHOWN = 300
+
+
+@login_required
+def routing_home(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    form = PlanForm(request.POST or None, project=project)
+    if request.method == "POST":
+        project_for_user(request.user, project_id, Capability.DESIGN)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                plan = services.routing_plan_create(
+                    project=project, user=request.user, budget=data["budget"], strategy=data["strategy"],
+                    judge_config_id=data["judge_config"], template_id=data["template"], seed=data["seed"] or 0)
+            except ValidationError as exc:
+                apply_service_errors(form, exc)
+            else:
+                return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
+    return render(request, "routing/home.html", {
+        "project": project, "form": form, "plans": selectors.plan_list(project=project)[:30],
+        "pool_size": len(services.routing_pool(project=project)),
+        "can_design": role_allows(membership.role, Capability.DESIGN)}, status=422 if form.errors else 200)
+
+
+@login_required
+def plan_detail(request: HttpRequest, project_id: int, plan_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    lm_runs_reconcile(project=project)
+    plan = get_object_or_404(RoutingPlan, project=project, pk=plan_id)
+    return render(request, "routing/plan.html", {
+        "project": project, "plan": plan, "decisions": selectors.plan_decisions(plan=plan)[:DECISIONS_SHOWN],
+        "counts": selectors.decision_counts(plan=plan), "shown_limit": DECISIONS_SHOWN,
+        "form": PlanForm(project=project, initial={"judge_config": plan.judge_config_id,
+                                                   "template": plan.template_id}),
+        "can_design": role_allows(membership.role, Capability.DESIGN)})
+
+
+@login_required
+@require_POST
+def plan_approve(request: HttpRequest, project_id: int, plan_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    plan = get_object_or_404(RoutingPlan, project=project, pk=plan_id)
+    try:
+        plan = services.routing_plan_approve(plan=plan, user=request.user,
+                                             judge_config_id=request.POST.get("judge_config") or None,
+                                             template_id=request.POST.get("template") or None)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+    else:
+        messages.success(request, f"Plan {plan.pk} approved: {plan.n_human} comparisons in the annotation queue, "
+                                  f"{plan.n_lm} for the LM judge.")
+    return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
+
+
+@login_required
+@require_POST
+def plan_rerun(request: HttpRequest, project_id: int, plan_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    plan = get_object_or_404(RoutingPlan, project=project, pk=plan_id)
+    try:
+        new = services.routing_plan_rerun(plan=plan, user=request.user)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
+    return redirect("routing_plan", project_id=project.pk, plan_id=new.pk)
+
+
+@login_required
+def feature_agreement(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    return render(request, "routing/_feature_agreement.html", {"project": project,
+                                                               **selectors.feature_agreement(project=project)})
