@@ -1,0 +1,154 @@
+"""LM judge configs (keys encrypted, never shown), connection tests against a real loopback
+OpenAI-compatible server, and versioned prompt templates: pages and REST API."""
+
+import socket
+
+import pytest
+
+from rlcore.judges.testing_server import ChatCompletionsServer, always, prefers_keyword
+from tests.conftest import PASSWORD, token_for
+from webapp.judging.models import JudgeConfig, JudgePromptTemplate
+from webapp.judging.secrets import decrypt_api_key
+
+SECRET = "sk-test-7f3a9c1e5b2d4f60-very-secret"
+
+pytestmark = pytest.mark.django_db
+
+
+class Api:
+    def __init__(self, client, user, project_id):
+        self.client, self.base = client, f"/api/v1/projects/{project_id}"
+        self.headers = {"Authorization": f"Bearer {token_for(user)}"}
+
+    def post(self, path, data=None):
+        return self.client.post(self.base + path, data or {}, content_type="application/json", headers=self.headers)
+
+    def patch(self, path, data):
+        return self.client.patch(self.base + path, data, content_type="application/json", headers=self.headers)
+
+    def get(self, path):
+        return self.client.get(self.base + path, headers=self.headers)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_it_stores_the_api_key_encrypted_uses_it_and_never_shows_it(client, people):
+    api = Api(client, people.users["bob"], people.project.pk)
+    with ChatCompletionsServer(prefers_keyword("4"), api_key=SECRET) as server:
+        created = api.post("/judges", {"name": "gpt", "endpoint": server.base_url, "model": "judge-1",
+                                       "api_key": SECRET, "max_concurrency": 4})
+        assert created.status_code == 201, created.content
+        body = created.json()
+        assert body["has_stored_key"] is True and body["key_source"] == "stored (encrypted)"
+        config = JudgeConfig.objects.get(pk=body["id"])
+        assert SECRET not in config.api_key_encrypted and decrypt_api_key(config.api_key_encrypted) == SECRET
+        assert SECRET not in repr(config) and SECRET not in str(config)
+
+        tested = api.post(f"/judges/{config.pk}/test")
+        assert tested.status_code == 200 and tested.json()["ok"] is True, tested.content
+        assert server.stats.authorization_failures == 0 and server.stats.requests == 1
+
+        client.login(username="bob", password=PASSWORD)
+        page_test = client.post(f"/projects/{people.project.pk}/judging/{config.pk}/test/")
+        seen = [created.content, tested.content, page_test.content, api.get("/judges").content,
+                api.get(f"/judges/{config.pk}").content, api.get("/judge-templates").content,
+                client.get(f"/projects/{people.project.pk}/judging/").content,
+                client.get(f"/projects/{people.project.pk}/judging/{config.pk}/").content,
+                client.get("/api/v1/openapi.json").content]
+        assert b'data-ok="true"' in page_test.content
+    for content in seen:
+        assert SECRET.encode() not in content
+        assert config.api_key_encrypted.encode() not in content
+
+
+def test_it_keeps_the_key_on_edit_unless_a_new_one_is_given_or_it_is_cleared(client, people):
+    api = Api(client, people.users["bob"], people.project.pk)
+    config_id = api.post("/judges", {"name": "j", "endpoint": "http://127.0.0.1:9/v1", "model": "m",
+                                     "api_key": SECRET}).json()["id"]
+    assert api.patch(f"/judges/{config_id}", {"timeout_s": 5}).json()["has_stored_key"] is True
+    assert decrypt_api_key(JudgeConfig.objects.get(pk=config_id).api_key_encrypted) == SECRET
+    api.patch(f"/judges/{config_id}", {"api_key": "sk-other"})
+    assert decrypt_api_key(JudgeConfig.objects.get(pk=config_id).api_key_encrypted) == "sk-other"
+    cleared = api.patch(f"/judges/{config_id}", {"clear_api_key": True, "api_key_env": "JUDGE_KEY"}).json()
+    assert cleared["has_stored_key"] is False and cleared["key_source"] == "environment variable JUDGE_KEY"
+    # The page's form never renders a stored key back (a password field without a value).
+    client.login(username="bob", password=PASSWORD)
+    api.patch(f"/judges/{config_id}", {"api_key": SECRET})
+    page = client.get(f"/projects/{people.project.pk}/judging/{config_id}/").content.decode()
+    assert 'type="password"' in page and SECRET not in page
+
+
+def test_it_says_what_is_wrong_when_the_endpoint_is_unreachable_or_answers_nonsense(client, people):
+    api = Api(client, people.users["bob"], people.project.pk)
+    url = f"http://127.0.0.1:{_closed_port()}/v1"
+    config_id = api.post("/judges", {"name": "down", "endpoint": url, "model": "m", "timeout_s": 2}).json()["id"]
+    result = api.post(f"/judges/{config_id}/test").json()
+    assert result["ok"] is False and url in result["message"] and "Could not get a reply" in result["message"]
+    client.login(username="bob", password=PASSWORD)
+    page = client.post(f"/projects/{people.project.pk}/judging/{config_id}/test/").content.decode()
+    assert 'data-ok="false"' in page and url in page
+
+    with ChatCompletionsServer(always("I would rather not say.")) as server:
+        api.patch(f"/judges/{config_id}", {"endpoint": server.base_url})
+        result = api.post(f"/judges/{config_id}/test").json()
+    assert result["ok"] is True and "no verdict" in result["message"] and result["reply"] == "I would rather not say."
+
+
+def test_it_rejects_bad_judge_settings_naming_each_field(client, people):
+    api = Api(client, people.users["bob"], people.project.pk)
+    bad = api.post("/judges", {"name": "x", "endpoint": "ftp://host", "model": "", "max_concurrency": 0,
+                               "timeout_s": -1, "api_key_env": "1-BAD"})
+    assert bad.status_code == 422
+    assert {d["field"] for d in bad.json()["detail"]} == {"endpoint", "model", "max_concurrency", "timeout_s",
+                                                           "api_key_env"}
+    api.post("/judges", {"name": "x", "endpoint": "http://h/v1", "model": "m"})
+    duplicate = api.post("/judges", {"name": "x", "endpoint": "http://h/v1", "model": "m"})
+    assert duplicate.status_code == 422 and duplicate.json()["detail"][0]["field"] == "name"
+    client.login(username="bob", password=PASSWORD)
+    page = client.post(f"/projects/{people.project.pk}/judging/new/",
+                       {"name": "y", "backend": "openai", "endpoint": "not a url", "model": "m", "max_concurrency": 8,
+                        "timeout_s": 60, "max_retries": 4})
+    assert page.status_code == 422 and "http(s) URL" in page.content.decode()
+    assert JudgeConfig.objects.filter(project=people.project).count() == 1
+
+
+def test_it_saves_each_prompt_edit_as_a_new_version_and_names_bad_placeholders(client, people):
+    api = Api(client, people.users["bob"], people.project.pk)
+    text = "Which is better for {prompt}?\n[Response A]\n{response_a}\n[Response B]\n{response_b}\nVerdict:"
+    first = api.post("/judge-templates", {"name": "strict", "text": text})
+    assert first.status_code == 201 and first.json()["version"] == 1
+    assert api.post("/judge-templates", {"name": "strict", "text": text}).json()["version"] == 1  # unchanged
+    second = api.post("/judge-templates", {"name": "strict", "text": text + " A or B."})
+    assert second.json()["version"] == 2
+    bad = api.post("/judge-templates", {"name": "strict", "text": "Judge {answer} please"})
+    assert bad.status_code == 422
+    assert bad.json()["detail"][0]["field"] == "text" and "{answer}" in bad.json()["detail"][0]["message"]
+    assert list(JudgePromptTemplate.objects.filter(name="strict").values_list("version", flat=True)) == [2, 1]
+
+    client.login(username="bob", password=PASSWORD)
+    page = client.post(f"/projects/{people.project.pk}/judging/templates/strict/",
+                       {"name": "strict", "mode": "compare", "text": "{response_a} vs {response_b}, {bogus}"})
+    assert page.status_code == 422 and "{bogus}" in page.content.decode()
+    saved = client.post(f"/projects/{people.project.pk}/judging/templates/strict/",
+                        {"name": "strict", "mode": "compare", "text": "{response_a} vs {response_b}?"})
+    assert saved.status_code == 302
+    page = client.get(f"/projects/{people.project.pk}/judging/templates/strict/?version=1").content.decode()
+    assert "strict@3" in page and "strict@1" in page and "Which is better for {prompt}?" in page
+
+
+@pytest.mark.parametrize("role,status", [("annotator", 403), ("viewer", 403), ("outsider", 404)])
+def test_it_lets_only_designers_change_judges(client, people, role, status):
+    owner = Api(client, people.users["alice"], people.project.pk)
+    config_id = owner.post("/judges", {"name": "j", "endpoint": "http://h/v1", "model": "m"}).json()["id"]
+    api = Api(client, people.by_role[role], people.project.pk)
+    assert api.post("/judges", {"name": "k", "endpoint": "http://h/v1", "model": "m"}).status_code == status
+    assert api.post(f"/judges/{config_id}/test").status_code == status
+    assert api.post("/judge-templates", {"name": "t", "text": "{response_a}"}).status_code == status
+    if role == "viewer":
+        assert api.get("/judges").status_code == 200
+    client.login(username=people.by_role[role].username, password=PASSWORD)
+    assert client.post(f"/projects/{people.project.pk}/judging/new/", {}).status_code == status
