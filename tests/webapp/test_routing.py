@@ -1,0 +1,172 @@
+"""Routing plans through the REST API and the pages: budgets and their errors, approval through the
+annotation queue, the performance model for topk / optimal_pos, permissions."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PASSWORD, token_for
+from tests.webapp.routing_helpers import keyword_rows, pairs_dataset
+from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel
+from webapp.annotation.services import assignment_next, label_submit, lm_label_create
+from webapp.jobs.models import Job
+from webapp.judging.models import LMLabellingRun
+from webapp.routing.models import RoutingDecision, RoutingPlan
+
+pytestmark = pytest.mark.django_db
+SECRET = "sk-routing-test-0b1c2d3e4f"
+
+
+class Api:
+    def __init__(self, client, user, project_id):
+        self.client, self.base = client, f"/api/v1/projects/{project_id}"
+        self.headers = {"Authorization": f"Bearer {token_for(user)}"}
+
+    def post(self, path, data=None):
+        return self.client.post(self.base + path, data or {}, content_type="application/json", headers=self.headers)
+
+    def get(self, path):
+        return self.client.get(self.base + path, headers=self.headers)
+
+
+@pytest.fixture
+def pool(people):
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(12, biased_every=3))
+    return list(Comparison.objects.filter(project=people.project).order_by("id"))
+
+
+def _errors(response) -> dict:
+    return {d["field"]: d["message"] for d in response.json()["detail"]}
+
+
+def test_it_names_the_budget_problem_and_stores_nothing(client, people, pool):
+    api = Api(client, people.users["bob"], people.project.pk)
+    above = api.post("/routing/plans", {"budget": "13", "strategy": "random"})
+    assert above.status_code == 422
+    assert "13 is more than the 12 comparisons" in _errors(above)["budget"]
+    below = api.post("/routing/plans", {"budget": "-1", "strategy": "random"})
+    assert "below zero" in _errors(below)["budget"]
+    share = api.post("/routing/plans", {"budget": "150%", "strategy": "random"})
+    assert "above 1" in _errors(share)["budget"]
+    garbage = api.post("/routing/plans", {"budget": "lots", "strategy": "sideways"})
+    assert set(_errors(garbage)) == {"budget", "strategy"}
+    assert RoutingPlan.objects.count() == 0
+
+    client.login(username="bob", password=PASSWORD)
+    page = client.post(f"/projects/{people.project.pk}/routing/", {"budget": "40", "strategy": "uncertainty"})
+    assert page.status_code == 422
+    html = page.content.decode()
+    assert 'id="error-budget"' in html and "40 is more than the 12 comparisons" in html
+    assert RoutingPlan.objects.count() == 0
+
+
+def test_it_routes_a_share_and_shows_how_many_go_where_and_why(client, people, pool):
+    # Judge signals from earlier LM labels: position bias on every third comparison.
+    for i, c in enumerate(pool):
+        lm_label_create(comparison=c, choice="tie" if i % 3 == 2 else "a", model_version="m",
+                        provenance={"position_bias": i % 3 == 2, "confidence": 0.0 if i % 3 == 2 else 0.9})
+    api = Api(client, people.users["bob"], people.project.pk)
+    plan = api.post("/routing/plans", {"budget": "25%", "strategy": "uncertainty"})
+    assert plan.status_code == 201, plan.content
+    body = plan.json()
+    assert (body["n_total"], body["n_human"], body["n_lm"], body["status"]) == (12, 3, 9, "draft")
+    human = {d["comparison_id"] for d in body["decisions"] if d["route"] == "human"}
+    biased = {c.pk for i, c in enumerate(pool) if i % 3 == 2}
+    assert human <= biased  # the judge's doubtful ones go to people
+    assert body["top_features"][0]["feature"] in ("judge_position_disagreement", "judge_confidence")
+    assert all(d["status"] == "proposed" for d in body["decisions"])
+    client.login(username="dave", password=PASSWORD)  # a viewer sees the plan and its reasons
+    page = client.get(f"/projects/{people.project.pk}/routing/plans/{body['id']}/").content.decode()
+    assert 'id="n-human">3<' in page and "judge_position_disagreement" in page and 'id="approve"' not in page
+
+
+def test_it_applies_an_approved_plan_through_the_queue_and_a_judge_job(client, people, pool, settings):
+    api = Api(client, people.users["bob"], people.project.pk)
+    judge = api.post("/judges", {"name": "j", "endpoint": "http://127.0.0.1:9/v1", "model": "m",
+                                 "api_key": SECRET}).json()
+    plan = api.post("/routing/plans", {"budget": "4", "strategy": "random", "seed": 3}).json()
+    refused = api.post(f"/routing/plans/{plan['id']}/approve", {})
+    assert refused.status_code == 422 and "Choose the LM judge for the 8 comparisons" in _errors(refused)["judge_config"]
+    approved = api.post(f"/routing/plans/{plan['id']}/approve", {"judge_config_id": judge["id"]})
+    assert approved.status_code == 200, approved.content
+    body = approved.json()
+    human = {d["comparison_id"] for d in body["decisions"] if d["route"] == "human"}
+    lm = {d["comparison_id"] for d in body["decisions"] if d["route"] == "lm"}
+    assert body["status"] == "approved" and len(human) == 4 and len(lm) == 8
+    assert {d["status"] for d in body["decisions"]} == {"human_queue", "lm_pending"}
+    # The annotation queue hands out the human side only.
+    seen = set()
+    for annotator in ("carol", "bob", "alice", "dave"):
+        while (a := assignment_next(project=people.project, user=people.users[annotator])) is not None:
+            seen.add(a.comparison_id)
+            label_submit(project=people.project, user=people.users[annotator], assignment_id=a.pk, choice="a",
+                         strength=1)
+    assert seen == human
+    # The LM side goes to one judge job: pairs snapshot in canonical order, key off the command line.
+    job = Job.objects.get(pk=body["job_id"])
+    assert job.kind == "judge_labels" and job.queue == "default"
+    assert SECRET not in json.dumps(job.argv) and SECRET not in json.dumps(job.spec)
+    folder = Path(job.output_dir)
+    pairs = [json.loads(line) for line in (folder / "pairs.jsonl").read_text().splitlines()]
+    assert {int(p["id"]) for p in pairs} == lm
+    first = Comparison.objects.get(pk=pairs[0]["id"])
+    assert pairs[0]["response_a"] == first.responses()[0].text
+    assert (folder / "api-key").read_text() == SECRET and oct((folder / "api-key").stat().st_mode)[-3:] == "600"
+    assert LMLabellingRun.objects.get(job=job).comparison_ids == sorted(lm)
+    again = api.post(f"/routing/plans/{plan['id']}/approve", {"judge_config_id": judge["id"]})
+    assert again.status_code == 422 and "re-run it" in _errors(again)["plan"]
+
+
+def test_it_reruns_on_the_comparisons_people_have_not_labelled(client, people, pool):
+    api = Api(client, people.users["bob"], people.project.pk)
+    plan = api.post("/routing/plans", {"budget": "50%", "strategy": "random"}).json()
+    for c in pool[:4]:
+        PreferenceLabel.objects.create(comparison=c, source=LabelSource.HUMAN, annotator=people.users["carol"],
+                                       choice="a", strength=1)
+        Comparison.objects.filter(pk=c.pk).update(human_label_count=1)
+    rerun = api.post(f"/routing/plans/{plan['id']}/rerun")
+    assert rerun.status_code == 201
+    body = rerun.json()
+    assert body["parent_id"] == plan["id"] and (body["n_total"], body["n_human"]) == (8, 4)
+    assert not {d["comparison_id"] for d in body["decisions"]} & {c.pk for c in pool[:4]}
+
+
+def test_it_predicts_the_gain_with_topk_once_enough_comparisons_have_both_labels(client, people):
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(30, biased_every=3))
+    comparisons = list(Comparison.objects.filter(project=people.project).order_by("id"))
+    api = Api(client, people.users["bob"], people.project.pk)
+    early = api.post("/routing/plans", {"budget": "5", "strategy": "topk"})
+    assert early.status_code == 422 and "this project has 0" in _errors(early)["strategy"]
+    for i, c in enumerate(comparisons[:14]):
+        a_text = c.responses()[0].text
+        truth = "a" if "thanks" in a_text else "b"
+        PreferenceLabel.objects.create(comparison=c, source=LabelSource.HUMAN, annotator=people.users["carol"],
+                                       choice=truth, strength=1)
+        lm_label_create(comparison=c, choice=truth if i % 3 != 2 else "a", model_version="m",
+                        provenance={"position_bias": i % 3 == 2, "confidence": 0.5 if i % 3 == 2 else 0.9})
+    # The fit pool has both labels; the routed pool is the comparisons no person labelled.
+    Comparison.objects.filter(pk__in=[c.pk for c in comparisons[:14]]).update(human_label_count=1)
+    plan = api.post("/routing/plans", {"budget": "25%", "strategy": "topk"})
+    assert plan.status_code == 201, plan.content
+    body = plan.json()
+    assert (body["n_total"], body["n_human"]) == (16, 4)
+    assert body["predicted_gain"] is not None and body["model_info"]["fit_pool"] == 14
+    assert body["top_features"] and all(d["top_features"] for d in body["decisions"] if d["route"] == "human")
+    optimal = api.post("/routing/plans", {"budget": "", "strategy": "optimal_pos"})
+    assert optimal.status_code == 201 and optimal.json()["n_human"] <= 16
+    assert RoutingDecision.objects.filter(plan_id=body["id"]).count() == 16
+
+
+@pytest.mark.parametrize("role,status", [("annotator", 403), ("viewer", 403), ("outsider", 404)])
+def test_it_lets_only_designers_plan_and_approve(client, people, pool, role, status):
+    plan = Api(client, people.users["alice"], people.project.pk).post(
+        "/routing/plans", {"budget": "2", "strategy": "random"}).json()
+    api = Api(client, people.by_role[role], people.project.pk)
+    assert api.post("/routing/plans", {"budget": "2", "strategy": "random"}).status_code == status
+    assert api.post(f"/routing/plans/{plan['id']}/approve", {}).status_code == status
+    assert api.post(f"/routing/plans/{plan['id']}/rerun").status_code == status
+    assert api.get(f"/routing/plans/{plan['id']}").status_code == (200 if role == "viewer" else status)
+    client.login(username=people.by_role[role].username, password=PASSWORD)
+    assert client.post(f"/projects/{people.project.pk}/routing/plans/{plan['id']}/approve/").status_code == status
+    assert RoutingPlan.objects.get(pk=plan["id"]).status == "draft"
