@@ -98,7 +98,7 @@ def audit(project_id: int) -> tuple[int, int]:
 
 
 def annotator(port: int, project_id: int, token: str, stop_at: float, latencies: list[float], counts: dict,
-              lock: threading.Lock, seen: set) -> None:
+              lock: threading.Lock) -> None:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     base = f"/api/v1/projects/{project_id}/annotation"
@@ -210,7 +210,7 @@ def main() -> None:
         lock = threading.Lock()
         # warm-up: every worker process opens its database connection
         warm_stop = time.time() + 1.5
-        warm = [threading.Thread(target=annotator, args=(port, project_id, t, warm_stop, [], dict(counts), lock, set()))
+        warm = [threading.Thread(target=annotator, args=(port, project_id, t, warm_stop, [], dict(counts), lock))
                 for t in tokens]
         for t in warm:
             t.start()
@@ -220,7 +220,7 @@ def main() -> None:
         web_before, db_before = cpu_seconds(web), cpu_seconds(db)
         started = time.time()
         stop_at = started + args.seconds
-        threads = [threading.Thread(target=annotator, args=(port, project_id, t, stop_at, latencies, counts, lock, set()))
+        threads = [threading.Thread(target=annotator, args=(port, project_id, t, stop_at, latencies, counts, lock))
                    for t in tokens]
         for t in threads:
             t.start()

@@ -3,7 +3,6 @@
 import io
 import json
 import shutil
-import zipfile
 
 import pyarrow as pa
 import pyarrow.parquet as pq
