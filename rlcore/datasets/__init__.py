@@ -2,7 +2,9 @@
 Hugging Face ``save_to_disk`` folders, and TRL preference-dataset writers."""
 
 from rlcore.datasets.readers import FORMATS, RowError, SourceError, SourceReader, detect_format
-from rlcore.datasets.rows import ImportedLabel, ImportedResponse, ImportedRow, merge_exported_rows, normalize_record
+from rlcore.datasets.rows import (
+    ImportedLabel, ImportedResponse, ImportedRow, check_columns, merge_exported_rows, normalize_record,
+)
 from rlcore.datasets.trl_export import (
     TIE_POLICIES, ExportLabel, ExportResponse, preference_rows, write_preferences,
 )
@@ -12,7 +14,11 @@ def iter_import_rows(reader: SourceReader):
     """Normalised rows (or RowErrors) of a source, exported comparisons merged back together."""
 
     def normalised():
+        checked = False
         for line, record in reader:
+            if not checked and reader.columns:  # known once the header (or schema) is read
+                check_columns(reader.columns, reader.name)
+                checked = True
             if isinstance(record, RowError):
                 yield record
                 continue
@@ -26,4 +32,4 @@ def iter_import_rows(reader: SourceReader):
 
 __all__ = ["FORMATS", "RowError", "SourceError", "SourceReader", "detect_format", "ImportedLabel",
            "ImportedResponse", "ImportedRow", "merge_exported_rows", "normalize_record", "TIE_POLICIES",
-           "ExportLabel", "ExportResponse", "preference_rows", "write_preferences", "iter_import_rows"]
+           "ExportLabel", "ExportResponse", "preference_rows", "write_preferences", "iter_import_rows", "check_columns"]

@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlcore.datasets.readers import RowError
+from rlcore.datasets.readers import RowError, SourceError
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 PROVENANCE_COLUMNS = ("label_id", "comparison_id", "source", "annotator", "annotator_id", "model_version",
@@ -168,6 +168,21 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     return str(value)
+
+
+def check_columns(columns: Iterable[str], name: str) -> None:
+    """A file with a header (CSV, Parquet, HF) must have a column of one of the accepted shapes.
+
+    >>> check_columns(["question", "answer"], "qa.csv")
+    Traceback (most recent call last):
+    ...
+    rlcore.datasets.readers.SourceError: qa.csv has no 'prompt', 'messages', 'conversations' or 'chosen'/'rejected' column (columns: question, answer)
+    """
+    columns = list(columns)
+    if {"prompt", "messages", "conversations"} & set(columns) or {"chosen", "rejected"} <= set(columns):
+        return
+    raise SourceError(f"{name} has no 'prompt', 'messages', 'conversations' or 'chosen'/'rejected' column "
+                      f"(columns: {', '.join(map(str, columns))})")
 
 
 def normalize_record(record: dict[str, Any], line: int) -> ImportedRow:

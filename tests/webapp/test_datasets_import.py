@@ -220,3 +220,17 @@ def test_it_shows_no_rows_of_a_failed_import_and_keeps_the_database_clean(client
     assert "line 2501: not valid JSON" in " ".join(d["message"] for d in r.json()["detail"])
     assert Prompt.objects.count() == 0 and Response.objects.count() == 0 and Comparison.objects.count() == 0
     assert PreferenceLabel.objects.count() == 0
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("filename,content", [
+    ("qa.csv", b"question,answer\nwhat?,that\n"),
+    ("qa.parquet", _parquet([{"question": "what?", "answer": "that"}])),
+])
+def test_it_names_the_missing_column_once_for_a_file_with_a_header(client, people, filename, content):
+    r = _upload(client, people.users["alice"], people.project.pk, filename, content)
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["message"] == (
+        f"{filename} has no 'prompt', 'messages', 'conversations' or 'chosen'/'rejected' column "
+        "(columns: question, answer)")
+    assert not Prompt.objects.exists()
