@@ -322,7 +322,7 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
 
     finished_now = None
     with transaction.atomic():
-        run = (LMLabellingRun.objects.select_for_update().select_related("judge_config", "template", "project")
+        run = (LMLabellingRun.objects.select_for_update(of=("self",)).select_related("judge_config", "template", "project")
                .filter(job=job).first())
         if run is None or run.finished:
             return run

@@ -1,0 +1,119 @@
+"""Routing end to end, over real HTTP against real Celery workers and a real loopback
+OpenAI-compatible judge: approve a plan -> the LM job labels its side in both orders; pairs the judge
+cannot label go back to people with the reason; an unreachable endpoint labels nothing; a re-run
+uses the judge's signals; the API key appears nowhere."""
+
+import json
+import socket
+from pathlib import Path
+
+import httpx
+import pytest
+
+from rlcore.judges.testing_server import ChatCompletionsServer
+from tests.conftest import token_for, wait_for
+from tests.webapp.routing_helpers import judge_policy, keyword_rows, pairs_dataset
+from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel
+from webapp.jobs.models import Job, JobState
+from webapp.judging.models import LMLabelAttempt
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
+SECRET = "sk-e2e-judge-key-5a6b7c8d9e0f"
+
+
+@pytest.fixture
+def api(app_server, people):
+    with httpx.Client(base_url=f"{app_server}/api/v1/projects/{people.project.pk}",
+                      headers={"Authorization": f"Bearer {token_for(people.users['bob'])}"}, timeout=60) as client:
+        yield client
+
+
+def _finished_plan(api, plan_id, timeout=60):
+    def done():
+        body = api.get(f"/routing/plans/{plan_id}").json()
+        return body if "lm_pending" not in body["decision_counts"] else None
+
+    return wait_for(done, timeout, 0.5, f"plan {plan_id}'s LM labels")
+
+
+def test_it_labels_the_lm_side_in_both_orders_and_returns_refusals_to_people(api, people, celery_workers):
+    pairs_dataset(project=people.project, user=people.users["alice"],
+                  rows=keyword_rows(12, biased_every=3, refuse_every=4))
+    with ChatCompletionsServer(judge_policy, api_key=SECRET) as server:
+        judge = api.post("/judges", json={"name": "loopback", "endpoint": server.base_url, "model": "judge-1",
+                                          "api_key": SECRET, "max_concurrency": 4, "timeout_s": 10}).json()
+        plan = api.post("/routing/plans", json={"budget": "0", "strategy": "uncertainty"}).json()
+        assert (plan["n_human"], plan["n_lm"]) == (0, 12)
+        approved = api.post(f"/routing/plans/{plan['id']}/approve", json={"judge_config_id": judge["id"]})
+        assert approved.status_code == 200, approved.text
+        assert not any(c.is_active for c in Comparison.objects.filter(project=people.project))
+        body = _finished_plan(api, plan["id"])
+        assert server.stats.authorization_failures == 0 and server.stats.requests >= 24
+
+    job = Job.objects.get(pk=body["job_id"])
+    assert job.state == JobState.SUCCEEDED, job.error
+    statuses = {d["comparison_id"]: d for d in body["decisions"]}
+    refused = {c.pk for c in Comparison.objects.filter(prompt__text__startswith="REFUSE")}
+    assert len(refused) == 3
+    assert {cid for cid, d in statuses.items() if d["status"] == "returned"} == refused
+    assert all("judge refused: I can't help with that." in statuses[cid]["reason"] for cid in refused)
+    # Labels are never invented: refused pairs have none, and are back in the annotation queue.
+    assert not PreferenceLabel.objects.filter(comparison_id__in=refused).exists()
+    assert set(Comparison.objects.filter(is_active=True).values_list("pk", flat=True)) == refused
+    item = api.post("/annotation/next").json()
+    assert item["comparison_id"] in refused
+
+    labels = {lab.comparison_id: lab for lab in PreferenceLabel.objects.filter(source=LabelSource.LM)}
+    assert len(labels) == 9 and all(statuses[cid]["status"] == "lm_labelled" for cid in labels)
+    for cid, label in labels.items():
+        prov = label.provenance
+        ab, ba = prov["orders"]["ab"], prov["orders"]["ba"]
+        assert ab["rendered_prompt"] != ba["rendered_prompt"] and ab["raw_reply"] and ba["raw_reply"]
+        assert prov["template"] == "default-compare@1" and prov["job_id"] == job.pk
+        comparison = Comparison.objects.get(pk=cid)
+        a_text = comparison.responses()[0].text
+        if "thanks" in comparison.responses()[0].text + comparison.responses()[1].text:
+            assert label.choice == ("a" if "thanks" in a_text else "b") and prov["position_bias"] is False
+            assert prov["confidence_source"] == "logprobs" and prov["confidence"] == pytest.approx(0.9)
+            assert label.strength == 2
+        else:  # the judge said "A" both times: the orders disagree, a tie marked as position bias
+            assert label.choice == "tie" and prov["position_bias"] is True and prov["confidence"] == 0.0
+            assert (prov["forward_verdict"], prov["swapped_verdict"]) == ("A", "B")
+
+    # The key is nowhere: job record, job log, API answers, files left in the job folder.
+    job_api = api.get(f"/jobs/{job.pk}")
+    assert job_api.status_code == 200
+    leaks = [json.dumps(job.argv), json.dumps(job.spec), job.log_tail, job.error, job_api.text,
+             api.get(f"/routing/plans/{plan['id']}").text, api.get("/judges").text]
+    leaks += [p.read_text(errors="replace") for p in Path(job.output_dir).iterdir()]
+    assert not any(SECRET in text for text in leaks)
+
+    # Re-run as labels arrived: the same settings, now with the judge's signals; its doubt (position
+    # bias) ranks those comparisons first, and a budget of 3 sends exactly them to people.
+    rerun = api.post(f"/routing/plans/{plan['id']}/rerun").json()
+    biased = {cid for cid, lab in labels.items() if lab.provenance["position_bias"]}
+    scores = {d["comparison_id"]: d for d in rerun["decisions"]}
+    assert rerun["parent_id"] == plan["id"] and rerun["n_total"] == 12
+    assert min(scores[c]["score"] for c in biased) > max(scores[c]["score"] for c in labels if c not in biased)
+    assert all(scores[c]["top_features"][0]["feature"] == "judge_position_disagreement" for c in biased)
+    budgeted = api.post("/routing/plans", json={"budget": "3", "strategy": "uncertainty"}).json()
+    assert {d["comparison_id"] for d in budgeted["decisions"] if d["route"] == "human"} == biased
+
+
+def test_it_labels_nothing_when_the_endpoint_is_unreachable_and_gives_everything_back(api, people, celery_workers):
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(5))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    judge = api.post("/judges", json={"name": "down", "endpoint": f"http://127.0.0.1:{port}/v1", "model": "m",
+                                      "timeout_s": 2, "max_retries": 1}).json()
+    plan = api.post("/routing/plans", json={"budget": "1", "strategy": "random",
+                                            "judge_config_id": judge["id"]}).json()
+    api.post(f"/routing/plans/{plan['id']}/approve", json={})
+    body = _finished_plan(api, plan["id"])
+    assert body["decision_counts"] == {"human_queue": 1, "returned": 4}
+    reasons = [d["reason"] for d in body["decisions"] if d["status"] == "returned"]
+    assert all("judge call failed" in r for r in reasons), reasons
+    assert not PreferenceLabel.objects.filter(source=LabelSource.LM).exists()
+    assert LMLabelAttempt.objects.filter(status="failed").count() == 4
+    assert Comparison.objects.filter(project=people.project, is_active=True).count() == 5
