@@ -144,6 +144,9 @@ JOB_REAPER_INTERVAL_SECONDS = float(os.environ.get("JOB_REAPER_INTERVAL_SECONDS"
 # After SIGTERM, how long a cancelled job may spend saving a checkpoint before SIGKILL.
 JOB_KILL_GRACE_SECONDS = float(os.environ.get("JOB_KILL_GRACE_SECONDS", "10"))
 
+# How often a worker stores the labels a running LM judge job has written so far.
+LM_LABELS_RECORD_INTERVAL_SECONDS = float(os.environ.get("LM_LABELS_RECORD_INTERVAL_SECONDS", "5"))
+
 # Redis for live-update fan-out (SSE). Empty: dashboards poll the database instead.
 REDIS_URL = os.environ.get("REDIS_URL", "")
 
@@ -180,5 +183,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
     })
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "jobs.reap_stale", "schedule": JOB_REAPER_INTERVAL_SECONDS},
+    # LM labels are stored while the judge job runs, and a failed or cancelled one gives its pairs back.
+    "record-lm-labels": {"task": "judging.record_lm_labels", "schedule": LM_LABELS_RECORD_INTERVAL_SECONDS},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")

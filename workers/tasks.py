@@ -22,3 +22,10 @@ def import_dataset(dataset_id: int) -> None:
     from webapp.datasets.services import dataset_import_run
 
     dataset_import_run(dataset_id=dataset_id)
+
+
+@shared_task(name="judging.record_lm_labels")
+def record_lm_labels() -> int:
+    from webapp.judging.services import lm_runs_reconcile_all
+
+    return lm_runs_reconcile_all()

@@ -117,3 +117,26 @@ def test_it_labels_nothing_when_the_endpoint_is_unreachable_and_gives_everything
     assert not PreferenceLabel.objects.filter(source=LabelSource.LM).exists()
     assert LMLabelAttempt.objects.filter(status="failed").count() == 4
     assert Comparison.objects.filter(project=people.project, is_active=True).count() == 5
+
+
+def test_it_gives_the_pairs_of_a_cancelled_judge_job_back_to_people_without_anyone_looking(api, people,
+                                                                                           celery_workers):
+    from rlcore.judges.testing_server import always
+    from webapp.routing.models import RoutingDecision
+
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(4))
+    with ChatCompletionsServer(always("Verdict: A", delay_s=30)) as server:
+        judge = api.post("/judges", json={"name": "slow", "endpoint": server.base_url, "model": "m",
+                                          "timeout_s": 60}).json()
+        plan = api.post("/routing/plans", json={"budget": "0", "strategy": "random",
+                                                "judge_config_id": judge["id"]}).json()
+        job_id = api.post(f"/routing/plans/{plan['id']}/approve", json={}).json()["job_id"]
+        wait_for(lambda: server.stats.requests > 0, 30, 0.2, "the judge job to send requests")
+        assert api.post(f"/jobs/{job_id}/cancel").status_code in (200, 202)
+        # Only the workers' periodic recorder runs now: nothing reads the plan through the web.
+        wait_for(lambda: RoutingDecision.objects.filter(plan_id=plan["id"], status="returned").count() == 4, 40,
+                 0.5, "the cancelled job's pairs to go back to people")
+    reasons = set(RoutingDecision.objects.filter(plan_id=plan["id"]).values_list("reason", flat=True))
+    assert reasons == {"the labelling job was cancelled before reaching it"}
+    assert Comparison.objects.filter(project=people.project, is_active=True).count() == 4
+    assert not PreferenceLabel.objects.filter(source=LabelSource.LM).exists()

@@ -24,7 +24,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, PreferenceLabel
+from webapp.annotation.models import Comparison, ComparisonKind
 from webapp.jobs.models import FINISHED_STATES, Job, JobState
 from webapp.judging.models import (
     AttemptStatus, JudgeBackend, JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun, PromptMode,
@@ -391,5 +391,14 @@ def lm_runs_reconcile(*, project) -> int:
     return n
 
 
-def lm_label_count(*, project) -> int:
-    return PreferenceLabel.objects.filter(comparison__project=project, source=LabelSource.LM).count()
+def lm_runs_reconcile_all() -> int:
+    """Every project's unfinished runs (the beat task `judging.record_lm_labels`)."""
+    n = 0
+    for job in Job.objects.filter(lm_labelling__finished=False).exclude(state=JobState.QUEUED):
+        try:
+            lm_labels_record(job=job)
+            n += 1
+        except Exception:  # one broken run must not stop the others
+            logger.exception("could not record the LM labels of job %s", job.pk)
+    return n
+
