@@ -170,3 +170,44 @@ def test_it_lets_only_designers_plan_and_approve(client, people, pool, role, sta
     client.login(username=people.by_role[role].username, password=PASSWORD)
     assert client.post(f"/projects/{people.project.pk}/routing/plans/{plan['id']}/approve/").status_code == status
     assert RoutingPlan.objects.get(pk=plan["id"]).status == "draft"
+
+
+def test_it_shows_human_lm_agreement_per_routing_feature_on_the_agreement_page(client, people, pool):
+    carol, bob = people.users["carol"], people.users["bob"]
+    for i, c in enumerate(pool):
+        human = "a" if "thanks" in c.responses()[0].text else "b"
+        for user in (carol, bob):
+            PreferenceLabel.objects.create(comparison=c, source=LabelSource.HUMAN, annotator=user, choice=human,
+                                           strength=1)
+        # The LM agrees on the "thanks" pairs and always says "a" on the others (topic "pets").
+        lm_label_create(comparison=c, choice=human if i % 3 != 2 else "a", model_version="m", provenance={})
+    api = Api(client, people.users["dave"], people.project.pk)
+    body = api.get("/routing/agreement").json()
+    assert body["n_both"] == 12
+    assert body["by_pair_kind"]["human-human"]["percent_agreement"] == 1.0
+    # pets pairs (every third) have no "thanks": people say b, the LM says a; 8 of 12 agree.
+    assert body["by_pair_kind"]["human-lm"]["percent_agreement"] == pytest.approx(8 / 12)
+    by_feature = body["by_feature"]
+    assert by_feature["category=chat"]["percent_agreement"] == 1.0
+    assert by_feature["category=pets"]["percent_agreement"] == 0.0
+    client.login(username="dave", password=PASSWORD)
+    page = client.get(f"/projects/{people.project.pk}/agreement/").content.decode()
+    assert f"/projects/{people.project.pk}/routing/agreement-by-feature/" in page
+    fragment = client.get(f"/projects/{people.project.pk}/routing/agreement-by-feature/").content.decode()
+    assert 'data-feature="category=pets"' in fragment and 'data-kind="human-lm"' in fragment
+
+
+def test_it_renders_the_routing_and_judge_pages_for_a_designer(client, people, pool):
+    client.login(username="bob", password=PASSWORD)
+    base = f"/projects/{people.project.pk}"
+    home = client.get(f"{base}/routing/").content.decode()
+    assert "12 pairwise comparisons have no human label yet" in home and 'id="plan-form"' in home
+    created = client.post(f"{base}/routing/", {"budget": "25%", "strategy": "random", "seed": 1})
+    assert created.status_code == 302
+    plan = RoutingPlan.objects.get()
+    page = client.get(created.headers["Location"]).content.decode()
+    assert 'id="approve"' in page and 'id="n-human">3<' in page and 'id="n-lm">9<' in page
+    refused = client.post(f"{base}/routing/plans/{plan.pk}/approve/", follow=True).content.decode()
+    assert "Choose the LM judge for the 9 comparisons" in refused
+    assert client.get(f"{base}/judging/").status_code == 200
+    assert "{response_a}" in client.get(f"{base}/judging/templates/new/").content.decode()
