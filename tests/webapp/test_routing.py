@@ -211,3 +211,17 @@ def test_it_renders_the_routing_and_judge_pages_for_a_designer(client, people, p
     assert "Choose the LM judge for the 9 comparisons" in refused
     assert client.get(f"{base}/judging/").status_code == 200
     assert "{response_a}" in client.get(f"{base}/judging/templates/new/").content.decode()
+
+
+def test_it_refuses_to_approve_while_an_earlier_judge_job_is_still_labelling(client, people, pool):
+    api = Api(client, people.users["bob"], people.project.pk)
+    judge = api.post("/judges", {"name": "j", "endpoint": "http://127.0.0.1:9/v1", "model": "m"}).json()
+    first = api.post("/routing/plans", {"budget": "6", "strategy": "random", "judge_config_id": judge["id"]}).json()
+    job_id = api.post(f"/routing/plans/{first['id']}/approve").json()["job_id"]
+    second = api.post("/routing/plans", {"budget": "6", "strategy": "random", "seed": 1,
+                                         "judge_config_id": judge["id"]}).json()
+    refused = api.post(f"/routing/plans/{second['id']}/approve")
+    assert refused.status_code == 422
+    assert f"LM labelling job {job_id} is still labelling 6 comparisons" in _errors(refused)["plan"]
+    assert RoutingPlan.objects.get(pk=second["id"]).status == "draft"
+    assert RoutingPlan.objects.get(pk=first["id"]).status == "approved"

@@ -24,12 +24,14 @@ from django.db import transaction
 from django.utils import timezone
 
 from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, PreferenceLabel
-from webapp.judging.models import JudgeConfig, JudgePromptTemplate
+from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabellingRun
 from webapp.routing.models import DecisionStatus, PlanStatus, Route, RoutingDecision, RoutingPlan
 
 logger = logging.getLogger(__name__)
 
 MIN_FIT_POOL = 10
+# The fit runs in the request (about 1.4 s per 1000 comparisons); a larger pool is sampled down to this.
+MAX_FIT_POOL = 2000
 FIT_SIMULATIONS = 120
 VECTOR_DIMS = 256
 TOP_FEATURES = 6
@@ -109,6 +111,8 @@ def _fit_pool(project) -> tuple[list[Comparison], list[float], list[float]]:
         else:
             human[cid].append(_VALUE[choice])
     ids = sorted(set(human) & set(lm))
+    if len(ids) > MAX_FIT_POOL:
+        ids = sorted(np.random.default_rng(0).choice(ids, MAX_FIT_POOL, replace=False).tolist())
     comparisons = list(Comparison.objects.select_related("prompt").filter(pk__in=ids).order_by("id"))
     h = [float(np.round(np.mean(human[c.pk]) * 2) / 2) for c in comparisons]
     return comparisons, h, [lm[c.pk] for c in comparisons]
@@ -252,6 +256,11 @@ def routing_plan_approve(*, plan: RoutingPlan, user, judge_config_id=None, templ
         already = set(PreferenceLabel.objects.filter(comparison_id__in=lm_side, source=LabelSource.LM)
                       .values_list("comparison_id", flat=True))
         to_label = [cid for cid in lm_side if cid not in already]
+        busy = LMLabellingRun.objects.filter(project=project, finished=False).select_related("job").first()
+        if to_label and busy is not None:
+            raise ValidationError({"plan": f"LM labelling job {busy.job_id} is still labelling "
+                                           f"{len(busy.comparison_ids)} comparisons ({busy.job.state}): wait for it "
+                                           "or cancel it, then approve."})
         if to_label and plan.judge_config is None:
             raise ValidationError({"judge_config": f"Choose the LM judge for the {len(to_label)} comparisons "
                                                    "routed to it (Judges page)."})
