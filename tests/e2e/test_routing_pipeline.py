@@ -140,3 +140,28 @@ def test_it_gives_the_pairs_of_a_cancelled_judge_job_back_to_people_without_anyo
     assert reasons == {"the labelling job was cancelled before reaching it"}
     assert Comparison.objects.filter(project=people.project, is_active=True).count() == 4
     assert not PreferenceLabel.objects.filter(source=LabelSource.LM).exists()
+
+
+def test_it_labels_with_a_local_hugging_face_judge_and_a_saved_prompt_version(api, people, celery_workers,
+                                                                              tmp_path):
+    from test_judge_local_hf import SHORT, build_always_a_judge_model
+
+    model_dir = build_always_a_judge_model(tmp_path / "judge")  # always answers "Verdict: A"
+    rows = [{"prompt": f"w{i}", "responses": ["w1 w2 " * (i + 1), "w3 thanks"]} for i in range(3)]
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=rows)
+    judge = api.post("/judges", json={"name": "local", "backend": "local_hf", "model": str(model_dir)}).json()
+    assert api.post(f"/judges/{judge['id']}/test").json()["ok"] is True
+    api.post("/judge-templates", json={"name": "short", "text": "draft {response_a} {response_b}"})
+    template = api.post("/judge-templates", json={"name": "short", "text": SHORT.compare.text}).json()
+    assert template["version"] == 2
+    plan = api.post("/routing/plans", json={"budget": "0", "strategy": "random", "judge_config_id": judge["id"],
+                                            "template_id": template["id"]}).json()
+    api.post(f"/routing/plans/{plan['id']}/approve", json={})
+    body = _finished_plan(api, plan["id"], timeout=90)
+    assert body["decision_counts"] == {"lm_labelled": 3}, body["decisions"]
+    for label in PreferenceLabel.objects.filter(source=LabelSource.LM):
+        prov = label.provenance
+        assert prov["template"] == "short@2" and prov["orders"]["ab"]["rendered_prompt"].startswith("w")
+        assert "\n[A] " in prov["orders"]["ab"]["rendered_prompt"]
+        assert prov["orders"]["ab"]["raw_reply"] == prov["orders"]["ba"]["raw_reply"] == "Verdict: A\nStrength: 2"
+        assert (label.choice, prov["position_bias"], prov["confidence_source"]) == ("tie", True, "logprobs")

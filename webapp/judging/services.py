@@ -361,6 +361,8 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
                     run.n_failed += 1
             run.finished = True
             finished_now = run
+            # A job cancelled before its child started never read (and deleted) the key file.
+            (Path(job.output_dir) / KEY_FILE).unlink(missing_ok=True)
         run.save(update_fields=["n_labelled", "n_failed", "finished"])
     if finished_now is not None:
         attempts = LMLabelAttempt.objects.filter(run=finished_now)
