@@ -116,6 +116,13 @@ def test_it_applies_an_approved_plan_through_the_queue_and_a_judge_job(client, p
     assert LMLabellingRun.objects.get(job=job).comparison_ids == sorted(lm)
     again = api.post(f"/routing/plans/{plan['id']}/approve", {"judge_config_id": judge["id"]})
     assert again.status_code == 422 and "re-run it" in _errors(again)["plan"]
+    # Cancelled before a worker took it: its pairs go back to people and the key file goes away.
+    from webapp.jobs.services import job_request_cancel
+
+    job_request_cancel(job=job)
+    assert api.get(f"/routing/plans/{plan['id']}").json()["decision_counts"] == {"human_queue": 4, "returned": 8}
+    assert not (folder / "api-key").exists()
+    assert set(Comparison.objects.filter(is_active=True).values_list("pk", flat=True)) == human | lm
 
 
 def test_it_reruns_on_the_comparisons_people_have_not_labelled(client, people, pool):
