@@ -25,6 +25,7 @@ from django.utils import timezone
 
 from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, PreferenceLabel
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabellingRun
+from webapp.projects.models import Project
 from webapp.routing.models import DecisionStatus, PlanStatus, Route, RoutingDecision, RoutingPlan
 
 logger = logging.getLogger(__name__)
@@ -242,6 +243,9 @@ def routing_plan_approve(*, plan: RoutingPlan, user, judge_config_id=None, templ
 
     project = plan.project
     with transaction.atomic():
+        # One approval per project at a time: two plans approved at once would both pass the
+        # "no judge job still labelling" check and both start one.
+        Project.objects.select_for_update().filter(pk=project.pk).first()
         plan = RoutingPlan.objects.select_for_update().get(pk=plan.pk)
         if plan.status != PlanStatus.DRAFT:
             raise ValidationError({"plan": f"Plan {plan.pk} is {plan.get_status_display().lower()}; "
