@@ -152,3 +152,51 @@ def test_it_lets_only_designers_change_judges(client, people, role, status):
         assert api.get("/judges").status_code == 200
     client.login(username=people.by_role[role].username, password=PASSWORD)
     assert client.post(f"/projects/{people.project.pk}/judging/new/", {}).status_code == status
+
+
+def test_it_records_labels_as_the_judge_writes_them_and_never_twice(people):
+    from pathlib import Path
+
+    from rlcore.judges.base import PairVerdict
+    from rlcore.judges.debias import combine_orders
+    from tests.webapp.routing_helpers import keyword_rows, pairs_dataset
+    from webapp.annotation.models import Comparison, PreferenceLabel
+    from webapp.jobs.models import Job
+    from webapp.judging.models import LMLabelAttempt
+    from webapp.judging.services import judge_config_create, lm_labelling_job_create, lm_labels_record
+
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(3))
+    ids = list(Comparison.objects.order_by("id").values_list("pk", flat=True))
+    config = judge_config_create(project=people.project, user=people.users["bob"], name="j", model="m",
+                                 endpoint="http://127.0.0.1:9/v1")
+    job = lm_labelling_job_create(project=people.project, user=people.users["bob"], config=config,
+                                  comparison_ids=ids)
+    Job.objects.filter(pk=job.pk).update(state="running")
+
+    def line(cid, forward, swapped):
+        def v(verdict):
+            return PairVerdict(request_id=str(cid), judge="j", rendered_prompt=f"prompt {cid}",
+                               raw_reply=f"Verdict: {verdict}" if verdict else "???", verdict=verdict,
+                               error=None if verdict else "no verdict found")
+        return combine_orders(str(cid), v(forward), v(swapped)).model_dump_json() + "\n"
+
+    labels = Path(job.output_dir) / "labels.jsonl"
+    first, second = line(ids[0], "A", "B"), line(ids[1], None, "A")
+    labels.write_text(first + second[:20])  # the second line is still being written
+    lm_labels_record(job=job)
+    assert list(PreferenceLabel.objects.values_list("comparison_id", "choice")) == [(ids[0], "a")]
+    with labels.open("a") as handle:
+        handle.write(second[20:])
+    lm_labels_record(job=job)
+    lm_labels_record(job=job)
+    failed = LMLabelAttempt.objects.get(comparison_id=ids[1])
+    assert failed.status == "failed" and "order A/B: no verdict found" in failed.reason
+    assert PreferenceLabel.objects.count() == 1 and LMLabelAttempt.objects.count() == 2
+    label = PreferenceLabel.objects.get()
+    assert label.source == "lm" and label.provenance["orders"]["ab"]["raw_reply"] == "Verdict: A"
+    assert label.provenance["orders"]["ba"]["raw_reply"] == "Verdict: B"  # swapped order, its own labelling
+    Job.objects.filter(pk=job.pk).update(state="failed", error="Traceback ...\nMemoryError")
+    run = lm_labels_record(job=job)
+    assert run.finished and (run.n_labelled, run.n_failed) == (1, 2)
+    assert "failed before reaching it: Traceback ...\nMemoryError" in LMLabelAttempt.objects.get(
+        comparison_id=ids[2]).reason

@@ -86,6 +86,7 @@ class LMLabellingRun(models.Model):
     n_labelled = models.PositiveIntegerField(default=0)
     n_failed = models.PositiveIntegerField(default=0)
     finished = models.BooleanField(default=False, help_text="Every comparison has an outcome recorded.")
+    bytes_read = models.BigIntegerField(default=0, help_text="How far labels.jsonl has been recorded.")
     created_at = models.DateTimeField(auto_now_add=True)
 
 

@@ -297,19 +297,23 @@ def _provenance(row: dict, run: LMLabellingRun) -> dict:
     }
 
 
-def _read_complete_lines(path: Path) -> list[dict]:
-    """The JSON lines written so far; a last line still being written is left for the next read."""
+def _read_complete_lines(path: Path, offset: int) -> tuple[list[dict], int]:
+    """The JSON lines written after byte `offset`, and the offset after the last complete one (a
+    line still being written is left for the next read)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
     except FileNotFoundError:
-        return []
+        return [], offset
+    end = data.rfind(b"\n") + 1
     rows = []
-    for line in text.split("\n")[:-1]:  # after the last newline is an incomplete line (or nothing)
+    for line in data[:end].splitlines():
         try:
             rows.append(json.loads(line))
         except ValueError:
             continue
-    return rows
+    return rows, offset + end
 
 
 def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
@@ -331,7 +335,8 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
         wanted = set(run.comparison_ids)
         comparisons = Comparison.objects.select_related("project").in_bulk(wanted)
         model_version = f"{run.judge_config.model if run.judge_config else job.spec.get('model', '')}"
-        for row in _read_complete_lines(Path(job.output_dir) / LABELS_FILE):
+        rows, run.bytes_read = _read_complete_lines(Path(job.output_dir) / LABELS_FILE, run.bytes_read)
+        for row in rows:
             try:
                 cid = int(row.get("request_id"))
             except (TypeError, ValueError):
@@ -363,7 +368,7 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
             finished_now = run
             # A job cancelled before its child started never read (and deleted) the key file.
             (Path(job.output_dir) / KEY_FILE).unlink(missing_ok=True)
-        run.save(update_fields=["n_labelled", "n_failed", "finished"])
+        run.save(update_fields=["n_labelled", "n_failed", "finished", "bytes_read"])
     if finished_now is not None:
         attempts = LMLabelAttempt.objects.filter(run=finished_now)
         lm_labelling_finished.send(
