@@ -4,19 +4,26 @@
   "use strict";
   const PAIR_KEYS = {"1": ["A", 2], "2": ["A", 1], "3": ["tie", 0], "4": ["B", 1], "5": ["B", 2],
                      "a": ["A", 1], "b": ["B", 1], "t": ["tie", 0]};
-  let busy = false;
   let ranking = [];
+  let rankingFor = null;  // the assignment the ranking in progress belongs to
 
   const item = () => document.getElementById("item");
   const typing = (el) => el && (el.tagName === "TEXTAREA" || (el.tagName === "INPUT" && el.type !== "hidden") ||
                                el.tagName === "SELECT");
 
+  // A request is in flight while the current #item carries data-busy; the fragment that replaces
+  // it does not, so the next key works the moment the next item is on screen. (Not a class: htmx
+  // keeps the old element's classes on the new one for the 20 ms settle, and a key would be lost.)
   function send(formId) {
     const form = document.getElementById(formId);
-    if (!form || busy) return;
-    busy = true;
-    item().classList.add("busy");
-    htmx.trigger(form, "submit");
+    const current = item();
+    if (!form || !current || current.dataset.busy) return;
+    current.dataset.busy = "1";
+    // htmx.ajax rather than a synthetic submit: the fragment's forms may not be processed by htmx
+    // yet when a fast annotator presses the next key right after a swap.
+    htmx.ajax("POST", form.getAttribute("hx-post"), {
+      source: form, target: "#item", swap: "outerHTML", values: Object.fromEntries(new FormData(form)),
+    }).catch(() => { delete current.dataset.busy; });
   }
 
   function choose(choice, strength) {
@@ -36,6 +43,7 @@
   }
 
   function rank(index) {
+    if (rankingFor !== item().dataset.assignment) { ranking = []; rankingFor = item().dataset.assignment; }
     const panels = document.querySelectorAll(".wb-response");
     const panel = panels[index];
     if (!panel || ranking.includes(panel.dataset.responseId)) return;
@@ -83,7 +91,6 @@
     if (kind === "pair" && PAIR_KEYS[key]) { event.preventDefault(); choose(...PAIR_KEYS[key]); }
   });
 
-  document.addEventListener("htmx:afterSwap", () => { busy = false; ranking = []; });
-  document.addEventListener("htmx:responseError", () => { busy = false; item()?.classList.remove("busy"); });
-  document.addEventListener("htmx:sendError", () => { busy = false; item()?.classList.remove("busy"); });
+  document.addEventListener("htmx:responseError", () => { if (item()) delete item().dataset.busy; });
+  document.addEventListener("htmx:sendError", () => { if (item()) delete item().dataset.busy; });
 })();

@@ -25,6 +25,10 @@ def _setup(people):
         Response.objects.create(prompt=p, text=f"**first** answer {i}")
         Response.objects.create(prompt=p, text=f"second answer {i}\n\n```python\nprint({i})\n```")
     comparisons_build(project=people.project, dataset=dataset, overlap=1)
+    ranked = Prompt.objects.create(dataset=dataset, source_line=7, text="Rank the three")
+    for text in ("one", "two", "three"):
+        Response.objects.create(prompt=ranked, text=text)
+    comparisons_build(project=people.project, dataset=dataset, strategy="ranking", overlap=1)
     rubric = Rubric.objects.create(project=people.project, name="Helpfulness", use_for_annotation=True,
                                    created_by=alice)
     RubricVersion.objects.create(rubric=rubric, number=1, created_by=alice, definition={
@@ -39,8 +43,14 @@ def _press_and_wait(page, *keys):
     before = _current(page)
     for key in keys:
         page.keyboard.press(key)
-    wait_for(lambda: (page.get_attribute("#item", "data-assignment") or "0") != str(before), 15, 0.05,
-             "the next item")
+    try:
+        wait_for(lambda: (page.get_attribute("#item", "data-assignment") or "0") != str(before), 15, 0.05,
+                 "the next item")
+    except AssertionError:
+        raise AssertionError(page.evaluate(
+            "[document.getElementById('item').className, document.activeElement.tagName, "
+            "document.getElementById('item').dataset.assignment, document.getElementById('item').innerText.slice(0, 300)]"
+        )) from None
     return before
 
 
@@ -88,9 +98,20 @@ def test_it_annotates_with_the_keyboard_only(app_server, browser, people):
     assert _current(page) == labelled and back != labelled
     page.wait_for_selector("#wb-undone")
     expected[_press_and_wait(page, "4")] = ("B", 1, "", None)
+    expected[_press_and_wait(page, "t")] = ("tie", 0, "", None)
+    # an N-way item: the numbers from best to worst, the last one implied
+    assert page.get_attribute("#item", "data-kind") == "ranking"
+    shown = [int(x) for x in page.eval_on_selector_all(".wb-response", "els => els.map(e => e.dataset.responseId)")]
+    page.keyboard.press("3")
+    page.wait_for_selector(".wb-response.ranked")
+    ranking_item = _press_and_wait(page, "1")
+    page.wait_for_selector("#wb-empty")
     assert page.evaluate("window.__noReload") == "still here"
+    ranking_label = PreferenceLabel.objects.get(assignment_id=ranking_item)
+    assert (ranking_label.choice, ranking_label.ranking) == ("ranking", [shown[2], shown[0], shown[1]])
 
-    labels = {lab.assignment_id: lab for lab in PreferenceLabel.objects.filter(annotator=people.users["carol"])}
+    labels = {lab.assignment_id: lab for lab in PreferenceLabel.objects.filter(annotator=people.users["carol"])
+              .exclude(choice="ranking")}
     assert set(labels) == set(expected)
     for assignment_id, (letter, strength, rationale, scores) in expected.items():
         label = labels[assignment_id]
