@@ -285,7 +285,10 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
 
 
 def _composer_choices(project) -> dict[str, Any]:
-    return {"component_kinds": list(COMPONENT_DEFAULTS), "rubrics": selectors.rubric_list(project=project)}
+    from webapp.training.selectors import reward_model_list
+
+    return {"component_kinds": list(COMPONENT_DEFAULTS), "rubrics": selectors.rubric_list(project=project),
+            "reward_models": reward_model_list(project=project)}
 
 
 @login_required
