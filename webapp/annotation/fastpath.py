@@ -1,9 +1,10 @@
 """The queue's two hot paths as single PostgreSQL statements (see services.py for the rules).
 
 An annotator's "next item" and "submit label" run thousands of times an hour per person, so on
-PostgreSQL each is one or two round trips instead of a handful of ORM queries: the claim locks a
-comparison (FOR UPDATE SKIP LOCKED), takes a slot, creates the assignment with a shuffled order
-and returns the prompt and responses, all in one statement (atomic on its own); the label insert,
+PostgreSQL each is one or two round trips instead of a handful of ORM queries: "next" returns the
+item the annotator holds or, if none, locks a comparison (FOR UPDATE SKIP LOCKED), takes a slot,
+creates the assignment with a shuffled order and returns the prompt and responses, all in one
+statement (atomic on its own); the label insert,
 the assignment's move to `done` and the label count happen in one statement conditioned on the
 assignment still being active. The ORM versions in services.py do the same on other databases
 and are tested against the same invariants.
@@ -34,10 +35,18 @@ SELECT a.id, a.comparison_id, c.kind, a.display_order, a.expires_at, p.text, p.m
  LIMIT 1
 """
 
-CLAIM_SQL = f"""
-WITH picked AS (
+NEXT_SQL = f"""
+WITH held AS (
+    SELECT a.id, a.comparison_id, a.display_order, a.expires_at
+      FROM annotation_assignment a
+     WHERE a.project_id = %(project)s AND a.annotator_id = %(user)s AND a.status = 'active'
+       AND a.expires_at > %(now)s
+     ORDER BY a.assigned_at DESC
+     LIMIT 1
+), picked AS (
     SELECT c.id FROM annotation_comparison c
-     WHERE c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap
+     WHERE NOT EXISTS (SELECT 1 FROM held)
+       AND c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap
        AND NOT EXISTS (SELECT 1 FROM annotation_assignment x
                         WHERE x.comparison_id = c.id AND x.annotator_id = %(user)s)
      ORDER BY c.id
@@ -45,7 +54,7 @@ WITH picked AS (
        FOR UPDATE SKIP LOCKED
 ), bumped AS (
     UPDATE annotation_comparison c SET taken = c.taken + 1 FROM picked WHERE c.id = picked.id
-    RETURNING c.id, c.kind, c.response_ids, c.prompt_id
+    RETURNING c.id, c.response_ids
 ), made AS (
     INSERT INTO annotation_assignment (comparison_id, annotator_id, project_id, status, display_order,
                                        assigned_at, expires_at)
@@ -54,12 +63,16 @@ WITH picked AS (
            %(now)s, %(expires)s
       FROM bumped b
     RETURNING id, comparison_id, display_order, expires_at
+), chosen AS (
+    SELECT * FROM held
+    UNION ALL
+    SELECT * FROM made
 )
-SELECT m.id, m.comparison_id, b.kind, m.display_order, m.expires_at, p.text, p.messages,
-       {_RESPONSES.format(order="m.display_order")}
-  FROM made m
-  JOIN bumped b ON b.id = m.comparison_id
-  JOIN datasets_prompt p ON p.id = b.prompt_id
+SELECT ch.id, ch.comparison_id, c.kind, ch.display_order, ch.expires_at, p.text, p.messages,
+       {_RESPONSES.format(order="ch.display_order")}
+  FROM chosen ch
+  JOIN annotation_comparison c ON c.id = ch.comparison_id
+  JOIN datasets_prompt p ON p.id = c.prompt_id
 """
 
 ASSIGNMENT_SQL = """
@@ -114,9 +127,10 @@ def held_item(*, project_id: int, user_id: int, now: datetime) -> dict | None:
         return _item(cur.fetchone())
 
 
-def claim_item(*, project_id: int, user_id: int, now: datetime, expires: datetime) -> dict | None:
+def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime) -> dict | None:
+    """The annotator's held item or, if none, a newly claimed one: one statement, atomic."""
     with connection.cursor() as cur:
-        cur.execute(CLAIM_SQL, {"project": project_id, "user": user_id, "now": now, "expires": expires})
+        cur.execute(NEXT_SQL, {"project": project_id, "user": user_id, "now": now, "expires": expires})
         return _item(cur.fetchone())
 
 

@@ -230,8 +230,8 @@ def fast_path_enabled() -> bool:
 
 
 def assignment_next_item(*, project, user) -> dict | None:
-    """Like assignment_next, but returns the item as shown (selectors.item_for's shape) in one or
-    two round trips on PostgreSQL. The API uses it."""
+    """Like assignment_next, but returns the item as shown (selectors.item_for's shape), in one
+    statement on PostgreSQL. The API uses it."""
     from webapp.annotation.selectors import item_for
 
     if not fast_path_enabled():
@@ -240,14 +240,11 @@ def assignment_next_item(*, project, user) -> dict | None:
     from webapp.annotation import fastpath
 
     _check_open(project)
-    now = timezone.now()
-    item = fastpath.held_item(project_id=project.pk, user_id=user.pk, now=now)
-    if item is not None:
-        return item
     assignments_release_expired(project=project, throttle=True)
+    now = timezone.now()
     try:
-        return fastpath.claim_item(project_id=project.pk, user_id=user.pk, now=now,
-                                   expires=now + assignment_timeout())
+        return fastpath.next_item(project_id=project.pk, user_id=user.pk, now=now,
+                                  expires=now + assignment_timeout())
     except IntegrityError:
         # Two "next" requests of one annotator raced for one comparison; the other one won it.
         return fastpath.held_item(project_id=project.pk, user_id=user.pk, now=now)
