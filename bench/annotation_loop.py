@@ -218,6 +218,7 @@ def main() -> None:
             t.join()
         web, db = web_pids(server.pid), backend_pids()
         web_before, db_before = cpu_seconds(web), cpu_seconds(db)
+        client_before = time.process_time()
         started = time.time()
         stop_at = started + args.seconds
         threads = [threading.Thread(target=annotator, args=(port, project_id, t, stop_at, latencies, counts, lock))
@@ -228,6 +229,7 @@ def main() -> None:
             t.join()
         elapsed = time.time() - started
         web_cpu, db_cpu = cpu_seconds(web) - web_before, cpu_seconds(db) - db_before
+        client_cpu = time.process_time() - client_before
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -243,6 +245,7 @@ def main() -> None:
         # cycles/s when the machine is shared (see load_avg_1m)
         "web_cpu_ms_per_cycle": round(1000 * web_cpu / max(counts["cycles"], 1), 2),
         "db_cpu_ms_per_cycle": round(1000 * db_cpu / max(counts["cycles"], 1), 2),
+        "client_cpu_ms_per_cycle": round(1000 * client_cpu / max(counts["cycles"], 1), 2),
         "load_avg_1m": round(os.getloadavg()[0], 1),
     }))
 
