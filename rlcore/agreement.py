@@ -20,7 +20,6 @@ Statistics that are undefined (no pairable data, or no variation at all) are ``N
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rlcore.errors import UserError
+from rlcore.jsonl import read_jsonl_objects
 
 _CHUNK_PER_SLOT = 16  # pairs per batch per concurrency slot: enough to keep every slot busy, small enough to stream
 
@@ -31,15 +32,7 @@ def read_pairs(path: Path) -> list[Any]:
     if not path.is_file():
         raise UserError(f"--input: {path} does not exist")
     pairs = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise UserError(f"{path}:{number}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{number}: expected a JSON object with prompt, response_a, response_b")
+    for number, row in read_jsonl_objects(path, "a JSON object with prompt, response_a, response_b"):
         request_id = row.get("id", row.get("request_id"))
         try:
             pairs.append(PairRequest(request_id=None if request_id is None else str(request_id),

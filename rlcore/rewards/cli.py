@@ -7,32 +7,15 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-from rlcore.errors import UserError
+from rlcore.jsonl import read_jsonl_objects
 
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Rows of a JSONL file; a bad line raises UserError naming the file and line."""
-    rows = []
-    try:
-        handle = open(path, encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
-    with handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}, line {number}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}, line {number}: expected a JSON object with 'prompt' and 'completion'")
-            rows.append(row)
-    return rows
+    return [row for _, row in read_jsonl_objects(path, "a JSON object with 'prompt' and 'completion'")]
 
 
 def run_score(spec_path: str, input_path: str, judge_name: str | None) -> int:

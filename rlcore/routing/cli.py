@@ -12,34 +12,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from rlcore.errors import UserError
+from rlcore.jsonl import read_jsonl_objects
 from rlcore.events import emit_artifact, emit_metric, emit_progress
 
 LABEL_VALUES = {"A": 1.0, "B": 0.0, "tie": 0.5}
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict]]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
-    rows = []
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as exc:
-            raise UserError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-        if not isinstance(row, dict):
-            raise UserError(f"{path}:{lineno}: expected a JSON object")
-        rows.append((lineno, row))
-    return rows
 
 
 def read_comparisons(path: Path):
@@ -47,7 +28,7 @@ def read_comparisons(path: Path):
     from rlcore.routing.features import RoutingComparison
 
     out = []
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl_objects(path):
         try:
             out.append(RoutingComparison.model_validate(row))
         except ValidationError as exc:
@@ -62,7 +43,7 @@ def read_labelled_pool(path: Path, ids: list[str]):
     from rlcore.routing.predictor import LabelledPool
 
     labels: dict[str, tuple[float, float]] = {}
-    for lineno, row in _read_jsonl(path):
+    for lineno, row in read_jsonl_objects(path):
         cid = row.get("comparison_id")
         pair = []
         for field in ("human", "lm"):

@@ -16,13 +16,13 @@ rlcore.errors.UserError: p.jsonl:4: missing column 'rejected' (a preference row 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from pathlib import Path
 from typing import Any
 
 from rlcore.errors import UserError
+from rlcore.jsonl import read_jsonl_objects
 
 MIN_TRAIN_PAIRS = 8
 MIN_EVAL_PAIRS = 2
@@ -41,20 +41,7 @@ def read_records(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
         except Exception as exc:  # pyarrow raises several types for a damaged file
             raise UserError(f"{path}: not a readable Parquet file: {exc}") from exc
         return [(f"{path}:row {i + 1}", row) for i, row in enumerate(rows)]
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{where}: not valid JSON ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise UserError(f"{where}: each line must be a JSON object")
-            records.append((where, row))
-    return records
+    return [(f"{path}:{number}", row) for number, row in read_jsonl_objects(path)]
 
 
 def _check_turns(value: Any, column: str, where: str) -> str | list[dict[str, str]]:

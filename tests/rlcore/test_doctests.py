@@ -11,6 +11,7 @@ MODULES = [
     "rlcore.routing.features",
     "rlcore.routing.predictor",
     "rlcore.events",
+    "rlcore.jsonl",
     "rlcore.judges.base",
     "rlcore.judges.prompts",
     "rlcore.judges.deterministic",

@@ -123,4 +123,4 @@ def test_it_prints_rows_and_explains_problems_from_the_command_line(tmp_path):
     rows.write_text('{"prompt": "x"}\nnot json\n')
     bad = subprocess.run([sys.executable, "-m", "rlcore", "reward", "score", "--spec", str(spec), "--input", str(rows)],
                          capture_output=True, text=True)
-    assert bad.returncode == 2 and f"{rows}, line 2: not valid JSON" in bad.stderr
+    assert bad.returncode == 2 and f"{rows}:2: not valid JSON" in bad.stderr
