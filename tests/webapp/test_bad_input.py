@@ -132,3 +132,23 @@ def test_it_serves_the_openapi_schema(client):
     assert schema["info"]["title"] == "Reward Studio API"
     assert "/api/v1/projects/{project_id}/members" in schema["paths"]
     assert "/api/v1/projects/{project_id}/jobs/{job_id}/cancel" in schema["paths"]
+
+
+@pytest.mark.django_db
+def test_it_records_when_a_token_was_last_used_at_most_once_a_minute(client, people):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from webapp.accounts.models import ApiToken
+
+    headers = {"Authorization": f"Bearer {token_for(people.users['bob'])}"}
+    client.get("/api/v1/projects", headers=headers)
+    token = ApiToken.objects.get(user=people.users["bob"])
+    first = token.last_used_at
+    assert first is not None
+    client.get("/api/v1/projects", headers=headers)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at == first
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - timedelta(minutes=2))
+    client.get("/api/v1/projects", headers=headers)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at > timezone.now() - timedelta(seconds=30)
