@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -133,6 +134,31 @@ def run_plan(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_embed(args: argparse.Namespace) -> int:
+    """Embed texts (``{"id", "text"}`` lines) in batches; write ``vectors.npy`` and the ids beside it."""
+    import numpy as np
+
+    from rlcore.routing.features import embed_texts
+
+    rows = read_jsonl_objects(args.input, 'a JSON object with "id" and "text"')
+    for number, row in rows:
+        if "id" not in row or not isinstance(row.get("text"), str):
+            raise UserError(f"{args.input}:{number}: expected \"id\" and a string \"text\"")
+    if not rows:
+        raise UserError(f"{args.input}: no texts to embed")
+    batches = []
+    for start in range(0, len(rows), args.batch_size):
+        chunk = [row["text"] for _, row in rows[start:start + args.batch_size]]
+        batches.append(np.asarray(embed_texts(chunk, args.embedding_model, batch_size=args.batch_size), np.float32))
+        emit_progress(min(start + args.batch_size, len(rows)), len(rows))
+    output = Path(args.output)
+    np.save(output, np.concatenate(batches))
+    ids_path = output.with_suffix(".ids.json")
+    ids_path.write_text(json.dumps([row["id"] for _, row in rows]), encoding="utf-8")
+    emit_artifact("embeddings", str(output), ids=str(ids_path), count=len(rows))
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("routing", help="route comparisons to humans or an LM judge")
     sub = parser.add_subparsers(dest="routing_command", metavar="STEP", required=True)
@@ -147,6 +173,13 @@ def register(subparsers) -> None:
     p.add_argument("--bins", type=int, default=3, help="quantile bins per continuous feature")
     p.add_argument("--bins-from", default=None, help="reuse the bins of an earlier feature table JSON")
     p.set_defaults(handler=run_features)
+
+    p = sub.add_parser("embed", help="sentence embeddings of texts (MiniLM by default), for routing features")
+    p.add_argument("--input", required=True, help='JSONL of {"id", "text"}')
+    p.add_argument("--output", required=True, help=".npy to write (ids go to <output>.ids.json)")
+    p.add_argument("--embedding-model", default=None, help="hub id or local path (default: shipped all-MiniLM-L6-v2)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(handler=run_embed)
 
     p = sub.add_parser("fit", help="fit the performance-prediction model on a pool with both labels")
     p.add_argument("features", help="feature table JSON of the labelled pool")

@@ -165,3 +165,26 @@ def test_it_labels_with_a_local_hugging_face_judge_and_a_saved_prompt_version(ap
         assert "\n[A] " in prov["orders"]["ab"]["rendered_prompt"]
         assert prov["orders"]["ab"]["raw_reply"] == prov["orders"]["ba"]["raw_reply"] == "Verdict: A\nStrength: 2"
         assert (label.choice, prov["position_bias"], prov["confidence_source"]) == ("tie", True, "logprobs")
+
+
+def test_it_embeds_responses_on_a_worker_and_routes_with_embedding_similarity(api, people, celery_workers):
+    from webapp.routing.models import ResponseEmbedding
+
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(8))
+    without = api.post("/routing/plans", json={"budget": "25%", "strategy": "uncertainty"}).json()
+    assert without["model_info"]["embeddings"] is False
+    assert not any(name.startswith("cosine") for name in without["model_info"]["features"])
+
+    job = api.post("/routing/embeddings")
+    assert job.status_code == 201, job.text
+    wait_for(lambda: Job.objects.get(pk=job.json()["id"]).is_finished, 120, 0.5, "the embedding job")
+    assert Job.objects.get(pk=job.json()["id"]).state == JobState.SUCCEEDED
+    responses = {rid for c in Comparison.objects.filter(project=people.project) for rid in c.response_ids}
+    assert set(ResponseEmbedding.objects.values_list("response_id", flat=True)) == responses
+    assert len(bytes(ResponseEmbedding.objects.first().vector)) == 384 * 4  # all-MiniLM-L6-v2, float32
+
+    again = api.post("/routing/embeddings")
+    assert again.status_code == 422 and "already has an embedding" in again.json()["detail"][0]["message"]
+    with_embeddings = api.post("/routing/plans", json={"budget": "25%", "strategy": "uncertainty"}).json()
+    assert with_embeddings["model_info"]["embeddings"] is True
+    assert any(name.startswith("cosine") for name in with_embeddings["model_info"]["features"])

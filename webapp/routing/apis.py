@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
 
+from webapp.jobs.apis import JobOut
 from webapp.judging.services import lm_runs_reconcile
 from webapp.projects.permissions import Capability, project_for_user
 from webapp.routing import selectors, services
@@ -72,6 +73,15 @@ def _out(plan: RoutingPlan, with_decisions: bool = False) -> dict:
 def _plan(request, project_id: int, plan_id: int, capability=Capability.VIEW_DASHBOARDS):
     project, _ = project_for_user(request.auth, project_id, capability)
     return get_object_or_404(RoutingPlan, project=project, pk=plan_id)
+
+
+@router.post("/{project_id}/routing/embeddings", response={201: JobOut},
+             summary="Queue a job embedding every response that has no embedding yet (MiniLM)")
+def compute_embeddings(request, project_id: int):
+    from webapp.routing.embeddings import embeddings_job_create
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return Status(201, embeddings_job_create(project=project, user=request.auth))
 
 
 @router.get("/{project_id}/routing/plans", response=list[PlanOut], summary="Routing plans, newest first")

@@ -10,3 +10,8 @@ class RoutingConfig(AppConfig):
         from webapp.routing.services import on_lm_labelling_finished
 
         lm_labelling_finished.connect(on_lm_labelling_finished, dispatch_uid="routing.lm_labelling_finished")
+
+        from webapp.jobs.services import job_succeeded
+        from webapp.routing.embeddings import record_embeddings
+
+        job_succeeded.connect(record_embeddings, dispatch_uid="routing.record_embeddings")

@@ -74,3 +74,14 @@ class RoutingDecision(models.Model):
     class Meta:
         ordering = ["id"]
         constraints = [models.UniqueConstraint(fields=["plan", "comparison"], name="routing_decision_once")]
+
+
+class ResponseEmbedding(models.Model):
+    """A response's sentence embedding (all-MiniLM-L6-v2 by default), computed by a worker job so
+    that the web process never loads torch; routing uses it for embedding similarity features and
+    for the proxy reward model's pair vectors."""
+
+    response = models.OneToOneField("datasets.Response", on_delete=models.CASCADE, related_name="embedding")
+    model_name = models.CharField(max_length=300)
+    vector = models.BinaryField(help_text="float32 values, little-endian")
+    created_at = models.DateTimeField(auto_now_add=True)

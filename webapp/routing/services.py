@@ -1,9 +1,9 @@
 """Writes for routing: compute a plan, approve it, follow the LM labels it asked for.
 
 The pool a plan routes is the project's pairwise comparisons that no person has labelled yet.
-Features are computed by rlcore.routing (lengths, lexical overlap, prompt tags, and the judge's
-position bias and confidence once an LM label exists; no sentence embeddings here, so the web
-process never loads torch). ``topk`` and ``optimal_pos`` need a performance model, fitted on the
+Features are computed by rlcore.routing (lengths, lexical overlap, prompt tags, MiniLM embedding
+similarity once an embedding job has stored the responses' vectors (the web process never loads
+torch), and the judge's position bias and confidence once an LM label exists). ``topk`` and ``optimal_pos`` need a performance model, fitted on the
 project's comparisons that have both a human and an LM label (at least MIN_FIT_POOL).
 
 Approving a plan applies it through the annotation queue's own switch, ``Comparison.is_active``:
@@ -26,6 +26,7 @@ from django.utils import timezone
 from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, PreferenceLabel
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabellingRun
 from webapp.projects.models import Project
+from webapp.routing.embeddings import embedding_pairs
 from webapp.routing.models import DecisionStatus, PlanStatus, Route, RoutingDecision, RoutingPlan
 
 logger = logging.getLogger(__name__)
@@ -85,14 +86,15 @@ def _hashed(text: str) -> np.ndarray:
     return vec / norm if norm else vec
 
 
-def pair_vectors(items) -> np.ndarray:
-    """Cheap pair vectors for the proxy reward model: hashed bag of words of A minus B, plus log lengths.
-    (The rlcore CLI uses MiniLM embeddings; here the web process must stay free of torch.)"""
+def pair_vectors(items, embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """Pair vectors for the proxy reward model: emb(A) - emb(B) from stored MiniLM embeddings when
+    every response has one, else a hashed bag of words of A minus B; plus the log-length difference."""
     rows = []
-    for c in items:
+    for i, c in enumerate(items):
         la, lb = len(_WORD.findall(c.response_a)), len(_WORD.findall(c.response_b))
-        rows.append(np.concatenate([_hashed(c.response_a) - _hashed(c.response_b),
-                                    [np.log1p(la) - np.log1p(lb)]]))
+        difference = (embeddings[0][i] - embeddings[1][i]) if embeddings is not None \
+            else _hashed(c.response_a) - _hashed(c.response_b)
+        rows.append(np.concatenate([difference, [np.log1p(la) - np.log1p(lb)]]))
     return np.asarray(rows) if rows else np.zeros((0, VECTOR_DIMS + 1))
 
 
@@ -119,8 +121,9 @@ def _fit_pool(project) -> tuple[list[Comparison], list[float], list[float]]:
     return comparisons, h, [lm[c.pk] for c in comparisons]
 
 
-def _performance_model(project, route_items, seed: int):
-    """Fit the performance-prediction model; returns (model, bins, info) or raises ValidationError."""
+def _performance_model(project, route_items, route_embeddings, seed: int):
+    """Fit the performance-prediction model; returns (model, bins, info) or raises ValidationError.
+    Embedding features are used only when both the fit pool and the routed pool have them."""
     from rlcore.routing.features import build_feature_table, extract_features, fit_bins
     from rlcore.routing.predictor import LabelledPool, fit_performance_model, simulate_mixes
 
@@ -131,16 +134,20 @@ def _performance_model(project, route_items, seed: int):
             f"human and an LM label; this project has {len(fit_comparisons)} (at least {MIN_FIT_POOL} needed). "
             "Route with 'uncertainty' or 'random' first, or let people label some LM-labelled comparisons.")})
     fit_items = _routing_comparisons(fit_comparisons)
-    fit_raw = extract_features(fit_items)
-    route_raw = extract_features(route_items)
+    fit_embeddings = embedding_pairs(fit_comparisons) if route_embeddings is not None else None
+    if fit_embeddings is None:
+        route_embeddings = None
+    fit_raw = extract_features(fit_items, embeddings=fit_embeddings)
+    route_raw = extract_features(route_items, embeddings=route_embeddings)
     bins = fit_bins(fit_raw + route_raw)
     fit_table = build_feature_table(fit_raw, bins)
     pool = LabelledPool(comparison_ids=fit_table.ids, human=human, lm=lm)
-    sims = simulate_mixes(fit_table.matrix(), fit_table.feature_names, pool, pair_vectors(fit_items),
+    sims = simulate_mixes(fit_table.matrix(), fit_table.feature_names, pool, pair_vectors(fit_items, fit_embeddings),
                           n_simulations=FIT_SIMULATIONS, seed=seed, max_dims=64)
     model = fit_performance_model(sims, seed=seed)
-    return model, bins, {"kind": model.kind, "fit_pool": len(fit_comparisons), "simulations": FIT_SIMULATIONS,
-                         "holdout_r2": model.holdout_r2}
+    return model, bins, route_embeddings, {
+        "kind": model.kind, "fit_pool": len(fit_comparisons), "simulations": FIT_SIMULATIONS,
+        "holdout_r2": model.holdout_r2}
 
 
 def _summarise_features(reasons) -> list[dict]:
@@ -206,10 +213,12 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
             raise ValidationError({"budget": f"{exc} (the pool is the {n} pairwise comparisons nobody has "
                                              "labelled yet)"}) from exc
     items = _routing_comparisons(comparisons)
+    embeddings = embedding_pairs(comparisons)
     model, bins, info = None, None, {}
     if strategy in ("topk", "optimal_pos"):
-        model, bins, info = _performance_model(project, items, seed)
-    table = build_feature_table(extract_features(items), bins)
+        model, bins, embeddings, info = _performance_model(project, items, embeddings, seed)
+    table = build_feature_table(extract_features(items, embeddings=embeddings), bins)
+    info = {**info, "embeddings": embeddings is not None, "features": list(table.feature_names)}
     try:
         result = plan_routing(table, parsed, strategy, model=model, seed=seed)
     except UserError as exc:

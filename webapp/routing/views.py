@@ -10,6 +10,7 @@ from webapp.judging.services import lm_runs_reconcile
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.routing import selectors, services
 from webapp.routing.forms import PlanForm
+from webapp.routing.embeddings import embeddings_job_create, responses_without_embedding
 from webapp.routing.models import RoutingPlan
 
 DECISIONS_SHOWN = 300
@@ -34,6 +35,7 @@ def routing_home(request: HttpRequest, project_id: int) -> HttpResponse:
     return render(request, "routing/home.html", {
         "project": project, "form": form, "plans": selectors.plan_list(project=project)[:30],
         "pool_size": len(services.routing_pool(project=project)),
+        "missing_embeddings": responses_without_embedding(project=project).count(),
         "can_design": role_allows(membership.role, Capability.DESIGN)}, status=422 if form.errors else 200)
 
 
@@ -87,3 +89,17 @@ def feature_agreement(request: HttpRequest, project_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     return render(request, "routing/_feature_agreement.html", {"project": project,
                                                                **selectors.feature_agreement(project=project)})
+
+
+@login_required
+@require_POST
+def embeddings_compute(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    try:
+        job = embeddings_job_create(project=project, user=request.user)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("routing_home", project_id=project.pk)
+    messages.success(request, f"Embedding job {job.pk} queued; re-run plans when it has finished.")
+    return redirect("job_detail", project_id=project.pk, job_id=job.pk)
