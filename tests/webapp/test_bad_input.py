@@ -135,12 +135,15 @@ def test_it_serves_the_openapi_schema(client):
 
 
 @pytest.mark.django_db
-def test_it_records_when_a_token_was_last_used_at_most_once_a_minute(client, people):
+def test_it_records_when_a_token_was_last_used_at_most_once_a_minute(client, people, monkeypatch):
     from datetime import timedelta
 
     from django.utils import timezone
 
+    from webapp.accounts import services
     from webapp.accounts.models import ApiToken
+
+    monkeypatch.setattr(services, "VERIFIED_TOKEN_SECONDS", 0)  # look the token up on every request
 
     headers = {"Authorization": f"Bearer {token_for(people.users['bob'])}"}
     client.get("/api/v1/projects", headers=headers)
@@ -152,3 +155,14 @@ def test_it_records_when_a_token_was_last_used_at_most_once_a_minute(client, peo
     ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - timedelta(minutes=2))
     client.get("/api/v1/projects", headers=headers)
     assert ApiToken.objects.get(pk=token.pk).last_used_at > timezone.now() - timedelta(seconds=30)
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_revoked_token_at_once(client, people):
+    from webapp.accounts.models import ApiToken
+    from webapp.accounts.services import api_token_revoke
+
+    headers = {"Authorization": f"Bearer {token_for(people.users['bob'])}"}
+    assert client.get("/api/v1/projects", headers=headers).status_code == 200
+    assert api_token_revoke(user=people.users["bob"], token_id=ApiToken.objects.get(user=people.users["bob"]).pk)
+    assert client.get("/api/v1/projects", headers=headers).status_code == 401
