@@ -46,7 +46,7 @@ def api_token_authenticate(raw: str | None):
     cached = _recently_verified.get(key_hash)
     if cached is not None and cached[0] > time.monotonic():
         return cached[1]
-    token = ApiToken.objects.select_related("user").filter(key_hash=key_hash).first()
+    token = ApiToken.objects.select_related("user").filter(key_hash=key_hash).order_by().first()
     if token is None or not token.user.is_active:
         return None
     # Tells the owner which tokens are still in use; once a minute is precise enough, and a write

@@ -38,11 +38,11 @@ def project_for_user(user, project_id: int, capability: Capability = Capability.
     """The project and the user's membership, or Http404 / PermissionDenied."""
     if not user.is_authenticated:
         raise Http404("No such project")
-    membership = (
-        Membership.objects.select_related("project").filter(project_id=project_id, user=user).first()
-    )
-    if membership is None:
-        raise Http404("No such project")
+    try:
+        # get(), not first(): first() would sort by the model's ordering (a join on the user table).
+        membership = Membership.objects.select_related("project").get(project_id=project_id, user=user)
+    except Membership.DoesNotExist:
+        raise Http404("No such project") from None
     if not role_allows(membership.role, capability):
         raise PermissionDenied(f"Your role ({membership.role}) does not allow this ({capability.value}).")
     return membership.project, membership
