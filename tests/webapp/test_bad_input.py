@@ -166,3 +166,17 @@ def test_it_refuses_a_revoked_token_at_once(client, people):
     assert client.get("/api/v1/projects", headers=headers).status_code == 200
     assert api_token_revoke(user=people.users["bob"], token_id=ApiToken.objects.get(user=people.users["bob"]).pk)
     assert client.get("/api/v1/projects", headers=headers).status_code == 401
+
+
+@pytest.mark.django_db
+def test_it_saves_project_settings_and_closes_the_project(client, people):
+    client.force_login(people.users["alice"])
+    url = f"/projects/{people.project.pk}/settings/"
+    taken = client.post(url, {"name": "eve's secret project", "guidelines": "x"})
+    assert taken.status_code == 422 and "already exists" in taken.content.decode()
+    saved = client.post(url, {"name": "Helpfulness v2", "guidelines": "Prefer correct answers.", "is_closed": "on"})
+    assert saved.status_code == 302
+    people.project.refresh_from_db()
+    assert (people.project.name, people.project.guidelines, people.project.is_closed) == (
+        "Helpfulness v2", "Prefer correct answers.", True)
+    assert "closed: no new labels" in client.get(f"/projects/{people.project.pk}/").content.decode()

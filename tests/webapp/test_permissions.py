@@ -18,6 +18,8 @@ OWNER_ONLY = {**ALL, "designer": FORBIDDEN, "annotator": FORBIDDEN, "viewer": FO
 PAGES = [
     ("get", "/projects/{p}/", None, ALL),
     ("get", "/projects/{p}/members/", None, OWNER_ONLY),
+    ("get", "/projects/{p}/settings/", None, OWNER_ONLY),
+    ("post", "/projects/{p}/settings/", {"name": "Helpfulness", "guidelines": "Be kind."}, OWNER_ONLY),
     ("post", "/projects/{p}/members/", {"user": "eve", "role": "viewer"}, OWNER_ONLY),
     ("post", "/projects/{p}/members/{dave}/", {"role": "annotator"}, OWNER_ONLY),
     ("get", "/projects/{p}/jobs/", None, DASHBOARDS),

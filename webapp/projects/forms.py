@@ -11,3 +11,11 @@ class ProjectForm(forms.Form):
 class MemberForm(forms.Form):
     user = forms.CharField(label="Username or e-mail", max_length=150)
     role = forms.ChoiceField(choices=Role.choices)
+
+
+class ProjectSettingsForm(forms.Form):
+    name = forms.CharField(max_length=120)
+    description = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False)
+    guidelines = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), required=False,
+                                 help_text="Shown to annotators (key g in the workbench); Markdown.")
+    is_closed = forms.BooleanField(required=False, label="Closed: take no new labels")

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 
 from webapp.forms_util import apply_service_errors
 from webapp.projects import selectors, services
-from webapp.projects.forms import MemberForm, ProjectForm
+from webapp.projects.forms import MemberForm, ProjectForm, ProjectSettingsForm
 from webapp.projects.models import Membership
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
@@ -77,3 +77,20 @@ def member_update(request: HttpRequest, project_id: int, user_id: int) -> HttpRe
         for message in exc.messages:
             messages.error(request, message)
     return redirect("project_members", project_id=project.pk)
+
+
+@login_required
+def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.MANAGE_MEMBERS)
+    fields = ("name", "description", "guidelines", "is_closed")
+    form = ProjectSettingsForm(request.POST or None, initial={f: getattr(project, f) for f in fields})
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.project_update(project=project, **form.cleaned_data)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, "Project settings saved.")
+            return redirect("project_detail", project_id=project.pk)
+    return render(request, "projects/settings.html", {"project": project, "membership": membership, "form": form},
+                  status=422 if form.errors else 200)
