@@ -48,7 +48,7 @@
     const data = [steps, ...keys.map((k) => steps.map((s) => (chart.series.get(k).has(s) ? chart.series.get(k).get(s) : null)))];
     if (!chart.plot || chart.seriesCount !== keys.length) {
       if (chart.plot) chart.plot.destroy();
-      const width = Math.max(280, chart.el.clientWidth - 24);
+      const width = Math.max(280, chart.el.clientWidth - 44);  // the card's padding
       chart.plot = new uPlot({
         width: width, height: 200, scales: { x: { time: false } },
         series: [{ label: "step" }, ...keys.map((k, i) => ({ label: k, stroke: colors[i % colors.length], width: 2, spanGaps: true, points: { size: 4 } }))],
