@@ -25,9 +25,12 @@ False
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # prompts imports this module; the annotation needs it only for type checkers
+    from rlcore.judges.prompts import JudgeTemplates
 
 PairWinner = Literal["A", "B", "tie"]
 JudgeMode = Literal["grade", "compare", "rank"]
@@ -141,7 +144,7 @@ class PromptedJudge:
 
     name: str = "prompted"
 
-    def __init__(self, templates: "JudgeTemplates | None" = None, name: str | None = None) -> None:
+    def __init__(self, templates: JudgeTemplates | None = None, name: str | None = None) -> None:
         from rlcore.judges.prompts import JudgeTemplates
 
         self.templates = templates or JudgeTemplates()
