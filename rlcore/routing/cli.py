@@ -7,6 +7,9 @@
 - ``routing fit features.json labels.jsonl pairs.npy -o model.json`` — simulate mixes on a pool
   with both labels (labels.jsonl: comparison_id, human, lm as A / B / tie) and fit the model.
 - ``routing plan features.json --budget 25% --strategy topk --model model.json -o plan.json``.
+- ``routing tag --endpoint URL --model NAME --categories math,code,other --input prompts.jsonl
+  --output tags.jsonl`` — prompt category tags from an LM (prompts.jsonl: id, prompt; one line out
+  per prompt: id, tags, error, raw_reply).
 """
 
 from __future__ import annotations
@@ -159,6 +162,59 @@ def run_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tagging_backend(args: argparse.Namespace):
+    if args.local:
+        from rlcore.judges.local_hf import LocalHFJudge, LocalHFSettings
+
+        return LocalHFJudge(LocalHFSettings(model=args.model, device=args.device, batch_size=args.batch_size,
+                                            max_new_tokens=args.max_tokens))
+    if not args.endpoint:
+        raise UserError("--endpoint: give the server's API root (e.g. http://127.0.0.1:8000/v1), or --local")
+    from rlcore.judges.cli import read_api_key_file
+    from rlcore.judges.openai_compat import OpenAICompatJudge, OpenAICompatSettings
+
+    api_key = read_api_key_file(args.api_key_file) if args.api_key_file else None
+    return OpenAICompatJudge(OpenAICompatSettings(
+        base_url=args.endpoint, model=args.model, api_key=api_key, api_key_env=args.api_key_env,
+        max_concurrency=args.max_concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
+        max_tokens=args.max_tokens, logprobs=False))
+
+
+def run_tag(args: argparse.Namespace) -> int:
+    """Tag each prompt of ``--input`` (``{"id", "prompt"}`` lines) with the listed categories."""
+    import sys
+
+    from rlcore.routing.tagging import parse_categories, tag_prompts
+
+    categories = parse_categories(args.categories)
+    rows = read_jsonl_objects(args.input, 'a JSON object with "id" and "prompt"')
+    prompts = []
+    for number, row in rows:
+        if "id" not in row:
+            raise UserError(f"{args.input}:{number}: field 'id' is missing")
+        if not isinstance(row.get("prompt"), str):
+            raise UserError(f"{args.input}:{number}: field 'prompt' must be a string")
+        prompts.append((str(row["id"]), row["prompt"]))
+    if not prompts:
+        raise UserError(f"{args.input}: no prompts to tag")
+    backend = _tagging_backend(args)
+    chunk = max(1, 4 * args.max_concurrency)
+    tagged = 0
+    with open(args.output, "w", encoding="utf-8") as out:
+        def progress(done: int, total: int) -> None:
+            out.flush()
+            emit_progress(done, total)
+
+        for result in tag_prompts(backend, prompts, categories, multi_label=args.multi_label, chunk=chunk,
+                                  progress=progress):
+            tagged += bool(result.tags)
+            out.write(json.dumps(result.model_dump(mode="json"), ensure_ascii=False) + "\n")
+    emit_artifact("prompt_tags", str(args.output), n=len(prompts), tagged=tagged, categories=categories)
+    print(f"routing tag: {tagged}/{len(prompts)} prompts tagged, {len(prompts) - tagged} without a tag",
+          file=sys.stderr)
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("routing", help="route comparisons to humans or an LM judge")
     sub = parser.add_subparsers(dest="routing_command", metavar="STEP", required=True)
@@ -200,3 +256,21 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", default=None, help="plan JSON to write (default: stdout)")
     p.set_defaults(handler=run_plan)
+
+    p = sub.add_parser("tag", help="prompt category tags from an LM (the category=<name> routing feature)")
+    p.add_argument("--input", required=True, help='JSONL of {"id", "prompt"}')
+    p.add_argument("--output", required=True, help="JSONL to write: id, tags, error, raw_reply per prompt")
+    p.add_argument("--categories", required=True, help="comma-separated category names, e.g. math,code,other")
+    p.add_argument("--multi-label", action="store_true", help="allow several categories per prompt")
+    p.add_argument("--model", required=True, help="model name at the endpoint, or a path/hub id with --local")
+    p.add_argument("--endpoint", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--local", action="store_true", help="run --model in-process with transformers")
+    p.add_argument("--api-key-env", help="environment variable that holds the API key")
+    p.add_argument("--api-key-file", type=Path, help="file holding the API key; deleted once read")
+    p.add_argument("--max-concurrency", type=int, default=8, help="requests in flight at once")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt")
+    p.add_argument("--max-retries", type=int, default=4, help="retries on timeouts, 5xx, 429")
+    p.add_argument("--max-tokens", type=int, default=64, help="most tokens per reply")
+    p.add_argument("--device", help="with --local: cuda, cpu, ... (default: GPU if any)")
+    p.add_argument("--batch-size", type=int, default=8, help="with --local: prompts per generate call")
+    p.set_defaults(handler=run_tag)

@@ -10,6 +10,7 @@ MODULES = [
     "rlcore.agreement",
     "rlcore.routing.features",
     "rlcore.routing.predictor",
+    "rlcore.routing.tagging",
     "rlcore.events",
     "rlcore.jsonl",
     "rlcore.judges.base",
