@@ -5,8 +5,20 @@
   write one JSON line per pair: combined verdict, both verdicts, confidence, position_bias, and each
   order's rendered prompt and raw reply. Input lines: ``{"id"?, "prompt", "response_a", "response_b",
   "criterion"?}``.
+- ``judge rank ... --input rankings.jsonl``: rank each line's responses as given and reversed and write
+  one JSON line each: ``verdict`` (0-based indices best first, or null with ``error``), both orders'
+  rankings (``forward_verdict``, ``reversed_verdict`` in the request's indices), confidence,
+  position_bias, and each order's rendered prompt and raw reply. Input lines: ``{"id"?, "prompt",
+  "responses": [...], "criterion"?}``.
+- ``judge grade ... --input grades.jsonl``: score each response on each of its rubric criteria and write
+  one JSON line each: ``criteria: {name: {score, confidence, error, rendered_prompt, raw_reply}}``. Input
+  lines: ``{"id"?, "prompt", "response", "reference"?, "criteria": [{name, description?, scale_min?,
+  scale_max?}]}``.
+
 - ``judge serve-test --port P [--model DIR]``: a loopback OpenAI-compatible server for trying a judge
   setup without a real one: a fixed scripted reply, or a local model.
+
+The three judging commands share their options, backends and output (:func:`_judge_lines`).
 """
 
 from __future__ import annotations
@@ -14,37 +26,85 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
 from rlcore.errors import UserError
+from rlcore.judges.debias import CriterionToGrade, ResponseToGrade
 from rlcore.jsonl import read_jsonl_objects
 
 _CHUNK_PER_SLOT = 16  # pairs per batch per concurrency slot: enough to keep every slot busy, small enough to stream
 
 
-def read_pairs(path: Path) -> list[Any]:
-    """Read ``pairs.jsonl`` into PairRequests; a bad line raises UserError naming the file, line and field."""
+def _read_requests(path: Path, what: str, expected: str, build) -> list[Any]:
+    """Read ``path`` line by line with ``build(row)``; a bad line raises UserError naming the file, line and field."""
     from pydantic import ValidationError
-
-    from rlcore.judges.base import PairRequest
 
     if not path.is_file():
         raise UserError(f"--input: {path} does not exist")
-    pairs = []
-    for number, row in read_jsonl_objects(path, "a JSON object with prompt, response_a, response_b"):
+    items = []
+    for number, row in read_jsonl_objects(path, expected):
         request_id = row.get("id", row.get("request_id"))
         try:
-            pairs.append(PairRequest(request_id=None if request_id is None else str(request_id),
-                                     prompt=row.get("prompt"), response_a=row.get("response_a"),
-                                     response_b=row.get("response_b"), criterion=row.get("criterion")))
+            items.append(build(None if request_id is None else str(request_id), row))
         except ValidationError as exc:
             error = exc.errors()[0]
             field = ".".join(str(part) for part in error["loc"])
             raise UserError(f"{path}:{number}: field {field!r}: {error['msg']}") from exc
-    if not pairs:
-        raise UserError(f"--input: {path} holds no pairs")
-    return pairs
+    if not items:
+        raise UserError(f"--input: {path} holds no {what}")
+    return items
+
+
+def read_pairs(path: Path) -> list[Any]:
+    """Read ``pairs.jsonl`` into PairRequests; a bad line raises UserError naming the file, line and field."""
+    from rlcore.judges.base import PairRequest
+
+    return _read_requests(path, "pairs", "a JSON object with prompt, response_a, response_b",
+                          lambda request_id, row: PairRequest(
+                              request_id=request_id, prompt=row.get("prompt"), response_a=row.get("response_a"),
+                              response_b=row.get("response_b"), criterion=row.get("criterion")))
+
+
+def read_rankings(path: Path) -> list[Any]:
+    """Read ``rankings.jsonl`` into RankRequests (at least two responses each)."""
+    from rlcore.judges.base import RankRequest
+
+    return _read_requests(path, "rankings", "a JSON object with prompt, responses",
+                          lambda request_id, row: RankRequest(
+                              request_id=request_id, prompt=row.get("prompt"), responses=row.get("responses"),
+                              criterion=row.get("criterion")))
+
+
+class GradingItem(BaseModel):
+    """One line of ``grades.jsonl``: a response and the criteria to score it on."""
+
+    model_config = ConfigDict(frozen=True)
+
+    response: ResponseToGrade
+    criteria: list[CriterionToGrade] = Field(min_length=1)
+
+    @field_validator("criteria")
+    @classmethod
+    def _unique_names(cls, criteria: list[CriterionToGrade]) -> list[CriterionToGrade]:
+        names = [c.name for c in criteria]
+        if len(set(names)) != len(names):
+            raise ValueError(f"criterion names must be unique, got {names}")
+        return criteria
+
+
+def read_gradings(path: Path) -> list[GradingItem]:
+    """Read ``grades.jsonl``: each line a response with its own criteria (names unique within the line)."""
+
+    def build(request_id: str | None, row: dict) -> GradingItem:
+        return GradingItem(response=ResponseToGrade(request_id=request_id, prompt=row.get("prompt"),
+                                                    response=row.get("response"), reference=row.get("reference")),
+                           criteria=row.get("criteria"))
+
+    return _read_requests(path, "responses to grade", "a JSON object with prompt, response, criteria", build)
 
 
 def read_templates(path: Path | None):
@@ -106,30 +166,77 @@ def build_judge(args: argparse.Namespace):
     return OpenAICompatJudge(settings, templates)
 
 
-def run_pairwise(args: argparse.Namespace) -> int:
+def _judge_lines(args: argparse.Namespace, command: str, items: list[Any],
+                 judge_chunk: Callable[[Any, list[Any]], list[dict]]) -> int:
+    """Judge ``items`` in chunks with ``judge_chunk(judge, chunk) -> one JSON-able dict per item`` (each with
+    ``error`` None when it has a result) and write them as JSON lines, with progress when ``--output`` is given."""
     from rlcore.events import emit_progress
-    from rlcore.judges.debias import compare_both_orders
 
-    pairs = read_pairs(args.input)
     judge = build_judge(args)
     out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     chunk = max(1, _CHUNK_PER_SLOT * getattr(args, "max_concurrency", 1))
     labelled = biased = 0
     try:
-        for start in range(0, len(pairs), chunk):
-            for label in compare_both_orders(judge, pairs[start:start + chunk]):
-                labelled += label.ok
-                biased += bool(label.position_bias)
-                out.write(json.dumps(label.model_dump(mode="json")) + "\n")
+        for start in range(0, len(items), chunk):
+            for line in judge_chunk(judge, items[start:start + chunk]):
+                labelled += line.get("error") is None
+                biased += bool(line.get("position_bias"))
+                out.write(json.dumps(line) + "\n")
             out.flush()
-            if args.output:  # stdout carries the labels otherwise; progress would mix with them
-                emit_progress(min(start + chunk, len(pairs)), len(pairs))
+            if args.output:  # stdout carries the results otherwise; progress would mix with them
+                emit_progress(min(start + chunk, len(items)), len(items))
     finally:
         if args.output:
             out.close()
-    print(f"judge pairwise: {labelled}/{len(pairs)} labelled, {biased} with position bias, "
-          f"{len(pairs) - labelled} without a label", file=sys.stderr)
+    print(f"judge {command}: {labelled}/{len(items)} labelled, {biased} with position bias, "
+          f"{len(items) - labelled} without a label", file=sys.stderr)
     return 0
+
+
+def _dump_pairs(judge, pairs: list[Any]) -> list[dict]:
+    from rlcore.judges.debias import compare_both_orders
+
+    return [label.model_dump(mode="json") for label in compare_both_orders(judge, pairs)]
+
+
+def _dump_rankings(judge, requests: list[Any]) -> list[dict]:
+    from rlcore.judges.debias import rank_both_orders
+
+    return [ranking.model_dump(mode="json") for ranking in rank_both_orders(judge, requests)]
+
+
+def _dump_grades(judge, items: list[GradingItem]) -> list[dict]:
+    """All items x their criteria in one batch; per item, every criterion's score or its own error."""
+    from rlcore.judges.debias import grade_rubric
+
+    # Items sharing a rubric go in one grade_rubric call; most files have a single rubric.
+    groups: dict[tuple, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(tuple(item.criteria), []).append(index)
+    results: list[dict | None] = [None] * len(items)
+    for criteria, indices in groups.items():
+        graded = grade_rubric(judge, [items[i].response for i in indices], list(criteria))
+        for index, by_name in zip(indices, graded):
+            scores = {name: {"score": r.verdict, "confidence": r.confidence, "error": r.error,
+                             "rendered_prompt": r.rendered_prompt, "raw_reply": r.raw_reply}
+                      for name, r in by_name.items()}
+            failed = [f"{name}: {s['error'] or 'no score'}" for name, s in scores.items() if s["score"] is None]
+            results[index] = {"request_id": items[index].response.request_id,
+                              "judge": next(iter(by_name.values())).judge, "criteria": scores,
+                              "error": "; ".join(failed) or None}
+    return results
+
+
+def run_pairwise(args: argparse.Namespace) -> int:
+    return _judge_lines(args, "pairwise", read_pairs(args.input), _dump_pairs)
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    return _judge_lines(args, "rank", read_rankings(args.input), _dump_rankings)
+
+
+def run_grade(args: argparse.Namespace) -> int:
+    return _judge_lines(args, "grade", read_gradings(args.input), _dump_grades)
 
 
 def run_serve_test(args: argparse.Namespace) -> int:
@@ -140,28 +247,18 @@ def run_serve_test(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("judge", help="LM judging: pairwise labels in both orders, a test server")
+    parser = subparsers.add_parser("judge", help="LM judging: pairwise labels and rankings in both orders, rubric grades, a test server")
     commands = parser.add_subparsers(dest="judge_command", metavar="JUDGE_COMMAND")
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
-    pairwise = commands.add_parser("pairwise", help="judge pairs in both orders; JSON lines out")
-    pairwise.add_argument("--input", type=Path, required=True, help="pairs.jsonl: prompt, response_a, response_b")
-    pairwise.add_argument("--model", required=True, help="model name at the endpoint, or a path/hub id with --local")
-    pairwise.add_argument("--endpoint", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
-    pairwise.add_argument("--local", action="store_true", help="run --model in-process with transformers")
-    pairwise.add_argument("--output", type=Path, help="write JSON lines here (default: stdout)")
-    pairwise.add_argument("--templates", type=Path, help="JSON/YAML judge templates (default: built-in)")
-    pairwise.add_argument("--api-key-env", help="environment variable that holds the API key")
-    pairwise.add_argument("--api-key-file", type=Path,
-                          help="file holding the API key; deleted once read (keeps the key off the command line)")
-    pairwise.add_argument("--max-concurrency", type=int, default=8, help="requests in flight at once")
-    pairwise.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt")
-    pairwise.add_argument("--max-retries", type=int, default=4, help="retries on timeouts, 5xx, 429")
-    pairwise.add_argument("--max-tokens", type=int, default=512, help="most tokens per judge reply")
-    pairwise.add_argument("--no-logprobs", action="store_true", help="do not ask the endpoint for logprobs")
-    pairwise.add_argument("--device", help="with --local: cuda, cpu, ... (default: GPU if any)")
-    pairwise.add_argument("--batch-size", type=int, default=8, help="with --local: prompts per generate call")
-    pairwise.set_defaults(handler=run_pairwise)
+    for name, run, help_text, input_help in (
+            ("pairwise", run_pairwise, "judge pairs in both orders; JSON lines out",
+             "pairs.jsonl: prompt, response_a, response_b"),
+            ("rank", run_rank, "rank N responses as given and reversed; JSON lines out",
+             "rankings.jsonl: prompt, responses"),
+            ("grade", run_grade, "score responses on rubric criteria; JSON lines out",
+             "grades.jsonl: prompt, response, criteria")):
+        _add_judging_options(commands.add_parser(name, help=help_text), input_help).set_defaults(handler=run)
 
     serve = commands.add_parser("serve-test", help="serve a loopback OpenAI-compatible test endpoint")
     serve.add_argument("--port", type=int, default=8011, help="port to listen on (0: any free port)")
@@ -171,3 +268,24 @@ def register(subparsers) -> None:
     serve.add_argument("--latency", type=float, default=0.0, help="seconds each request takes")
     serve.add_argument("--capacity", type=int, default=None, help="requests served at once (more queue)")
     serve.set_defaults(handler=run_serve_test)
+
+
+def _add_judging_options(parser: argparse.ArgumentParser, input_help: str) -> argparse.ArgumentParser:
+    """The options every judging command takes: input/output, backend, templates, key, limits."""
+    parser.add_argument("--input", type=Path, required=True, help=input_help)
+    parser.add_argument("--model", required=True, help="model name at the endpoint, or a path/hub id with --local")
+    parser.add_argument("--endpoint", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument("--local", action="store_true", help="run --model in-process with transformers")
+    parser.add_argument("--output", type=Path, help="write JSON lines here (default: stdout)")
+    parser.add_argument("--templates", type=Path, help="JSON/YAML judge templates (default: built-in)")
+    parser.add_argument("--api-key-env", help="environment variable that holds the API key")
+    parser.add_argument("--api-key-file", type=Path,
+                        help="file holding the API key; deleted once read (keeps the key off the command line)")
+    parser.add_argument("--max-concurrency", type=int, default=8, help="requests in flight at once")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per attempt")
+    parser.add_argument("--max-retries", type=int, default=4, help="retries on timeouts, 5xx, 429")
+    parser.add_argument("--max-tokens", type=int, default=512, help="most tokens per judge reply")
+    parser.add_argument("--no-logprobs", action="store_true", help="do not ask the endpoint for logprobs")
+    parser.add_argument("--device", help="with --local: cuda, cpu, ... (default: GPU if any)")
+    parser.add_argument("--batch-size", type=int, default=8, help="with --local: prompts per generate call")
+    return parser

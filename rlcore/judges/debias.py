@@ -137,6 +137,10 @@ class DebiasedRanking(BaseModel):
     verdict: list[int] | None = Field(description="0-based indices of the request's responses, best first")
     confidence: float | None = Field(None, ge=0, le=1, description="agreement of the two orderings, (tau + 1) / 2")
     position_bias: bool | None = Field(None, description="the two orderings differ; None when one failed")
+    forward_verdict: list[int] | None = Field(None, description="the ranking of the responses as given")
+    reversed_verdict: list[int] | None = Field(
+        None, description="the ranking of the reversed list, mapped back to the request's indices"
+    )
     forward: RankingResult = Field(description="the ranking of the responses as given")
     reversed: RankingResult = Field(description="the ranking of the responses in reverse order, in its own indices")
     error: str | None = Field(None, description="why there is no combined ranking")
@@ -158,13 +162,15 @@ def combine_rankings(request_id: str | None, forward: RankingResult, backward: R
     >>> first_wins.verdict, first_wins.position_bias, first_wins.confidence
     ([0, 1, 2], True, 0.0)
     """
-    common = dict(request_id=request_id, judge=forward.judge, forward=forward, reversed=backward)
+    n = len(forward.verdict or backward.verdict or [])
+    # reversed list index k is response n-1-k
+    mapped = [n - 1 - i for i in backward.verdict] if backward.verdict is not None else None
+    common = dict(request_id=request_id, judge=forward.judge, forward=forward, reversed=backward,
+                  forward_verdict=forward.verdict, reversed_verdict=mapped)
     problems = [f"{name}: {result.error or 'no verdict'}" for name, result in
                 (("order as given", forward), ("order reversed", backward)) if result.verdict is None]
     if problems:
         return DebiasedRanking(verdict=None, error="; ".join(problems), **common)
-    n = len(forward.verdict)
-    mapped = [n - 1 - i for i in backward.verdict]  # reversed list index k is response n-1-k
     position = {i: 0.0 for i in range(n)}
     for order in (forward.verdict, mapped):
         for place, index in enumerate(order):

@@ -151,6 +151,30 @@ def prefers_keyword(keyword: str, confidence: float = 0.9) -> Policy:
     return policy
 
 
+def ranks_by_keyword(keyword: str) -> Policy:
+    """A judge that reads the default rank prompt (``[Response 1]`` ... ``[Response n]`` ...) and ranks the
+    responses by how often they contain ``keyword``, most first, ties by the text itself; order-independent,
+    so ranking the reversed list agrees. Answers ``Ranking: i > j > ...``.
+
+    >>> prompt = "[Response 1]\\nno\\n\\n[Response 2]\\nyes, thanks\\n\\n[Response 3]\\nthanks, thanks\\n\\nThink briefly"
+    >>> ranks_by_keyword("thanks")({"messages": [{"role": "user", "content": prompt}]}).content
+    'Ranking: 3 > 2 > 1'
+    """
+    import re
+
+    def policy(body: dict[str, Any]) -> ScriptedReply:
+        text = str((body.get("messages") or [{}])[-1].get("content", ""))
+        parts = re.split(r"\[Response (\d+)\]\n", text)
+        if len(parts) < 5:
+            return ScriptedReply(content="I can only rank numbered responses.")
+        sections = {int(number): body_text.split("\n\nThink briefly")[0]
+                    for number, body_text in zip(parts[1::2], parts[2::2])}
+        order = sorted(sections, key=lambda n: (-sections[n].count(keyword), sections[n]))
+        return ScriptedReply(content="Ranking: " + " > ".join(str(n) for n in order))
+
+    return policy
+
+
 class ServerStats(BaseModel):
     """What clients did to the server since it started (or since ``reset``)."""
 
@@ -463,6 +487,7 @@ __all__ = [
     "always",
     "hashed_choice",
     "prefers_keyword",
+    "ranks_by_keyword",
     "scripted",
     "serve_test",
 ]
