@@ -56,6 +56,16 @@ class ConnectionTestOut(Schema):
     reply: str | None
 
 
+class LabelRankingsIn(Schema):
+    template_id: int | None = Field(None, description="A rank template of this project; none: default-rank@1.")
+
+
+class LabellingJobOut(Schema):
+    job_id: int
+    mode: str
+    comparison_ids: list[int]
+
+
 class TemplateIn(Schema):
     name: str
     text: str
@@ -108,6 +118,16 @@ def update_judge(request, project_id: int, config_id: int, body: JudgeConfigPatc
              summary="Ask the judge one small question now (one attempt, at most 15 s)")
 def test_judge(request, project_id: int, config_id: int):
     return services.judge_config_test(config=_config(request, project_id, config_id, Capability.DESIGN))
+
+
+@router.post("/{project_id}/judges/{config_id}/label-rankings", response={201: LabellingJobOut},
+             summary="Queue a job: this judge ranks the project's N-way comparisons still without a label")
+def label_rankings(request, project_id: int, config_id: int, body: LabelRankingsIn | None = None):
+    config = _config(request, project_id, config_id, Capability.DESIGN)
+    job = services.lm_rankings_label(project=config.project, user=request.auth, config=config,
+                                     template_id=body.template_id if body else None)
+    return Status(201, {"job_id": job.pk, "mode": job.lm_labelling.mode,
+                        "comparison_ids": job.lm_labelling.comparison_ids})
 
 
 @router.get("/{project_id}/judge-templates", response=list[TemplateOut], summary="Judge prompt templates, all versions")

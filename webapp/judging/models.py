@@ -74,6 +74,11 @@ class JudgePromptTemplate(models.Model):
         return f"{self.name}@{self.version}"
 
 
+class LabellingMode(models.TextChoices):
+    PAIRWISE = "pairwise", "Pairwise comparisons (both orders)"
+    RANKING = "ranking", "N-way rankings (as given and reversed)"
+
+
 class LMLabellingRun(models.Model):
     """A job that labels comparisons with an LM judge, and what came of it once recorded."""
 
@@ -82,6 +87,7 @@ class LMLabellingRun(models.Model):
     judge_config = models.ForeignKey(JudgeConfig, null=True, on_delete=models.SET_NULL, related_name="runs")
     template = models.ForeignKey(JudgePromptTemplate, null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="+")
+    mode = models.CharField(max_length=8, choices=LabellingMode.choices, default=LabellingMode.PAIRWISE)
     comparison_ids = models.JSONField(default=list)
     n_labelled = models.PositiveIntegerField(default=0)
     n_failed = models.PositiveIntegerField(default=0)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun
 
@@ -39,3 +39,20 @@ def run_list(*, project) -> QuerySet[LMLabellingRun]:
 
 def attempts_for(*, job_id: int) -> QuerySet[LMLabelAttempt]:
     return LMLabelAttempt.objects.filter(run__job_id=job_id).order_by("id")
+
+
+def rankings_awaiting_label(*, project) -> QuerySet:
+    """The project's N-way comparisons an LM judge may rank now: in the annotation queue (active), with
+    no label yet (human or LM), held by no annotator, not in a labelling run still going, and not given
+    back to people by a judge before (one that could not rank it: it is theirs now)."""
+    from webapp.annotation.models import (
+        Assignment, AssignmentStatus, Comparison, ComparisonKind, PreferenceLabel,
+    )
+
+    busy = {cid for ids in LMLabellingRun.objects.filter(project=project, finished=False)
+            .values_list("comparison_ids", flat=True) for cid in ids}
+    return (Comparison.objects.filter(project=project, kind=ComparisonKind.RANKING, is_active=True)
+            .exclude(Exists(PreferenceLabel.objects.filter(comparison=OuterRef("pk"))))
+            .exclude(Exists(Assignment.objects.filter(comparison=OuterRef("pk"), status=AssignmentStatus.ACTIVE)))
+            .exclude(Exists(LMLabelAttempt.objects.filter(comparison=OuterRef("pk"))))
+            .exclude(pk__in=busy).order_by("id"))

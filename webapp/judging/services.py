@@ -2,9 +2,11 @@
 and the recording of their labels.
 
 An LM labelling job is a Job (kind ``judge_labels``, queue ``default``) whose child is
-``python -m rlcore judge pairwise``: the webapp writes the pairs (canonical order A/B), the prompt
-template and, for a stored key, a key file the child deletes once read into the job's folder; the
-child judges every pair in both orders and appends one JSON line per pair to ``labels.jsonl``.
+``python -m rlcore judge pairwise`` (mode ``pairwise``) or ``judge rank`` (mode ``ranking``): the webapp
+writes the comparisons (pairs in canonical order A/B, or rankings with their responses in canonical
+order), the prompt template and, for a stored key, a key file the child deletes once read into the
+job's folder; the child judges every comparison in both orders (swapped, or reversed) and appends one
+JSON line per comparison to ``labels.jsonl``.
 :func:`lm_labels_record` turns those lines into PreferenceLabels (source ``lm``) as they come: a
 pair without a verdict gets no label, only an LMLabelAttempt with the reason; when the job ends,
 every pair it did not reach gets one too. Then ``lm_labelling_finished`` tells the router which
@@ -24,10 +26,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
-from webapp.annotation.models import Comparison, ComparisonKind
+from webapp.annotation.models import Choice, Comparison, ComparisonKind
 from webapp.jobs.models import FINISHED_STATES, Job, JobState
 from webapp.judging.models import (
-    AttemptStatus, JudgeBackend, JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun, PromptMode,
+    AttemptStatus, JudgeBackend, JudgeConfig, JudgePromptTemplate, LabellingMode, LMLabelAttempt, LMLabellingRun,
+    PromptMode,
 )
 from webapp.judging.secrets import decrypt_api_key, encrypt_api_key
 
@@ -36,6 +39,7 @@ logger = logging.getLogger(__name__)
 JUDGE_LABELS_KIND = "judge_labels"
 LABELS_FILE = "labels.jsonl"
 PAIRS_FILE = "pairs.jsonl"
+RANKINGS_FILE = "rankings.jsonl"
 KEY_FILE = "api-key"
 MAX_CONCURRENCY = 256
 ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -215,35 +219,64 @@ def _prompt_text(prompt) -> str:
     return prompt.text
 
 
-def pairs_snapshot(comparisons: list[Comparison]) -> list[dict]:
-    """One line per pairwise comparison, responses in canonical order (A = response_ids[0])."""
+def _response_texts(comparisons: list[Comparison]) -> dict[int, str]:
     from webapp.datasets.models import Response
 
     response_ids = {rid for c in comparisons for rid in c.response_ids}
-    texts = dict(Response.objects.filter(pk__in=response_ids).values_list("id", "text"))
+    return dict(Response.objects.filter(pk__in=response_ids).values_list("id", "text"))
+
+
+def pairs_snapshot(comparisons: list[Comparison]) -> list[dict]:
+    """One line per pairwise comparison, responses in canonical order (A = response_ids[0])."""
+    texts = _response_texts(comparisons)
     return [{"id": str(c.pk), "prompt": _prompt_text(c.prompt), "response_a": texts.get(c.response_ids[0], ""),
              "response_b": texts.get(c.response_ids[1], "")} for c in comparisons]
 
 
+def rankings_snapshot(comparisons: list[Comparison]) -> list[dict]:
+    """One line per N-way comparison, responses in canonical order (index i = response_ids[i])."""
+    texts = _response_texts(comparisons)
+    return [{"id": str(c.pk), "prompt": _prompt_text(c.prompt),
+             "responses": [texts.get(rid, "") for rid in c.response_ids]} for c in comparisons]
+
+
+# What differs between the modes: which comparisons, which rlcore command, input file, template mode.
+_MODES = {
+    LabellingMode.PAIRWISE: {"kind": ComparisonKind.PAIR, "command": "pairwise", "input": PAIRS_FILE,
+                             "template_mode": PromptMode.COMPARE, "snapshot": pairs_snapshot,
+                             "default_template": "default-compare@1", "what": "pairwise"},
+    LabellingMode.RANKING: {"kind": ComparisonKind.RANKING, "command": "rank", "input": RANKINGS_FILE,
+                            "template_mode": PromptMode.RANK, "snapshot": rankings_snapshot,
+                            "default_template": "default-rank@1", "what": "N-way ranking"},
+}
+
+
 @transaction.atomic
 def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_ids: list[int],
-                            template: JudgePromptTemplate | None = None) -> Job:
-    """Queue a job that labels these pairwise comparisons with the judge, both orders each."""
+                            template: JudgePromptTemplate | None = None,
+                            mode: str = LabellingMode.PAIRWISE) -> Job:
+    """Queue a job that labels these comparisons with the judge: pairs in both orders (mode ``pairwise``),
+    or N-way comparisons ranked as given and reversed (mode ``ranking``)."""
     from webapp.jobs.services import job_create
 
+    if mode not in _MODES:
+        raise ValidationError({"mode": f"Unknown labelling mode '{mode}': choose one of "
+                                       f"{', '.join(LabellingMode.values)}."})
+    how = _MODES[mode]
     if config.project_id != project.pk:
         raise ValidationError({"judge_config": "That judge belongs to another project."})
-    if template is not None and (template.project_id != project.pk or template.mode != PromptMode.COMPARE):
-        raise ValidationError({"template": "Choose a pairwise (compare) template of this project."})
+    if template is not None and (template.project_id != project.pk or template.mode != how["template_mode"]):
+        raise ValidationError({"template": f"Choose a {how['template_mode'].label.lower()} ({how['template_mode']}) "
+                                           "template of this project."})
     comparisons = list(Comparison.objects.select_related("prompt")
-                       .filter(project=project, pk__in=comparison_ids, kind=ComparisonKind.PAIR).order_by("id"))
+                       .filter(project=project, pk__in=comparison_ids, kind=how["kind"]).order_by("id"))
     if not comparisons:
-        raise ValidationError({"comparison_ids": "No pairwise comparisons of this project to label."})
+        raise ValidationError({"comparison_ids": f"No {how['what']} comparisons of this project to label."})
     key = _stored_key(config)
     if config.backend == JudgeBackend.OPENAI and not key and config.api_key_env and not os.environ.get(
             config.api_key_env):
         logger.info("judge %s: %s is not set here; the worker must have it", config.pk, config.api_key_env)
-    argv = ["judge", "pairwise", "--model", config.model, "--input", PAIRS_FILE, "--output", LABELS_FILE,
+    argv = ["judge", how["command"], "--model", config.model, "--input", how["input"], "--output", LABELS_FILE,
             "--max-concurrency", str(config.max_concurrency), "--timeout", str(config.timeout_s),
             "--max-retries", str(config.max_retries)]
     if config.backend == JudgeBackend.LOCAL_HF:
@@ -256,25 +289,57 @@ def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_id
             argv += ["--api-key-env", config.api_key_env]
     if template is not None:
         argv += ["--templates", "templates.json"]
-    spec = {"judge_config_id": config.pk, "judge": config.name, "model": config.model,
-            "template": str(template) if template else "default-compare@1", "n_pairs": len(comparisons)}
+    spec = {"judge_config_id": config.pk, "judge": config.name, "model": config.model, "mode": mode,
+            "template": str(template) if template else how["default_template"], "n_pairs": len(comparisons)}
+    title = (f"LM labels: {len(comparisons)} comparisons by {config.name}" if mode == LabellingMode.PAIRWISE
+             else f"LM rankings: {len(comparisons)} comparisons by {config.name}")
     job = job_create(project=project, user=user, kind=JUDGE_LABELS_KIND, argv=argv, spec=spec, queue="default",
-                     title=f"LM labels: {len(comparisons)} comparisons by {config.name}")
+                     title=title)
     # The job is enqueued on commit, so its files are in place before a worker can start it.
     folder = Path(job.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / PAIRS_FILE).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n"
-                                             for row in pairs_snapshot(comparisons)), encoding="utf-8")
+    (folder / how["input"]).write_text("".join(json.dumps(row, ensure_ascii=False) + "\n"
+                                               for row in how["snapshot"](comparisons)), encoding="utf-8")
     if template is not None:
         (folder / "templates.json").write_text(json.dumps(
-            {"compare": {"name": template.name, "version": template.version, "mode": "compare",
-                         "text": template.text}}), encoding="utf-8")
+            {template.mode: {"name": template.name, "version": template.version, "mode": template.mode,
+                             "text": template.text}}), encoding="utf-8")
     if key:
         fd = os.open(folder / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
-    LMLabellingRun.objects.create(job=job, project=project, judge_config=config, template=template,
+    LMLabellingRun.objects.create(job=job, project=project, judge_config=config, template=template, mode=mode,
                                   comparison_ids=[c.pk for c in comparisons])
+    return job
+
+
+@transaction.atomic
+def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | None = None) -> Job:
+    """Queue a job that ranks every N-way comparison of the project still waiting for a label
+    (:func:`webapp.judging.selectors.rankings_awaiting_label`). They leave the annotation queue while
+    the judge works; those it cannot rank come back to it when the job ends, with the reason recorded."""
+    from webapp.judging.selectors import rankings_awaiting_label
+    from webapp.projects.models import Project
+
+    # One start per project at a time: two clicks at once would both pick the same comparisons.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if project.is_closed:
+        raise ValidationError({"project": f"Project '{project.name}' is closed: it takes no new labels."})
+    template = None
+    if template_id not in (None, ""):
+        template = (JudgePromptTemplate.objects.filter(project=project, pk=template_id).first()
+                    if str(template_id).isdigit() else None)
+        if template is None or template.mode != PromptMode.RANK:
+            raise ValidationError({"template_id": f"Template {template_id} is not a ranking (rank) template of "
+                                                  "this project: choose one, or none for default-rank@1."})
+    ids = list(rankings_awaiting_label(project=project).values_list("pk", flat=True))
+    if not ids:
+        raise ValidationError({"comparisons": "No N-way ranking comparison of this project is waiting for a "
+                                              "label (build some with the 'ranking' strategy, or they are all "
+                                              "labelled, held by an annotator or being ranked by a judge now)."})
+    job = lm_labelling_job_create(project=project, user=user, config=config, comparison_ids=ids,
+                                  template=template, mode=LabellingMode.RANKING)
+    Comparison.objects.filter(pk__in=ids).update(is_active=False)
     return job
 
 
@@ -288,13 +353,46 @@ def _order(result: dict) -> dict:
 def _provenance(row: dict, run: LMLabellingRun) -> dict:
     return {
         "judge": row.get("judge"), "judge_config": run.judge_config.name if run.judge_config else None,
-        "template": str(run.template) if run.template else "default-compare@1", "job_id": run.job_id,
+        "template": str(run.template) if run.template else _MODES[run.mode]["default_template"],
+        "job_id": run.job_id, "mode": run.mode, "confidence": row.get("confidence"),
+        "position_bias": row.get("position_bias"),
+    }
+
+
+def _pair_label(row: dict, run: LMLabellingRun, comparison: Comparison) -> dict | None:
+    verdict = row.get("verdict")
+    if verdict not in _CHOICE:
+        return None
+    return {"choice": _CHOICE[verdict], "strength": min(int(row.get("strength") or 1), 2), "provenance": {
+        **_provenance(row, run),
         "forward_verdict": row.get("forward_verdict"), "swapped_verdict": row.get("swapped_verdict"),
-        "confidence": row.get("confidence"), "confidence_source": row.get("confidence_source"),
-        "label_probabilities": row.get("label_probabilities"), "position_bias": row.get("position_bias"),
+        "confidence_source": row.get("confidence_source"), "label_probabilities": row.get("label_probabilities"),
         "judge_strength": row.get("strength"),
         "orders": {"ab": _order(row.get("forward") or {}), "ba": _order(row.get("swapped") or {})},
-    }
+    }}
+
+
+def _ranking_label(row: dict, run: LMLabellingRun, comparison: Comparison) -> dict | None:
+    """Indices best first -> response ids best first; a ranking that is not a permutation of the
+    comparison's responses is no label."""
+    ids = list(comparison.response_ids)
+
+    def as_ids(order):
+        if not isinstance(order, list) or sorted(order) != list(range(len(ids))):
+            return None
+        return [ids[i] for i in order]
+
+    ranking = as_ids(row.get("verdict"))
+    if ranking is None:
+        return None
+    return {"choice": Choice.RANKING, "ranking": ranking, "strength": 1, "provenance": {
+        **_provenance(row, run),
+        "forward_verdict": as_ids(row.get("forward_verdict")), "reversed_verdict": as_ids(row.get("reversed_verdict")),
+        "orders": {"given": _order(row.get("forward") or {}), "reversed": _order(row.get("reversed") or {})},
+    }}
+
+
+_LABEL_FROM_ROW = {LabellingMode.PAIRWISE: _pair_label, LabellingMode.RANKING: _ranking_label}
 
 
 def _read_complete_lines(path: Path, offset: int) -> tuple[list[dict], int]:
@@ -320,7 +418,8 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
     """Record what the job's judge has written so far (idempotent: each comparison once per run).
 
     When the job has finished, comparisons with no line get an attempt with the job's error, and
-    ``lm_labelling_finished`` is sent (once).
+    ``lm_labelling_finished`` is sent (once). A ranking run's comparisons without a label go back to
+    the annotation queue as soon as their failure is recorded.
     """
     from webapp.annotation.services import lm_label_create
 
@@ -336,6 +435,7 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
         comparisons = Comparison.objects.select_related("project").in_bulk(wanted)
         model_version = f"{run.judge_config.model if run.judge_config else job.spec.get('model', '')}"
         rows, run.bytes_read = _read_complete_lines(Path(job.output_dir) / LABELS_FILE, run.bytes_read)
+        failed_now = []
         for row in rows:
             try:
                 cid = int(row.get("request_id"))
@@ -344,18 +444,18 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
             if cid in done or cid not in wanted or cid not in comparisons:
                 continue
             done.add(cid)
-            verdict = row.get("verdict")
-            if verdict in _CHOICE and not row.get("error"):
-                strength = row.get("strength") or 1
-                label = lm_label_create(comparison=comparisons[cid], choice=_CHOICE[verdict],
-                                        strength=min(int(strength), 2), model_version=model_version[:200],
-                                        provenance=_provenance(row, run))
+            fields = None if row.get("error") else _LABEL_FROM_ROW[run.mode](row, run, comparisons[cid])
+            if fields is not None:
+                label = lm_label_create(comparison=comparisons[cid], model_version=model_version[:200], **fields)
                 LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.LABELLED, label=label)
                 run.n_labelled += 1
             else:
+                reason = row.get("error") or ("no verdict" if row.get("verdict") is None else
+                                              f"the judge's verdict {row.get('verdict')!r} does not fit the comparison")
                 LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.FAILED,
-                                              reason=str(row.get("error") or "no verdict")[:4000])
+                                              reason=str(reason)[:4000])
                 run.n_failed += 1
+                failed_now.append(cid)
         if job.state in FINISHED_STATES:
             why = {JobState.SUCCEEDED: "the judge wrote no result for it",
                    JobState.CANCELLED: "the labelling job was cancelled before reaching it"}.get(
@@ -364,10 +464,15 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
                 if cid in comparisons:
                     LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.FAILED, reason=why)
                     run.n_failed += 1
+                    failed_now.append(cid)
             run.finished = True
             finished_now = run
             # A job cancelled before its child started never read (and deleted) the key file.
             (Path(job.output_dir) / KEY_FILE).unlink(missing_ok=True)
+        if run.mode == LabellingMode.RANKING and failed_now:
+            # Back to people at once (lm_rankings_label took them out of the queue); a routing plan's
+            # pairs go back through lm_labelling_finished, which also updates the plan.
+            Comparison.objects.filter(pk__in=failed_now).update(is_active=True)
         run.save(update_fields=["n_labelled", "n_failed", "finished", "bytes_read"])
     if finished_now is not None:
         attempts = LMLabelAttempt.objects.filter(run=finished_now)

@@ -5,6 +5,7 @@ from webapp.judging import views
 urlpatterns = [
     path("", views.judge_home, name="judge_home"),
     path("new/", views.judge_config_new, name="judge_config_new"),
+    path("rankings/label/", views.judge_label_rankings, name="judge_label_rankings"),
     path("<int:config_id>/", views.judge_config_edit, name="judge_config_edit"),
     path("<int:config_id>/test/", views.judge_config_test, name="judge_config_test"),
     path("templates/new/", views.template_edit, name="judge_template_new"),

@@ -18,12 +18,35 @@ CONFIG_FIELDS = ("name", "backend", "endpoint", "model", "api_key_env", "max_con
 def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     services.lm_runs_reconcile(project=project)
+    templates = selectors.template_latest_list(project=project)
     return render(request, "judging/home.html", {
         "project": project, "can_design": role_allows(membership.role, Capability.DESIGN),
         "configs": selectors.judge_config_list(project=project),
-        "templates": selectors.template_latest_list(project=project),
+        "templates": templates,
         "runs": selectors.run_list(project=project)[:20],
+        "rankings_waiting": selectors.rankings_awaiting_label(project=project).count(),
+        "rank_templates": [t for t in templates if t.mode == "rank"],
     })
+
+
+@login_required
+@require_POST
+def judge_label_rankings(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    config_id = request.POST.get("judge_config", "")
+    config = JudgeConfig.objects.filter(project=project, pk=config_id).first() if config_id.isdigit() else None
+    if config is None:
+        messages.error(request, "Choose the judge that ranks the comparisons.")
+        return redirect("judge_home", project_id=project.pk)
+    try:
+        job = services.lm_rankings_label(project=project, user=request.user, config=config,
+                                         template_id=request.POST.get("template") or None)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Job {job.pk} ranks {len(job.lm_labelling.comparison_ids)} comparisons with "
+                                  f"'{config.name}'; those it cannot rank go back to people.")
+    return redirect("judge_home", project_id=project.pk)
 
 
 @login_required
