@@ -84,6 +84,30 @@ def compute_embeddings(request, project_id: int):
     return Status(201, embeddings_job_create(project=project, user=request.auth))
 
 
+class TagIn(Schema):
+    judge_config_id: int | None = Field(None, description="The judge config whose model tags the prompts.")
+    categories: str | list[str] = Field(..., description="Category names: 'math, code, other' or a list.")
+    multi_label: bool = False
+
+
+@router.post("/{project_id}/routing/tags", response={201: JobOut},
+             summary="Queue a job tagging every prompt with one of the categories, by an LM (category features)")
+def tag_prompts(request, project_id: int, body: TagIn):
+    from webapp.routing.tagging import tagging_job_create
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return Status(201, tagging_job_create(project=project, user=request.auth, judge_config_id=body.judge_config_id,
+                                          categories=body.categories, multi_label=body.multi_label))
+
+
+@router.get("/{project_id}/routing/tags", summary="Prompts per LM category tag; prompts without one and why")
+def prompt_tags(request, project_id: int):
+    from webapp.routing.tagging import tag_summary, untagged_prompts
+
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return {**tag_summary(project=project), "untagged": untagged_prompts(project=project)}
+
+
 @router.get("/{project_id}/routing/plans", response=list[PlanOut], summary="Routing plans, newest first")
 def list_plans(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)

@@ -15,3 +15,7 @@ class RoutingConfig(AppConfig):
         from webapp.routing.embeddings import record_embeddings
 
         job_succeeded.connect(record_embeddings, dispatch_uid="routing.record_embeddings")
+
+        from webapp.routing.tagging import record_prompt_tags
+
+        job_succeeded.connect(record_prompt_tags, dispatch_uid="routing.record_prompt_tags")

@@ -23,3 +23,17 @@ class PlanForm(forms.Form):
         self.fields["judge_config"].choices = [("", "—")] + [(c.pk, c.name) for c in judge_config_list(project=project)]
         self.fields["template"].choices = [("", "built-in default")] + [
             (t.pk, str(t)) for t in template_latest_list(project=project) if t.mode == "compare"]
+
+
+class TagForm(forms.Form):
+    judge_config = forms.TypedChoiceField(coerce=int, required=False, empty_value=None, label="Tagging LM")
+    categories = forms.CharField(max_length=2000, required=False, label="Categories",
+                                 help_text="Comma-separated, e.g. math, code, writing, safety, other.")
+    multi_label = forms.BooleanField(required=False, label="Allow several categories per prompt")
+
+    def __init__(self, *args, project=None, **kwargs):
+        kwargs.setdefault("prefix", "tag")  # the plan form on the same page has a judge_config field too
+        super().__init__(*args, **kwargs)
+        from webapp.judging.selectors import judge_config_list
+
+        self.fields["judge_config"].choices = [("", "—")] + [(c.pk, c.name) for c in judge_config_list(project=project)]

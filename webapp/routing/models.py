@@ -85,3 +85,18 @@ class ResponseEmbedding(models.Model):
     model_name = models.CharField(max_length=300)
     vector = models.BinaryField(help_text="float32 values, little-endian")
     created_at = models.DateTimeField(auto_now_add=True)
+
+
+class PromptTag(models.Model):
+    """A prompt's category tags from an LM tagger (``python -m rlcore routing tag``), kept apart from the
+    imported metadata so a re-tag replaces them cleanly and the reason for no tag is kept. The latest
+    tagging job wins; routing merges these tags with the metadata's category/topic/tag."""
+
+    prompt = models.OneToOneField("datasets.Prompt", on_delete=models.CASCADE, related_name="lm_tag")
+    tags = models.JSONField(default=list, blank=True, help_text="Categories the LM named; [] when none.")
+    reason = models.TextField(blank=True, help_text="Why the prompt has no tag (refusal, unparseable reply, ...).")
+    raw_reply = models.TextField(blank=True)
+    categories = models.JSONField(default=list, blank=True, help_text="The category list it was asked to choose from.")
+    model_name = models.CharField(max_length=300, blank=True)
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)

@@ -28,6 +28,7 @@ from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabellingR
 from webapp.projects.models import Project
 from webapp.routing.embeddings import embedding_pairs
 from webapp.routing.models import DecisionStatus, PlanStatus, Route, RoutingDecision, RoutingPlan
+from webapp.routing.tagging import lm_tags_by_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -54,9 +55,11 @@ def _latest_lm_labels(comparison_ids) -> dict[int, PreferenceLabel]:
     return out
 
 
-def _tags(prompt) -> list[str]:
+def _tags(prompt, lm_tags: list[str] | None = None) -> list[str]:
+    """Category tags of a prompt: its metadata's category/topic/tag, then those of the LM tagger (routing.tagging)."""
     meta = prompt.metadata or {}
-    return [str(meta[k]).strip() for k in ("category", "topic", "tag") if isinstance(meta.get(k), str) and meta[k].strip()]
+    given = [str(meta[k]).strip() for k in ("category", "topic", "tag") if isinstance(meta.get(k), str) and meta[k].strip()]
+    return list(dict.fromkeys([*given, *(lm_tags or [])]))
 
 
 def _routing_comparisons(comparisons: list[Comparison]):
@@ -66,13 +69,14 @@ def _routing_comparisons(comparisons: list[Comparison]):
     texts = dict(Response.objects.filter(pk__in={r for c in comparisons for r in c.response_ids})
                  .values_list("id", "text"))
     lm = _latest_lm_labels([c.pk for c in comparisons])
+    lm_tags = lm_tags_by_prompt({c.prompt_id for c in comparisons})
     out = []
     for c in comparisons:
         prov = (lm[c.pk].provenance or {}) if c.pk in lm else {}
         confidence = prov.get("confidence")
         out.append(RoutingComparison(
             comparison_id=str(c.pk), prompt=c.prompt.text, response_a=texts.get(c.response_ids[0], ""),
-            response_b=texts.get(c.response_ids[1], ""), tags=_tags(c.prompt),
+            response_b=texts.get(c.response_ids[1], ""), tags=_tags(c.prompt, lm_tags.get(c.prompt_id)),
             judge_position_disagreement=prov.get("position_bias") if c.pk in lm else None,
             judge_confidence=confidence if isinstance(confidence, (int, float)) else None))
     return out

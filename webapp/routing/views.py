@@ -9,9 +9,10 @@ from webapp.forms_util import apply_service_errors
 from webapp.judging.services import lm_runs_reconcile
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.routing import selectors, services
-from webapp.routing.forms import PlanForm
+from webapp.routing.forms import PlanForm, TagForm
 from webapp.routing.embeddings import embeddings_job_create, responses_without_embedding
 from webapp.routing.models import RoutingPlan
+from webapp.routing.tagging import DEFAULT_CATEGORIES, tag_summary, tagging_job_create, untagged_prompts
 
 DECISIONS_SHOWN = 300
 
@@ -32,11 +33,18 @@ def routing_home(request: HttpRequest, project_id: int) -> HttpResponse:
                 apply_service_errors(form, exc)
             else:
                 return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
+    tag_form = TagForm(project=project, initial={"categories": DEFAULT_CATEGORIES})
+    return _home(request, project, form=form, tag_form=tag_form,
+                 can_design=role_allows(membership.role, Capability.DESIGN), status=422 if form.errors else 200)
+
+
+def _home(request, project, *, form, tag_form, can_design: bool, status: int = 200) -> HttpResponse:
     return render(request, "routing/home.html", {
         "project": project, "form": form, "plans": selectors.plan_list(project=project)[:30],
         "pool_size": len(services.routing_pool(project=project)),
-        "missing_embeddings": responses_without_embedding(project=project).count(),
-        "can_design": role_allows(membership.role, Capability.DESIGN)}, status=422 if form.errors else 200)
+        "missing_embeddings": responses_without_embedding(project=project).count(), "tag_form": tag_form,
+        "tags": tag_summary(project=project), "untagged": untagged_prompts(project=project, limit=20),
+        "can_design": can_design}, status=status)
 
 
 @login_required
@@ -103,3 +111,22 @@ def embeddings_compute(request: HttpRequest, project_id: int) -> HttpResponse:
         return redirect("routing_home", project_id=project.pk)
     messages.success(request, f"Embedding job {job.pk} queued; re-run plans when it has finished.")
     return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+
+
+@login_required
+@require_POST
+def tags_compute(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    form = TagForm(request.POST, project=project)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            job = tagging_job_create(project=project, user=request.user, judge_config_id=data["judge_config"],
+                                     categories=data["categories"], multi_label=data["multi_label"])
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Tagging job {job.pk} queued; plans computed after it has finished get "
+                                      "category features.")
+            return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+    return _home(request, project, form=PlanForm(project=project), tag_form=form, can_design=True, status=422)
