@@ -19,6 +19,9 @@
   setup without a real one: a fixed scripted reply, or a local model.
 
 The three judging commands share their options, backends and output (:func:`_judge_lines`).
+``pairwise`` and ``rank`` also take ``--rubric criteria.json``: every response of every line is then
+graded on those criteria too, and each line gets ``criterion_scores``: one ``{name: {score, confidence,
+error, rendered_prompt, raw_reply}}`` per response, in the line's response order.
 """
 
 from __future__ import annotations
@@ -166,19 +169,80 @@ def build_judge(args: argparse.Namespace):
     return OpenAICompatJudge(settings, templates)
 
 
+def read_rubric_criteria(path: Path) -> list[CriterionToGrade]:
+    """The criteria a judge grades, from JSON: a list of criteria, or a rubric (``{"criteria": [...]}``).
+    Criteria with a ``rule`` are computed, not judged, and are left out."""
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        raise UserError(f"--rubric: {path} does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from None
+    entries = data.get("criteria") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise UserError(f"{path}: expected a list of criteria, or an object with a 'criteria' list")
+    criteria = []
+    for index, entry in enumerate(entries):
+        if isinstance(entry, dict) and entry.get("rule"):
+            continue
+        try:
+            criteria.append(CriterionToGrade.model_validate(entry))
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = ".".join(str(part) for part in error["loc"])
+            raise UserError(f"{path}: criteria[{index}]: field {field!r}: {error['msg']}") from None
+    names = [c.name for c in criteria]
+    if len(set(names)) != len(names):
+        raise UserError(f"{path}: criterion names must be unique, got {names}")
+    if not criteria:
+        raise UserError(f"{path}: no criterion for a judge to grade (criteria with a rule are computed, not judged)")
+    return criteria
+
+
+def _grade_responses(judge, criteria: list[CriterionToGrade], items: list[Any],
+                     responses_of: Callable[[Any], tuple[str, list[str]]]) -> list[list[dict]]:
+    """Per item, per response (in its order): ``{criterion: {score, confidence, error, ...}}``; one batch."""
+    from rlcore.judges.debias import grade_rubric
+
+    to_grade, owners = [], []
+    for index, item in enumerate(items):
+        prompt, responses = responses_of(item)
+        for response in responses:
+            to_grade.append(ResponseToGrade(prompt=prompt, response=response))
+            owners.append(index)
+    graded: list[list[dict]] = [[] for _ in items]
+    for owner, by_name in zip(owners, grade_rubric(judge, to_grade, criteria)):
+        graded[owner].append({name: {"score": r.verdict, "confidence": r.confidence, "error": r.error,
+                                     "rendered_prompt": r.rendered_prompt, "raw_reply": r.raw_reply}
+                              for name, r in by_name.items()})
+    return graded
+
+
 def _judge_lines(args: argparse.Namespace, command: str, items: list[Any],
-                 judge_chunk: Callable[[Any, list[Any]], list[dict]]) -> int:
+                 judge_chunk: Callable[[Any, list[Any]], list[dict]],
+                 responses_of: Callable[[Any], tuple[str, list[str]]] | None = None) -> int:
     """Judge ``items`` in chunks with ``judge_chunk(judge, chunk) -> one JSON-able dict per item`` (each with
-    ``error`` None when it has a result) and write them as JSON lines, with progress when ``--output`` is given."""
+    ``error`` None when it has a result) and write them as JSON lines, with progress when ``--output`` is given.
+    With ``--rubric`` (commands that pass ``responses_of(item) -> (prompt, responses)``), every response is
+    graded on the rubric's criteria too (``criterion_scores``)."""
     from rlcore.events import emit_progress
 
+    rubric = getattr(args, "rubric", None)
+    criteria = read_rubric_criteria(rubric) if rubric is not None and responses_of is not None else None
     judge = build_judge(args)
     out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     chunk = max(1, _CHUNK_PER_SLOT * getattr(args, "max_concurrency", 1))
     labelled = biased = 0
     try:
         for start in range(0, len(items), chunk):
-            for line in judge_chunk(judge, items[start:start + chunk]):
+            batch = items[start:start + chunk]
+            lines = judge_chunk(judge, batch)
+            if criteria:
+                for line, scores in zip(lines, _grade_responses(judge, criteria, batch, responses_of)):
+                    line["criterion_scores"] = scores
+            for line in lines:
                 labelled += line.get("error") is None
                 biased += bool(line.get("position_bias"))
                 out.write(json.dumps(line) + "\n")
@@ -228,11 +292,13 @@ def _dump_grades(judge, items: list[GradingItem]) -> list[dict]:
 
 
 def run_pairwise(args: argparse.Namespace) -> int:
-    return _judge_lines(args, "pairwise", read_pairs(args.input), _dump_pairs)
+    return _judge_lines(args, "pairwise", read_pairs(args.input), _dump_pairs,
+                        lambda pair: (pair.prompt, [pair.response_a, pair.response_b]))
 
 
 def run_rank(args: argparse.Namespace) -> int:
-    return _judge_lines(args, "rank", read_rankings(args.input), _dump_rankings)
+    return _judge_lines(args, "rank", read_rankings(args.input), _dump_rankings,
+                        lambda request: (request.prompt, list(request.responses)))
 
 
 def run_grade(args: argparse.Namespace) -> int:
@@ -247,7 +313,8 @@ def run_serve_test(args: argparse.Namespace) -> int:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("judge", help="LM judging: pairwise labels and rankings in both orders, rubric grades, a test server")
+    parser = subparsers.add_parser(
+        "judge", help="LM judging: pairwise labels and rankings in both orders, rubric grades, a test server")
     commands = parser.add_subparsers(dest="judge_command", metavar="JUDGE_COMMAND")
     parser.set_defaults(handler=lambda args: parser.print_help() or 2)
 
@@ -258,7 +325,11 @@ def register(subparsers) -> None:
              "rankings.jsonl: prompt, responses"),
             ("grade", run_grade, "score responses on rubric criteria; JSON lines out",
              "grades.jsonl: prompt, response, criteria")):
-        _add_judging_options(commands.add_parser(name, help=help_text), input_help).set_defaults(handler=run)
+        command = _add_judging_options(commands.add_parser(name, help=help_text), input_help)
+        if name != "grade":
+            command.add_argument("--rubric", type=Path,
+                                 help="JSON criteria (or a rubric): also grade every response on them")
+        command.set_defaults(handler=run)
 
     serve = commands.add_parser("serve-test", help="serve a loopback OpenAI-compatible test endpoint")
     serve.add_argument("--port", type=int, default=8011, help="port to listen on (0: any free port)")

@@ -156,7 +156,8 @@ def ranks_by_keyword(keyword: str) -> Policy:
     responses by how often they contain ``keyword``, most first, ties by the text itself; order-independent,
     so ranking the reversed list agrees. Answers ``Ranking: i > j > ...``.
 
-    >>> prompt = "[Response 1]\\nno\\n\\n[Response 2]\\nyes, thanks\\n\\n[Response 3]\\nthanks, thanks\\n\\nThink briefly"
+    >>> prompt = ("[Response 1]\\nno\\n\\n[Response 2]\\nyes, thanks\\n\\n[Response 3]\\nthanks, thanks"
+    ...           "\\n\\nThink briefly")
     >>> ranks_by_keyword("thanks")({"messages": [{"role": "user", "content": prompt}]}).content
     'Ranking: 3 > 2 > 1'
     """

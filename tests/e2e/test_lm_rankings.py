@@ -11,7 +11,7 @@ import pytest
 
 from rlcore.judges.testing_server import ChatCompletionsServer, ScriptedReply, ranks_by_keyword
 from tests.conftest import token_for, wait_for
-from tests.webapp.ranking_helpers import ranking_rows, rankings_dataset
+from tests.webapp.ranking_helpers import politeness_rubric, ranking_rows, rankings_dataset
 from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel
 from webapp.jobs.models import Job, JobState
 from webapp.judging.models import LMLabelAttempt, LMLabellingRun
@@ -108,3 +108,32 @@ def test_it_ranks_the_waiting_rankings_in_both_orders_and_gives_the_rest_to_peop
         leaks = [json.dumps(job.argv), json.dumps(job.spec), job.log_tail, job.error or ""]
         leaks += [p.read_text(errors="replace") for p in Path(job.output_dir).iterdir()]
         assert not any(SECRET in text for text in leaks)
+
+
+def test_it_also_grades_each_response_on_the_annotation_rubric_when_asked(app_server, people, celery_workers):
+    rankings_dataset(project=people.project, user=people.users["alice"], rows=ranking_rows()[:2])
+    version = politeness_rubric(project=people.project, user=people.users["alice"])
+
+    def policy(body):
+        text = body["messages"][-1]["content"]
+        if "Criterion: polite" in text:
+            response = text.split("Response:\n", 1)[1].split("\n\nReference answer", 1)[0]
+            return ScriptedReply(content=f"Score: {1 + response.count('thanks')}")
+        return _by_keyword(body)
+
+    with client_for(app_server, people, "bob") as bob, ChatCompletionsServer(policy) as server:
+        judge = bob.post("/judges", json={"name": "grader", "endpoint": server.base_url, "model": "judge-g"}).json()
+        started = bob.post(f"/judges/{judge['id']}/label-rankings", json={"grade_rubric": True})
+        assert started.status_code == 201, started.text
+        wait_for(lambda: LMLabellingRun.objects.filter(job_id=started.json()["job_id"], finished=True).first(),
+                 90, 0.5, "the graded ranking run to be recorded")
+        assert server.stats.requests == 2 * 2 + 2 * 3  # both orders per ranking, one grade per response
+
+    labels = PreferenceLabel.objects.filter(source=LabelSource.LM).select_related("comparison")
+    assert labels.count() == 2
+    for label in labels:
+        texts = {str(r.pk): r.text for r in label.comparison.responses()}
+        assert label.criterion_scores == {rid: {"polite": float(1 + text.count("thanks"))}
+                                          for rid, text in texts.items()}
+        assert label.rubric_version == version and label.choice == "ranking"
+        assert all(grade["polite"]["raw_reply"].startswith("Score:") for grade in label.provenance["criteria"].values())

@@ -157,3 +157,45 @@ def test_it_rejects_a_grading_line_with_a_repeated_criterion(tmp_path, capsys):
     code = main(["judge", "grade", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(rows)])
     err = capsys.readouterr().err
     assert code == 2 and f"{rows}:1: field 'criteria'" in err and "must be unique" in err
+
+
+def test_it_also_grades_every_response_on_a_rubric_when_asked(tmp_path, capsys):
+    from rlcore.judges.testing_server import ScriptedReply
+
+    compare = prefers_keyword("thanks")
+
+    def policy(body):
+        text = body["messages"][-1]["content"]
+        if "Criterion: polite" in text:
+            response = text.split("Response:\n", 1)[1].split("\n\nReference answer", 1)[0]
+            return ScriptedReply(content="Score: 3" if "thanks" in response else "Score: 1")
+        return compare(body)
+
+    rubric = tmp_path / "rubric.json"
+    rubric.write_text(json.dumps({"name": "r", "criteria": [
+        {"name": "polite", "description": "is courteous", "scale_min": 1, "scale_max": 3},
+        {"name": "short", "rule": {"kind": "max_length", "max_chars": 50}}]}))  # a rule: computed, not judged
+    pairs = write_pairs(tmp_path / "pairs.jsonl",
+                        [{"id": "p", "prompt": "Hi", "response_a": "hi", "response_b": "hi thanks"}])
+    with ChatCompletionsServer(policy) as server:
+        code = main(["judge", "pairwise", "--endpoint", server.base_url, "--model", "m", "--input", str(pairs),
+                     "--rubric", str(rubric)])
+    line = json.loads(capsys.readouterr().out)
+    assert code == 0 and line["verdict"] == "B"
+    scores = line["criterion_scores"]
+    assert [list(s) for s in scores] == [["polite"], ["polite"]]
+    assert (scores[0]["polite"]["score"], scores[1]["polite"]["score"]) == (1.0, 3.0)
+    assert "Response:\nhi thanks" in scores[1]["polite"]["rendered_prompt"]
+    assert server.stats.requests == 4  # both orders + one grade per response
+
+
+def test_it_names_what_is_wrong_with_a_rubric_file(tmp_path, capsys):
+    pairs = write_pairs(tmp_path / "rankings.jsonl", [{"prompt": "p", "responses": ["x", "y"]}])
+    rubric = tmp_path / "rubric.json"
+    for content, message in ((json.dumps([{"name": "ok"}, {"description": "x"}]), "criteria[1]: field 'name'"),
+                             (json.dumps([{"name": "r", "rule": {"kind": "x"}}]), "no criterion for a judge"),
+                             ("[", "not valid JSON")):
+        rubric.write_text(content)
+        code = main(["judge", "rank", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m", "--input", str(pairs),
+                     "--rubric", str(rubric)])
+        assert code == 2 and message in capsys.readouterr().err

@@ -30,3 +30,12 @@ def ranking_rows() -> list[dict]:
     out.append({"prompt": "REFUSE this one", "responses": ["r one", "r two", "r three"]})
     out.append({"prompt": "POSITION question", "responses": ["p one", "p two", "p three"]})
     return out
+
+
+def politeness_rubric(*, project, user):
+    """An annotation rubric with one judge-graded criterion (polite, 1..3) and one rule (short)."""
+    from webapp.rubrics.services import rubric_create
+
+    return rubric_create(project=project, user=user, name="politeness", use_for_annotation=True, definition={
+        "criteria": [{"name": "polite", "description": "is courteous", "scale_min": 1, "scale_max": 3},
+                     {"name": "short", "rule": {"kind": "length", "max": 200}}]})

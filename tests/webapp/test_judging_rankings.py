@@ -125,3 +125,52 @@ def test_it_records_a_ranking_as_response_ids_and_never_a_ranking_that_does_not_
     assert run.finished and (run.n_labelled, run.n_failed) == (1, 6)
     assert set(Comparison.objects.filter(is_active=True).values_list("pk", flat=True)) == \
         {c.pk for c in comparisons[1:]}
+
+
+def test_it_asks_for_rubric_grades_only_when_the_project_has_an_annotation_rubric(client, people, ranked):
+    from tests.webapp.ranking_helpers import politeness_rubric
+
+    config, comparisons = ranked
+    api = Api(client, people.users["bob"], people.project.pk)
+    missing = api.post(f"/judges/{config.pk}/label-rankings", {"grade_rubric": True})
+    assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "grade_rubric"
+    assert "no annotation rubric" in missing.json()["detail"][0]["message"] and not Job.objects.exists()
+    version = politeness_rubric(project=people.project, user=people.users["alice"])
+    client.login(username="bob", password=PASSWORD)
+    assert "Also grade each response on" in client.get(f"/projects/{people.project.pk}/judging/").content.decode()
+    started = api.post(f"/judges/{config.pk}/label-rankings", {"grade_rubric": True})
+    assert started.status_code == 201, started.content
+    job = Job.objects.get(pk=started.json()["job_id"])
+    assert job.argv[-2:] == ["--rubric", "criteria.json"] and job.spec["rubric"] == str(version)
+    criteria = json.loads((Path(job.output_dir) / "criteria.json").read_text())
+    assert criteria == [{"name": "polite", "description": "is courteous", "scale_min": 1, "scale_max": 3}]
+    assert LMLabellingRun.objects.get().rubric_version == version
+
+
+def test_it_records_the_judges_rubric_grades_by_response_id(people, ranked):
+    from rlcore.judges.base import RankingResult
+    from rlcore.judges.debias import combine_rankings
+    from tests.webapp.ranking_helpers import politeness_rubric
+    from webapp.judging.services import lm_labels_record, lm_rankings_label
+
+    config, comparisons = ranked
+    version = politeness_rubric(project=people.project, user=people.users["alice"])
+    job = lm_rankings_label(project=people.project, user=people.users["bob"], config=config, grade_rubric=True)
+    Job.objects.filter(pk=job.pk).update(state="succeeded")
+    comparison = comparisons[0]
+    order = RankingResult(request_id=str(comparison.pk), judge="j", rendered_prompt="p",
+                          raw_reply="Ranking: 1 > 2 > 3", verdict=[0, 1, 2])
+    line = combine_rankings(str(comparison.pk), order, order).model_dump(mode="json")
+
+    def grade(score, error=None):
+        return {"polite": {"score": score, "confidence": None, "error": error, "rendered_prompt": "g",
+                           "raw_reply": f"Score: {score}"}}
+
+    grades = [grade(3.0), grade(None, "no score found"), grade(1.0)]
+    (Path(job.output_dir) / "labels.jsonl").write_text(json.dumps({**line, "criterion_scores": grades}) + "\n")
+    lm_labels_record(job=job)
+    label = PreferenceLabel.objects.get()
+    a, b, c = (str(rid) for rid in comparison.response_ids)
+    assert label.criterion_scores == {a: {"polite": 3.0}, c: {"polite": 1.0}}  # never a score it did not give
+    assert label.rubric_version == version and label.provenance["rubric"] == str(version)
+    assert label.provenance["criteria"][b]["polite"]["error"] == "no score found"

@@ -58,6 +58,8 @@ class ConnectionTestOut(Schema):
 
 class LabelRankingsIn(Schema):
     template_id: int | None = Field(None, description="A rank template of this project; none: default-rank@1.")
+    grade_rubric: bool = Field(False, description="Also grade every response on the annotation rubric's "
+                                                  "judge-graded criteria (criterion_scores on the labels).")
 
 
 class LabellingJobOut(Schema):
@@ -125,7 +127,8 @@ def test_judge(request, project_id: int, config_id: int):
 def label_rankings(request, project_id: int, config_id: int, body: LabelRankingsIn | None = None):
     config = _config(request, project_id, config_id, Capability.DESIGN)
     job = services.lm_rankings_label(project=config.project, user=request.auth, config=config,
-                                     template_id=body.template_id if body else None)
+                                     template_id=body.template_id if body else None,
+                                     grade_rubric=body.grade_rubric if body else False)
     return Status(201, {"job_id": job.pk, "mode": job.lm_labelling.mode,
                         "comparison_ids": job.lm_labelling.comparison_ids})
 

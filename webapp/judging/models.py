@@ -88,6 +88,8 @@ class LMLabellingRun(models.Model):
     template = models.ForeignKey(JudgePromptTemplate, null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="+")
     mode = models.CharField(max_length=8, choices=LabellingMode.choices, default=LabellingMode.PAIRWISE)
+    rubric_version = models.ForeignKey("rubrics.RubricVersion", null=True, blank=True, on_delete=models.PROTECT,
+                                       related_name="+", help_text="The judge also grades every response on it.")
     comparison_ids = models.JSONField(default=list)
     n_labelled = models.PositiveIntegerField(default=0)
     n_failed = models.PositiveIntegerField(default=0)

@@ -40,6 +40,7 @@ JUDGE_LABELS_KIND = "judge_labels"
 LABELS_FILE = "labels.jsonl"
 PAIRS_FILE = "pairs.jsonl"
 RANKINGS_FILE = "rankings.jsonl"
+CRITERIA_FILE = "criteria.json"
 KEY_FILE = "api-key"
 MAX_CONCURRENCY = 256
 ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -254,9 +255,10 @@ _MODES = {
 @transaction.atomic
 def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_ids: list[int],
                             template: JudgePromptTemplate | None = None,
-                            mode: str = LabellingMode.PAIRWISE) -> Job:
+                            mode: str = LabellingMode.PAIRWISE, grade_rubric: bool = False) -> Job:
     """Queue a job that labels these comparisons with the judge: pairs in both orders (mode ``pairwise``),
-    or N-way comparisons ranked as given and reversed (mode ``ranking``)."""
+    or N-way comparisons ranked as given and reversed (mode ``ranking``). With ``grade_rubric``, the judge
+    also grades every response on the judge-graded criteria of the project's annotation rubric."""
     from webapp.jobs.services import job_create
 
     if mode not in _MODES:
@@ -289,8 +291,12 @@ def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_id
             argv += ["--api-key-env", config.api_key_env]
     if template is not None:
         argv += ["--templates", "templates.json"]
+    rubric_version, criteria = _rubric_to_grade(project) if grade_rubric else (None, [])
+    if rubric_version is not None:
+        argv += ["--rubric", CRITERIA_FILE]
     spec = {"judge_config_id": config.pk, "judge": config.name, "model": config.model, "mode": mode,
-            "template": str(template) if template else how["default_template"], "n_pairs": len(comparisons)}
+            "template": str(template) if template else how["default_template"], "n_pairs": len(comparisons),
+            "rubric": str(rubric_version) if rubric_version else None}
     title = (f"LM labels: {len(comparisons)} comparisons by {config.name}" if mode == LabellingMode.PAIRWISE
              else f"LM rankings: {len(comparisons)} comparisons by {config.name}")
     job = job_create(project=project, user=user, kind=JUDGE_LABELS_KIND, argv=argv, spec=spec, queue="default",
@@ -304,17 +310,37 @@ def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_id
         (folder / "templates.json").write_text(json.dumps(
             {template.mode: {"name": template.name, "version": template.version, "mode": template.mode,
                              "text": template.text}}), encoding="utf-8")
+    if criteria:
+        (folder / CRITERIA_FILE).write_text(json.dumps(criteria, ensure_ascii=False), encoding="utf-8")
     if key:
         fd = os.open(folder / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
             handle.write(key)
     LMLabellingRun.objects.create(job=job, project=project, judge_config=config, template=template, mode=mode,
-                                  comparison_ids=[c.pk for c in comparisons])
+                                  rubric_version=rubric_version, comparison_ids=[c.pk for c in comparisons])
     return job
 
 
+def _rubric_to_grade(project):
+    """The annotation rubric's latest version and its criteria a judge grades (those without a rule)."""
+    from webapp.rubrics.selectors import annotation_rubric_for
+
+    version = annotation_rubric_for(project)
+    if version is None:
+        raise ValidationError({"grade_rubric": "This project has no annotation rubric to grade on: mark one "
+                                               "'use for annotation' on the Rubrics page."})
+    criteria = [{"name": c["name"], "description": c.get("description", ""), "scale_min": c.get("scale_min", 0.0),
+                 "scale_max": c.get("scale_max", 1.0)}
+                for c in version.definition.get("criteria", []) if not c.get("rule")]
+    if not criteria:
+        raise ValidationError({"grade_rubric": f"Rubric {version} has no criterion for a judge to grade "
+                                               "(all of them are rules)."})
+    return version, criteria
+
+
 @transaction.atomic
-def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | None = None) -> Job:
+def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | None = None,
+                      grade_rubric: bool = False) -> Job:
     """Queue a job that ranks every N-way comparison of the project still waiting for a label
     (:func:`webapp.judging.selectors.rankings_awaiting_label`). They leave the annotation queue while
     the judge works; those it cannot rank come back to it when the job ends, with the reason recorded."""
@@ -338,7 +364,7 @@ def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | 
                                               "label (build some with the 'ranking' strategy, or they are all "
                                               "labelled, held by an annotator or being ranked by a judge now)."})
     job = lm_labelling_job_create(project=project, user=user, config=config, comparison_ids=ids,
-                                  template=template, mode=LabellingMode.RANKING)
+                                  template=template, mode=LabellingMode.RANKING, grade_rubric=grade_rubric)
     Comparison.objects.filter(pk__in=ids).update(is_active=False)
     return job
 
@@ -395,6 +421,24 @@ def _ranking_label(row: dict, run: LMLabellingRun, comparison: Comparison) -> di
 _LABEL_FROM_ROW = {LabellingMode.PAIRWISE: _pair_label, LabellingMode.RANKING: _ranking_label}
 
 
+def _with_criterion_scores(fields: dict, row: dict, run: LMLabellingRun, comparison: Comparison) -> dict:
+    """Add the rubric grades of a run that asked for them: ``criterion_scores`` {response id: {criterion:
+    score}} with the scores the judge gave (a criterion it could not grade has none), every grade with its
+    prompt, reply and error in ``provenance["criteria"]``."""
+    graded = row.get("criterion_scores")
+    if run.rubric_version_id is None or not isinstance(graded, list):
+        return fields
+    scores: dict[str, dict[str, float]] = {}
+    grades: dict[str, dict] = {}
+    for rid, per_criterion in zip(comparison.response_ids, graded):
+        for name, grade in (per_criterion or {}).items():
+            grades.setdefault(str(rid), {})[name] = grade
+            if isinstance(grade, dict) and isinstance(grade.get("score"), (int, float)):
+                scores.setdefault(str(rid), {})[name] = float(grade["score"])
+    return {**fields, "criterion_scores": scores, "rubric_version": run.rubric_version,
+            "provenance": {**fields["provenance"], "rubric": str(run.rubric_version), "criteria": grades}}
+
+
 def _read_complete_lines(path: Path, offset: int) -> tuple[list[dict], int]:
     """The JSON lines written after byte `offset`, and the offset after the last complete one (a
     line still being written is left for the next read)."""
@@ -425,7 +469,8 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
 
     finished_now = None
     with transaction.atomic():
-        run = (LMLabellingRun.objects.select_for_update(of=("self",)).select_related("judge_config", "template", "project")
+        run = (LMLabellingRun.objects.select_for_update(of=("self",))
+               .select_related("judge_config", "template", "project", "rubric_version__rubric")
                .filter(job=job).first())
         if run is None or run.finished:
             return run
@@ -446,6 +491,7 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
             done.add(cid)
             fields = None if row.get("error") else _LABEL_FROM_ROW[run.mode](row, run, comparisons[cid])
             if fields is not None:
+                fields = _with_criterion_scores(fields, row, run, comparisons[cid])
                 label = lm_label_create(comparison=comparisons[cid], model_version=model_version[:200], **fields)
                 LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.LABELLED, label=label)
                 run.n_labelled += 1

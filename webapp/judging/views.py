@@ -16,6 +16,8 @@ CONFIG_FIELDS = ("name", "backend", "endpoint", "model", "api_key_env", "max_con
 
 @login_required
 def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
+    from webapp.rubrics.selectors import annotation_rubric_for
+
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     services.lm_runs_reconcile(project=project)
     templates = selectors.template_latest_list(project=project)
@@ -26,6 +28,7 @@ def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
         "runs": selectors.run_list(project=project)[:20],
         "rankings_waiting": selectors.rankings_awaiting_label(project=project).count(),
         "rank_templates": [t for t in templates if t.mode == "rank"],
+        "annotation_rubric": annotation_rubric_for(project),
     })
 
 
@@ -40,7 +43,8 @@ def judge_label_rankings(request: HttpRequest, project_id: int) -> HttpResponse:
         return redirect("judge_home", project_id=project.pk)
     try:
         job = services.lm_rankings_label(project=project, user=request.user, config=config,
-                                         template_id=request.POST.get("template") or None)
+                                         template_id=request.POST.get("template") or None,
+                                         grade_rubric=request.POST.get("grade_rubric") == "on")
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
