@@ -24,6 +24,8 @@ LOG_TAIL_LINES = 200
 
 # Sent after a job reached `succeeded`, inside no transaction; receivers register what it made.
 job_succeeded = django.dispatch.Signal()
+# Sent after a job reached any final state (succeeded, failed, cancelled): receivers clean up.
+job_finished = django.dispatch.Signal()
 
 
 def job_output_dir(job: Job) -> Path:
@@ -60,10 +62,11 @@ def job_request_cancel(*, job: Job) -> Job:
     if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
         state=JobState.CANCELLED, cancel_requested=True, finished_at=now, error="Cancelled before it started."
     ):
-        pass
+        job.refresh_from_db()
+        job_finished.send(sender=Job, job=job)
     else:
         Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested=True)
-    job.refresh_from_db()
+        job.refresh_from_db()
     return job
 
 
@@ -140,8 +143,10 @@ def job_finish(*, job_id: int, state: str, error: str = "", log_tail: str | None
         from webapp.jobs import live
 
         live.publish_job_update(job_id, state=state)
+        job = Job.objects.get(pk=job_id)
         if state == JobState.SUCCEEDED:
-            job_succeeded.send(sender=Job, job=Job.objects.get(pk=job_id))
+            job_succeeded.send(sender=Job, job=job)
+        job_finished.send(sender=Job, job=job)
     return moved
 
 

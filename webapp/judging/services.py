@@ -134,6 +134,30 @@ def _stored_key(config: JudgeConfig) -> str | None:
     return key
 
 
+def backend_arguments(config: JudgeConfig) -> tuple[list[str], str | None]:
+    """The rlcore options that reach a judge's backend, and the API key to hand over in KEY_FILE
+    (never on the command line); shared by every job that talks to a judge."""
+    key = _stored_key(config)
+    argv = ["--model", config.model, "--max-concurrency", str(config.max_concurrency),
+            "--timeout", str(config.timeout_s), "--max-retries", str(config.max_retries)]
+    if config.backend == JudgeBackend.LOCAL_HF:
+        return argv + ["--local"], None
+    argv += ["--endpoint", config.endpoint]
+    if key:
+        argv += ["--api-key-file", KEY_FILE]
+    elif config.api_key_env:
+        argv += ["--api-key-env", config.api_key_env]
+    return argv, key
+
+
+def write_key_file(folder: Path, key: str | None) -> None:
+    """The key for the child, readable by this user only; the child deletes it once read."""
+    if key:
+        fd = os.open(folder / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+
+
 def judge_config_test(*, config: JudgeConfig) -> dict:
     """Ask the judge one small question now; {"ok": bool, "message": str, "reply": str | None}.
 
@@ -274,21 +298,11 @@ def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_id
                        .filter(project=project, pk__in=comparison_ids, kind=how["kind"]).order_by("id"))
     if not comparisons:
         raise ValidationError({"comparison_ids": f"No {how['what']} comparisons of this project to label."})
-    key = _stored_key(config)
+    backend_argv, key = backend_arguments(config)
     if config.backend == JudgeBackend.OPENAI and not key and config.api_key_env and not os.environ.get(
             config.api_key_env):
         logger.info("judge %s: %s is not set here; the worker must have it", config.pk, config.api_key_env)
-    argv = ["judge", how["command"], "--model", config.model, "--input", how["input"], "--output", LABELS_FILE,
-            "--max-concurrency", str(config.max_concurrency), "--timeout", str(config.timeout_s),
-            "--max-retries", str(config.max_retries)]
-    if config.backend == JudgeBackend.LOCAL_HF:
-        argv += ["--local"]
-    else:
-        argv += ["--endpoint", config.endpoint]
-        if key:
-            argv += ["--api-key-file", KEY_FILE]
-        elif config.api_key_env:
-            argv += ["--api-key-env", config.api_key_env]
+    argv = ["judge", how["command"], "--input", how["input"], "--output", LABELS_FILE, *backend_argv]
     if template is not None:
         argv += ["--templates", "templates.json"]
     rubric_version, criteria = _rubric_to_grade(project) if grade_rubric else (None, [])
@@ -312,10 +326,7 @@ def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_id
                              "text": template.text}}), encoding="utf-8")
     if criteria:
         (folder / CRITERIA_FILE).write_text(json.dumps(criteria, ensure_ascii=False), encoding="utf-8")
-    if key:
-        fd = os.open(folder / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(key)
+    write_key_file(folder, key)
     LMLabellingRun.objects.create(job=job, project=project, judge_config=config, template=template, mode=mode,
                                   rubric_version=rubric_version, comparison_ids=[c.pk for c in comparisons])
     return job
@@ -513,8 +524,6 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
                     failed_now.append(cid)
             run.finished = True
             finished_now = run
-            # A job cancelled before its child started never read (and deleted) the key file.
-            (Path(job.output_dir) / KEY_FILE).unlink(missing_ok=True)
         if run.mode == LabellingMode.RANKING and failed_now:
             # Back to people at once (lm_rankings_label took them out of the queue); a routing plan's
             # pairs go back through lm_labelling_finished, which also updates the plan.
@@ -560,3 +569,10 @@ def lm_runs_reconcile_all() -> int:
             logger.exception("could not record the LM labels of job %s", job.pk)
     return n
 
+
+
+def remove_key_file(sender, job, **kwargs) -> None:
+    """A judge's API key file never outlives its job: the child deletes it once read, and this
+    removes it whatever happened (cancelled before the child started, crashed before reading)."""
+    if job.output_dir:
+        (Path(job.output_dir) / KEY_FILE).unlink(missing_ok=True)

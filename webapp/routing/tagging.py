@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -21,8 +20,8 @@ from django.db import transaction
 
 from webapp.jobs.models import Job, Queue
 from webapp.jobs.services import job_create
-from webapp.judging.models import JudgeBackend, JudgeConfig
-from webapp.judging.services import KEY_FILE, _stored_key
+from webapp.judging.models import JudgeConfig
+from webapp.judging.services import backend_arguments, write_key_file
 from webapp.routing.models import PromptTag
 
 logger = logging.getLogger(__name__)
@@ -70,20 +69,9 @@ def tagging_job_create(*, project, user, judge_config_id, categories, multi_labe
     prompts = list(project_prompts(project=project).order_by("id").values_list("id", "text"))
     if not prompts:
         raise ValidationError({"categories": "This project has no prompts to tag: import a dataset first."})
-    key = _stored_key(config)
-    argv = ["routing", "tag", "--model", config.model, "--input", PROMPTS_FILE, "--output", TAGS_FILE,
-            "--categories", ",".join(names), "--max-concurrency", str(config.max_concurrency),
-            "--timeout", str(config.timeout_s), "--max-retries", str(config.max_retries)]
-    if multi_label:
-        argv += ["--multi-label"]
-    if config.backend == JudgeBackend.LOCAL_HF:
-        argv += ["--local"]
-    else:
-        argv += ["--endpoint", config.endpoint]
-        if key:
-            argv += ["--api-key-file", KEY_FILE]
-        elif config.api_key_env:
-            argv += ["--api-key-env", config.api_key_env]
+    backend_argv, key = backend_arguments(config)
+    argv = ["routing", "tag", "--input", PROMPTS_FILE, "--output", TAGS_FILE, "--categories", ",".join(names),
+            *backend_argv, *(["--multi-label"] if multi_label else [])]
     spec = {"judge_config_id": config.pk, "judge": config.name, "model": config.model, "categories": names,
             "multi_label": bool(multi_label), "n_prompts": len(prompts)}
     with transaction.atomic():
@@ -94,10 +82,7 @@ def tagging_job_create(*, project, user, judge_config_id, categories, multi_labe
         folder.mkdir(parents=True, exist_ok=True)
         (folder / PROMPTS_FILE).write_text("".join(json.dumps({"id": pid, "prompt": text}, ensure_ascii=False) + "\n"
                                                    for pid, text in prompts), encoding="utf-8")
-        if key:
-            fd = os.open(folder / KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(key)
+        write_key_file(folder, key)
     return job
 
 
@@ -108,7 +93,6 @@ def record_prompt_tags(sender, job: Job, **kwargs) -> int:
     from webapp.datasets.models import Prompt
 
     folder = Path(job.output_dir)
-    (folder / KEY_FILE).unlink(missing_ok=True)
     rows = {}
     try:
         lines = (folder / TAGS_FILE).read_text(encoding="utf-8").splitlines()
