@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rlcore.events import emit_artifact
 from rlcore.jsonl import read_jsonl_objects
 
 
@@ -18,7 +19,7 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return [row for _, row in read_jsonl_objects(path, "a JSON object with 'prompt' and 'completion'")]
 
 
-def run_score(spec_path: str, input_path: str, judge_name: str | None) -> int:
+def run_score(spec_path: str, input_path: str, judge_name: str | None, output_path: str | None = None) -> int:
     from rlcore.rewards.check import load_spec
     from rlcore.rewards.engine import RewardEngine, rows_to_batch
 
@@ -31,8 +32,15 @@ def run_score(spec_path: str, input_path: str, judge_name: str | None) -> int:
 
         judge = DeterministicJudge()
     engine = RewardEngine(spec, judge=judge)
-    for scored in engine.score_batch(rows_to_batch(rows, source=f"{input_path}, line")):
-        sys.stdout.write(scored.model_dump_json() + "\n")
+    out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
+    try:
+        for scored in engine.score_batch(rows_to_batch(rows, source=f"{input_path}, line")):
+            out.write(scored.model_dump_json() + "\n")
+    finally:
+        if output_path:
+            out.close()
+    if output_path:
+        emit_artifact("reward_scores", output_path, rows=len(rows))
     return 0
 
 
@@ -61,7 +69,8 @@ def register(subparsers) -> None:
     score.add_argument("--input", required=True, help="JSONL rows with 'prompt', 'completion' and dataset columns")
     score.add_argument("--judge", choices=["deterministic"], default=None,
                        help="judge for rubric_judge components (model-backed judges come from the judges package)")
-    score.set_defaults(handler=lambda args: run_score(args.spec, args.input, args.judge))
+    score.add_argument("--output", default=None, help="write the scored rows here (JSONL) instead of stdout")
+    score.set_defaults(handler=lambda args: run_score(args.spec, args.input, args.judge, args.output))
 
     check = commands.add_parser("check", help="validate a spec and explain each problem (exit 2 if any)")
     check.add_argument("--spec", required=True, help="reward spec file (YAML or JSON)")

@@ -188,3 +188,29 @@ def test_it_embeds_responses_on_a_worker_and_routes_with_embedding_similarity(ap
     with_embeddings = api.post("/routing/plans", json={"budget": "25%", "strategy": "uncertainty"}).json()
     assert with_embeddings["model_info"]["embeddings"] is True
     assert any(name.startswith("cosine") for name in with_embeddings["model_info"]["features"])
+
+
+def test_it_scores_responses_with_the_registry_and_routes_on_reward_model_disagreement(api, people, celery_workers,
+                                                                                     tmp_path):
+    import tiny_models
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.models import RewardModel
+
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(8))
+    assert api.post("/routing/reward-scores").json()["detail"][0]["field"] == "reward_models"  # empty registry
+    trainer = Job.objects.create(project=people.project, kind="train_reward_model", state=JobState.SUCCEEDED,
+                                 created_by=people.users["alice"])
+    for seed in (0, 1):  # an "ensemble" of two differently initialised models
+        path = tiny_models.build_tiny_reward_model(tmp_path / f"rm{seed}", seed=seed)
+        RewardModel.objects.create(project=people.project, job=trainer, name=f"rm{seed}", path=str(path),
+                                   backbone="tiny", snapshot_path="", spec={})
+    job = api.post("/routing/reward-scores")
+    assert job.status_code == 201, job.text
+    wait_for(lambda: Job.objects.get(pk=job.json()["id"]).is_finished, 180, 0.5, "the scoring job")
+    finished = Job.objects.get(pk=job.json()["id"])
+    assert finished.state == JobState.SUCCEEDED, finished.error
+    responses = {rid for c in Comparison.objects.filter(project=people.project) for rid in c.response_ids}
+    assert ResponseRewardScore.objects.count() == 2 * len(responses)
+
+    plan = api.post("/routing/plans", json={"budget": "25%", "strategy": "uncertainty"}).json()
+    assert any(name.startswith("rm_disagreement") for name in plan["model_info"]["features"])

@@ -108,6 +108,15 @@ def prompt_tags(request, project_id: int):
     return {**tag_summary(project=project), "untagged": untagged_prompts(project=project)}
 
 
+@router.post("/{project_id}/routing/reward-scores", response={201: JobOut},
+             summary="Queue a job scoring every response with every registered reward model (RM disagreement)")
+def compute_reward_scores(request, project_id: int):
+    from webapp.routing.reward_scores import reward_scores_job_create
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return Status(201, reward_scores_job_create(project=project, user=request.auth))
+
+
 @router.get("/{project_id}/routing/plans", response=list[PlanOut], summary="Routing plans, newest first")
 def list_plans(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)

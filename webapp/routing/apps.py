@@ -16,6 +16,10 @@ class RoutingConfig(AppConfig):
 
         job_succeeded.connect(record_embeddings, dispatch_uid="routing.record_embeddings")
 
+        from webapp.routing.reward_scores import record_reward_scores
+
+        job_succeeded.connect(record_reward_scores, dispatch_uid="routing.record_reward_scores")
+
         from webapp.routing.tagging import record_prompt_tags
 
         job_succeeded.connect(record_prompt_tags, dispatch_uid="routing.record_prompt_tags")

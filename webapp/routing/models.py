@@ -100,3 +100,16 @@ class PromptTag(models.Model):
     model_name = models.CharField(max_length=300, blank=True)
     job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     updated_at = models.DateTimeField(auto_now=True)
+
+
+class ResponseRewardScore(models.Model):
+    """A registered reward model's score of a response; the spread of r(A) - r(B) across models is
+    the routing feature "reward models disagree". Computed by a worker job (torch stays out of the web)."""
+
+    response = models.ForeignKey("datasets.Response", on_delete=models.CASCADE, related_name="reward_scores")
+    reward_model = models.ForeignKey("training.RewardModel", on_delete=models.CASCADE, related_name="+")
+    score = models.FloatField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["response", "reward_model"], name="response_reward_score_unique")]

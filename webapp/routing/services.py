@@ -27,6 +27,7 @@ from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, Pr
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabellingRun
 from webapp.projects.models import Project
 from webapp.routing.embeddings import embedding_pairs
+from webapp.routing.reward_scores import reward_margins
 from webapp.routing.models import DecisionStatus, PlanStatus, Route, RoutingDecision, RoutingPlan
 from webapp.routing.tagging import lm_tags_by_prompt
 
@@ -70,6 +71,7 @@ def _routing_comparisons(comparisons: list[Comparison]):
                  .values_list("id", "text"))
     lm = _latest_lm_labels([c.pk for c in comparisons])
     lm_tags = lm_tags_by_prompt({c.prompt_id for c in comparisons})
+    margins = reward_margins(comparisons)
     out = []
     for c in comparisons:
         prov = (lm[c.pk].provenance or {}) if c.pk in lm else {}
@@ -78,7 +80,8 @@ def _routing_comparisons(comparisons: list[Comparison]):
             comparison_id=str(c.pk), prompt=c.prompt.text, response_a=texts.get(c.response_ids[0], ""),
             response_b=texts.get(c.response_ids[1], ""), tags=_tags(c.prompt, lm_tags.get(c.prompt_id)),
             judge_position_disagreement=prov.get("position_bias") if c.pk in lm else None,
-            judge_confidence=confidence if isinstance(confidence, (int, float)) else None))
+            judge_confidence=confidence if isinstance(confidence, (int, float)) else None,
+            reward_margins=margins.get(c.pk, [])))
     return out
 
 

@@ -11,6 +11,7 @@ from webapp.projects.permissions import Capability, project_for_user, role_allow
 from webapp.routing import selectors, services
 from webapp.routing.forms import PlanForm, TagForm
 from webapp.routing.embeddings import embeddings_job_create, responses_without_embedding
+from webapp.routing.reward_scores import reward_scores_job_create
 from webapp.routing.models import RoutingPlan
 from webapp.routing.tagging import DEFAULT_CATEGORIES, tag_summary, tagging_job_create, untagged_prompts
 
@@ -42,7 +43,8 @@ def _home(request, project, *, form, tag_form, can_design: bool, status: int = 2
     return render(request, "routing/home.html", {
         "project": project, "form": form, "plans": selectors.plan_list(project=project)[:30],
         "pool_size": len(services.routing_pool(project=project)),
-        "missing_embeddings": responses_without_embedding(project=project).count(), "tag_form": tag_form,
+        "missing_embeddings": responses_without_embedding(project=project).count(),
+        **_reward_model_counts(project), "tag_form": tag_form,
         "tags": tag_summary(project=project), "untagged": untagged_prompts(project=project, limit=20),
         "can_design": can_design}, status=status)
 
@@ -130,3 +132,26 @@ def tags_compute(request: HttpRequest, project_id: int) -> HttpResponse:
                                       "category features.")
             return redirect("job_detail", project_id=project.pk, job_id=job.pk)
     return _home(request, project, form=PlanForm(project=project), tag_form=form, can_design=True, status=422)
+
+
+@login_required
+@require_POST
+def reward_scores_compute(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    try:
+        job = reward_scores_job_create(project=project, user=request.user)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("routing_home", project_id=project.pk)
+    messages.success(request, f"Scoring job {job.pk} queued; re-run plans when it has finished.")
+    return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+
+
+def _reward_model_counts(project) -> dict[str, int]:
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.selectors import reward_model_list
+
+    models = reward_model_list(project=project)
+    scored = (ResponseRewardScore.objects.filter(reward_model__in=models).values("reward_model").distinct().count())
+    return {"registered_models": models.count(), "scored_models": scored}
