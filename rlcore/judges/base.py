@@ -24,6 +24,7 @@ False
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
@@ -135,7 +136,7 @@ class Judge(Protocol):
     def rank(self, requests: Sequence[RankRequest]) -> list[RankingResult]: ...
 
 
-class PromptedJudge:
+class PromptedJudge(ABC):
     """A judge backed by a text model: render each request with a template, complete, parse the reply.
 
     Subclasses implement :meth:`complete`. A failed call for one prompt is returned as an exception in that
@@ -151,9 +152,9 @@ class PromptedJudge:
         if name is not None:
             self.name = name
 
+    @abstractmethod
     def complete(self, prompts: Sequence[str]) -> list["str | BaseException"]:
         """Return the model's reply to each prompt, or the exception that prevented it."""
-        raise NotImplementedError
 
     @property
     def judge_label(self) -> str:

@@ -232,3 +232,14 @@ def test_it_refuses_to_approve_while_an_earlier_judge_job_is_still_labelling(cli
     assert f"LM labelling job {job_id} is still labelling 6 comparisons" in _errors(refused)["plan"]
     assert RoutingPlan.objects.get(pk=second["id"]).status == "draft"
     assert RoutingPlan.objects.get(pk=first["id"]).status == "approved"
+
+
+@pytest.mark.django_db
+def test_it_names_why_a_signal_job_cannot_start_on_the_page(client, people):
+    client.force_login(people.users["bob"])
+    response = client.post(f"/projects/{people.project.pk}/routing/reward-scores/", follow=True)
+    assert "The registry has no reward model" in response.content.decode()
+    response = client.post(f"/projects/{people.project.pk}/routing/embeddings/", follow=True)
+    assert "no responses to embed: import a dataset first" in response.content.decode()
+    client.force_login(people.users["carol"])
+    assert client.post(f"/projects/{people.project.pk}/routing/embeddings/").status_code == 403

@@ -29,6 +29,10 @@ def embeddings_job_create(*, project, user) -> Job:
     """Queue a job that embeds every response of the project that has no embedding yet."""
     missing = list(responses_without_embedding(project=project).values_list("id", "text"))
     if not missing:
+        from webapp.routing.models import ResponseEmbedding
+
+        if not ResponseEmbedding.objects.filter(response__prompt__dataset__project=project).exists():
+            raise ValidationError({"embeddings": "This project has no responses to embed: import a dataset first."})
         raise ValidationError({"embeddings": "Every response of this project already has an embedding."})
     with transaction.atomic():
         job = job_create(project=project, user=user, kind=EMBED_KIND, argv=[], queue=Queue.DEFAULT,

@@ -101,18 +101,23 @@ def feature_agreement(request: HttpRequest, project_id: int) -> HttpResponse:
                                                                **selectors.feature_agreement(project=project)})
 
 
-@login_required
-@require_POST
-def embeddings_compute(request: HttpRequest, project_id: int) -> HttpResponse:
+def _queue_signal_job(request: HttpRequest, project_id: int, create, what: str) -> HttpResponse:
+    """Queue a job that computes a routing signal; its page shows the progress."""
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     try:
-        job = embeddings_job_create(project=project, user=request.user)
+        job = create(project=project, user=request.user)
     except ValidationError as exc:
         for message in exc.messages:
             messages.error(request, message)
         return redirect("routing_home", project_id=project.pk)
-    messages.success(request, f"Embedding job {job.pk} queued; re-run plans when it has finished.")
+    messages.success(request, f"{what} job {job.pk} queued; re-run plans when it has finished.")
     return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+
+
+@login_required
+@require_POST
+def embeddings_compute(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _queue_signal_job(request, project_id, embeddings_job_create, "Embedding")
 
 
 @login_required
@@ -137,15 +142,7 @@ def tags_compute(request: HttpRequest, project_id: int) -> HttpResponse:
 @login_required
 @require_POST
 def reward_scores_compute(request: HttpRequest, project_id: int) -> HttpResponse:
-    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    try:
-        job = reward_scores_job_create(project=project, user=request.user)
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-        return redirect("routing_home", project_id=project.pk)
-    messages.success(request, f"Scoring job {job.pk} queued; re-run plans when it has finished.")
-    return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+    return _queue_signal_job(request, project_id, reward_scores_job_create, "Scoring")
 
 
 def _reward_model_counts(project) -> dict[str, int]:
