@@ -33,3 +33,25 @@ def test_it_keeps_the_key_file_while_the_job_runs(people, tmp_path):
     job = _job_with_key_file(people, tmp_path, JobState.RUNNING)
     job_request_cancel(job=job)  # only flags a running job
     assert (tmp_path / KEY_FILE).exists()
+
+
+def test_it_makes_a_job_succeeded_only_together_with_its_recorded_results(people, tmp_path):
+    from webapp.jobs.services import job_succeeded
+
+    job = Job.objects.create(project=people.project, kind="selfcheck", created_by=people.users["alice"],
+                             state=JobState.RUNNING, output_dir=str(tmp_path))
+    seen = []
+
+    def record(sender, job, **kwargs):
+        seen.append(Job.objects.get(pk=job.pk).state)  # the receiver runs inside the finishing transaction
+        raise OSError("results file is unreadable")
+
+    job_succeeded.connect(record, dispatch_uid="test.record")
+    try:
+        assert job_finish(job_id=job.pk, state=JobState.SUCCEEDED)
+    finally:
+        job_succeeded.disconnect(dispatch_uid="test.record")
+    job.refresh_from_db()
+    assert seen == [JobState.SUCCEEDED]
+    assert job.state == JobState.FAILED
+    assert job.error == "The job finished, but recording its results failed: results file is unreadable"

@@ -7,6 +7,7 @@ and a late-finishing worker cannot overwrite each other.
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import timedelta
 from pathlib import Path
@@ -21,8 +22,9 @@ from django.utils import timezone
 from webapp.jobs.models import Job, JobArtifact, JobSample, JobState, MetricPoint, Queue
 
 LOG_TAIL_LINES = 200
+logger = logging.getLogger(__name__)
 
-# Sent after a job reached `succeeded`, inside no transaction; receivers register what it made.
+# Sent inside the transaction that makes a job `succeeded`; receivers record what it made.
 job_succeeded = django.dispatch.Signal()
 # Sent after a job reached any final state (succeeded, failed, cancelled): receivers clean up.
 job_finished = django.dispatch.Signal()
@@ -134,19 +136,33 @@ def job_record_events(*, job_id: int, events: Iterable[dict[str, Any]]) -> None:
 
 
 def job_finish(*, job_id: int, state: str, error: str = "", log_tail: str | None = None) -> bool:
-    """Move a running job to a final state. False if something else already finished it."""
+    """Move a running job to a final state. False if something else already finished it.
+
+    A job becomes `succeeded` in the same transaction in which the `job_succeeded` receivers record
+    what it made (a registered model, labels, embeddings): whoever sees it succeeded sees its results
+    too. If recording fails, the job is failed instead, with the reason.
+    """
     fields: dict[str, Any] = {"state": state, "finished_at": timezone.now(), "error": error[-8000:]}
     if log_tail is not None:
         fields["log_tail"] = log_tail
-    moved = bool(Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields))
+    if state == JobState.SUCCEEDED:
+        try:
+            with transaction.atomic():
+                moved = bool(Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields))
+                if moved:
+                    job_succeeded.send(sender=Job, job=Job.objects.get(pk=job_id))
+        except Exception as exc:  # a receiver failed: the job's results are not usable as they stand
+            logger.exception("recording the results of job %s failed", job_id)
+            state = JobState.FAILED
+            fields.update(state=state, error=f"The job finished, but recording its results failed: {exc}"[-8000:])
+            moved = bool(Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields))
+    else:
+        moved = bool(Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields))
     if moved:
         from webapp.jobs import live
 
         live.publish_job_update(job_id, state=state)
-        job = Job.objects.get(pk=job_id)
-        if state == JobState.SUCCEEDED:
-            job_succeeded.send(sender=Job, job=job)
-        job_finished.send(sender=Job, job=job)
+        job_finished.send(sender=Job, job=Job.objects.get(pk=job_id))
     return moved
 
 
