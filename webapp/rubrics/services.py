@@ -160,37 +160,39 @@ def _spec_version_add(*, spec: RewardSpec, user, contract, used: list[RubricVers
     return version
 
 
-@transaction.atomic
-def reward_spec_import(*, project: Project, user, text: str, note: str = "") -> RewardSpecVersion:
-    """Import a YAML (or JSON) spec: a new version of the spec with its name, or a new spec."""
+def _import_document(*, text: str, items: str, find, create_version, create):
+    """A YAML (or JSON) document becomes a new version of the object with its name, or a new object;
+    errors carry the document's line numbers."""
     from webapp.rubrics.contracts import load_yaml_document, with_lines
 
     data = load_yaml_document(text)
     if not isinstance(data, dict):
-        raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'components'"})
+        raise ValidationError({"yaml": f"YAML, line 1: expected a mapping with 'name' and '{items}'"})
     name = str(data.get("name") or "").strip()
     try:
-        existing = RewardSpec.objects.filter(project=project, name__iexact=name).first() if name else None
-        if existing is not None:
-            return reward_spec_version_create(spec=existing, user=user, definition=data, note=note or "imported")
-        return reward_spec_create(project=project, user=user, name=name, definition=data, note=note or "imported")
+        existing = find(name) if name else None
+        return create_version(existing, data) if existing is not None else create(name, data)
     except ValidationError as exc:
         raise with_lines(exc, text) from None
+
+
+@transaction.atomic
+def reward_spec_import(*, project: Project, user, text: str, note: str = "") -> RewardSpecVersion:
+    """Import a YAML (or JSON) spec: a new version of the spec with its name, or a new spec."""
+    note = note or "imported"
+    return _import_document(
+        text=text, items="components",
+        find=lambda name: RewardSpec.objects.filter(project=project, name__iexact=name).first(),
+        create_version=lambda spec, data: reward_spec_version_create(spec=spec, user=user, definition=data, note=note),
+        create=lambda name, data: reward_spec_create(project=project, user=user, name=name, definition=data, note=note))
 
 
 @transaction.atomic
 def rubric_import(*, project: Project, user, text: str, note: str = "") -> RubricVersion:
     """Import a YAML (or JSON) rubric: a new version of the rubric with its name, or a new rubric."""
-    from webapp.rubrics.contracts import load_yaml_document, with_lines
-
-    data = load_yaml_document(text)
-    if not isinstance(data, dict):
-        raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'criteria'"})
-    name = str(data.get("name") or "").strip()
-    try:
-        existing = Rubric.objects.filter(project=project, name__iexact=name).first() if name else None
-        if existing is not None:
-            return rubric_version_create(rubric=existing, user=user, definition=data, note=note or "imported")
-        return rubric_create(project=project, user=user, name=name, definition=data, note=note or "imported")
-    except ValidationError as exc:
-        raise with_lines(exc, text) from None
+    note = note or "imported"
+    return _import_document(
+        text=text, items="criteria",
+        find=lambda name: Rubric.objects.filter(project=project, name__iexact=name).first(),
+        create_version=lambda rubric, data: rubric_version_create(rubric=rubric, user=user, definition=data, note=note),
+        create=lambda name, data: rubric_create(project=project, user=user, name=name, definition=data, note=note))
