@@ -47,21 +47,19 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         pass  # not Linux: the reaper still marks the job failed
 
 
-def kill_process_group(pgid: int, grace_seconds: float) -> None:
-    """SIGTERM the group, give it `grace_seconds` to save a checkpoint, then SIGKILL."""
+def kill_process_group(child: subprocess.Popen, grace_seconds: float) -> None:
+    """SIGTERM the child's group, give the child `grace_seconds` to save a checkpoint and exit,
+    then SIGKILL the group. (The exit is seen through poll(): an exited but unreaped child is a
+    zombie that still "exists" for kill(pid, 0).)"""
     try:
-        os.killpg(pgid, signal.SIGTERM)
+        os.killpg(child.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace_seconds
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
+    while time.monotonic() < deadline and child.poll() is None:
+        time.sleep(0.05)
     try:
-        os.killpg(pgid, signal.SIGKILL)
+        os.killpg(child.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 
@@ -117,7 +115,7 @@ def run_child(
                 next_tick = time.monotonic() + POLL_SECONDS
                 if on_tick(child.pid, "\n".join(log)) and not cancelled:
                     cancelled = True
-                    kill_process_group(child.pid, kill_grace_seconds)
+                    kill_process_group(child, kill_grace_seconds)
             time.sleep(FLUSH_SECONDS)
         reader.join(timeout=5)
         drain()
