@@ -7,9 +7,14 @@ to a temporary directory, then each workload runs twice as child processes on th
 - reward model: a preference snapshot of random-word texts, RewardTrainer vs ``train reward-model``;
 - GRPO: random-word prompts, a length reward, GRPOTrainer vs ``train grpo`` (same reward functions).
 
-Figures come from TRL's own ``train_runtime`` of each run: tokens/s (reward model: real tokens of both
-sides; GRPO: generated completion tokens) and MFU (6 * params * tokens/s / peak bf16; PEAK_TFLOPS env,
-default 989 for an H100 SXM). ``--anchor`` also runs ../shared/bench/trl_anchor.py (or $TRL_ANCHOR) first,
+Figures are steady-state, timed as the anchor times them: each run takes a few warm-up steps more than it
+measures (reward model 3, GRPO 1; CUDA kernels, allocator and compile caches warm up there), and the clock
+runs from the end of the last warm-up step to the end of the last step. Both variants print a progress line
+at the end of every step (rlcore's own, and the same line from a callback in the plain script), and the bench
+timestamps those lines as they arrive, so launching, loading and saving are outside the window for both.
+Tokens/s counts real tokens of both sides (reward model) or generated completion tokens (GRPO); MFU is
+6 * params * tokens/s / peak bf16 (PEAK_TFLOPS env, default 989 for an H100 SXM). ``train_runtime_s`` is
+TRL's whole-run figure, kept for reference. ``--anchor`` also runs ../shared/bench/trl_anchor.py (or $TRL_ANCHOR) first,
 in the same invocation.
 On a CPU it runs a tiny model instead: a dry run of the code paths, not a measurement.
 
@@ -25,17 +30,23 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PEAK_BF16 = float(os.environ.get("PEAK_TFLOPS", "989")) * 1e12
+RM_WARM, GRPO_WARM = 3, 1  # untimed warm-up steps, as in the anchor
 
 PLAIN_RM = """
 import json, sys
 from datasets import Dataset
 from transformers import AutoTokenizer
+from transformers import TrainerCallback
 from trl import RewardConfig, RewardTrainer
+class Progress(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        print(json.dumps({"kind": "progress", "step": state.global_step, "total": state.max_steps}), flush=True)
 spec = json.load(open(sys.argv[1]))
 rows = [json.loads(l) for l in open(spec["preference_snapshot"])]
 cuda = spec["device"] != "cpu"
@@ -44,7 +55,7 @@ args = RewardConfig(output_dir=spec["output_dir"] + "/checkpoints", max_steps=sp
     logging_steps=spec["logging_steps"], save_strategy="no", max_length=spec["max_length"], bf16=cuda, use_cpu=not cuda,
     gradient_checkpointing=spec["gradient_checkpointing"], report_to="none", disable_tqdm=True)
 t = RewardTrainer(model=spec["backbone"], args=args, train_dataset=Dataset.from_list(rows),
-                  processing_class=AutoTokenizer.from_pretrained(spec["backbone"]))
+                  processing_class=AutoTokenizer.from_pretrained(spec["backbone"]), callbacks=[Progress()])
 print(json.dumps({"train_runtime": t.train().metrics["train_runtime"]}))
 """
 
@@ -52,10 +63,14 @@ PLAIN_GRPO = """
 import json, sys
 from datasets import Dataset
 from transformers import AutoTokenizer
+from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from rlcore.rewards import RewardSpec
 from rlcore.rewards.trl_adapter import build_reward_funcs
 from rlcore.training.presets import grpo_preset
+class Progress(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        print(json.dumps({"kind": "progress", "step": state.global_step, "total": state.max_steps}), flush=True)
 spec = json.load(open(sys.argv[1]))
 rows = [json.loads(l) for l in open(spec["prompt_snapshot"])]
 funcs, weights = build_reward_funcs(RewardSpec.model_validate(spec["reward_spec"]))
@@ -67,9 +82,9 @@ args = GRPOConfig(output_dir=spec["output_dir"] + "/checkpoints", max_steps=spec
     save_strategy="no", bf16=cuda, use_cpu=not cuda, gradient_checkpointing=spec["gradient_checkpointing"],
     reward_weights=weights, report_to="none", disable_tqdm=True, **grpo_preset(spec["preset"]))
 t = GRPOTrainer(model=spec["policy"], reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
-                processing_class=AutoTokenizer.from_pretrained(spec["policy"]))
+                processing_class=AutoTokenizer.from_pretrained(spec["policy"]), callbacks=[Progress()])
 out = t.train()
-lengths = [h["completions/mean_length"] for h in t.state.log_history if "completions/mean_length" in h]
+lengths = {h["step"]: h["completions/mean_length"] for h in t.state.log_history if "completions/mean_length" in h}
 print(json.dumps({"train_runtime": out.metrics["train_runtime"], "mean_lengths": lengths}))
 """
 
@@ -126,23 +141,46 @@ def build_models(work: Path, cuda: bool):
     return tok, words, policy, rm, params
 
 
-def run(command: list[str]) -> tuple[float, str]:
+def run(command: list[str]) -> tuple[float, str, dict[int, float]]:
+    """Run a child to the end; its wall time, stdout, and when each step's progress line arrived."""
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-4000:]}")
-    return time.perf_counter() - start, done.stdout
+    step_ends: dict[int, float] = {}
+    lines = []
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as child:
+        stderr = []
+        drain = threading.Thread(target=lambda: stderr.extend(child.stderr), daemon=True)
+        drain.start()
+        for line in child.stdout:
+            now = time.perf_counter()
+            lines.append(line)
+            if line.startswith('{"kind": "progress"'):
+                step_ends[json.loads(line)["step"]] = now
+        child.wait()
+        drain.join()
+    if child.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{''.join(stderr)[-4000:]}")
+    return time.perf_counter() - start, "".join(lines), step_ends
 
 
 def runtime_of(variant: str, stdout: str, output_dir: Path) -> dict:
     if variant == "plain":
-        return json.loads([line for line in stdout.splitlines() if line.startswith('{"train_runtime"')][-1])
+        result = json.loads([line for line in stdout.splitlines() if line.startswith('{"train_runtime"')][-1])
+        result["mean_lengths"] = {int(k): v for k, v in result.get("mean_lengths", {}).items()}
+        return result
     metrics = [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
     return {"train_runtime": [m["value"] for m in metrics if m["name"] == "train_runtime"][-1],
-            "mean_lengths": [m["value"] for m in metrics if m["name"] == "completions/mean_length"]}
+            "mean_lengths": {m["step"]: m["value"] for m in metrics if m["name"] == "completions/mean_length"}}
 
 
-def compare(name: str, work: Path, spec: dict, plain: str, command: str, figures) -> None:
+def steady_window(step_ends: dict[int, float], warm: int) -> tuple[int, float]:
+    """(steps, seconds) from the end of step ``warm`` to the end of the last step."""
+    last = max(step_ends)
+    if warm not in step_ends or last <= warm:
+        raise SystemExit(f"no steady-state window: progress lines for steps {sorted(step_ends)}, warm-up {warm}")
+    return last - warm, step_ends[last] - step_ends[warm]
+
+
+def compare(name: str, work: Path, spec: dict, plain: str, command: str, warm: int, figures) -> None:
     (work / f"plain_{name}.py").write_text(plain)
     for variant in ("plain", "rlcore"):
         out = work / f"{name}-{variant}"
@@ -150,9 +188,10 @@ def compare(name: str, work: Path, spec: dict, plain: str, command: str, figures
         spec_path.write_text(json.dumps(dict(spec, output_dir=str(out))))
         argv = ([sys.executable, str(work / f"plain_{name}.py"), str(spec_path)] if variant == "plain" else
                 [sys.executable, "-m", "rlcore", "train", command, str(spec_path)])
-        wall, stdout = run(argv)
-        emit(bench=f"gpu_train_{name}", variant=variant, wall_s=round(wall, 2),
-             **figures(runtime_of(variant, stdout, out)))
+        wall, stdout, step_ends = run(argv)
+        steps, seconds = steady_window(step_ends, warm)
+        emit(bench=f"gpu_train_{name}", variant=variant, wall_s=round(wall, 2), steps=steps,
+             s_per_step=round(seconds / steps, 4), **figures(runtime_of(variant, stdout, out), warm, steps, seconds))
 
 
 def main() -> None:
@@ -181,27 +220,31 @@ def main() -> None:
     random.seed(0)
     batch, rm_steps = (16, options.rm_steps) if cuda else (4, 3)
 
+    def mfu(tokens_per_s: float) -> float | None:
+        return round(6 * params * tokens_per_s / PEAK_BF16, 4) if cuda else None
+
     if options.which in ("rm", "all"):
+        # as many rows as the anchor: a few batches beyond the steps run
         rows = [{"prompt": " ".join(random.choices(words, k=random.randint(32, 256) // 2)),
                  "chosen": " " + " ".join(random.choices(words, k=random.randint(32, 512) // 2)),
                  "rejected": " " + " ".join(random.choices(words, k=random.randint(32, 512) // 2))}
-                for _ in range(batch * rm_steps)]
+                for _ in range(batch * (rm_steps + 5))]
         snapshot = work / "labels.jsonl"
         snapshot.write_text("".join(json.dumps(r) + "\n" for r in rows))
         tokens = sum(len(tok(r["prompt"] + r["chosen"])["input_ids"]) + len(tok(r["prompt"] + r["rejected"])["input_ids"])
                      for r in rows)
-        tokens_per_step = tokens / rm_steps
-        spec = {"backbone": str(rm), "preference_snapshot": str(snapshot), "max_steps": rm_steps, "seed": 0,
-                "per_device_train_batch_size": batch, "learning_rate": 1e-5, "logging_steps": 5, "save_steps": 10**6,
-                "max_length": 1024, "gradient_checkpointing": cuda, "device": "cuda" if cuda else "cpu",
-                "eval_fraction": 0.02}
+        tokens_per_step = tokens / (len(rows) / batch)
+        spec = {"backbone": str(rm), "preference_snapshot": str(snapshot), "max_steps": rm_steps + RM_WARM,
+                "seed": 0, "per_device_train_batch_size": batch, "learning_rate": 1e-5, "logging_steps": 5,
+                "save_steps": 10**6, "max_length": 1024, "gradient_checkpointing": cuda,
+                "device": "cuda" if cuda else "cpu", "eval_fraction": 0.02}
 
-        def rm_figures(r: dict) -> dict:
-            tps = tokens_per_step * rm_steps / r["train_runtime"]
-            return dict(steps=rm_steps, train_runtime_s=round(r["train_runtime"], 2), tokens_per_s=round(tps),
-                        params=params, mfu=round(6 * params * tps / PEAK_BF16, 4) if cuda else None)
+        def rm_figures(r: dict, warm: int, steps: int, seconds: float) -> dict:
+            tps = tokens_per_step * steps / seconds
+            return dict(tokens_per_s=round(tps), mfu=mfu(tps), params=params,
+                        train_runtime_s=round(r["train_runtime"], 2))
 
-        compare("reward_model", work, spec, PLAIN_RM, "reward-model", rm_figures)
+        compare("reward_model", work, spec, PLAIN_RM, "reward-model", RM_WARM, rm_figures)
 
     if options.which in ("grpo", "all"):
         prompts_per_step, gens, max_new = (16, 8, 256) if cuda else (4, 4, 16)
@@ -210,19 +253,20 @@ def main() -> None:
                                    + "\n" for _ in range(prompts_per_step * (options.grpo_steps + 2))))
         reward = {"name": "length", "components": [
             {"kind": "length_penalty", "name": "overlong", "max_length": max_new, "cache_length": max_new // 2}]}
-        spec = {"policy": str(policy), "prompt_snapshot": str(prompts), "reward_spec": reward, "preset": "dapo",
-                "max_steps": options.grpo_steps, "seed": 0, "per_device_train_batch_size": prompts_per_step * gens // 4,
+        spec = {"policy": str(policy), "prompt_snapshot": str(prompts), "reward_spec": reward, "preset": "dr_grpo",
+                "max_steps": options.grpo_steps + GRPO_WARM, "seed": 0,
+                "per_device_train_batch_size": prompts_per_step * gens // 4,
                 "gradient_accumulation_steps": 4, "num_generations": gens, "max_completion_length": max_new,
                 "learning_rate": 1e-6, "logging_steps": 1, "save_steps": 10**6, "gradient_checkpointing": cuda,
                 "device": "cuda" if cuda else "cpu", "max_prompt_length": None, "sample_every": 1}
 
-        def grpo_figures(r: dict) -> dict:
-            generated = sum(r["mean_lengths"]) * prompts_per_step * gens
-            return dict(steps=options.grpo_steps, train_runtime_s=round(r["train_runtime"], 2),
-                        completion_tokens_per_s=round(generated / r["train_runtime"]),
-                        mfu=round(6 * params * generated / r["train_runtime"] / PEAK_BF16, 4) if cuda else None)
+        def grpo_figures(r: dict, warm: int, steps: int, seconds: float) -> dict:
+            generated = sum(length for step, length in r["mean_lengths"].items() if step > warm) * prompts_per_step * gens
+            return dict(completion_tokens_per_s=round(generated / seconds), mfu=mfu(generated / seconds),
+                        mean_completion_length=round(generated / steps / prompts_per_step / gens, 1),
+                        train_runtime_s=round(r["train_runtime"], 2))
 
-        compare("grpo", work, spec, PLAIN_GRPO, "grpo", grpo_figures)
+        compare("grpo", work, spec, PLAIN_GRPO, "grpo", GRPO_WARM, grpo_figures)
 
 
 if __name__ == "__main__":

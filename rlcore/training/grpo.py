@@ -22,9 +22,10 @@ from typing import Any
 from rlcore.errors import UserError
 from rlcore.events import emit_artifact
 from rlcore.training.presets import grpo_preset
-from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_out_of_memory,
-                                     last_checkpoint, out_of_memory_message, publish_directory,
-                                     resolve_model_source, staging_directory)
+from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_non_finite_sampling,
+                                     is_out_of_memory, last_checkpoint, non_finite_sampling_message,
+                                     out_of_memory_message, publish_directory, resolve_model_source,
+                                     staging_directory)
 from rlcore.training.snapshot import prompt_rows
 from rlcore.training.specs import GRPOTrainSpec
 
@@ -134,6 +135,8 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise UserError(out_of_memory_message(spec, "max_completion_length")) from exc
+            if is_non_finite_sampling(exc):
+                raise UserError(non_finite_sampling_message(spec)) from exc
             raise
         if reporter.non_finite_step is not None:
             raise UserError(f"loss became NaN/inf at step {reporter.non_finite_step}; lower learning_rate "

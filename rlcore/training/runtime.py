@@ -7,6 +7,7 @@
 - ``publish_directory``: a finished model is written to a temporary directory and renamed into place,
   so a half-written model never exists under its final name.
 - ``is_out_of_memory`` / ``out_of_memory_message``: turn an OOM into advice.
+- ``is_non_finite_sampling`` / ``non_finite_sampling_message``: likewise for NaN/inf while generating.
 
 >>> resolve_device("auto", "auto", None, cuda_available=False, bf16_supported=False)
 {'use_cpu': True, 'bf16': False, 'fp16': False, 'gradient_checkpointing': False}
@@ -175,6 +176,33 @@ def is_out_of_memory(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def is_non_finite_sampling(exc: BaseException) -> bool:
+    """Whether generation failed because the next-token probabilities held NaN/inf.
+
+    On CPU torch says so; on CUDA the sampling kernel's assert only prints it, and the exception
+    is a generic device-side assert.
+
+    >>> is_non_finite_sampling(RuntimeError("probability tensor contains either `inf`, `nan` or element < 0"))
+    True
+    >>> is_non_finite_sampling(RuntimeError("CUDA error: device-side assert triggered"))
+    True
+    >>> is_non_finite_sampling(ValueError("probability tensor contains either"))
+    False
+    """
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("probability tensor contains either" in text
+                                              or "device-side assert triggered" in text)
+
+
+def non_finite_sampling_message(spec: Any) -> str:
+    """What to change when the policy's next-token probabilities turned NaN/inf while generating."""
+    return ("generation failed: the policy's next-token probabilities held NaN/inf, so no token could be "
+            "sampled. The policy's weights or logits overflowed: lower learning_rate (now "
+            f"{spec.learning_rate}), set precision to fp32 (now {spec.precision}) or check the policy "
+            "checkpoint for NaN weights. On a GPU this shows as a CUDA 'device-side assert'; that assert also "
+            "fires when the tokenizer has more tokens than the model's vocabulary (a mismatched pair).")
 
 
 def out_of_memory_message(spec: Any, length_field: str) -> str:

@@ -113,3 +113,21 @@ def test_it_says_a_missing_policy_directory_does_not_exist(tmp_path, prompts):
 def test_it_drops_prompts_longer_than_max_prompt_length(tmp_path, policy, prompts):
     with pytest.raises(UserError, match="every prompt is longer than max_prompt_length=1 tokens"):
         train_grpo(_spec(tmp_path, policy, prompts, max_prompt_length=1))
+
+
+def test_it_explains_nan_probabilities_while_generating(tmp_path, policy, prompts):
+    """A policy whose logits are NaN cannot sample a token; the run says why and what to change."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    broken = tmp_path / "nan-policy"
+    model = AutoModelForCausalLM.from_pretrained(policy)
+    with torch.no_grad():
+        model.model.norm.weight.fill_(float("nan"))
+    model.save_pretrained(broken)
+    for name in Path(policy).iterdir():
+        if "token" in name.name or name.name == "chat_template.jinja":
+            (broken / name.name).write_bytes(name.read_bytes())
+    with pytest.raises(UserError, match=r"next-token probabilities held NaN/inf.*lower learning_rate \(now 0.0001\)"):
+        train_grpo(_spec(tmp_path, broken, prompts))
+    assert not (tmp_path / "run" / "model").exists()

@@ -114,6 +114,7 @@ def test_it_adds_label_smoothing_to_trl_loss(tiny_backbone, labels, tmp_path):
             model=str(tiny_backbone), args=reward_config(spec, tmp_path / "ck", 0, None),
             train_dataset=Dataset.from_list(rows))
         batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+        batch = {name: tensor.to(trainer.args.device) for name, tensor in batch.items()}  # cuda when there is one
         with torch.no_grad():
             loss, outputs = trainer.compute_loss(trainer.model.eval(), dict(batch), return_outputs=True)
         chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), 2)
