@@ -148,6 +148,33 @@ def test_it_rejects_a_second_label_for_the_same_comparison(client, people, pairs
 
 
 @pytest.mark.django_db
+def test_the_queue_answers_who_may_not_label_with_404_or_403_and_changes_nothing(client, people, pairs, path):
+    """The right to label is checked inside the queue's statements on PostgreSQL; the answers must
+    stay those of project_for_user, also for an annotator whose role or membership changed mid-item."""
+    carol = Api(client, people.users["carol"], people.project.pk)
+    item = carol.post("/annotation/next").json()
+    assignments = Assignment.objects.count()
+
+    for name, status in (("dave", 403), ("eve", 404)):  # a viewer; an outsider
+        other = Api(client, people.users[name], people.project.pk)
+        r = other.post("/annotation/next")
+        assert r.status_code == status, (name, r.content)
+        r = other.post("/annotation/labels", {"assignment_id": item["assignment_id"], "choice": "A"})
+        assert r.status_code == status, (name, r.content)
+
+    membership = Membership.objects.get(project=people.project, user=people.users["carol"])
+    membership.role = "viewer"
+    membership.save()
+    r = carol.post("/annotation/labels", {"assignment_id": item["assignment_id"], "choice": "A"})
+    assert r.status_code == 403 and "viewer" in r.json()["detail"]
+    assert carol.post("/annotation/next").status_code == 403
+    membership.delete()
+    assert carol.post("/annotation/labels", {"assignment_id": item["assignment_id"], "choice": "A"}).status_code == 404
+    assert carol.post("/annotation/next").status_code == 404
+    assert Assignment.objects.count() == assignments and not PreferenceLabel.objects.exists()
+
+
+@pytest.mark.django_db
 def test_it_rejects_labels_on_a_closed_project(client, people, pairs, path):
     api = Api(client, people.users["carol"], people.project.pk)
     item = api.post("/annotation/next").json()

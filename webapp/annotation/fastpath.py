@@ -8,6 +8,11 @@ statement (atomic on its own); the label insert,
 the assignment's move to `done` and the label count happen in one statement conditioned on the
 assignment still being active. The ORM versions in services.py do the same on other databases
 and are tested against the same invariants.
+
+Both statements also check the caller's right to label (`MAY_LABEL`: a member whose role may label,
+in an open project), so the API's queue endpoints need no separate permission query. A statement
+that finds nothing does not say why; the services then ask `project_for_user` for the exact
+404/403/409, which costs a query only on that rare path.
 """
 
 from __future__ import annotations
@@ -16,6 +21,15 @@ import json
 from datetime import datetime
 
 from django.db import connection
+
+from webapp.projects.permissions import Capability, ROLE_CAPABILITIES
+
+LABELLING_ROLES = sorted(role for role, capabilities in ROLE_CAPABILITIES.items()
+                         if Capability.LABEL in capabilities)
+
+MAY_LABEL = """EXISTS (SELECT 1 FROM projects_membership m JOIN projects_project pr ON pr.id = m.project_id
+                 WHERE m.project_id = %(project)s AND m.user_id = %(user)s
+                   AND m.role = ANY(%(labelling_roles)s) AND NOT pr.is_closed)"""
 
 _RESPONSES = """
     (SELECT coalesce(jsonb_agg(jsonb_build_object('id', r.id, 'text', r.text, 'messages', r.messages)
@@ -40,12 +54,12 @@ WITH held AS (
     SELECT a.id, a.comparison_id, a.display_order, a.expires_at
       FROM annotation_assignment a
      WHERE a.project_id = %(project)s AND a.annotator_id = %(user)s AND a.status = 'active'
-       AND a.expires_at > %(now)s
+       AND a.expires_at > %(now)s AND {MAY_LABEL}
      ORDER BY a.assigned_at DESC
      LIMIT 1
 ), picked AS (
     SELECT c.id FROM annotation_comparison c
-     WHERE NOT EXISTS (SELECT 1 FROM held)
+     WHERE NOT EXISTS (SELECT 1 FROM held) AND {MAY_LABEL}
        AND c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap
        AND NOT EXISTS (SELECT 1 FROM annotation_assignment x
                         WHERE x.comparison_id = c.id AND x.annotator_id = %(user)s)
@@ -75,10 +89,10 @@ SELECT ch.id, ch.comparison_id, c.kind, ch.display_order, ch.expires_at, p.text,
   JOIN datasets_prompt p ON p.id = c.prompt_id
 """
 
-ASSIGNMENT_SQL = """
+ASSIGNMENT_SQL = f"""
 SELECT a.id, a.annotator_id, a.status, a.display_order, a.comparison_id, c.kind, c.response_ids
   FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
- WHERE a.project_id = %(project)s AND {where}
+ WHERE a.project_id = %(project)s AND {{where}} AND {MAY_LABEL}
 """
 
 LABEL_SQL = """
@@ -128,21 +142,27 @@ def held_item(*, project_id: int, user_id: int, now: datetime) -> dict | None:
 
 
 def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime) -> dict | None:
-    """The annotator's held item or, if none, a newly claimed one: one statement, atomic."""
+    """The annotator's held item or, if none, a newly claimed one: one statement, atomic.
+
+    None: nothing left for them, or they may not label here (not a member, a viewer, a closed project).
+    """
     with connection.cursor() as cur:
-        cur.execute(NEXT_SQL, {"project": project_id, "user": user_id, "now": now, "expires": expires})
+        cur.execute(NEXT_SQL, {"project": project_id, "user": user_id, "now": now, "expires": expires,
+                               "labelling_roles": LABELLING_ROLES})
         return _item(cur.fetchone())
 
 
 def assignment_row(*, project_id: int, assignment_id: int | None, comparison_id: int | None,
                    user_id: int) -> dict | None:
+    """The assignment to label, or None: no such assignment here, or the user may not label here."""
     if assignment_id is not None:
         where, params = "a.id = %(id)s", {"id": assignment_id}
     else:
         where, params = "a.comparison_id = %(id)s AND a.annotator_id = %(user)s", {"id": comparison_id,
                                                                                   "user": user_id}
     with connection.cursor() as cur:
-        cur.execute(ASSIGNMENT_SQL.format(where=where), {"project": project_id, **params})
+        cur.execute(ASSIGNMENT_SQL.format(where=where), {"project": project_id, "user": user_id,
+                                                         "labelling_roles": LABELLING_ROLES, **params})
         row = cur.fetchone()
     if row is None:
         return None

@@ -30,6 +30,8 @@ from webapp.annotation.models import (
     Assignment, AssignmentStatus, Choice, Comparison, ComparisonKind, LabelSource, PreferenceLabel,
 )
 from webapp.datasets.models import Dataset, DatasetStatus, Response
+from webapp.projects.models import Project
+from webapp.projects.permissions import Capability, project_for_user
 
 BUILD_BATCH = 2000
 STRATEGIES = ("all_pairs", "sampled_pairs", "ranking")
@@ -250,6 +252,29 @@ def assignment_next_item(*, project, user) -> dict | None:
         return fastpath.held_item(project_id=project.pk, user_id=user.pk, now=now)
 
 
+def queue_next_item(*, project_id: int, user) -> dict | None:
+    """The API's "next item" for a project id: assignment_next_item, with the caller's right to label
+    checked inside the queue statement on PostgreSQL (fastpath.MAY_LABEL) instead of by a query of its own.
+
+    When that statement finds nothing (no access, a closed project, or nothing left) the usual path
+    runs and says which: Http404 / PermissionDenied / LabelConflict, or None.
+    """
+    if fast_path_enabled():
+        from webapp.annotation import fastpath
+
+        assignments_release_expired(project=Project(pk=project_id), throttle=True)
+        now = timezone.now()
+        try:
+            item = fastpath.next_item(project_id=project_id, user_id=user.pk, now=now,
+                                      expires=now + assignment_timeout())
+        except IntegrityError:
+            item = None  # a parallel "next" of this annotator won the comparison; the usual path returns it
+        if item is not None:
+            return item
+    project, _ = project_for_user(user, project_id, Capability.LABEL)
+    return assignment_next_item(project=project, user=user)
+
+
 def _locked_assignment(*, project, user, assignment_id: int | None, comparison_id: int | None) -> Assignment:
     if assignment_id is None and comparison_id is None:
         raise ValidationError({"assignment_id": "Give the assignment_id (or comparison_id) you are labelling."})
@@ -328,11 +353,12 @@ def label_submit(*, project, user, choice: str = "", strength: int | None = None
                  comparison_id: int | None = None) -> PreferenceLabel:
     """Record the annotator's label for an item they were assigned; choice is as displayed."""
     _check_open(project)
-    if len(rationale or "") > 10_000:
-        raise ValidationError({"rationale": "Keep the rationale under 10,000 characters."})
+    _check_rationale(rationale)
     if fast_path_enabled():
-        return _label_submit_fast(project=project, user=user, choice=choice, strength=strength, ranking=ranking,
-                                  criterion_scores=criterion_scores, rationale=rationale,
+        row = _assignment_row(project_id=project.pk, user=user, assignment_id=assignment_id,
+                              comparison_id=comparison_id)
+        return _label_submit_fast(row, project=project, user=user, choice=choice, strength=strength,
+                                  ranking=ranking, criterion_scores=criterion_scores, rationale=rationale,
                                   assignment_id=assignment_id, comparison_id=comparison_id)
     try:
         with transaction.atomic():
@@ -368,17 +394,46 @@ def _status_conflict(comparison_id: int, status: str) -> LabelConflict:
                          "ask for your next item.")
 
 
-def _label_submit_fast(*, project, user, choice, strength, ranking, criterion_scores, rationale, assignment_id,
-                       comparison_id) -> PreferenceLabel:
-    """label_submit on PostgreSQL: read the assignment, validate, then one conditional write."""
-    from types import SimpleNamespace
+def queue_label_submit(*, project_id: int, user, criterion_scores: dict | None = None, rationale: str = "",
+                       assignment_id: int | None = None, comparison_id: int | None = None,
+                       **choice) -> PreferenceLabel:
+    """The API's label_submit for a project id: on PostgreSQL the assignment read also checks the
+    caller's right to label (fastpath.MAY_LABEL); when it finds nothing, or scores need the project's
+    rubric, the usual path runs and gives the exact reason."""
+    if fast_path_enabled() and not criterion_scores:
+        _check_rationale(rationale)
+        row = _assignment_row(project_id=project_id, user=user, assignment_id=assignment_id,
+                              comparison_id=comparison_id)
+        if row is not None:
+            return _label_submit_fast(row, project=None, user=user, criterion_scores=None, rationale=rationale,
+                                      assignment_id=assignment_id, comparison_id=comparison_id, **choice)
+    project, _ = project_for_user(user, project_id, Capability.LABEL)
+    return label_submit(project=project, user=user, criterion_scores=criterion_scores, rationale=rationale,
+                        assignment_id=assignment_id, comparison_id=comparison_id, **choice)
 
+
+def _check_rationale(rationale: str | None) -> None:
+    if len(rationale or "") > 10_000:
+        raise ValidationError({"rationale": "Keep the rationale under 10,000 characters."})
+
+
+def _assignment_row(*, project_id: int, user, assignment_id: int | None, comparison_id: int | None) -> dict | None:
     from webapp.annotation import fastpath
 
     if assignment_id is None and comparison_id is None:
         raise ValidationError({"assignment_id": "Give the assignment_id (or comparison_id) you are labelling."})
-    row = fastpath.assignment_row(project_id=project.pk, assignment_id=assignment_id, comparison_id=comparison_id,
-                                  user_id=user.pk)
+    return fastpath.assignment_row(project_id=project_id, assignment_id=assignment_id, comparison_id=comparison_id,
+                                   user_id=user.pk)
+
+
+def _label_submit_fast(row: dict | None, *, project, user, choice, strength, ranking, criterion_scores, rationale,
+                       assignment_id, comparison_id) -> PreferenceLabel:
+    """label_submit on PostgreSQL, given the assignment's row: validate, then one conditional write.
+    ``project`` is needed only for criterion scores (its rubric)."""
+    from types import SimpleNamespace
+
+    from webapp.annotation import fastpath
+
     if row is None or row["annotator_id"] != user.pk:
         what = f"assignment {assignment_id}" if assignment_id is not None else f"comparison {comparison_id}"
         raise PermissionDenied(f"The {what} is not assigned to you: ask for your next item first.")
