@@ -6,6 +6,8 @@ ordinal alpha. :func:`agreement_report` takes raw label records and splits every
 human-human, human-LM and LM-LM pairs, plus each annotator's agreement with everyone else, so a
 project can see where an LM judge can be trusted.
 
+N-way rankings enter as the pairwise judgements they imply (:func:`ranking_pair_records`).
+
 Missing data is normal: a comparison labelled by one rater only is simply not pairable.
 Statistics that are undefined (no pairable data, or no variation at all) are ``None``.
 
@@ -260,6 +262,24 @@ def signed_strength(choice: str, strength: int = 1) -> int:
     if choice == "tie":
         return 0
     raise UserError(f"label choice {choice!r} is not one of 'A', 'B', 'tie'")
+
+
+def ranking_pair_records(comparison_id: str, rater_id: str, rater_kind: RaterKind,
+                         ranking: Sequence[Hashable]) -> list[LabelRecord]:
+    """An N-way ranking (best first) as the pairwise judgements it implies, one record per pair.
+
+    Each pair of responses becomes its own unit ``"<comparison>:<lower id>-<higher id>"`` with value
+    ``"A"`` when the lower id is ranked above the higher one, else ``"B"``; so two rankings of one
+    comparison agree on a unit exactly when they order that pair alike, and percent agreement over
+    the units is 1 minus the normalised Kendall tau distance between the rankings.
+
+    >>> [(r.comparison_id, r.value) for r in ranking_pair_records("c7", "ann", "human", [12, 10, 11])]
+    [('c7:10-11', 'A'), ('c7:10-12', 'B'), ('c7:11-12', 'B')]
+    """
+    position = {item: i for i, item in enumerate(ranking)}
+    return [LabelRecord(comparison_id=f"{comparison_id}:{low}-{high}", rater_id=rater_id, rater_kind=rater_kind,
+                        value="A" if position[low] < position[high] else "B")
+            for low, high in combinations(sorted(position), 2)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -385,3 +385,37 @@ def test_it_records_lm_labels_with_provenance_apart_from_the_human_queue(client,
     with pytest.raises(Exception, match="closed"):
         lm_label_create(comparison=Comparison.objects.select_related("project").first(), choice="a",
                         model_version="j", provenance={})
+
+
+@pytest.mark.django_db
+def test_it_reports_agreement_on_n_way_rankings_as_implied_pairs(client, people):
+    """Hand-computed: carol ranks r2 > r0 > r1, bob r2 > r1 > r0, an LM judge like carol.
+    Implied pairs (r0,r1), (r0,r2), (r1,r2): carol-bob agree on 2 of 3, carol-LM on 3, bob-LM on 2."""
+    from webapp.annotation.services import lm_label_create
+
+    dataset = _dataset(client, people, [{"prompt": "Rank these", "responses": ["r0", "r1", "r2"]}])
+    comparisons_build(project=people.project, dataset=dataset, strategy="ranking", overlap=2)
+    for name, order in (("carol", ["r2", "r0", "r1"]), ("bob", ["r2", "r1", "r0"])):
+        api = Api(client, people.users[name], people.project.pk)
+        item = api.post("/annotation/next").json()
+        ids = {r["text"]: r["response_id"] for r in item["responses"]}
+        r = api.post("/annotation/labels", {"assignment_id": item["assignment_id"], "ranking": [ids[t] for t in order]})
+        assert r.status_code == 201, r.content
+    lm_label_create(comparison=Comparison.objects.select_related("project").get(), choice="ranking",
+                    ranking=[ids["r2"], ids["r0"], ids["r1"]], model_version="judge@1", provenance={})
+
+    body = Api(client, people.users["alice"], people.project.pk).get("/agreement").json()
+    assert body["n_labels"] == 0 and body["overall"]["n_pairs"] == 0  # no pairwise labels
+    rankings = body["rankings"]
+    assert rankings["n_rankings"] == 3 and rankings["overall"]["n_comparisons"] == 3  # response pairs
+    hh, hl = rankings["by_pair_kind"]["human-human"], rankings["by_pair_kind"]["human-lm"]
+    assert hh["percent_agreement"] == pytest.approx(2 / 3) and hh["n_pairs"] == 3
+    # carol A,B,B vs bob B,B,B: p_o = 2/3 = p_e, so Cohen's kappa is 0
+    assert hh["cohen_kappa"] == pytest.approx(0.0)
+    assert hl["percent_agreement"] == pytest.approx(5 / 6) and hl["n_pairs"] == 6
+    assert rankings["overall"]["percent_agreement"] == pytest.approx(7 / 9)
+    carol = next(a for a in rankings["per_annotator"] if a["rater_id"] == "carol")
+    assert carol["stats"]["percent_agreement"] == pytest.approx(5 / 6)
+    client.force_login(people.users["alice"])
+    page = client.get(f"/projects/{people.project.pk}/agreement/").content.decode()
+    assert 'id="agreement-rankings"' in page and "3 rankings" in page

@@ -163,12 +163,15 @@ def undo_label(request, project_id: int):
     return selectors.item_for(assignment)
 
 
-@router.get("/{project_id}/agreement", summary="Agreement: overall, human-human / human-lm / lm-lm, per annotator")
+@router.get("/{project_id}/agreement", summary="Agreement: overall, human-human / human-lm / lm-lm, per annotator",
+            description="Pairwise labels at the top level; N-way rankings under `rankings`, as the pairwise "
+                        "judgements each ranking implies (percent agreement = 1 - normalised Kendall tau distance).")
 def agreement(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
     result = selectors.agreement_for(project=project)
     return {**result["report"].model_dump(), "ordinal_alpha": result["ordinal_alpha"],
-            "ordinal_alpha_by_pair_kind": result["ordinal_by_pair_kind"], "n_labels": result["n_labels"]}
+            "ordinal_alpha_by_pair_kind": result["ordinal_by_pair_kind"], "n_labels": result["n_labels"],
+            "rankings": {**result["rankings"].model_dump(exclude={"level"}), "n_rankings": result["n_rankings"]}}
 
 
 @router.get("/{project_id}/export", summary="Labels as a TRL preference dataset (JSONL or Parquet)",

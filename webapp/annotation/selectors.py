@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from rlcore.agreement import LabelRecord, agreement_report, signed_strength
+from rlcore.agreement import LabelRecord, agreement_report, ranking_pair_records, signed_strength
 from rlcore.datasets import ExportLabel, ExportResponse
 from webapp.annotation.models import Assignment, AssignmentStatus, Choice, Comparison, LabelSource, PreferenceLabel
 from webapp.datasets.models import Response
@@ -59,19 +59,25 @@ def rater_id(label: PreferenceLabel, usernames: dict[int, str]) -> tuple[str, st
 
 
 def agreement_for(*, project, level: str = "nominal") -> dict:
-    """Agreement over the project's pairwise labels: overall, by pair kind, per annotator.
+    """Agreement over the project's labels: overall, by pair kind, per annotator.
 
-    Nominal statistics use the canonical choice (A / B / tie); the ordinal alpha uses the signed
-    strength (-2 A much better ... +2 B much better). Rankings are not included.
+    Pairwise labels: nominal statistics use the canonical choice (A / B / tie); the ordinal alpha
+    uses the signed strength (-2 A much better ... +2 B much better). N-way rankings get a report of
+    their own over the pairwise judgements each ranking implies (rlcore.agreement.ranking_pair_records).
     """
     from django.contrib.auth import get_user_model
 
     usernames = dict(get_user_model().objects.filter(memberships__project=project).values_list("id", "username"))
-    nominal, ordinal = [], []
+    nominal, ordinal, ranking_pairs = [], [], []
+    n_rankings = 0
     for label in (PreferenceLabel.objects.filter(comparison__project=project)
-                  .exclude(choice=Choice.RANKING).only("id", "comparison_id", "source", "annotator_id", "choice",
-                                                        "strength", "model_version", "provenance").iterator()):
+                  .only("id", "comparison_id", "source", "annotator_id", "choice", "ranking",
+                        "strength", "model_version", "provenance").iterator()):
         rid, kind = rater_id(label, usernames)
+        if label.choice == Choice.RANKING:
+            n_rankings += 1
+            ranking_pairs += ranking_pair_records(str(label.comparison_id), rid, kind, label.ranking or [])
+            continue
         value = {"a": "A", "b": "B", "tie": "tie"}[label.choice]
         nominal.append(LabelRecord(comparison_id=str(label.comparison_id), rater_id=rid, rater_kind=kind, value=value))
         ordinal.append(LabelRecord(comparison_id=str(label.comparison_id), rater_id=rid, rater_kind=kind,
@@ -80,7 +86,8 @@ def agreement_for(*, project, level: str = "nominal") -> dict:
     ordinal_report = agreement_report(ordinal, level="ordinal", order=[-2, -1, 0, 1, 2])
     return {"report": report, "ordinal_alpha": ordinal_report.overall.krippendorff_alpha,
             "ordinal_by_pair_kind": {k: v.krippendorff_alpha for k, v in ordinal_report.by_pair_kind.items()},
-            "n_labels": len(nominal)}
+            "n_labels": len(nominal), "rankings": agreement_report(ranking_pairs, level="nominal"),
+            "n_rankings": n_rankings}
 
 
 def export_labels(*, project, source: str | None = None, dataset_id: int | None = None) -> Iterator[ExportLabel]:

@@ -159,6 +159,8 @@ def agreement(request: HttpRequest, project_id: int) -> HttpResponse:
         "ordinal_alpha": result["ordinal_alpha"], "ordinal_by_pair_kind": result["ordinal_by_pair_kind"],
         "pair_kinds": [(k, report.by_pair_kind[k], result["ordinal_by_pair_kind"][k]) for k in report.by_pair_kind],
         "annotators": selectors.annotator_stats(project=project),
+        "rankings": result["rankings"], "n_rankings": result["n_rankings"],
+        "ranking_pair_kinds": [(k, s, None) for k, s in result["rankings"].by_pair_kind.items()],
     })
 
 
