@@ -4,6 +4,7 @@ Hugging Face ``save_to_disk`` folders, and TRL preference-dataset writers."""
 from rlcore.datasets.readers import FORMATS, RowError, SourceError, SourceReader, detect_format
 from rlcore.datasets.rows import (
     ImportedLabel, ImportedResponse, ImportedRow, check_columns, merge_exported_rows, normalize_record,
+    preference_label,
 )
 from rlcore.datasets.trl_export import (
     TIE_POLICIES, ExportLabel, ExportResponse, preference_rows, write_preferences,
@@ -31,5 +32,5 @@ def iter_import_rows(reader: SourceReader):
 
 
 __all__ = ["FORMATS", "RowError", "SourceError", "SourceReader", "detect_format", "ImportedLabel",
-           "ImportedResponse", "ImportedRow", "merge_exported_rows", "normalize_record", "TIE_POLICIES",
+           "ImportedResponse", "ImportedRow", "merge_exported_rows", "normalize_record", "preference_label", "TIE_POLICIES",
            "ExportLabel", "ExportResponse", "preference_rows", "write_preferences", "iter_import_rows", "check_columns"]

@@ -60,6 +60,34 @@ def test_it_imports_trl_preference_rows_plain_and_conversational(client, people)
 
 
 @pytest.mark.django_db
+def test_it_imports_a_plain_trl_preference_as_a_label_when_asked(client, people):
+    rows = [{"prompt": "Capital of France?", "chosen": "Paris", "rejected": "Lyon"},
+            {"prompt": "2+2?", "chosen": "4", "rejected": "5", "margin": 3.5}]
+    r = _upload(client, people.users["alice"], people.project.pk, "hh.jsonl", _jsonl(rows), name="hh",
+                preference_labels="human")
+    assert r.status_code == 201, r.content
+    assert r.json()["label_count"] == 2 and r.json()["preference_labels"] == "human"
+    labels = PreferenceLabel.objects.filter(comparison__prompt__dataset_id=r.json()["id"]).select_related("comparison")
+    for label in labels:
+        chosen = Response.objects.get(pk=label.comparison.response_ids[0 if label.choice == "a" else 1])
+        assert chosen.metadata["preference"] == "chosen" and label.source == "human" and label.annotator is None
+        assert label.provenance["imported"]["annotator"] == "dataset:hh"
+        assert label.comparison.human_label_count == label.comparison.taken == label.comparison.overlap == 1
+    exported = [json.loads(x) for x in b"".join(client.get(
+        f"/api/v1/projects/{people.project.pk}/export", headers={"Authorization": f"Bearer {token_for(people.users['alice'])}"}
+    ).streaming_content).decode().splitlines()]
+    assert sorted((x["chosen"], x["rejected"]) for x in exported) == [("4", "5"), ("Paris", "Lyon")]
+
+    # as LM labels the comparisons stay open to people: an audit of the file's labels against humans
+    r = _upload(client, people.users["alice"], people.project.pk, "ai.jsonl", _jsonl(rows[:1]), preference_labels="lm")
+    label = PreferenceLabel.objects.get(comparison__prompt__dataset_id=r.json()["id"])
+    assert label.source == "lm" and label.model_version == "dataset:ai.jsonl" and label.comparison.taken == 0
+
+    bad = _upload(client, people.users["alice"], people.project.pk, "x.jsonl", _jsonl(rows), preference_labels="yes")
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "preference_labels"
+
+
+@pytest.mark.django_db
 def test_it_imports_chat_transcripts_last_assistant_turn_as_response(client, people):
     rows = [{"messages": [{"role": "system", "content": "Be brief"}, {"role": "user", "content": "2+2?"},
                           {"role": "assistant", "content": "4"}], "id": "t1"}]

@@ -6,7 +6,7 @@ from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from webapp.datasets import selectors, services
-from webapp.datasets.models import DatasetStatus, ImportMode
+from webapp.datasets.models import DatasetStatus, ImportMode, PreferenceLabels
 from webapp.projects.permissions import Capability, project_for_user
 
 router = Router(tags=["datasets"])
@@ -23,6 +23,7 @@ class DatasetOut(Schema):
     source_format: str
     source_name: str
     mode: str
+    preference_labels: str
     status: str
     row_count: int
     response_count: int
@@ -62,12 +63,17 @@ def list_datasets(request, project_id: int):
              description="Small files are imported during the request (201, status ready); large files, or "
                          "background=true, by a worker (202, status importing: poll GET .../datasets/{id}). "
                          "mode=strict imports nothing if any row is bad (422 listing every bad row); mode=skip "
-                         "imports the good rows and lists the bad ones in row_errors.")
+                         "imports the good rows and lists the bad ones in row_errors. preference_labels=human|lm "
+                         "imports each plain TRL row's chosen-over-rejected as a label of that source (one rater "
+                         "per file); none (default) keeps it as response metadata. Rows exported by Reward Studio "
+                         "always bring their own labels.")
 def import_dataset(request, project_id: int, file: File[UploadedFile], name: Form[str] = "",
-                   format: Form[str] = "", mode: Form[str] = ImportMode.STRICT, background: Form[bool | None] = None):
+                   format: Form[str] = "", mode: Form[str] = ImportMode.STRICT, background: Form[bool | None] = None,
+                   preference_labels: Form[str] = PreferenceLabels.NONE):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     dataset = services.dataset_import_upload(project=project, user=request.auth, uploaded=file, name=name,
-                                             source_format=format or None, mode=mode, background=background)
+                                             source_format=format or None, mode=mode, background=background,
+                                             preference_labels=preference_labels)
     if dataset.status == DatasetStatus.FAILED:
         errors = {"file": [dataset.error] + [f"line {e['line']}: {e['message']}" for e in dataset.row_errors]}
         raise ValidationError(errors)

@@ -1,6 +1,6 @@
 from django import forms
 
-from webapp.datasets.models import ImportMode
+from webapp.datasets.models import ImportMode, PreferenceLabels
 
 FORMAT_CHOICES = [("", "Detect from the file"), ("jsonl", "JSON Lines"), ("csv", "CSV"), ("parquet", "Parquet"),
                   ("hf", "Hugging Face folder (zipped save_to_disk)")]
@@ -11,6 +11,8 @@ class DatasetImportForm(forms.Form):
     name = forms.CharField(max_length=200, required=False)
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
     mode = forms.ChoiceField(choices=ImportMode.choices, initial=ImportMode.STRICT)
+    preference_labels = forms.ChoiceField(label="TRL chosen/rejected", choices=PreferenceLabels.choices,
+                                          initial=PreferenceLabels.NONE)
 
 
 class BuildComparisonsForm(forms.Form):

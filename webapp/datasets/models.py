@@ -20,6 +20,14 @@ class ImportMode(models.TextChoices):
     SKIP = "skip", "Skip bad rows (each is reported)"
 
 
+class PreferenceLabels(models.TextChoices):
+    """What a plain TRL preference row's chosen/rejected becomes (rows we exported carry their own labels)."""
+
+    NONE = "none", "Keep chosen/rejected as response metadata (label them here)"
+    HUMAN = "human", "Import each row's preference as a human label"
+    LM = "lm", "Import each row's preference as an LM label"
+
+
 class Dataset(models.Model):
     """Prompts (and optionally responses) imported from one file. Rows of a dataset that is not
     `ready` are a staging area: selectors hide them and a failed import deletes them."""
@@ -29,6 +37,8 @@ class Dataset(models.Model):
     source_format = models.CharField(max_length=16, choices=SourceFormat.choices)
     source_name = models.CharField(max_length=300, blank=True, help_text="The uploaded file's name.")
     mode = models.CharField(max_length=8, choices=ImportMode.choices, default=ImportMode.STRICT)
+    preference_labels = models.CharField(max_length=8, choices=PreferenceLabels.choices,
+                                         default=PreferenceLabels.NONE)
     status = models.CharField(max_length=16, choices=DatasetStatus.choices, default=DatasetStatus.IMPORTING,
                               db_index=True)
     row_count = models.IntegerField(default=0, help_text="Rows imported (prompts).")

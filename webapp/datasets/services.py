@@ -21,8 +21,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from rlcore.datasets import ImportedRow, RowError, SourceError, SourceReader, iter_import_rows
-from webapp.datasets.models import Dataset, DatasetStatus, ImportMode, Prompt, Response
+from rlcore.datasets import ImportedRow, RowError, SourceError, SourceReader, iter_import_rows, preference_label
+from webapp.datasets.models import Dataset, DatasetStatus, ImportMode, PreferenceLabels, Prompt, Response
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,17 @@ def _unzip_hf_folder(archive: Path, folder: Path) -> Path:
 
 @transaction.atomic
 def dataset_create(*, project, user, name: str, path: Path, source_format: str | None = None,
-                   mode: str = ImportMode.STRICT, source_name: str = "") -> Dataset:
+                   mode: str = ImportMode.STRICT, source_name: str = "",
+                   preference_labels: str = PreferenceLabels.NONE) -> Dataset:
     """Check the source and record a dataset in `importing` state (rows come with dataset_import_run)."""
     name = (name or "").strip() or (source_name or path.name)
     if len(name) > 200:
         raise ValidationError({"name": "Name is longer than 200 characters."})
     if mode not in ImportMode.values:
         raise ValidationError({"mode": f"Unknown mode '{mode}': choose strict or skip."})
+    if preference_labels not in PreferenceLabels.values:
+        raise ValidationError({"preference_labels": f"Unknown value '{preference_labels}': choose "
+                                                    f"{', '.join(PreferenceLabels.values)}."})
     try:
         size = path.stat().st_size if path.is_file() else 0
         if size > max_upload_bytes():
@@ -102,12 +106,13 @@ def dataset_create(*, project, user, name: str, path: Path, source_format: str |
         raise ValidationError({"file": str(exc)}) from None
     return Dataset.objects.create(
         project=project, name=name, source_format=reader.format, source_name=source_name or path.name, mode=mode,
-        upload_path=str(path), created_by=user, bytes_total=reader.total,
+        preference_labels=preference_labels, upload_path=str(path), created_by=user, bytes_total=reader.total,
     )
 
 
 def dataset_import_upload(*, project, user, uploaded, name: str = "", source_format: str | None = None,
-                          mode: str = ImportMode.STRICT, background: bool | None = None) -> Dataset:
+                          mode: str = ImportMode.STRICT, background: bool | None = None,
+                          preference_labels: str = PreferenceLabels.NONE) -> Dataset:
     """Save an uploaded file and import it: during the request if small, else on a worker.
 
     A `.zip` upload is taken as a zipped Hugging Face `save_to_disk` folder.
@@ -124,7 +129,8 @@ def dataset_import_upload(*, project, user, uploaded, name: str = "", source_for
         if path.suffix.lower() == ".zip" and source_format in (None, "", "hf"):
             path, source_format = _unzip_hf_folder(path, folder), "hf"
         dataset = dataset_create(project=project, user=user, name=name, path=path, source_format=source_format,
-                                 mode=mode, source_name=Path(uploaded.name or path.name).name)
+                                 mode=mode, source_name=Path(uploaded.name or path.name).name,
+                                 preference_labels=preference_labels)
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -166,6 +172,12 @@ class _Writer:
         self._members: dict[str, int] | None = None
 
     def add(self, row: ImportedRow) -> None:
+        if self.dataset.preference_labels != PreferenceLabels.NONE:
+            # one rater for the whole file: "imported:dataset:<name>" in agreement statistics
+            label = preference_label(row, self.dataset.preference_labels, f"dataset:{self.dataset.name}")
+            if label is not None:
+                label.model_version = f"dataset:{self.dataset.name}"
+                row.labels.append(label)
         self.rows.append(row)
         if len(self.columns) < MAX_METADATA_COLUMNS:
             for key in row.metadata:

@@ -24,7 +24,8 @@ def dataset_list(request: HttpRequest, project_id: int) -> HttpResponse:
             try:
                 dataset = services.dataset_import_upload(
                     project=project, user=request.user, uploaded=data["file"], name=data["name"],
-                    source_format=data["format"] or None, mode=data["mode"])
+                    source_format=data["format"] or None, mode=data["mode"],
+                    preference_labels=data["preference_labels"])
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:
