@@ -129,6 +129,7 @@ def build_models(work: Path, cuda: bool):
     tok, words = build_tokenizer()
     config = qwen05_config(tok, cuda)
     dtype = torch.bfloat16 if cuda else torch.float32
+    torch.manual_seed(0)  # the same random weights every run: a failure on them can be reproduced
     policy, rm = work / "policy", work / "rm"
     AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(policy)
     tok.save_pretrained(policy)
