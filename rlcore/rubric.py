@@ -293,7 +293,7 @@ def read_document(path: str | Path) -> tuple[Any, str]:
         raise UserError(f"{path}{line}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from None
 
 
-def _line_of(text: str, loc: Sequence[Any]) -> int | None:
+def line_of(text: str, loc: Sequence[Any]) -> int | None:
     """1-based line where the value at ``loc`` starts in a YAML/JSON text, if it can be found."""
     import yaml
 
@@ -326,16 +326,17 @@ def load_contract(path: str | Path, model: type[Contract]) -> Contract:
     except ValidationError as exc:
         messages = []
         for error in exc.errors():
-            loc = [p for p in error["loc"] if not (isinstance(p, str) and p in _UNION_TAGS)]
+            loc = [p for p in error["loc"] if not (isinstance(p, str) and p in UNION_TAGS)]
             field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
-            line = _line_of(text, loc)
+            line = line_of(text, loc)
             where = f"{path}, line {line}" if line else str(path)
             messages.append(f"{where}: field {field or '(top level)'}: {error['msg']}")
         raise UserError("; ".join(messages)) from None
 
 
-_UNION_TAGS = {"regex", "contains", "not_contains", "length", "json", "answer_match", "format",
-               "rubric_rules", "rubric_judge", "reward_model", "verifier", "length_penalty"}
+# Discriminator values pydantic puts in an error's location; dropped when naming the field.
+UNION_TAGS = {"regex", "contains", "not_contains", "length", "json", "answer_match", "format",
+              "rubric_rules", "rubric_judge", "reward_model", "verifier", "length_penalty"}
 
 
 def save_contract(contract: BaseModel, path: str | Path) -> None:

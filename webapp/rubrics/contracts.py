@@ -16,14 +16,14 @@ from pydantic import ValidationError as PydanticValidationError
 
 from rlcore.rewards import RewardSpec as SpecContract
 from rlcore.rewards import check_spec
-from rlcore.rubric import _UNION_TAGS, check_rubric
+from rlcore.rubric import UNION_TAGS, check_rubric
 from rlcore.rubric import Rubric as RubricContract
 from rlcore.rules import Problem
 
 
 def field_path(loc: Sequence[Any]) -> str:
     """('criteria', 1, 'rule', 'regex', 'pattern') -> 'criteria[1].rule.pattern' (union tags dropped)."""
-    parts = [p for p in loc if not (isinstance(p, str) and p in _UNION_TAGS)]
+    parts = [p for p in loc if not (isinstance(p, str) and p in UNION_TAGS)]
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -122,13 +122,13 @@ def load_yaml_document(text: str, *, source: str = "YAML") -> Any:
 
 def with_lines(exc: ValidationError, text: str, *, source: str = "YAML") -> ValidationError:
     """The same errors, each prefixed with the line of the field in the YAML text it came from."""
-    from rlcore.rubric import _line_of
+    from rlcore.rubric import line_of
 
     if not hasattr(exc, "error_dict"):
         return exc
     out: dict[str, list[str]] = {}
     for field, messages in exc.message_dict.items():
-        line = _line_of(text, _loc_of(field))
+        line = line_of(text, _loc_of(field))
         where = f"{source}, line {line}" if line else source
         out[field] = [f"{where}: {m}" for m in messages]
     return ValidationError(out)
