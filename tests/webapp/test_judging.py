@@ -29,6 +29,9 @@ class Api:
     def get(self, path):
         return self.client.get(self.base + path, headers=self.headers)
 
+    def delete(self, path):
+        return self.client.delete(self.base + path, headers=self.headers)
+
 
 def _closed_port() -> int:
     with socket.socket() as sock:
@@ -140,6 +143,46 @@ def test_it_saves_each_prompt_edit_as_a_new_version_and_names_bad_placeholders(c
     assert "strict@3" in page and "strict@1" in page and "Which is better for {prompt}?" in page
 
 
+def test_it_removes_a_judge_with_its_key_and_a_template_with_every_version_keeping_their_labels(client, people):
+    from webapp.annotation.models import Comparison, PreferenceLabel
+    from webapp.annotation.services import comparisons_build, lm_label_create
+    from webapp.datasets.models import Dataset, Prompt, Response
+
+    api = Api(client, people.users["bob"], people.project.pk)
+    config_id = api.post("/judges", {"name": "gpt", "endpoint": "http://h/v1", "model": "judge-1",
+                                     "api_key": SECRET}).json()["id"]
+    dataset = Dataset.objects.create(project=people.project, name="d", source_format="jsonl", status="ready",
+                                     created_by=people.users["alice"])
+    prompt = Prompt.objects.create(dataset=dataset, source_line=1, text="p")
+    Response.objects.bulk_create([Response(prompt=prompt, text=t) for t in ("a", "b")])
+    comparisons_build(project=people.project, dataset=dataset)
+    lm_label_create(comparison=Comparison.objects.select_related("project").get(), choice="a",
+                    model_version="judge-1", provenance={"judge_config": "gpt"})
+
+    assert api.delete(f"/judges/{config_id}").status_code == 204
+    assert not JudgeConfig.objects.filter(pk=config_id).exists()  # the encrypted key went with it
+    assert api.delete(f"/judges/{config_id}").status_code == 404
+    assert PreferenceLabel.objects.get().model_version == "judge-1"
+
+    text = "{response_a} or {response_b}?"
+    api.post("/judge-templates", {"name": "strict", "text": text})
+    api.post("/judge-templates", {"name": "strict", "text": text + " Say A or B."})
+    api.post("/judge-templates", {"name": "kind", "text": text})
+    assert api.delete("/judge-templates/strict").status_code == 204
+    assert list(JudgePromptTemplate.objects.values_list("name", flat=True)) == ["kind"]
+    assert api.delete("/judge-templates/strict").status_code == 404
+
+    client.login(username="bob", password=PASSWORD)
+    page = client.get(f"/projects/{people.project.pk}/judging/templates/kind/").content.decode()
+    assert 'id="delete-template"' in page
+    assert client.post(f"/projects/{people.project.pk}/judging/templates/kind/delete/").status_code == 302
+    assert not JudgePromptTemplate.objects.exists()
+    other = api.post("/judges", {"name": "other", "endpoint": "http://h/v1", "model": "m"}).json()["id"]
+    assert 'id="delete-judge"' in client.get(f"/projects/{people.project.pk}/judging/{other}/").content.decode()
+    assert client.post(f"/projects/{people.project.pk}/judging/{other}/delete/").status_code == 302
+    assert not JudgeConfig.objects.exists()
+
+
 @pytest.mark.parametrize("role,status", [("annotator", 403), ("viewer", 403), ("outsider", 404)])
 def test_it_lets_only_designers_change_judges(client, people, role, status):
     owner = Api(client, people.users["alice"], people.project.pk)
@@ -148,8 +191,10 @@ def test_it_lets_only_designers_change_judges(client, people, role, status):
     assert api.post("/judges", {"name": "k", "endpoint": "http://h/v1", "model": "m"}).status_code == status
     assert api.post(f"/judges/{config_id}/test").status_code == status
     assert api.post("/judge-templates", {"name": "t", "text": "{response_a}"}).status_code == status
+    assert api.delete(f"/judges/{config_id}").status_code == status
     if role == "viewer":
         assert api.get("/judges").status_code == 200
+    assert JudgeConfig.objects.filter(pk=config_id).exists()
     client.login(username=people.by_role[role].username, password=PASSWORD)
     assert client.post(f"/projects/{people.project.pk}/judging/new/", {}).status_code == status
 

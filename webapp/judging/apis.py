@@ -1,5 +1,6 @@
 from datetime import datetime
 
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
@@ -116,6 +117,13 @@ def update_judge(request, project_id: int, config_id: int, body: JudgeConfigPatc
     return selectors.judge_config_public(config)
 
 
+@router.delete("/{project_id}/judges/{config_id}", response={204: None},
+               summary="Remove an LM judge and its stored key (its labels stay)")
+def delete_judge(request, project_id: int, config_id: int):
+    services.judge_config_delete(config=_config(request, project_id, config_id, Capability.DESIGN))
+    return Status(204, None)
+
+
 @router.post("/{project_id}/judges/{config_id}/test", response=ConnectionTestOut,
              summary="Ask the judge one small question now (one attempt, at most 15 s)")
 def test_judge(request, project_id: int, config_id: int):
@@ -144,3 +152,13 @@ def list_templates(request, project_id: int):
 def save_template(request, project_id: int, body: TemplateIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     return Status(201, services.template_save(project=project, user=request.auth, **body.dict()))
+
+
+@router.delete("/{project_id}/judge-templates/{name}", response={204: None},
+               summary="Remove every version of a judge prompt template (labels made with it stay)")
+def delete_template(request, project_id: int, name: str):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    if not JudgePromptTemplate.objects.filter(project=project, name=name).exists():
+        raise Http404("No such template")
+    services.template_delete(project=project, name=name)
+    return Status(204, None)

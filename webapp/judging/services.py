@@ -198,6 +198,18 @@ def judge_config_test(*, config: JudgeConfig) -> dict:
             "message": f"The endpoint answered with a verdict ({verdict.verdict})."}
 
 
+def judge_config_delete(*, config: JudgeConfig) -> str:
+    """Remove a judge and its stored key for good; returns its name.
+
+    What it labelled stays: LM labels keep the model in `model_version` and the judge's name in their
+    provenance; runs and routing plans that used it show no judge from now on. A job already
+    running finishes with the arguments (and key file) it was launched with.
+    """
+    name = config.name
+    config.delete()
+    return name
+
+
 # ------------------------------------------------------------------ prompt templates
 
 
@@ -238,6 +250,15 @@ def template_save(*, project, user, name: str, text: str, mode: str = PromptMode
 
 
 # ------------------------------------------------------------------ LM labelling jobs
+
+
+def template_delete(*, project, name: str) -> int:
+    """Remove every version of the template `name`; returns how many. Runs and plans that used it
+    keep their labels (the template's name@version is in each label's provenance)."""
+    deleted, _ = JudgePromptTemplate.objects.filter(project=project, name=name).delete()
+    if not deleted:
+        raise ValidationError({"name": f"No template named '{name}' in this project."})
+    return deleted
 
 
 def _prompt_text(prompt) -> str:

@@ -8,6 +8,8 @@ urlpatterns = [
     path("rankings/label/", views.judge_label_rankings, name="judge_label_rankings"),
     path("<int:config_id>/", views.judge_config_edit, name="judge_config_edit"),
     path("<int:config_id>/test/", views.judge_config_test, name="judge_config_test"),
+    path("<int:config_id>/delete/", views.judge_config_delete, name="judge_config_delete"),
     path("templates/new/", views.template_edit, name="judge_template_new"),
     path("templates/<str:name>/", views.template_edit, name="judge_template_edit"),
+    path("templates/<str:name>/delete/", views.template_delete, name="judge_template_delete"),
 ]

@@ -98,6 +98,26 @@ def judge_config_edit(request: HttpRequest, project_id: int, config_id: int) -> 
 
 @login_required
 @require_POST
+def judge_config_delete(request: HttpRequest, project_id: int, config_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    name = services.judge_config_delete(config=get_object_or_404(JudgeConfig, project=project, pk=config_id))
+    messages.success(request, f"Judge '{name}' and its stored key were removed; its labels stay.")
+    return redirect("judge_home", project_id=project.pk)
+
+
+@login_required
+@require_POST
+def template_delete(request: HttpRequest, project_id: int, name: str) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    if not selectors.template_versions(project=project, name=name).exists():
+        raise Http404("No such template")
+    count = services.template_delete(project=project, name=name)
+    messages.success(request, f"Template '{name}' ({count} version{'s' if count != 1 else ''}) was removed.")
+    return redirect("judge_home", project_id=project.pk)
+
+
+@login_required
+@require_POST
 def judge_config_test(request: HttpRequest, project_id: int, config_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     config = get_object_or_404(JudgeConfig, project=project, pk=config_id)
