@@ -179,3 +179,65 @@ def test_it_refuses_a_duplicate_spec_name(designer, people):
     designer("post", _url(people), {"name": "mixed", "definition": _spec(PENALTY)})
     errors = _field_errors(designer("post", _url(people), {"name": "MIXED", "definition": _spec(PENALTY)}))
     assert errors == {("name", "A reward spec named 'MIXED' already exists in this project.")}
+
+
+def test_it_removes_rubrics_and_specs_only_while_nothing_recorded_uses_them(designer, people):
+    from webapp.jobs.services import job_create
+    from webapp.rubrics.models import Rubric
+
+    _save_rubric(designer, people, "Used")
+    _save_rubric(designer, people, "Spare")
+    used, spare = Rubric.objects.get(name="Used"), Rubric.objects.get(name="Spare")
+    pinned = {"kind": "rubric_rules", "name": "helpful", "rubric_path": "rubric://Used@1"}
+    assert designer("post", _url(people), {"name": "mixed", "definition": _spec(pinned)}).status_code == 201
+    spec_id = RewardSpec.objects.get(name="mixed").pk
+    rubrics = f"/api/v1/projects/{people.project.pk}/rubrics"
+
+    refused = designer("delete", f"{rubrics}/{used.pk}")
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0] == {"field": "rubric", "message": refused.json()["detail"][0]["message"]}
+    assert "reward spec mixed v1" in refused.json()["detail"][0]["message"]
+    assert designer("delete", f"{rubrics}/{spare.pk}").status_code == 204
+    assert not Rubric.objects.filter(name="Spare").exists()
+
+    version_id = RewardSpec.objects.get(pk=spec_id).versions.get().pk
+    job = job_create(project=people.project, user=people.users["bob"], kind="grpo", argv=[],
+                     spec={"reward_spec_version_id": version_id})
+    refused = designer("delete", _url(people, f"/{spec_id}"))
+    assert refused.status_code == 422 and f"#{job.pk}" in refused.json()["detail"][0]["message"]
+    job.delete()
+    assert designer("delete", _url(people, f"/{spec_id}")).status_code == 204
+    assert designer("delete", f"{rubrics}/{used.pk}").status_code == 204  # nothing uses it now
+    assert not Rubric.objects.exists() and not RewardSpec.objects.exists()
+
+
+@pytest.mark.parametrize("role,status", [("annotator", 403), ("viewer", 403), ("outsider", 404)])
+def test_it_lets_only_designers_remove_rubrics_and_specs(designer, client, people, role, status):
+    from webapp.rubrics.models import Rubric
+
+    _save_rubric(designer, people, "Kept")
+    designer("post", _url(people), {"name": "kept", "definition": _spec(PENALTY)})
+    other = api_client(client, people.by_role[role])
+    assert other("delete", f"/api/v1/projects/{people.project.pk}/rubrics/{Rubric.objects.get().pk}").status_code == status
+    assert other("delete", _url(people, f"/{RewardSpec.objects.get().pk}")).status_code == status
+    assert Rubric.objects.count() == 1 and RewardSpec.objects.count() == 1
+
+
+
+def test_the_pages_remove_a_rubric_or_say_what_still_uses_it(designer, client, people):
+    from tests.conftest import PASSWORD
+    from webapp.rubrics.models import Rubric
+
+    _save_rubric(designer, people, "Used")
+    pinned = {"kind": "rubric_rules", "name": "helpful", "rubric_path": "rubric://Used@1"}
+    designer("post", _url(people), {"name": "mixed", "definition": _spec(pinned)})
+    rubric, spec = Rubric.objects.get(), RewardSpec.objects.get()
+    client.login(username="bob", password=PASSWORD)
+    base = f"/projects/{people.project.pk}"
+    assert 'id="delete-rubric"' in client.get(f"{base}/rubrics/{rubric.pk}/").content.decode()
+    refused = client.post(f"{base}/rubrics/{rubric.pk}/delete/", follow=True).content.decode()
+    assert "reward spec mixed v1" in refused and Rubric.objects.exists()
+    assert 'id="delete-spec"' in client.get(f"{base}/reward-specs/{spec.pk}/").content.decode()
+    assert client.post(f"{base}/reward-specs/{spec.pk}/delete/").status_code == 302
+    assert client.post(f"{base}/rubrics/{rubric.pk}/delete/").status_code == 302
+    assert not Rubric.objects.exists() and not RewardSpec.objects.exists()

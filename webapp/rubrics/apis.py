@@ -194,6 +194,13 @@ def patch_rubric(request, project_id: int, rubric_id: int, body: RubricPatch):
     return _rubric_out(services.rubric_set_annotation(rubric=rubric, use_for_annotation=body.use_for_annotation))
 
 
+@router.delete("/{project_id}/rubrics/{rubric_id}", response={204: None},
+               summary="Remove a rubric and its versions (422 naming what still uses it)")
+def delete_rubric(request, project_id: int, rubric_id: int):
+    services.rubric_delete(rubric=_rubric(request, project_id, rubric_id, Capability.DESIGN))
+    return Status(204, None)
+
+
 @router.get("/{project_id}/rubrics/{rubric_id}/versions", response=list[VersionOut])
 def list_rubric_versions(request, project_id: int, rubric_id: int):
     rubric = _rubric(request, project_id, rubric_id, Capability.VIEW)
@@ -273,6 +280,13 @@ def preview_spec(request, project_id: int, body: SpecPreviewIn):
 @router.get("/{project_id}/reward-specs/{spec_id}", response=SpecOut)
 def get_spec(request, project_id: int, spec_id: int):
     return _spec_out(_spec(request, project_id, spec_id, Capability.VIEW))
+
+
+@router.delete("/{project_id}/reward-specs/{spec_id}", response={204: None},
+               summary="Remove a reward spec and its versions (422 when a training job used it)")
+def delete_spec(request, project_id: int, spec_id: int):
+    services.reward_spec_delete(spec=_spec(request, project_id, spec_id, Capability.DESIGN))
+    return Status(204, None)
 
 
 @router.get("/{project_id}/reward-specs/{spec_id}/versions", response=list[SpecVersionOut])

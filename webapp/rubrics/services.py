@@ -196,3 +196,62 @@ def rubric_import(*, project: Project, user, text: str, note: str = "") -> Rubri
         find=lambda name: Rubric.objects.filter(project=project, name__iexact=name).first(),
         create_version=lambda rubric, data: rubric_version_create(rubric=rubric, user=user, definition=data, note=note),
         create=lambda name, data: rubric_create(project=project, user=user, name=name, definition=data, note=note))
+
+
+# ------------------------------------------------------------------ removal
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def rubric_uses(rubric: Rubric) -> list[str]:
+    """What still points at any version of the rubric (its versions are the record of what those used)."""
+    from webapp.annotation.models import PreferenceLabel
+    from webapp.judging.models import LMLabellingRun
+
+    versions = rubric.versions.all()
+    uses = []
+    if n := PreferenceLabel.objects.filter(rubric_version__in=versions).count():
+        uses.append(f"{_plural(n, 'label')} scored with it")
+    if n := LMLabellingRun.objects.filter(rubric_version__in=versions).count():
+        uses.append(f"{_plural(n, 'LM labelling run')}")
+    specs = sorted({str(v) for v in RewardSpecVersion.objects.filter(rubric_versions__in=versions)
+                    .select_related("spec")})
+    if specs:
+        uses.append("reward spec " + ", ".join(specs))
+    return uses
+
+
+@transaction.atomic
+def rubric_delete(*, rubric: Rubric) -> str:
+    """Remove a rubric and all its versions, unless something recorded still uses one; returns its name."""
+    uses = rubric_uses(Rubric.objects.select_for_update().get(pk=rubric.pk))
+    if uses:
+        raise ValidationError({"rubric": f"'{rubric.name}' is used by {'; '.join(uses)}, so it stays. Stop "
+                                         "showing it to annotators or stop using it in new specs instead."})
+    name = rubric.name
+    rubric.delete()
+    return name
+
+
+def reward_spec_uses(spec: RewardSpec) -> list[str]:
+    """Training jobs launched with any version of the spec (their clone and lineage pages link to it)."""
+    from webapp.jobs.models import Job
+
+    ids = list(spec.versions.values_list("pk", flat=True))
+    jobs = list(Job.objects.filter(project_id=spec.project_id, spec__reward_spec_version_id__in=ids)
+                .order_by("pk").values_list("pk", flat=True))
+    return [f"{_plural(len(jobs), 'training job')} ({', '.join(f'#{j}' for j in jobs[:5])}"
+            f"{', ...' if len(jobs) > 5 else ''})"] if jobs else []
+
+
+@transaction.atomic
+def reward_spec_delete(*, spec: RewardSpec) -> str:
+    """Remove a reward spec and all its versions, unless a training job was launched with one."""
+    uses = reward_spec_uses(RewardSpec.objects.select_for_update().get(pk=spec.pk))
+    if uses:
+        raise ValidationError({"reward_spec": f"'{spec.name}' was used by {'; '.join(uses)}, so it stays."})
+    name = spec.name
+    spec.delete()
+    return name

@@ -191,6 +191,34 @@ def rubric_annotation(request: HttpRequest, project_id: int, rubric_id: int) -> 
     return redirect("rubric_detail", project_id=project.pk, rubric_id=rubric.pk)
 
 
+@login_required
+@require_POST
+def rubric_delete(request: HttpRequest, project_id: int, rubric_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    rubric = get_object_or_404(Rubric, project=project, pk=rubric_id)
+    try:
+        name = services.rubric_delete(rubric=rubric)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("rubric_detail", project_id=project.pk, rubric_id=rubric.pk)
+    messages.success(request, f"Rubric '{name}' and its versions were removed.")
+    return redirect("rubric_list", project_id=project.pk)
+
+
+@login_required
+@require_POST
+def spec_delete(request: HttpRequest, project_id: int, spec_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    spec = get_object_or_404(RewardSpec, project=project, pk=spec_id)
+    try:
+        name = services.reward_spec_delete(spec=spec)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect("spec_detail", project_id=project.pk, spec_id=spec.pk)
+    messages.success(request, f"Reward spec '{name}' and its versions were removed.")
+    return redirect("rubric_list", project_id=project.pk)
+
+
 def _diff_page(request, project, thing, versions_qs, items_key: str, kind: str) -> HttpResponse:
     numbers = list(versions_qs.values_list("number", flat=True).order_by("number"))
     try:
