@@ -12,7 +12,10 @@ class DatasetImportForm(forms.Form):
     format = forms.ChoiceField(choices=FORMAT_CHOICES, required=False)
     mode = forms.ChoiceField(choices=ImportMode.choices, initial=ImportMode.STRICT)
     preference_labels = forms.ChoiceField(label="TRL chosen/rejected", choices=PreferenceLabels.choices,
-                                          initial=PreferenceLabels.NONE)
+                                          initial=PreferenceLabels.NONE, required=False)
+
+    def clean_preference_labels(self) -> str:
+        return self.cleaned_data["preference_labels"] or PreferenceLabels.NONE
 
 
 class BuildComparisonsForm(forms.Form):
