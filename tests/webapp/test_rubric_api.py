@@ -239,3 +239,60 @@ def test_it_names_the_line_of_a_bad_field_in_imported_yaml(client, people):
     assert broken.status_code == 422 and broken.json()["detail"][0]["field"] == "yaml"
     assert "line 3" in broken.json()["detail"][0]["message"]
     assert not Rubric.objects.exists()
+
+
+def _grateful_judge():
+    """Grades 'grateful' 1 when the response thanks, else 0 (reads the default grade prompt)."""
+    from rlcore.judges.testing_server import ScriptedReply
+
+    def policy(body):
+        text = str(body["messages"][-1]["content"]).lower()
+        return ScriptedReply(content=f"Score: {1 if 'thank' in text else 0}")
+
+    return policy
+
+
+def test_it_previews_criteria_without_a_rule_with_a_judge_on_request(client, people):
+    from rlcore.judges.testing_server import ChatCompletionsServer
+    from tests.conftest import PASSWORD
+    from webapp.judging.models import JudgeConfig
+
+    add_dataset(people.project, people.users["alice"])
+    api = api_client(client, people.users["bob"])
+    definition = rubric_definition(criteria=[
+        {"name": "grateful", "description": "Does the response express gratitude?"},
+        {"name": "short", "weight": 2, "rule": {"kind": "length", "max": 60}}])
+    unjudged = api("post", _url(people, "/preview"), {"definition": definition}).json()
+    assert unjudged["judged_by"] is None and all(i["criteria"][0]["score"] is None for i in unjudged["items"])
+
+    with ChatCompletionsServer(_grateful_judge()) as server:
+        config = JudgeConfig.objects.create(project=people.project, name="grader", endpoint=server.base_url,
+                                            model="m", created_by=people.users["bob"])
+        judged = api("post", _url(people, "/preview"), {"definition": definition, "judge_config_id": config.pk})
+        assert judged.status_code == 200, judged.content
+        body = judged.json()
+        assert [i["criteria"][0]["score"] for i in body["items"]] == [1.0, 0.0, 0.0, 1.0]
+        assert body["judged_by"] and body["judge_errors"] == [] and server.stats.requests == 4
+        assert body["items"][0]["total"] == pytest.approx(1.0)  # both criteria pass
+
+        client.login(username="bob", password=PASSWORD)
+        form = {"name": "Helpful", "aggregation": "weighted_mean", "saturation": "3", "description": "",
+                "criteria[0].name": "grateful", "criteria[0].description": "Does the response express gratitude?",
+                "criteria[0].weight": "1", "criteria[0].rule.kind": "",
+                "criteria[1].name": "short", "criteria[1].weight": "2", "criteria[1].rule.kind": "length",
+                "criteria[1].rule.max": "60"}
+        editor_check = client.post(f"/projects/{people.project.pk}/rubrics/check/", form).content.decode()
+        assert 'id="judge-preview"' in editor_check and "grader (m)" in editor_check
+        page = client.post(f"/projects/{people.project.pk}/rubrics/judge-preview/",
+                           {**form, "judge_config_id": config.pk}).content.decode()
+        assert 'id="judged-by"' in page and server.stats.requests == 8
+
+    gone = api("post", _url(people, "/preview"), {"definition": definition, "judge_config_id": config.pk}).json()
+    assert gone["judge_errors"] and all(i["criteria"][0]["score"] is None for i in gone["items"])
+    too_many = api("post", _url(people, "/preview"), {"definition": definition, "judge_config_id": config.pk,
+                                                      "rows": [{"prompt": "p", "completion": "c"}] * 9})
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["field"] == "rows"
+    config.backend, config.model = "local_hf", "/models/judge"
+    config.save()
+    local = api("post", _url(people, "/preview"), {"definition": definition, "judge_config_id": config.pk})
+    assert local.status_code == 422 and local.json()["detail"][0]["field"] == "judge_config"

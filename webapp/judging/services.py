@@ -158,6 +158,33 @@ def write_key_file(folder: Path, key: str | None) -> None:
             handle.write(key)
 
 
+def _judge_in_request(config: JudgeConfig, *, max_concurrency: int, timeout_cap_s: float, **settings):
+    """An OpenAI-compatible judge the web process may call during a request: one attempt per question,
+    each at most ``timeout_cap_s``. (Local models are loaded by workers only, never by the web process.)"""
+    from pydantic import SecretStr
+
+    from rlcore.judges.openai_compat import OpenAICompatJudge, OpenAICompatSettings
+
+    key = _stored_key(config)
+    return OpenAICompatJudge(OpenAICompatSettings(
+        base_url=config.endpoint, model=config.model, api_key=SecretStr(key) if key else None,
+        api_key_env=None if key else (config.api_key_env or None), max_concurrency=max_concurrency,
+        timeout_s=min(config.timeout_s, timeout_cap_s), max_retries=0, **settings))
+
+
+def preview_judge(*, config: JudgeConfig):
+    """The judge that grades rule-less criteria in a rubric's live preview (a few responses, now)."""
+    if config.backend == JudgeBackend.LOCAL_HF:
+        raise ValidationError({"judge_config": f"'{config.name}' is a local model, which only workers load; "
+                                               "preview with an OpenAI-compatible judge (a local vLLM server works)."})
+    from rlcore.errors import UserError
+
+    try:
+        return _judge_in_request(config, max_concurrency=config.max_concurrency, timeout_cap_s=20.0)
+    except UserError as exc:
+        raise ValidationError({"judge_config": str(exc)}) from None
+
+
 def judge_config_test(*, config: JudgeConfig) -> dict:
     """Ask the judge one small question now; {"ok": bool, "message": str, "reply": str | None}.
 
@@ -171,19 +198,11 @@ def judge_config_test(*, config: JudgeConfig) -> dict:
         return {"ok": False, "reply": None,
                 "message": f"{folder} is not a model folder on this machine (no config.json). Workers load the "
                            "model from the same path: give a folder they can read."}
-    from pydantic import SecretStr
-
     from rlcore.errors import UserError
     from rlcore.judges.base import PairRequest
-    from rlcore.judges.openai_compat import OpenAICompatJudge, OpenAICompatSettings
 
-    key = _stored_key(config)
     try:
-        settings = OpenAICompatSettings(
-            base_url=config.endpoint, model=config.model, api_key=SecretStr(key) if key else None,
-            api_key_env=None if key else (config.api_key_env or None), max_concurrency=1,
-            timeout_s=min(config.timeout_s, 15.0), max_retries=0, max_tokens=64)
-        judge = OpenAICompatJudge(settings)
+        judge = _judge_in_request(config, max_concurrency=1, timeout_cap_s=15.0, max_tokens=64)
         verdict = judge.compare([PairRequest(prompt="What is 2 + 2?", response_a="4", response_b="5")])[0]
     except UserError as exc:
         return {"ok": False, "message": str(exc), "reply": None}

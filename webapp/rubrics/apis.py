@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
@@ -102,6 +103,9 @@ class RubricPreviewIn(Schema):
     rows: list[PreviewRow] | None = Field(None, max_length=1000,
                                           description="score these; default: a sample of the project's responses")
     limit: int = Field(selectors.PREVIEW_LIMIT, ge=1, le=200)
+    judge_config_id: int | None = Field(
+        None, description="grade the criteria without a rule with this (OpenAI-compatible) judge now; the sample "
+                          f"is then at most {selectors.JUDGED_PREVIEW_LIMIT} responses and no baseline is compared")
 
 
 class SpecPreviewIn(Schema):
@@ -176,9 +180,19 @@ def preview_rubric(request, project_id: int, body: RubricPreviewIn):
         rubric = Rubric.objects.filter(project=project, name__iexact=contract.name).first()
         baseline = selectors.rubric_latest(rubric=rubric) if rubric else None
     base_contract = parse_rubric(baseline.definition) if baseline else None
-    result = selectors.rubric_preview(contract=contract, rows=_rows(body.rows, project, body.limit),
-                                      baseline=base_contract)
-    result["baseline_version"] = baseline.number if baseline else None
+    judge, limit = None, body.limit
+    if body.judge_config_id is not None:
+        from webapp.judging.models import JudgeConfig
+        from webapp.judging.services import preview_judge
+
+        judge = preview_judge(config=get_object_or_404(JudgeConfig, project=project, pk=body.judge_config_id))
+        limit = min(limit, selectors.JUDGED_PREVIEW_LIMIT)
+        if body.rows is not None and len(body.rows) > limit:
+            raise ValidationError({"rows": f"{len(body.rows)} rows; a preview graded by a judge takes at most "
+                                           f"{limit} (each costs a judge call per criterion without a rule)"})
+    result = selectors.rubric_preview(contract=contract, rows=_rows(body.rows, project, limit),
+                                      baseline=base_contract, judge=judge)
+    result["baseline_version"] = baseline.number if result["has_baseline"] else None
     return result
 
 

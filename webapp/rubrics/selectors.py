@@ -11,6 +11,7 @@ from webapp.projects.models import Project
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
 
 PREVIEW_LIMIT = 20
+JUDGED_PREVIEW_LIMIT = 8  # each response costs one judge call per rule-less criterion, made during the request
 
 
 def annotation_rubric_for(project: Project) -> RubricVersion | None:
@@ -109,14 +110,20 @@ def _ranks(totals: list[float | None]) -> list[int | None]:
     return [None if t is None else first[t] for t in totals]
 
 
-def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None) -> dict[str, Any]:
+def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judge=None) -> dict[str, Any]:
     """Score ``rows`` on a (valid) rlcore Rubric: total, per-criterion breakdown, and each row's rank now versus
-    under ``baseline`` (another Rubric contract, normally the last saved version)."""
+    under ``baseline`` (another Rubric contract, normally the last saved version).
+
+    With ``judge``, criteria without a rule are graded by it too; the baseline is then left out (its rank
+    would lack the judged criteria, so a rank change would mislead).
+    """
     from rlcore.rubric import score_rubric
 
     texts = [str(r.get("completion", "")) for r in rows]
     prompts = [str(r.get("prompt", "")) for r in rows]
-    scores = score_rubric(contract, texts, prompts=prompts, rows=rows)
+    scores = score_rubric(contract, texts, prompts=prompts, rows=rows, judge=judge)
+    if judge is not None:
+        baseline = None
     totals = [s.total for s in scores]
     ranks = _ranks(totals)
     base_totals = base_ranks = None
@@ -135,8 +142,11 @@ def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None) -> di
             "vetoed_by": score.vetoed_by,
             "criteria": [c.model_dump() for c in score.criteria],
         })
+    judge_errors = sorted({c.error for s in scores for c in s.criteria if c.source == "judge" and c.error})
     return {"criteria": [c.name for c in contract.criteria], "items": items,
-            "changed_rank": sum(1 for it in items if it["rank_change"]), "has_baseline": baseline is not None}
+            "changed_rank": sum(1 for it in items if it["rank_change"]), "has_baseline": baseline is not None,
+            "judged_criteria": [c.name for c in contract.criteria if c.rule is None],
+            "judged_by": getattr(judge, "name", None), "judge_errors": judge_errors if judge is not None else []}
 
 
 def spec_preview(*, contract, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ urlpatterns = [
     path("rubrics/", views.rubric_list, name="rubric_list"),
     path("rubrics/new/", views.rubric_new, name="rubric_new"),
     path("rubrics/check/", views.rubric_check, name="rubric_check"),
+    path("rubrics/judge-preview/", views.rubric_judge_preview, name="rubric_judge_preview"),
     path("rubrics/rows/", views.rubric_rows, name="rubric_rows"),
     path("rubrics/<int:rubric_id>/", views.rubric_detail, name="rubric_detail"),
     path("rubrics/<int:rubric_id>/edit/", views.rubric_edit, name="rubric_edit"),

@@ -59,8 +59,9 @@ def rubric_list(request: HttpRequest, project_id: int) -> HttpResponse:
 # ---------------------------------------------------------------- the rubric editor
 
 
-def _check_context(project, state: dict[str, Any], rubric: Rubric | None) -> dict[str, Any]:
-    """Validate the editor state with rlcore; when valid, preview it on the project's sample responses."""
+def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_config=None) -> dict[str, Any]:
+    """Validate the editor state with rlcore; when valid, preview it on the project's sample responses
+    (with ``judge_config``: fewer of them, its judge grading the criteria without a rule)."""
     definition, errors = editor.definition_from_state(state)
     contract = None
     if not errors:
@@ -69,15 +70,29 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None) -> dic
         except ValidationError as exc:
             errors = exc.message_dict
     per, rest = editor.errors_by_criterion(errors, len(state["criteria"]))
-    preview, baseline = None, None
+    preview, baseline, judges = None, None, []
     if contract is not None:
         baseline = selectors.rubric_latest(rubric=rubric) if rubric else None
+        judge = None
+        if judge_config is not None:
+            from webapp.judging.services import preview_judge
+
+            try:
+                judge = preview_judge(config=judge_config)
+            except ValidationError as exc:
+                rest = [*rest, ("judge_config", " ".join(exc.messages))]
         preview = selectors.rubric_preview(
-            contract=contract, rows=selectors.sample_responses(project=project),
-            baseline=parse_rubric(baseline.definition) if baseline else None)
+            contract=contract, baseline=parse_rubric(baseline.definition) if baseline else None, judge=judge,
+            rows=selectors.sample_responses(project=project, limit=selectors.JUDGED_PREVIEW_LIMIT if judge
+                                            else selectors.PREVIEW_LIMIT))
+        if judge is None and preview["judged_criteria"] and preview["items"]:
+            from webapp.judging.selectors import judge_config_list
+
+            judges = list(judge_config_list(project=project).filter(backend="openai"))
     n = len(state["criteria"])
     return {"errors": errors, "rows": list(zip(range(n), state["criteria"], [per[i] for i in range(n)])),
-            "rubric_errors": rest, "preview": preview, "baseline": baseline, "valid": contract is not None}
+            "rubric_errors": rest, "preview": preview, "baseline": baseline if preview and preview["has_baseline"]
+            else None, "valid": contract is not None, "judges": judges}
 
 
 def _editor_context(project, state, rubric, **extra) -> dict[str, Any]:
@@ -145,6 +160,21 @@ def rubric_check(request: HttpRequest, project_id: int) -> HttpResponse:
     state = editor.state_from_post(request.POST)
     return render(request, "rubrics/rubric_editor.html#check", {
         "project": project, "state": state, "errors_oob": True, **_check_context(project, state, rubric)})
+
+
+@login_required
+@require_POST
+def rubric_judge_preview(request: HttpRequest, project_id: int) -> HttpResponse:
+    """htmx, on "Grade with this judge": the live preview with the rule-less criteria graded by an LM judge."""
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    rubric = Rubric.objects.filter(project=project, pk=request.POST.get("rubric_id") or 0).first()
+    from webapp.judging.models import JudgeConfig
+
+    config = get_object_or_404(JudgeConfig, project=project, pk=request.POST.get("judge_config_id") or 0)
+    state = editor.state_from_post(request.POST)
+    return render(request, "rubrics/rubric_editor.html#check", {
+        "project": project, "state": state, "errors_oob": True,
+        **_check_context(project, state, rubric, judge_config=config)})
 
 
 @login_required
