@@ -133,14 +133,17 @@ def run_child(
 def child_argv(argv: list[str], processes_per_job: int) -> list[str]:
     """The command line for a job: training spans this worker's GPUs through `accelerate launch`.
 
+    `--multi_gpu` says so explicitly: without it accelerate starts one process when it cannot count
+    several GPUs (the same command on CPUs runs distributed over gloo, which the tests use).
+
     >>> child_argv(["selfcheck"], 4)[1:]
     ['-m', 'rlcore', 'selfcheck']
     >>> child_argv(["train", "grpo", "spec.json"], 4)[1:]
-    ['-m', 'accelerate.commands.launch', '--num_processes', '4', '-m', 'rlcore', 'train', 'grpo', 'spec.json']
+    ['-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '4', '-m', 'rlcore', 'train', 'grpo', 'spec.json']
     """
     if argv[:1] == ["train"] and processes_per_job > 1:
-        return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(processes_per_job),
-                "-m", "rlcore", *argv]
+        return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                str(processes_per_job), "-m", "rlcore", *argv]
     return [sys.executable, "-m", "rlcore", *argv]
 
 

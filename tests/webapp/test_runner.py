@@ -42,3 +42,31 @@ def test_it_kills_the_childs_whole_group_even_when_recording_fails(tmp_path: Pat
             assert stat.read().split(")")[-1].split()[0] == "Z", "the grandchild must be dead"
     except (ProcessLookupError, FileNotFoundError):
         pass
+
+
+def test_a_training_job_spans_several_processes_through_accelerate(tmp_path: Path):
+    """The worker's command for REWARD_STUDIO_PROCESSES_PER_JOB=2, run for real (on CPUs: gloo): both ranks
+    train, and only the main one reports and publishes."""
+    import json
+    import subprocess
+
+    import tiny_models
+    from rlcore.events import parse_line
+    from workers.runner import child_argv
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "backbone": str(tiny_models.build_tiny_reward_model(tmp_path / "rm")), "output_dir": str(tmp_path / "run"),
+        "preference_snapshot": str(tiny_models.write_keyword_preferences(tmp_path / "labels.jsonl", 64)),
+        "max_steps": 4, "per_device_train_batch_size": 4, "logging_steps": 1, "eval_fraction": 0.25}))
+    done = subprocess.run(child_argv(["train", "reward-model", str(spec)], 2), cwd=Path(__file__).resolve().parents[2],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [e for e in map(parse_line, done.stdout.splitlines()) if e is not None]
+    assert [e["type"] for e in events if e["kind"] == "artifact"] == ["reward_model"]  # published once
+    losses = [e for e in events if e["kind"] == "metric" and e["name"] == "loss"]
+    assert [e["step"] for e in losses] == [1, 2, 3, 4]  # reported once per step
+    # 48 training pairs, 4 per process per step: two ranks cover 8 pairs a step
+    epoch = next(e["value"] for e in events if e["kind"] == "metric" and e["name"] == "epoch" and e["step"] == 1)
+    assert epoch == 8 / 48
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
