@@ -221,32 +221,31 @@ def rubric_annotation(request: HttpRequest, project_id: int, rubric_id: int) -> 
     return redirect("rubric_detail", project_id=project.pk, rubric_id=rubric.pk)
 
 
+def _remove(request, project_id: int, model, pk: int, remove, detail: str, what: str) -> HttpResponse:
+    """POST "Remove": the service deletes the thing, or says what still uses it (shown on its page)."""
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    thing = get_object_or_404(model, project=project, pk=pk)
+    try:
+        name = remove(thing)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+        return redirect(detail, project.pk, thing.pk)
+    messages.success(request, f"{what} '{name}' and its versions were removed.")
+    return redirect("rubric_list", project_id=project.pk)
+
+
 @login_required
 @require_POST
 def rubric_delete(request: HttpRequest, project_id: int, rubric_id: int) -> HttpResponse:
-    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    rubric = get_object_or_404(Rubric, project=project, pk=rubric_id)
-    try:
-        name = services.rubric_delete(rubric=rubric)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("rubric_detail", project_id=project.pk, rubric_id=rubric.pk)
-    messages.success(request, f"Rubric '{name}' and its versions were removed.")
-    return redirect("rubric_list", project_id=project.pk)
+    return _remove(request, project_id, Rubric, rubric_id, lambda r: services.rubric_delete(rubric=r),
+                   "rubric_detail", "Rubric")
 
 
 @login_required
 @require_POST
 def spec_delete(request: HttpRequest, project_id: int, spec_id: int) -> HttpResponse:
-    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    spec = get_object_or_404(RewardSpec, project=project, pk=spec_id)
-    try:
-        name = services.reward_spec_delete(spec=spec)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-        return redirect("spec_detail", project_id=project.pk, spec_id=spec.pk)
-    messages.success(request, f"Reward spec '{name}' and its versions were removed.")
-    return redirect("rubric_list", project_id=project.pk)
+    return _remove(request, project_id, RewardSpec, spec_id, lambda s: services.reward_spec_delete(spec=s),
+                   "spec_detail", "Reward spec")
 
 
 def _diff_page(request, project, thing, versions_qs, items_key: str, kind: str) -> HttpResponse:
