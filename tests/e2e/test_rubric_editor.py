@@ -65,3 +65,33 @@ def test_it_edits_a_rubric_with_inline_errors_live_preview_versions_and_diff(app
     diff = page.locator("#diff-items").inner_text()
     assert "greets" in diff and "rule.pattern" in diff and "^Hello" in diff and "^(Thank|The)" in diff
     assert "polite" in diff and "unchanged" in diff
+
+
+def test_it_grades_the_criteria_without_a_rule_with_a_judge_in_the_live_preview(app_server, browser, people):
+    from rlcore.judges.testing_server import ChatCompletionsServer, ScriptedReply
+    from webapp.judging.models import JudgeConfig
+    from webapp.rubrics.services import rubric_create
+
+    def grateful(body):  # the default grade prompt holds the response: 1 when it thanks
+        return ScriptedReply(content=f"Score: {1 if 'thank' in str(body['messages'][-1]['content']).lower() else 0}")
+
+    add_dataset(people.project, people.users["alice"])
+    version = rubric_create(project=people.project, user=people.users["bob"], name="Grateful", definition={
+        "name": "Grateful", "criteria": [{"name": "grateful", "description": "Does it express gratitude?"}]})
+    with ChatCompletionsServer(grateful) as server:
+        JudgeConfig.objects.create(project=people.project, name="grader", endpoint=server.base_url, model="m",
+                                   created_by=people.users["bob"])
+        page = browser.new_page()
+        page.goto(app_server + "/accounts/login/")
+        page.fill("#id_username", "bob")
+        page.fill("#id_password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_url(app_server + "/")
+        page.goto(f"{app_server}/projects/{people.project.pk}/rubrics/{version.rubric_id}/edit/")
+        thank = page.locator("#preview-table tr:has-text('Thank you for asking') td.total")
+        assert thank.inner_text().startswith("—")  # no rule, no judge: no score yet
+        page.click("#judge-preview button")
+        page.locator("#judged-by").wait_for(timeout=20_000)
+        assert thank.inner_text().startswith("1.000")
+        assert page.locator("#preview-table tr:has-text('www.example.com') td.total").inner_text().startswith("0.000")
+        assert server.stats.requests == 4
