@@ -419,3 +419,4 @@ def test_it_reports_agreement_on_n_way_rankings_as_implied_pairs(client, people)
     client.force_login(people.users["alice"])
     page = client.get(f"/projects/{people.project.pk}/agreement/").content.decode()
     assert 'id="agreement-rankings"' in page and "3 rankings" in page
+    assert 'id="agreement-ranking-annotators"' in page and 'data-rater="carol"' in page
