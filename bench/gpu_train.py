@@ -142,6 +142,10 @@ def build_models(work: Path, cuda: bool):
     return tok, words, policy, rm, params
 
 
+class RunFailed(Exception):
+    """One variant's run failed; the bench reports it and goes on with the other variant."""
+
+
 def run(command: list[str]) -> tuple[float, str, dict[int, float]]:
     """Run a child to the end; its wall time, stdout, and when each step's progress line arrived."""
     start = time.perf_counter()
@@ -159,7 +163,7 @@ def run(command: list[str]) -> tuple[float, str, dict[int, float]]:
         child.wait()
         drain.join()
     if child.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{''.join(stderr)[-4000:]}")
+        raise RunFailed(f"{' '.join(command[-4:])} failed:\n{''.join(stderr)[-4000:]}")
     return time.perf_counter() - start, "".join(lines), step_ends
 
 
@@ -177,7 +181,7 @@ def steady_window(step_ends: dict[int, float], warm: int) -> tuple[int, float]:
     """(steps, seconds) from the end of step ``warm`` to the end of the last step."""
     last = max(step_ends)
     if warm not in step_ends or last <= warm:
-        raise SystemExit(f"no steady-state window: progress lines for steps {sorted(step_ends)}, warm-up {warm}")
+        raise RunFailed(f"no steady-state window: progress lines for steps {sorted(step_ends)}, warm-up {warm}")
     return last - warm, step_ends[last] - step_ends[warm]
 
 
@@ -189,8 +193,13 @@ def compare(name: str, work: Path, spec: dict, plain: str, command: str, warm: i
         spec_path.write_text(json.dumps(dict(spec, output_dir=str(out))))
         argv = ([sys.executable, str(work / f"plain_{name}.py"), str(spec_path)] if variant == "plain" else
                 [sys.executable, "-m", "rlcore", "train", command, str(spec_path)])
-        wall, stdout, step_ends = run(argv)
-        steps, seconds = steady_window(step_ends, warm)
+        try:
+            wall, stdout, step_ends = run(argv)
+            steps, seconds = steady_window(step_ends, warm)
+        except RunFailed as exc:
+            # one variant failing (e.g. NaN sampling on random weights) must not cost the other one's figure
+            emit(bench=f"gpu_train_{name}", variant=variant, error=str(exc)[-1500:])
+            continue
         emit(bench=f"gpu_train_{name}", variant=variant, wall_s=round(wall, 2), steps=steps,
              s_per_step=round(seconds / steps, 4), **figures(runtime_of(variant, stdout, out), warm, steps, seconds))
 
