@@ -38,15 +38,19 @@ ROOT = Path(__file__).resolve().parents[1]
 PEAK_BF16 = float(os.environ.get("PEAK_TFLOPS", "989")) * 1e12
 RM_WARM, GRPO_WARM = 3, 1  # untimed warm-up steps, as in the anchor
 
-PLAIN_RM = """
+# Both plain scripts print rlcore's progress line at the end of each step, so both are timed alike.
+PROGRESS = """
 import json, sys
-from datasets import Dataset
-from transformers import AutoTokenizer
 from transformers import TrainerCallback
-from trl import RewardConfig, RewardTrainer
 class Progress(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         print(json.dumps({"kind": "progress", "step": state.global_step, "total": state.max_steps}), flush=True)
+"""
+
+PLAIN_RM = PROGRESS + """
+from datasets import Dataset
+from transformers import AutoTokenizer
+from trl import RewardConfig, RewardTrainer
 spec = json.load(open(sys.argv[1]))
 rows = [json.loads(l) for l in open(spec["preference_snapshot"])]
 cuda = spec["device"] != "cpu"
@@ -59,18 +63,13 @@ t = RewardTrainer(model=spec["backbone"], args=args, train_dataset=Dataset.from_
 print(json.dumps({"train_runtime": t.train().metrics["train_runtime"]}))
 """
 
-PLAIN_GRPO = """
-import json, sys
+PLAIN_GRPO = PROGRESS + """
 from datasets import Dataset
 from transformers import AutoTokenizer
-from transformers import TrainerCallback
 from trl import GRPOConfig, GRPOTrainer
 from rlcore.rewards import RewardSpec
 from rlcore.rewards.trl_adapter import build_reward_funcs
 from rlcore.training.presets import grpo_preset
-class Progress(TrainerCallback):
-    def on_step_end(self, args, state, control, **kwargs):
-        print(json.dumps({"kind": "progress", "step": state.global_step, "total": state.max_steps}), flush=True)
 spec = json.load(open(sys.argv[1]))
 rows = [json.loads(l) for l in open(spec["prompt_snapshot"])]
 funcs, weights = build_reward_funcs(RewardSpec.model_validate(spec["reward_spec"]))

@@ -271,19 +271,20 @@ def _preference_row(record: dict[str, Any], line: int) -> ImportedRow:
     return row
 
 
-def preference_label(row: ImportedRow, source: str, annotator: str) -> ImportedLabel | None:
-    """A plain TRL preference row's own preference (chosen over rejected) as a label by ``annotator``;
-    None for any other row. Rows that already carry labels (our exports) keep theirs.
+def preference_label(row: ImportedRow, source: str, rater: str) -> ImportedLabel | None:
+    """A plain TRL preference row's own preference (chosen over rejected) as a label by ``rater`` (its
+    annotator and model version); None for any other row. Rows that already carry labels (our exports)
+    keep theirs.
 
     >>> row = normalize_record({"prompt": "2+2?", "chosen": "4", "rejected": "5"}, line=7)
     >>> label = preference_label(row, "human", "dataset:math")
-    >>> label.choice, label.display_order, label.label_id, label.annotator
-    ('a', [0, 1], 'line-7', 'dataset:math')
+    >>> label.choice, label.display_order, label.label_id, label.annotator, label.model_version
+    ('a', [0, 1], 'line-7', 'dataset:math', 'dataset:math')
     """
     if row.labels or [r.metadata.get("preference") for r in row.responses] != ["chosen", "rejected"]:
         return None
     return ImportedLabel(label_id=f"line-{row.line}", choice="a", ranking=None, strength=1, source=source,
-                         annotator=annotator, model_version="", display_order=[0, 1], labeled_at="", rationale="",
+                         annotator=rater, model_version=rater, display_order=[0, 1], labeled_at="", rationale="",
                          criterion_scores={}, provenance={})
 
 

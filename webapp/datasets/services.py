@@ -173,10 +173,9 @@ class _Writer:
 
     def add(self, row: ImportedRow) -> None:
         if self.dataset.preference_labels != PreferenceLabels.NONE:
-            # one rater for the whole file: "imported:dataset:<name>" in agreement statistics
+            # one rater for the whole file in agreement statistics
             label = preference_label(row, self.dataset.preference_labels, f"dataset:{self.dataset.name}")
             if label is not None:
-                label.model_version = f"dataset:{self.dataset.name}"
                 row.labels.append(label)
         self.rows.append(row)
         if len(self.columns) < MAX_METADATA_COLUMNS:

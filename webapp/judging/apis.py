@@ -158,7 +158,6 @@ def save_template(request, project_id: int, body: TemplateIn):
                summary="Remove every version of a judge prompt template (labels made with it stay)")
 def delete_template(request, project_id: int, name: str):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    if not JudgePromptTemplate.objects.filter(project=project, name=name).exists():
+    if not services.template_delete(project=project, name=name):
         raise Http404("No such template")
-    services.template_delete(project=project, name=name)
     return Status(204, None)

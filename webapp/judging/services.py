@@ -268,16 +268,14 @@ def template_save(*, project, user, name: str, text: str, mode: str = PromptMode
                                               created_by=user)
 
 
-# ------------------------------------------------------------------ LM labelling jobs
-
-
 def template_delete(*, project, name: str) -> int:
-    """Remove every version of the template `name`; returns how many. Runs and plans that used it
-    keep their labels (the template's name@version is in each label's provenance)."""
+    """Remove every version of the template `name`; returns how many (0: no such template). Runs and
+    plans that used it keep their labels (the template's name@version is in each label's provenance)."""
     deleted, _ = JudgePromptTemplate.objects.filter(project=project, name=name).delete()
-    if not deleted:
-        raise ValidationError({"name": f"No template named '{name}' in this project."})
     return deleted
+
+
+# ------------------------------------------------------------------ LM labelling jobs
 
 
 def _prompt_text(prompt) -> str:

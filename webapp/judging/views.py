@@ -109,9 +109,9 @@ def judge_config_delete(request: HttpRequest, project_id: int, config_id: int) -
 @require_POST
 def template_delete(request: HttpRequest, project_id: int, name: str) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    if not selectors.template_versions(project=project, name=name).exists():
-        raise Http404("No such template")
     count = services.template_delete(project=project, name=name)
+    if not count:
+        raise Http404("No such template")
     messages.success(request, f"Template '{name}' ({count} version{'s' if count != 1 else ''}) was removed.")
     return redirect("judge_home", project_id=project.pk)
 

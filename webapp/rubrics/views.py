@@ -86,9 +86,10 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
             rows=selectors.sample_responses(project=project, limit=selectors.JUDGED_PREVIEW_LIMIT if judge
                                             else selectors.PREVIEW_LIMIT))
         if judge is None and preview["judged_criteria"] and preview["items"]:
+            from webapp.judging.models import JudgeBackend
             from webapp.judging.selectors import judge_config_list
 
-            judges = list(judge_config_list(project=project).filter(backend="openai"))
+            judges = list(judge_config_list(project=project).filter(backend=JudgeBackend.OPENAI))
     n = len(state["criteria"])
     return {"errors": errors, "rows": list(zip(range(n), state["criteria"], [per[i] for i in range(n)])),
             "rubric_errors": rest, "preview": preview, "baseline": baseline if preview and preview["has_baseline"]
