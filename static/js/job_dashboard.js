@@ -42,6 +42,29 @@
     }
   }
 
+  // Tick and legend text in plain ASCII, whatever the browser's locale: uPlot's own formatter is
+  // Intl.NumberFormat(navigator.language), which writes U+2212 "−" and decimal commas in many locales
+  // (sv, fi, nb, ...), and a canvas font without that glyph drops the sign: -1.5 reads as 1.5.
+  // Decimals follow the tick increment (uPlot picks 1, 2, 2.5, 5 x 10^k), so 0.25 steps keep 2.
+  function formatTick(value, increment) {
+    if (value === null || value === undefined || !Number.isFinite(value)) return "";
+    const step = Number(Math.abs(increment || 0).toPrecision(12)).toString();
+    let text;
+    if (value !== 0 && (Math.abs(value) >= 1e7 || Math.abs(value) < 1e-6 || step.includes("e"))) {
+      text = value.toPrecision(3);
+    } else {
+      text = value.toFixed(step.includes(".") ? Math.min(12, step.split(".")[1].length) : 0);
+    }
+    return Number(text) === 0 ? text.replace(/^-/, "") : text;  // no "-0.0" for a tick at zero
+  }
+
+  function formatValue(value) {
+    return value === null || value === undefined ? "--" : String(Number(Number(value).toPrecision(5)));
+  }
+
+  const asciiTicks = (u, splits, axisIdx, space, increment) => splits.map((v) => formatTick(v, increment));
+  window.jobDashboard = { charts: charts, formatTick: formatTick };  // for the browser tests and devtools
+
   function render(chart) {
     const keys = Array.from(chart.series.keys());
     const steps = Array.from(new Set(keys.flatMap((k) => Array.from(chart.series.get(k).keys())))).sort((a, b) => a - b);
@@ -51,7 +74,10 @@
       const width = Math.max(280, chart.el.clientWidth - 44);  // the card's padding
       chart.plot = new uPlot({
         width: width, height: 200, scales: { x: { time: false } },
-        series: [{ label: "step" }, ...keys.map((k, i) => ({ label: k, stroke: colors[i % colors.length], width: 2, spanGaps: true, points: { size: 4 } }))],
+        axes: [{ values: asciiTicks }, { values: asciiTicks }],
+        series: [{ label: "step", value: (u, v) => (v === null || v === undefined ? "--" : String(v)) },
+          ...keys.map((k, i) => ({ label: k, stroke: colors[i % colors.length], width: 2, spanGaps: true, points: { size: 4 },
+            value: (u, v) => formatValue(v) }))],
         legend: { show: keys.length > 1 || compare },
       }, data, chart.el.querySelector(".plot"));
       chart.seriesCount = keys.length;

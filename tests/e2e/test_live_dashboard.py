@@ -97,3 +97,37 @@ def test_it_shows_a_chart_point_arriving_over_sse(celery_workers, app_server, br
     assert "at step" in page.locator(".chart[data-metric='loss'] .last").inner_text()
     Job.objects.filter(pk=job.pk).update(cancel_requested=True)
     page.wait_for_selector("#job-state:has-text('cancelled')", timeout=30_000)
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("locale", ["en-US", "sv-SE"])
+def test_it_keeps_the_minus_sign_of_negative_ticks_in_any_browser_locale(app_server, browser, people, locale):
+    # uPlot's own tick formatter is Intl.NumberFormat(navigator.language): in sv-SE (fi, nb, ...) it
+    # writes U+2212 and a decimal comma, which a canvas font without that glyph draws as nothing.
+    job = Job.objects.create(project=people.project, kind="selfcheck", created_by=people.users["alice"],
+                             state=JobState.SUCCEEDED, title="negative rewards")
+    values = [-0.62, -0.45, -0.3, -0.1, 0.15]  # ticks at tenths: a decimal separator shows too
+    MetricPoint.objects.bulk_create(MetricPoint(job=job, step=step, name="reward", value=value)
+                                    for step, value in enumerate(values, start=1))
+    context = browser.new_context(locale=locale)
+    context.add_cookies([{"name": settings.SESSION_COOKIE_NAME, "url": app_server,
+                          "value": _session_cookie(people.users["dave"])[settings.SESSION_COOKIE_NAME]}])
+    page = context.new_page()
+    page.goto(f"{app_server}/projects/{people.project.pk}/jobs/{job.pk}/")
+    assert page.evaluate("navigator.language") == locale
+    page.wait_for_selector(".chart[data-metric='reward'] canvas", timeout=30_000)
+    # The y axis's tick labels as drawn on the canvas (uPlot keeps the strings it drew in _values).
+    ticks = page.evaluate("""() => {
+        const host = document.querySelector(".chart[data-metric='reward'] .plot");
+        const plot = Object.values(window.jobDashboard.charts).find((c) => c.el.contains(host)).plot;
+        return plot.axes[1]._values; }""")
+    context.close()
+    assert ticks, "the y axis drew no ticks"
+    negative = [t for t in ticks if t.startswith("-")]
+    assert negative, f"no tick reads as negative with ASCII '-': {ticks}"
+    assert all(ch in "-0123456789." for t in ticks for ch in t), ticks
+    assert any("." in t for t in ticks), ticks
+    numbers = [float(t) for t in ticks]
+    # Signs intact: the ticks run in order from below the lowest value's tenth to 0 and past it.
+    assert numbers == sorted(numbers) and min(numbers) <= -0.5 and max(numbers) >= 0, ticks
+    assert all(min(values) - 0.25 <= n <= max(values) + 0.25 for n in numbers), ticks
