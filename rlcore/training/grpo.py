@@ -34,19 +34,28 @@ def grpo_config(spec: GRPOTrainSpec, output_dir: Path, reward_weights: Sequence[
     """The TRL ``GRPOConfig`` of a spec: its preset plus its own hyper-parameters and device defaults."""
     from trl import GRPOConfig
 
+    from rlcore.rewards.trl_adapter import trl_aggregation
+
     return GRPOConfig(
         output_dir=str(output_dir), seed=spec.seed, max_steps=spec.max_steps or -1,
         num_train_epochs=spec.num_train_epochs, learning_rate=spec.learning_rate,
         lr_scheduler_type=spec.lr_scheduler_type, warmup_steps=spec.warmup_steps, weight_decay=spec.weight_decay,
         max_grad_norm=spec.max_grad_norm, per_device_train_batch_size=spec.per_device_train_batch_size,
-        gradient_accumulation_steps=spec.gradient_accumulation_steps, steps_per_generation=spec.steps_per_generation,
+        gradient_accumulation_steps=spec.gradient_accumulation_steps, steps_per_generation=spec.rollout_steps,
         num_iterations=spec.num_iterations, logging_steps=spec.logging_steps, save_strategy="steps",
         save_steps=spec.save_steps, save_total_limit=spec.save_total_limit, num_generations=spec.num_generations,
         max_completion_length=spec.max_completion_length, temperature=spec.temperature, top_p=spec.top_p,
         reward_weights=list(reward_weights) if reward_weights is not None else None,
-        report_to="none", disable_tqdm=True,
+        multi_objective_aggregation=trl_aggregation(spec.reward_spec), report_to="none", disable_tqdm=True,
         **grpo_preset(spec.preset, beta=spec.beta, epsilon=spec.epsilon, epsilon_high=spec.epsilon_high),
         **device_arguments(spec))
+
+
+def _num_processes() -> int:
+    """Processes of this run (``accelerate launch`` sets WORLD_SIZE), without starting accelerate here."""
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def lora_config(spec: GRPOTrainSpec):
@@ -59,15 +68,92 @@ def lora_config(spec: GRPOTrainSpec):
                       target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
 
 
-def reward_functions(spec: GRPOTrainSpec, columns: Sequence[str]) -> tuple[list[Callable[..., Any]], list[float]]:
+def reward_functions(spec: GRPOTrainSpec, columns: Sequence[str], rows: Sequence[dict[str, Any]] | None = None,
+                     source: str = "prompt_snapshot", tokenizer: Any = None) -> tuple[list[Callable[..., Any]], list[float]]:
     """TRL reward functions and weights for the spec's RewardSpec, checked against the prompt columns
-    (a missing column, a deleted reward model, a bad rubric are UserErrors naming the component)."""
+    (a missing column, a deleted reward model, a bad rubric are UserErrors naming the component) and,
+    given the rows, against what each row holds (``prompt_column_problems``). ``tokenizer`` (the policy's)
+    measures PAR references in the same tokens as the completions."""
     from rlcore.rewards import validate_spec
+    from rlcore.rewards.engine import TokenCounter
     from rlcore.rewards.trl_adapter import build_reward_funcs
 
     reward_spec = validate_spec(spec.reward_spec, dataset_columns=columns, source="reward_spec")
-    funcs, weights = build_reward_funcs(reward_spec)
+    if rows is not None:
+        problems = prompt_column_problems(reward_spec, rows)
+        if problems:
+            raise UserError(f"{source}: " + "; ".join(problems))
+    funcs, weights = build_reward_funcs(reward_spec,
+                                        token_counter=TokenCounter(tokenizer) if tokenizer is not None else None)
     return list(funcs), list(weights)
+
+
+def _has_value(row: dict[str, Any], column: str) -> bool:
+    value = row.get(column)
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def _needed_columns(component: Any) -> list[str]:
+    """Columns of which a component needs at least one on a row to score it (else it returns None there)."""
+    from rlcore.rewards.spec import RubricRulesComponent, VerifierComponent
+    from rlcore.rules import AnswerMatchRule
+
+    if isinstance(component, VerifierComponent):
+        return [component.reference_column]
+    if isinstance(component, RubricRulesComponent) and component.rubric is not None:
+        rules = [c.rule for c in component.rubric.criteria if c.rule is not None]
+        if rules and all(isinstance(rule, AnswerMatchRule) for rule in rules):
+            return sorted({rule.reference_column for rule in rules})
+    return []
+
+
+def prompt_column_problems(reward_spec: Any, rows: Sequence[dict[str, Any]]) -> list[str]:
+    """What the prompt rows lack for the reward: prompts no component can score because a column it reads is
+    missing there, and a group/PAR column missing on some rows. Empty when every prompt can be scored.
+
+    A component whose column is missing on a row (or whose ``when`` does not hold) gives None there, as TRL
+    allows; that is fine while another component scores the row. A row that nothing scores would only cost
+    generation time and be reported with reward 0, so it is refused with the column and the count.
+
+    >>> from rlcore.rewards.spec import RewardSpec
+    >>> spec = RewardSpec(name="r", components=[{"kind": "verifier", "name": "correct", "reference_column": "answer"}])
+    >>> prompt_column_problems(spec, [{"prompt": "2+2?", "answer": "4"}, {"prompt": "Hi"}, {"prompt": "Yo"}])
+    ["2 of 3 prompts lack column 'answer', which component 'correct' needs, and no other component scores them: give those prompts 'answer', pick a prompt set where every row has it, or add a component that applies to them (one without 'when' or conditioned on their rows)"]
+    """
+    n = len(rows)
+    lacking: dict[tuple[str, tuple[str, ...]], int] = {}
+    par_column = reward_spec.par_reference_column if reward_spec.normalization == "par" else None
+    for row in rows:
+        scored, missing = False, []
+        for component in reward_spec.components:
+            if component.when is not None and not component.when.holds(row):
+                continue
+            needed = _needed_columns(component)
+            if not needed or any(_has_value(row, column) for column in needed):
+                scored = True
+                break
+            missing.append((needed[0], component.name))
+        if not scored and missing:
+            key = (missing[0][0], tuple(name for _, name in missing))
+            lacking[key] = lacking.get(key, 0) + 1
+    problems = []
+    for (column, names), count in lacking.items():
+        which = ", ".join(repr(name) for name in names)
+        problems.append(f"{count} of {n} prompts lack column {column!r}, which component{'s' if len(names) > 1 else ''} "
+                        f"{which} need{'' if len(names) > 1 else 's'}, and no other component scores them: give those "
+                        f"prompts {column!r}, pick a prompt set where every row has it, or add a component that applies "
+                        "to them (one without 'when' or conditioned on their rows)")
+    if par_column:
+        count = sum(not _has_value(row, par_column) for row in rows)
+        if count:
+            problems.append(f"{count} of {n} prompts lack par_reference_column {par_column!r}; PAR gives them no "
+                            "reward: give every prompt a reference response, or pick another normalization")
+    if reward_spec.group_column and reward_spec.normalization != "none":
+        count = sum(not _has_value(row, reward_spec.group_column) for row in rows)
+        if count:
+            problems.append(f"{count} of {n} prompts lack group_column {reward_spec.group_column!r}; they would be "
+                            "normalised together as one group: give every prompt a group, or clear group_column")
+    return problems
 
 
 def keep_short_prompts(rows: list[dict[str, Any]], tokenizer: Any, max_prompt_length: int | None,
@@ -99,8 +185,9 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     """
     policy = resolve_model_source(spec.policy, "policy")
     rows = prompt_rows(spec.prompt_snapshot)
-    if reward_funcs is None:
-        reward_funcs, reward_weights = reward_functions(spec, list(rows[0]))
+    reward_funcs_given = reward_funcs is not None
+    if not reward_funcs_given:  # checked before any model loads; rebuilt with the tokenizer below
+        reward_functions(spec, list(rows[0]), rows, str(spec.prompt_snapshot))
     import datasets
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -112,6 +199,18 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     rows = keep_short_prompts(rows, tokenizer, spec.max_prompt_length, str(spec.prompt_snapshot))
+    if not reward_funcs_given:
+        reward_funcs, reward_weights = reward_functions(spec, list(rows[0]), rows, str(spec.prompt_snapshot),
+                                                        tokenizer=tokenizer)
+    if len(rows) < spec.prompts_per_rollout(_num_processes()):
+        raise UserError(
+            f"{spec.prompt_snapshot}: {len(rows)} prompts, but one rollout of preset {spec.preset!r} needs "
+            f"{spec.prompts_per_rollout(_num_processes())} (per_device_train_batch_size "
+            f"{spec.per_device_train_batch_size} x steps_per_generation {spec.rollout_steps} / num_generations "
+            f"{spec.num_generations}); add prompts or lower per_device_train_batch_size or steps_per_generation")
+    warning = spec.clip_warning()
+    if warning:
+        print(f"rlcore: warning: {warning}", file=sys.stderr, flush=True)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     (spec.output_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
     files = RunFiles(spec.output_dir)

@@ -108,6 +108,25 @@ def last_checkpoint(directory: str | Path) -> str | None:
     return get_last_checkpoint(str(directory))
 
 
+def has_resume_point(output_dir: str | Path) -> bool:
+    """Whether a run's output directory holds something ``--resume`` continues from: a saved
+    ``checkpoint-<step>`` (``checkpoints/`` or ``checkpoints/member-<k>/``) or a finished ensemble member.
+    Cheap (no transformers import): the webapp asks it to decide whether to offer "Resume".
+
+    >>> import tempfile
+    >>> run = Path(tempfile.mkdtemp())
+    >>> has_resume_point(run), has_resume_point(run / "missing")
+    (False, False)
+    >>> (run / "checkpoints" / "member-1" / "checkpoint-4").mkdir(parents=True); has_resume_point(run)
+    True
+    """
+    run = Path(output_dir)
+    checkpoints = run / "checkpoints"
+    if any(checkpoints.glob("checkpoint-*/")) or any(checkpoints.glob("member-*/checkpoint-*/")):
+        return True
+    return any(run.glob("model-*/rlcore_eval.json"))
+
+
 class StopRequest:
     """Set by SIGTERM (or ``request()``); the reporting callback then saves a checkpoint and stops."""
 

@@ -131,3 +131,36 @@ def test_it_explains_nan_probabilities_while_generating(tmp_path, policy, prompt
     with pytest.raises(UserError, match=r"next-token probabilities held NaN/inf.*lower learning_rate \(now 0.0001\)"):
         train_grpo(_spec(tmp_path, broken, prompts))
     assert not (tmp_path / "run" / "model").exists()
+
+
+def _mixed_prompts(path: Path, n: int = 16) -> Path:
+    """Half math rows with an ``answer`` column, half chat rows without it (as a real prompt set is)."""
+    rows = [{"prompt": f"w{i} plus w{i}?", "task": "math", "answer": "yes"} if i % 2 == 0
+            else {"prompt": f"say w{i}", "task": "chat"} for i in range(n)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_it_trains_on_prompts_whose_rows_do_not_share_columns(tmp_path, policy, capsys):
+    """A column only some rows have is None on the others; the verifier reading it gives no reward there."""
+    reward = {"name": "mixed", "components": [
+        {"kind": "verifier", "name": "correct", "reference_column": "answer", "mode": "exact", "weight": 1.0},
+        {"kind": "length_penalty", "name": "overlong", "max_length": 6, "cache_length": 4, "weight": 0.5,
+         "when": {"column": "task", "equals": "chat"}}]}
+    snapshot = _mixed_prompts(tmp_path / "mixed.jsonl")
+    assert train_grpo(_spec(tmp_path, policy, snapshot, reward_spec=reward, max_steps=1, samples_per_report=8)) == 0
+    samples = [e for e in map(parse_line, capsys.readouterr().out.splitlines()) if e and e["kind"] == "sample"]
+    assert samples
+    for s in samples:
+        math_row = s["prompt"].endswith("?")
+        # math rows: the verifier scores, the chat-only penalty does not apply; chat rows: the reverse
+        assert (s["rewards"]["correct"] is None) == (not math_row)
+        assert (s["rewards"]["overlong"] is None) == math_row
+
+
+def test_it_rejects_prompts_that_no_component_can_score(tmp_path, policy):
+    """Rows lacking the only column the reward reads would get no reward at all: say which and how many."""
+    reward = {"name": "r", "components": [{"kind": "verifier", "name": "correct", "reference_column": "answer"}]}
+    snapshot = _mixed_prompts(tmp_path / "mixed.jsonl")
+    with pytest.raises(UserError, match=r"8 of 16 prompts lack column 'answer'.*'correct'"):
+        train_grpo(_spec(tmp_path, policy, snapshot, reward_spec=reward))

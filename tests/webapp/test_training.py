@@ -145,6 +145,7 @@ def test_it_resumes_only_failed_or_cancelled_training_jobs(client, people, tmp_p
     response = api("post", f"{people.project.pk}/jobs/{job.pk}/resume")
     assert response.status_code == 422 and "this one is succeeded" in response.json()["detail"][0]["message"]
     Job.objects.filter(pk=job.pk).update(state=JobState.CANCELLED)
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)  # what it resumes from
     response = api("post", f"{people.project.pk}/jobs/{job.pk}/resume")
     assert response.status_code == 201
     resumed = Job.objects.get(pk=response.json()["id"])

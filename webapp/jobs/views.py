@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from rlcore.training.runtime import has_resume_point
 from webapp.jobs import selectors, services
 from webapp.jobs.forms import SelfcheckForm
 from webapp.jobs.kinds import selfcheck_argv
@@ -45,8 +46,12 @@ def job_detail(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
     from webapp.training.services import TRAINING_KINDS
 
     can_design = role_allows(membership.role, Capability.DESIGN)
-    context = {"project": project, "job": job, "can_cancel": can_design,
-               "can_resume": can_design and job.kind in TRAINING_KINDS and job.state in ("failed", "cancelled")}
+    stopped_training = job.kind in TRAINING_KINDS and job.state in ("failed", "cancelled")
+    # Resume continues from a checkpoint; a run that died before its first one can only be launched again.
+    resumable = stopped_training and has_resume_point(job.output_dir)
+    context = {"project": project, "job": job, "can_cancel": can_design, "can_resume": can_design and resumable,
+               "can_relaunch": can_design and stopped_training and not resumable,
+               "relaunch_url": _relaunch_url(project, job)}
     if part in (None, "status"):
         context.update(latest_metrics=_latest_metrics(job), eta=selectors.job_eta(job=job))
     if part in (None, "samples"):
@@ -55,6 +60,15 @@ def job_detail(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
         return render(request, f"jobs/job_detail.html#job-{part}", context)
     context["dashboard_jobs"] = [_dashboard_entry(project, job)]
     return render(request, "jobs/job_detail.html", context)
+
+
+def _relaunch_url(project, job: Job) -> str:
+    from webapp.training.services import GRPO_KIND, REWARD_MODEL_KIND
+
+    names = {GRPO_KIND: "grpo_launch", REWARD_MODEL_KIND: "reward_model_launch"}
+    if job.kind not in names:
+        return ""
+    return reverse(names[job.kind], kwargs={"project_id": project.pk}) + f"?clone={job.pk}"
 
 
 def _dashboard_entry(project, job: Job) -> dict:

@@ -176,6 +176,12 @@ def grpo_job_create(
     problems = check_spec(reward_spec, dataset_columns=columns)
     if problems:
         raise ValidationError({"reward_spec_version": [str(problem) for problem in problems]})
+    # Rows need not share columns, but a prompt nothing can score must be refused here, not an hour in.
+    from rlcore.training.grpo import prompt_column_problems
+
+    gaps = prompt_column_problems(reward_spec, rows)
+    if gaps:
+        raise ValidationError({"dataset": [f"Prompt set '{dataset.name}': {gap}" for gap in gaps]})
     try:
         GRPOTrainSpec(**_user_params(params), policy=policy, reward_spec=reward_spec, output_dir="/x",
                       prompt_snapshot="/x")
@@ -205,6 +211,11 @@ def job_resume(*, job: Job, user) -> Job:
         raise ValidationError({"job": "Only training jobs can be resumed."})
     if job.state not in (JobState.FAILED, JobState.CANCELLED):
         raise ValidationError({"job": f"Only a failed or cancelled job can be resumed; this one is {job.state}."})
+    from rlcore.training.runtime import has_resume_point
+
+    if not has_resume_point(job.output_dir):
+        raise ValidationError({"job": "This run stopped before its first checkpoint, so there is nothing to resume "
+                                      "from; launch it again with the same settings (Clone) instead."})
     argv = [arg for arg in job.argv if arg != "--resume"] + ["--resume"]
     return job_create(project=job.project, user=user, kind=job.kind, argv=argv, spec=job.spec, queue=job.queue,
                       title=job.title, parent=job, output_dir=job.output_dir)
