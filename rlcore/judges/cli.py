@@ -235,6 +235,7 @@ def _judge_lines(args: argparse.Namespace, command: str, items: list[Any],
     out: TextIO = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     chunk = max(1, _CHUNK_PER_SLOT * getattr(args, "max_concurrency", 1))
     labelled = biased = 0
+    outcomes: list[str] = []
     try:
         for start in range(0, len(items), chunk):
             batch = items[start:start + chunk]
@@ -245,6 +246,8 @@ def _judge_lines(args: argparse.Namespace, command: str, items: list[Any],
             for line in lines:
                 labelled += line.get("error") is None
                 biased += bool(line.get("position_bias"))
+                if "outcome" in line:
+                    outcomes.append(line["outcome"])
                 out.write(json.dumps(line) + "\n")
             out.flush()
             if args.output:  # stdout carries the results otherwise; progress would mix with them
@@ -254,6 +257,13 @@ def _judge_lines(args: argparse.Namespace, command: str, items: list[Any],
             out.close()
     print(f"judge {command}: {labelled}/{len(items)} labelled, {biased} with position bias, "
           f"{len(items) - labelled} without a label", file=sys.stderr)
+    if outcomes:  # pairwise and rank: what the labels are worth, and a warning when most contradict themselves
+        from rlcore.judges.outcomes import summarize_outcomes
+
+        summary = summarize_outcomes(outcomes, mode="pairwise" if command == "pairwise" else "ranking")
+        print(f"judge {command}: {summary.describe()}", file=sys.stderr)
+        if summary.warning:
+            print(f"judge {command}: WARNING: {summary.warning}", file=sys.stderr)
     return 0
 
 
@@ -309,7 +319,7 @@ def run_serve_test(args: argparse.Namespace) -> int:
     from rlcore.judges.testing_server import serve_test
 
     return serve_test(port=args.port, model=args.model, reply=args.reply, latency_s=args.latency,
-                      capacity=args.capacity, host=args.host)
+                      capacity=args.capacity, host=args.host, position_bias=args.position_bias)
 
 
 def register(subparsers) -> None:
@@ -338,6 +348,8 @@ def register(subparsers) -> None:
     serve.add_argument("--reply", default="Verdict: A\nStrength: 1", help="fixed reply when no --model")
     serve.add_argument("--latency", type=float, default=0.0, help="seconds each request takes")
     serve.add_argument("--capacity", type=int, default=None, help="requests served at once (more queue)")
+    serve.add_argument("--position-bias", choices=["first", "second"],
+                       help="answer as a position-biased judge: always the response shown first (or second)")
     serve.set_defaults(handler=run_serve_test)
 
 

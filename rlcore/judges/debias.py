@@ -32,10 +32,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from rlcore.judges.base import GradeRequest, GradeResult, Judge, PairRequest, PairVerdict, PairWinner, RankingResult, \
     RankRequest
+from rlcore.judges.outcomes import Outcome, pair_outcome, ranking_outcome
 
 SWAP: dict[str, str] = {"A": "B", "B": "A", "tie": "tie"}
 
@@ -69,6 +70,13 @@ class DebiasedPairVerdict(BaseModel):
     def ok(self) -> bool:
         return self.error is None and self.verdict is not None
 
+    @computed_field(description="what the label is worth (rlcore.judges.outcomes): verdict, tie, disagree_*, "
+                                "refused, call_failed, unparseable")
+    @property
+    def outcome(self) -> Outcome:
+        return pair_outcome(forward_verdict=self.forward_verdict, swapped_verdict=self.swapped_verdict,
+                            order_errors=[self.forward.error, self.swapped.error])
+
 
 def swap_pair(request: PairRequest) -> PairRequest:
     """The same pair with the responses exchanged.
@@ -89,8 +97,8 @@ def combine_orders(request_id: str | None, forward: PairVerdict, swapped: PairVe
     >>> both.verdict, both.strength, both.position_bias, both.confidence, both.confidence_source
     ('A', 2, False, 1.0, 'agreement')
     >>> biased = combine_orders("r2", v("A", 2), v("A", 2))
-    >>> biased.verdict, biased.swapped_verdict, biased.position_bias, biased.confidence
-    ('tie', 'B', True, 0.0)
+    >>> biased.verdict, biased.swapped_verdict, biased.position_bias, biased.confidence, biased.outcome
+    ('tie', 'B', True, 0.0, 'disagree_first')
     """
     mapped = SWAP[swapped.verdict] if swapped.verdict is not None else None
     common = dict(request_id=request_id, judge=forward.judge, forward=forward, swapped=swapped,
@@ -148,6 +156,13 @@ class DebiasedRanking(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None and self.verdict is not None
+
+    @computed_field(description="what the label is worth (rlcore.judges.outcomes): verdict, disagree, refused, "
+                                "call_failed, unparseable")
+    @property
+    def outcome(self) -> Outcome:
+        return ranking_outcome(forward_verdict=self.forward_verdict, reversed_verdict=self.reversed_verdict,
+                               order_errors=[self.forward.error, self.reversed.error])
 
 
 def combine_rankings(request_id: str | None, forward: RankingResult, backward: RankingResult) -> DebiasedRanking:

@@ -151,6 +151,24 @@ def prefers_keyword(keyword: str, confidence: float = 0.9) -> Policy:
     return policy
 
 
+def position_biased(shown: str = "first", strength: int = 2) -> Policy:
+    """A judge that ignores the content and always picks the response shown ``first`` (A) or ``second``
+    (B): judging both orders then always disagrees (every pair becomes a position-bias tie), which is
+    what a badly prompted or too small judge does. ``serve-test --position-bias first`` serves it.
+
+    >>> position_biased("second")({"messages": [{"role": "user", "content": "anything"}]}).content
+    'Verdict: B\\nStrength: 2'
+    """
+    if shown not in ("first", "second"):
+        raise ValueError(f"shown must be 'first' or 'second', got {shown!r}")
+    pick = "A" if shown == "first" else "B"
+    other = "B" if pick == "A" else "A"
+    reply = ScriptedReply(content=f"Verdict: {pick}\nStrength: {strength}",
+                          logprobs=[[("Verdict", -0.01)], [(":", -0.01)], [(f" {pick}", -0.05), (f" {other}", -3.0)],
+                                    [("\n", -0.01)], [("Strength", -0.01)], [(":", -0.01)], [(f" {strength}", -0.1)]])
+    return lambda body: reply
+
+
 def ranks_by_keyword(keyword: str) -> Policy:
     """A judge that reads the default rank prompt (``[Response 1]`` ... ``[Response n]`` ...) and ranks the
     responses by how often they contain ``keyword``, most first, ties by the text itself; order-independent,
@@ -463,12 +481,18 @@ class HFChatPolicy:
 
 
 def serve_test(port: int, model: str | None, reply: str, latency_s: float, capacity: int | None,
-               host: str = "127.0.0.1") -> int:
-    """Run the server in the foreground (``python -m rlcore judge serve-test``)."""
+               host: str = "127.0.0.1", position_bias: str | None = None) -> int:
+    """Run the server in the foreground (``python -m rlcore judge serve-test``). A fixed ``reply`` that
+    names a verdict is itself position-biased in a both-orders run (the same letter for both orders)."""
     import re
 
     pieces = [[(piece, -0.05)] for piece in re.findall(r"\s*\S+", reply)]  # whitespace-led "tokens"
-    policy: Policy = HFChatPolicy(model) if model else always(reply, logprobs=pieces or None)
+    if model:
+        policy: Policy = HFChatPolicy(model)
+    elif position_bias:
+        policy = position_biased(position_bias)
+    else:
+        policy = always(reply, logprobs=pieces or None)
     server = ChatCompletionsServer(policy, host=host, port=port, latency_s=latency_s, capacity=capacity,
                                    model_name=model or "test-judge")
     print(f"serving OpenAI-compatible chat completions at {server.base_url}", flush=True)
@@ -487,6 +511,7 @@ __all__ = [
     "ServerStats",
     "always",
     "hashed_choice",
+    "position_biased",
     "prefers_keyword",
     "ranks_by_keyword",
     "scripted",

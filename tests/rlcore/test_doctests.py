@@ -18,6 +18,7 @@ MODULES = [
     "rlcore.judges.deterministic",
     "rlcore.judges.openai_compat",
     "rlcore.judges.debias",
+    "rlcore.judges.outcomes",
     "rlcore.judges.testing_server",
     "rlcore.rules",
     "rlcore.rubric",
