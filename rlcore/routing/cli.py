@@ -6,7 +6,9 @@
   with ``--vectors`` also the MiniLM pair vectors emb(A) - emb(B) the proxy reward model uses.
 - ``routing fit features.json labels.jsonl pairs.npy -o model.json`` — simulate mixes on a pool
   with both labels (labels.jsonl: comparison_id, human, lm as A / B / tie) and fit the model.
-- ``routing plan features.json --budget 25% --strategy topk --model model.json -o plan.json``.
+- ``routing plan features.json --budget 25% --strategy topk --model model.json -o plan.json`` —
+  topk / optimal_pos only when the model shows a gain over random on held-out pilot halves (else
+  ``--fallback``, with the reason on stderr and in the plan's ``fallback_reason`` / ``evidence``).
 - ``routing tag --endpoint URL --model NAME --categories math,code,other --input prompts.jsonl
   --output tags.jsonl`` — prompt category tags from an LM (prompts.jsonl: id, prompt; one line out
   per prompt: id, tags, error, raw_reply).
@@ -100,7 +102,7 @@ def run_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from rlcore.routing.features import FeatureTable
-    from rlcore.routing.predictor import fit_performance_model, simulate_mixes
+    from rlcore.routing.predictor import fit_routing_model
 
     table = _load_model(Path(args.features), FeatureTable)
     pool = read_labelled_pool(Path(args.labels), table.ids)
@@ -108,11 +110,14 @@ def run_fit(args: argparse.Namespace) -> int:
         vectors = np.load(args.vectors)
     except (OSError, ValueError) as exc:
         raise UserError(f"{args.vectors}: cannot read pair vectors ({exc})") from exc
-    sims = simulate_mixes(
-        table.matrix(), table.feature_names, pool, vectors, n_simulations=args.simulations, seed=args.seed,
+    if len(vectors) != len(table.ids):
+        raise UserError(f"{args.vectors}: {len(vectors)} pair vectors for the {len(table.ids)} comparisons of "
+                        f"{args.features}")
+    model = fit_routing_model(
+        table.matrix(), table.feature_names, pool, vectors, n_simulations=args.simulations, kind=args.kind,
+        ridge=args.ridge, seed=args.seed,
         progress=lambda done, total: emit_progress(done, total) if done % 10 == 0 or done == total else None,
     )
-    model = fit_performance_model(sims, kind=args.kind, ridge=args.ridge, seed=args.seed)
     if model.holdout_r2 is not None:
         emit_metric(args.simulations, "routing/regressor_r2", model.holdout_r2)
     Path(args.output).write_text(model.model_dump_json(indent=2), encoding="utf-8")
@@ -122,12 +127,17 @@ def run_fit(args: argparse.Namespace) -> int:
 
 def run_plan(args: argparse.Namespace) -> int:
     from rlcore.routing.features import FeatureTable
-    from rlcore.routing.predictor import PerformanceModel, parse_budget, plan_routing
+    import sys
+
+    from rlcore.routing.predictor import PerformanceModel, RoutingGate, parse_budget, plan_routing, plan_summary
 
     table = _load_model(Path(args.features), FeatureTable)
     model = _load_model(Path(args.model), PerformanceModel) if args.model else None
     budget = parse_budget(args.budget) if args.budget is not None else None
-    plan = plan_routing(table, budget, args.strategy, model=model, seed=args.seed)
+    gate = RoutingGate(min_pilot=args.min_pilot, min_r2=args.min_r2, fallback=args.fallback)
+    plan = plan_routing(table, budget, args.strategy, model=model, seed=args.seed, gate=gate)
+    # People read this line; the JSON below is for scripts.
+    print(f"routing plan: {plan_summary(plan)}", file=sys.stderr)
     text = plan.model_dump_json(indent=2)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -254,6 +264,10 @@ def register(subparsers) -> None:
     p.add_argument("--strategy", choices=["topk", "optimal_pos", "uncertainty", "random"], default="topk")
     p.add_argument("--model", default=None, help="performance model JSON (topk, optimal_pos)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fallback", choices=["random", "uncertainty"], default="random",
+                   help="baseline when the model cannot show a gain over random (topk, optimal_pos)")
+    p.add_argument("--min-pilot", type=int, default=100, help="fewest pilot comparisons behind a learned plan")
+    p.add_argument("--min-r2", type=float, default=0.1, help="lowest R² cross-validated on the pilot")
     p.add_argument("-o", "--output", default=None, help="plan JSON to write (default: stdout)")
     p.set_defaults(handler=run_plan)
 

@@ -331,7 +331,22 @@ class PerformanceModel(BaseModel):
     )
     ridge: float = Field(description="L2 penalty used in the fit.")
     n_simulations: int = Field(description="Simulated mixes it was fitted on.")
-    holdout_r2: float | None = Field(default=None, description="R^2 on a held-out fifth of the simulations.")
+    holdout_r2: float | None = Field(
+        default=None,
+        description="R^2 cross-validated on the pilot: each half of the pilot's comparisons has its own model "
+        "(``halves``), which predicts the simulated scores of the other half's mixes; pooled over both. None "
+        "without halves or when the scores do not vary.",
+    )
+    n_pool: int | None = Field(default=None, description="Pilot comparisons (both labels) the mixes were drawn from.")
+    n_scored: int | None = Field(default=None, description="Non-tie human labels of the pilot that scored each mix.")
+    simulations: Simulations | None = Field(
+        default=None, description="The mixes it was fitted on; a plan bootstraps its predicted gain from them."
+    )
+    halves: list[PerformanceModel] = Field(
+        default_factory=list,
+        description="Pairs of models (halves[2r], halves[2r+1]), each fitted on mixes of one half of the pilot's "
+        "comparisons in split r: a plan's gain is judged by the half that did not choose it (check_evidence).",
+    )
 
     def predict(self, shares: np.ndarray) -> np.ndarray:
         """Predicted score for rows of shares (or one row)."""
@@ -364,8 +379,9 @@ def fit_performance_model(
 ) -> PerformanceModel:
     """Regress the simulated scores on the human-label shares (paper: ``train_regressor.py``).
 
-    The held-out R^2 is measured on a random fifth of the simulations, then the model is refitted
-    on all of them.
+    The model keeps its simulations, so a plan can put a bootstrap interval on the gain it
+    predicts. Its ``holdout_r2`` is set by :func:`fit_routing_model`, which cross-validates on the
+    pilot's comparisons (R^2 over the same simulations would mostly measure the budget effect).
     """
     x = np.asarray(sims.shares, float)
     y = np.asarray(sims.scores, float)
@@ -373,16 +389,7 @@ def fit_performance_model(
     x, y = x[ok], y[ok]
     if len(y) < 5:
         raise UserError(f"simulations: only {len(y)} usable mixes; raise n_simulations")
-    design = _design(x, kind)
-    r2 = None
-    if len(y) >= 20:
-        perm = np.random.default_rng(seed).permutation(len(y))
-        test, train = perm[: len(y) // 5], perm[len(y) // 5 :]
-        b0, w = _ridge(design[train], y[train], ridge)
-        resid = y[test] - (b0 + design[test] @ w)
-        var = np.var(y[test])
-        r2 = float(1 - np.mean(resid**2) / var) if var > 0 else None
-    b0, w = _ridge(design, y, ridge)
+    b0, w = _ridge(_design(x, kind), y, ridge)
     f = x.shape[1]
     coef, quad = w[:f], []
     if kind == "quadratic":
@@ -390,10 +397,163 @@ def fit_performance_model(
         iu = np.triu_indices(f)
         q[iu] = w[f:]
         quad = ((q + q.T) / 2).tolist()  # x.Q.x with Q symmetric == sum over i<=j of w_ij x_i x_j
+    kept = Simulations(
+        feature_names=list(sims.feature_names), shares=x.tolist(),
+        budgets=[b for b, good in zip(sims.budgets, ok) if good], scores=y.tolist(), n_train=sims.n_train,
+        n_dev=sims.n_dev,
+    )
     return PerformanceModel(
         kind=kind, feature_names=list(sims.feature_names), intercept=b0, coef=coef.tolist(), quad=quad,
-        ridge=ridge, n_simulations=len(y), holdout_r2=r2,
+        ridge=ridge, n_simulations=len(y), n_pool=sims.n_train, n_scored=sims.n_dev, simulations=kept,
     )
+
+
+def pilot_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The two halves of a pilot of ``n`` comparisons: ``np.random.default_rng(seed).permutation(n)``
+    cut in the middle (indices sorted)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[: n // 2]), np.sort(perm[n // 2 :])
+
+
+def transfer_r2(halves: Sequence[PerformanceModel]) -> float | None:
+    """R^2 (as ``sklearn.metrics.r2_score``) of each half's model predicting the other half's
+    simulated scores (both directions of every split), pooled, each prediction shifted to the other half's mean
+    score (halves differ in level; routing uses only the slopes). None when the scores do not vary."""
+    ys, predictions = [], []
+    pairs = [(halves[i + d], halves[i + 1 - d]) for i in range(0, len(halves) - 1, 2) for d in (0, 1)]
+    for judge, other in pairs:
+        sims = other.simulations
+        shares = _aligned_shares(judge, sims.feature_names, np.asarray(sims.shares, float))
+        y, p = np.asarray(sims.scores, float), judge.predict(shares)
+        ys.append(y)
+        # Levels differ between halves (each half's all-LM accuracy); routing uses only the slopes.
+        predictions.append(p - p.mean() + y.mean())
+    y, p = np.concatenate(ys), np.concatenate(predictions)
+    total = float(np.sum((y - y.mean()) ** 2))
+    return float(1 - np.sum((y - p) ** 2) / total) if total > 0 else None
+
+
+def _aligned_shares(model: PerformanceModel, names: Sequence[str], shares: np.ndarray) -> np.ndarray:
+    col = {name: j for j, name in enumerate(names)}
+    out = np.zeros((shares.shape[0], len(model.feature_names)))
+    for k, name in enumerate(model.feature_names):
+        if name in col:
+            out[:, k] = shares[:, col[name]]
+    return out
+
+
+def fit_routing_model(
+    features: np.ndarray,
+    feature_names: Sequence[str],
+    pool: LabelledPool,
+    vectors: np.ndarray,
+    *,
+    n_simulations: int = 300,
+    kind: Literal["linear", "quadratic"] = "linear",
+    ridge: float = 1.0,
+    seed: int = 0,
+    splits: int = 3,
+    progress: Callable[[int, int], None] | None = None,
+    **simulate_kwargs,
+) -> PerformanceModel:
+    """The performance model a plan routes with, plus what it takes to check it on the pilot.
+
+    The routing model is fitted on ``n_simulations`` mixes of the whole pilot. The pilot's
+    comparisons are also cut in two halves ``splits`` times (:func:`pilot_halves` with seeds
+    ``seed + 1000 * r``), each half with ``n_simulations // 2`` mixes and a model of its own: a model can only be trusted with what it predicts for
+    comparisons it was not fitted on, because on a small pilot the features look helpful wherever
+    this pilot's LM labels happen to be wrong. ``holdout_r2`` is :func:`transfer_r2` of the halves.
+    ``progress(done, total)`` counts the mixes of all three fits.
+    """
+    n = len(pool.comparison_ids)
+    half_sims = max(n_simulations // 2, 20)
+    total = n_simulations + 2 * splits * half_sims
+
+    def step(offset: int):
+        if progress is None:
+            return None
+        return lambda d, _t: progress(offset + d, total)
+
+    sims = simulate_mixes(features, feature_names, pool, vectors, n_simulations=n_simulations, seed=seed,
+                          progress=step(0), **simulate_kwargs)
+    model = fit_performance_model(sims, kind=kind, ridge=ridge, seed=seed)
+    halves = []
+    if n >= 20:  # each half needs the 10 comparisons simulate_mixes asks for
+        for r in range(splits):
+            for h, part in enumerate(pilot_halves(n, seed + 1000 * r)):
+                sub = LabelledPool(comparison_ids=[pool.comparison_ids[i] for i in part],
+                                   human=[pool.human[i] for i in part], lm=[pool.lm[i] for i in part])
+                done = n_simulations + (2 * r + h) * half_sims
+                half = simulate_mixes(features[part], feature_names, sub, vectors[part], n_simulations=half_sims,
+                                      seed=seed + 1 + 2 * r + h, progress=step(done), **simulate_kwargs)
+                halves.append(fit_performance_model(half, kind=kind, ridge=ridge, seed=seed))
+    return model.model_copy(update={"halves": halves, "holdout_r2": transfer_r2(halves) if halves else None})
+
+
+def cross_fitted_gain(
+    judges: Sequence[PerformanceModel],
+    deltas: Sequence[np.ndarray],
+    *,
+    n_bootstrap: int = 200,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float | None, float | None, list[float]]:
+    """The mean over linear ``judges`` of coef . delta (``deltas[i]``: shares of a human set chosen
+    by the *other* half's model minus those of a random set of that size, in judge i's features),
+    with a normal interval ``gain +- z * sqrt(s_boot^2 + s_g^2 / 2)``:
+
+    - ``s_boot``: the standard deviation of the mean gain when each judge's simulations are
+      resampled with replacement and its ridge refitted (the regression's own noise);
+    - ``s_g^2``: the sample variance (ddof=1) of the per-judge gains: the pilot's sampling noise,
+      which no resampling of one pilot's mixes shows. Halved as for the mean of one split's two
+      independent halves; several splits overlap, so they are not counted as more.
+
+    Returns (gain, low, high, per-judge gains); low/high are None when a judge kept no simulations.
+    """
+    if any(j.kind != "linear" for j in judges):
+        raise UserError("model: the gain interval needs a linear performance model (fit with --kind linear)")
+    each = [float(np.asarray(j.coef) @ d) for j, d in zip(judges, deltas)]
+    gain = float(np.mean(each))
+    if any(j.simulations is None or len(j.simulations.scores) < 5 for j in judges):
+        return gain, None, None, each
+    data = [(np.asarray(j.simulations.shares, float), np.asarray(j.simulations.scores, float)) for j in judges]
+    rng = np.random.default_rng(seed)
+    draws = np.empty(n_bootstrap)
+    for b in range(n_bootstrap):
+        total = 0.0
+        for (x, y), judge, delta in zip(data, judges, deltas):
+            idx = rng.integers(0, len(y), len(y))
+            _, w = _ridge(x[idx], y[idx], judge.ridge)
+            total += float(delta @ w)
+        draws[b] = total / len(judges)
+    spread = float(np.var(each, ddof=1)) / 2 if len(each) > 1 else 0.0
+    half_width = _normal_quantile((1 + level) / 2) * math.sqrt(float(np.var(draws, ddof=1)) + spread)
+    return gain, gain - half_width, gain + half_width, each
+
+
+def _normal_quantile(p: float) -> float:
+    """Standard normal quantile (Acklam's rational approximation, |error| < 1.2e-9).
+
+    >>> round(_normal_quantile(0.975), 6)
+    1.959964
+    """
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    if p < 0.02425:
+        q = math.sqrt(-2 * math.log(p))
+        return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / \
+            ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+    if p > 1 - 0.02425:
+        return -_normal_quantile(1 - p)
+    q = p - 0.5
+    r = q * q
+    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / \
+        (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -417,10 +577,61 @@ class RoutingReason(BaseModel):
     top_features: list[FeatureContribution] = Field(description="Features that contributed most, largest first.")
 
 
+class RoutingGate(BaseModel):
+    """What a performance model must show before ``topk`` / ``optimal_pos`` may route a pool.
+
+    On a small pilot the learned router is often no better than random (the mixes' scores are
+    mostly noise, and the instances with the largest predicted gain are the ones whose
+    coefficients are overestimated), so a learned plan is offered only when the model earns it.
+    """
+
+    min_pilot: int = Field(default=100, description="Fewest pilot comparisons (human and LM label) behind the model.")
+    min_r2: float = Field(default=0.1, description="Lowest cross-validated R^2 of the performance model.")
+    level: float = Field(default=0.95, description="Confidence level of the bootstrap interval on the gain.")
+    n_bootstrap: int = Field(default=200, description="Bootstrap resamples of the simulations.")
+    fallback: Literal["random", "uncertainty"] = Field(
+        default="random", description="Baseline used when the evidence is not there."
+    )
+
+
+class RoutingEvidence(BaseModel):
+    """What a learned plan's predicted gain rests on, and whether it passed the gate."""
+
+    strategy: Literal["topk", "optimal_pos"] = Field(description="The learned strategy that was checked.")
+    n_human: int = Field(description="Comparisons the learned strategy would send to people.")
+    n_pilot: int | None = Field(description="Pilot comparisons with both a human and an LM label.")
+    n_pilot_scored: int | None = Field(description="Non-tie human labels of the pilot that scored each mix.")
+    n_simulations: int = Field(description="Simulated mixes the performance model was fitted on.")
+    cv_r2: float | None = Field(description="R^2 of the performance model cross-validated on the pilot's halves.")
+    gain_in_sample: float | None = Field(
+        description="What the routing model predicts for its own human set over random (optimistic: same pilot)."
+    )
+    gain_over_random: float | None = Field(
+        description="Held-out predicted accuracy of a learned human set minus a random one of the same size "
+        "(cross-fitted on the pilot's halves); None without halves."
+    )
+    gain_by_half: list[float] = Field(
+        default_factory=list, description="The cross-fitted estimates, two per split (one half judging the other's choice)."
+    )
+    interval_low: float | None = Field(description="Lower end of the interval on gain_over_random (cross_fitted_gain).")
+    interval_high: float | None = Field(description="Upper end of the bootstrap interval on gain_over_random.")
+    level: float = Field(description="Confidence level of the interval.")
+    n_bootstrap: int = Field(description="Bootstrap resamples of the simulations behind the interval.")
+    passed: bool = Field(description="True when every condition of the gate holds.")
+    failures: list[str] = Field(default_factory=list, description="Each condition that did not hold, in words.")
+
+
 class RoutingPlan(BaseModel):
     """Which comparisons go to humans and which to the LM judge, and why."""
 
-    strategy: Strategy = Field(description="topk, optimal_pos, uncertainty or random.")
+    strategy: Strategy = Field(description="The strategy that routed this plan: topk, optimal_pos, uncertainty or random.")
+    requested_strategy: Strategy | None = Field(
+        default=None, description="The strategy asked for; differs from strategy when the gate fell back."
+    )
+    fallback_reason: str | None = Field(default=None, description="Why a learned strategy was not used; None when it was.")
+    evidence: RoutingEvidence | None = Field(
+        default=None, description="topk / optimal_pos: the predicted gain over random with its interval and counts."
+    )
     budget: int | None = Field(description="Human budget resolved to a count; None when optimal_pos ran without one.")
     n_total: int = Field(description="Comparisons in the pool.")
     n_human: int = Field(description="Comparisons routed to humans.")
@@ -501,34 +712,74 @@ def uncertainty_scores(raw: Sequence[RawFeatures]) -> tuple[np.ndarray, list[lis
     return scores, reasons
 
 
-def plan_routing(
-    table: FeatureTable,
-    budget: Budget | int | float | None,
-    strategy: Strategy = "topk",
-    model: PerformanceModel | None = None,
-    seed: int = 0,
-    top_features: int = 3,
-) -> RoutingPlan:
-    """Route a pool: ``budget`` comparisons to humans, the rest to the LM judge.
+def _shares_delta(model: PerformanceModel, table: FeatureTable, human: np.ndarray) -> np.ndarray:
+    """Shares of ``human`` (indices) minus the expected shares of a uniform draw of the same size."""
+    x = _aligned_matrix(model, table)
+    n = max(x.shape[0], 1)
+    mask = np.zeros(x.shape[0])
+    mask[human] = 1.0
+    return (mask @ x) / n - (len(human) / n) * x.mean(axis=0)
 
-    ``topk`` and ``optimal_pos`` need a fitted :class:`PerformanceModel`; ``optimal_pos`` takes
-    every comparison with a positive predicted gain (capped by the budget when one is given).
-    ``uncertainty`` ranks by :func:`uncertainty_scores`; ``random`` draws uniformly (seeded).
-    Ties are broken at random, so equal scores do not favour pool order.
+
+def check_evidence(
+    model: PerformanceModel, table: FeatureTable, human: np.ndarray, strategy: str, gate: RoutingGate, seed: int = 0
+) -> RoutingEvidence:
+    """Judge a learned plan of ``len(human)`` comparisons on what the pilot can show.
+
+    The gain over random is cross-fitted: in each split, each pilot half's model picks its own top
+    comparisons of the pool (as many as the plan sends to people), and the *other* half's model
+    predicts how much better that set does than a random one of the same size; all are averaged. A model judging
+    its own choice would credit the chance wins of its pilot (the winner's curse).
     """
-    if strategy not in STRATEGIES:
-        raise UserError(f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    own = float(np.asarray(model.coef) @ _shares_delta(model, table, human)) if model.kind == "linear" else None
+    gain = low = high = None
+    each: list[float] = []
+    if len(model.halves) >= 2:
+        rng = np.random.default_rng(seed)
+        judges, deltas = [], []
+        for h in range(len(model.halves) - len(model.halves) % 2):
+            _, _, chosen = _rank("topk", table, len(human), model.halves[h], rng, 0)
+            judge = model.halves[h + 1 if h % 2 == 0 else h - 1]
+            judges.append(judge)
+            deltas.append(_shares_delta(judge, table, chosen))
+        gain, low, high, each = cross_fitted_gain(
+            judges, deltas, n_bootstrap=gate.n_bootstrap, level=gate.level, seed=seed
+        )
+    failures = []
+    if model.n_pool is None or model.n_pool < gate.min_pilot:
+        failures.append(
+            f"the performance model rests on {model.n_pool if model.n_pool is not None else 'an unknown number of'} "
+            f"pilot comparisons with both a human and an LM label; at least {gate.min_pilot} are needed"
+        )
+    if model.holdout_r2 is None or model.holdout_r2 < gate.min_r2:
+        r2 = ("not measured (no pilot halves: refit the model)" if not model.halves
+              else "undefined (the simulated scores do not vary)" if model.holdout_r2 is None
+              else f"{model.holdout_r2:.2f}")
+        failures.append(f"its R² cross-validated on the pilot is {r2} (at least {gate.min_r2:.2f} needed)")
+    if low is None:
+        if model.halves:
+            failures.append("the model keeps no simulations to put an interval on its gain (refit it)")
+    elif low <= 0:
+        failures.append(
+            f"the held-out predicted gain over random, {gain:+.3f} ({gate.level:.0%} interval {low:+.3f} to "
+            f"{high:+.3f}), is not above zero"
+        )
+    return RoutingEvidence(
+        strategy=strategy, n_human=len(human), n_pilot=model.n_pool, n_pilot_scored=model.n_scored,
+        n_simulations=model.n_simulations, cv_r2=model.holdout_r2, gain_in_sample=own, gain_over_random=gain,
+        gain_by_half=each,
+        interval_low=low, interval_high=high, level=gate.level, n_bootstrap=gate.n_bootstrap,
+        passed=not failures, failures=failures,
+    )
+
+
+def _rank(strategy: str, table: FeatureTable, k: int | None, model: PerformanceModel | None,
+          rng: np.random.Generator, top_features: int):
     n = len(table.raw)
-    ids = table.ids
-    rng = np.random.default_rng(seed)
-    if budget is None and strategy != "optimal_pos":
-        raise UserError(f"budget: strategy {strategy!r} needs a budget (a share or a count)")
-    k = None if budget is None else resolve_budget(budget, n)
     if strategy in ("topk", "optimal_pos"):
-        if model is None:
-            raise UserError(f"model: strategy {strategy!r} needs a fitted performance model (routing fit)")
         scores = instance_gains(model, table)
-        why = _contributions(model, _aligned_matrix(model, table), max(n, 1), top_features)
+        why = (_contributions(model, _aligned_matrix(model, table), max(n, 1), top_features) if top_features
+               else [[] for _ in range(n)])
     elif strategy == "uncertainty":
         scores, why = uncertainty_scores(table.raw)
     else:
@@ -538,10 +789,48 @@ def plan_routing(
     ranked = np.lexsort((tiebreak, -scores))  # by score descending, random among equals
     if strategy == "optimal_pos":
         ranked = ranked[scores[ranked] > 0]
-        if k is not None:
-            ranked = ranked[:k]
-    else:
-        ranked = ranked[:k]
+    return scores, why, ranked if k is None else ranked[:k]
+
+
+def plan_routing(
+    table: FeatureTable,
+    budget: Budget | int | float | None,
+    strategy: Strategy = "topk",
+    model: PerformanceModel | None = None,
+    seed: int = 0,
+    top_features: int = 3,
+    gate: RoutingGate | None = RoutingGate(),
+) -> RoutingPlan:
+    """Route a pool: ``budget`` comparisons to humans, the rest to the LM judge.
+
+    ``topk`` and ``optimal_pos`` need a fitted :class:`PerformanceModel`; ``optimal_pos`` takes
+    every comparison with a positive predicted gain (capped by the budget when one is given).
+    Either is used only when the model passes ``gate`` (pilot size, cross-validated R^2, and a
+    bootstrap interval on the gain over random that lies above zero); otherwise the plan is routed
+    by ``gate.fallback`` for the same number of comparisons and says why. ``gate=None`` skips the
+    check (the evidence is still reported). ``uncertainty`` ranks by :func:`uncertainty_scores`;
+    ``random`` draws uniformly (seeded). Ties are broken at random, so equal scores do not favour
+    pool order.
+    """
+    if strategy not in STRATEGIES:
+        raise UserError(f"strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
+    n = len(table.raw)
+    ids = table.ids
+    rng = np.random.default_rng(seed)
+    if budget is None and strategy != "optimal_pos":
+        raise UserError(f"budget: strategy {strategy!r} needs a budget (a share or a count)")
+    k = None if budget is None else resolve_budget(budget, n)
+    if strategy in ("topk", "optimal_pos") and model is None:
+        raise UserError(f"model: strategy {strategy!r} needs a fitted performance model (routing fit)")
+    scores, why, ranked = _rank(strategy, table, k, model, rng, top_features)
+    used, evidence, fallback_reason = strategy, None, None
+    if strategy in ("topk", "optimal_pos"):
+        evidence = check_evidence(model, table, ranked, strategy, gate or RoutingGate(), seed=seed)
+        if gate is not None and not evidence.passed:
+            used = gate.fallback
+            fallback_reason = (f"{strategy} was not used: " + "; ".join(evidence.failures)
+                               + f". Routed by {used} instead, for the same {len(ranked)} comparisons.")
+            scores, why, ranked = _rank(used, table, len(ranked), None, rng, top_features)
     human = set(ranked.tolist())
     predicted = predicted_all_lm = gain = None
     if model is not None:
@@ -558,7 +847,27 @@ def plan_routing(
         for i in range(n)
     ]
     return RoutingPlan(
-        strategy=strategy, budget=k, n_total=n, n_human=len(human), n_lm=n - len(human),
+        strategy=used, requested_strategy=strategy, fallback_reason=fallback_reason, evidence=evidence, budget=k,
+        n_total=n, n_human=len(human), n_lm=n - len(human),
         human_ids=[ids[i] for i in ranked], lm_ids=[ids[i] for i in range(n) if i not in human],
         predicted_score=predicted, predicted_score_all_lm=predicted_all_lm, predicted_gain=gain, reasons=reasons,
     )
+
+
+def plan_summary(plan: RoutingPlan) -> str:
+    """One line for people: where the plan sends what, and what its predicted gain rests on."""
+    head = f"{plan.strategy}: {plan.n_human} of {plan.n_total} comparisons to people, {plan.n_lm} to the LM judge"
+    head += "."
+    if plan.fallback_reason:
+        head += f" {plan.fallback_reason}"
+    ev = plan.evidence
+    if ev is None:
+        return head
+    interval = (f"{ev.level:.0%} interval {ev.interval_low:+.3f} to {ev.interval_high:+.3f}"
+                if ev.interval_low is not None else "no interval")
+    r2 = "n/a" if ev.cv_r2 is None else f"{ev.cv_r2:.2f}"
+    gain = "n/a" if ev.gain_over_random is None else f"{ev.gain_over_random:+.3f}"
+    return (f"{head} Held-out predicted gain of {ev.strategy} over random: {gain} ({interval}, "
+            f"{ev.n_bootstrap} bootstrap resamples); rests on {ev.n_pilot} pilot comparisons "
+            f"({ev.n_pilot_scored} non-tie human labels), {ev.n_simulations} simulated mixes, "
+            f"R² cross-validated on the pilot's halves {r2}.")

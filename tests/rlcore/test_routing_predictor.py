@@ -13,6 +13,7 @@ from rlcore.routing.predictor import (
     LabelledPool,
     fit_bradley_terry,
     fit_performance_model,
+    fit_routing_model,
     knapsack_mix,
     pairwise_accuracy,
     parse_budget,
@@ -45,7 +46,8 @@ def _world(n=240, seed=0):
 def fitted():
     table, vectors, pool, cats = _world()
     sims = simulate_mixes(table.matrix(), table.feature_names, pool, vectors, n_simulations=80, seed=1)
-    return table, vectors, pool, cats, sims, fit_performance_model(sims)
+    model = fit_routing_model(table.matrix(), table.feature_names, pool, vectors, n_simulations=80, seed=1)
+    return table, vectors, pool, cats, sims, model
 
 
 def test_it_resolves_a_share_or_a_count_budget():
@@ -179,11 +181,16 @@ def test_it_fits_and_plans_from_the_command_line(tmp_path, capsys):
     assert cli_main(["routing", "features", str(comps), "-o", str(feats), "--no-embeddings"]) == 0
     assert cli_main(["routing", "fit", str(feats), str(labels), str(tmp_path / "pairs.npy"), "-o", str(model),
                      "--simulations", "40"]) == 0
-    assert cli_main(["routing", "plan", str(feats), "--budget", "25%", "--model", str(model), "-o", str(plan)]) == 0
+    assert cli_main(["routing", "plan", str(feats), "--budget", "25%", "--model", str(model), "-o", str(plan),
+                     "--min-pilot", "500"]) == 0
     written = json.loads(plan.read_text())
-    assert written["n_human"] == 30 and written["strategy"] == "topk"
-    out = capsys.readouterr().out
-    assert '"kind": "progress"' in out and '"type": "routing_plan"' in out
+    assert written["n_human"] == 30 and written["requested_strategy"] == "topk"
+    # 120 pilot comparisons are below --min-pilot 500: the plan falls back and says so, with its evidence
+    assert written["strategy"] == "random" and "at least 500 are needed" in written["fallback_reason"]
+    assert written["evidence"]["n_pilot"] == 120 and written["evidence"]["interval_low"] is not None
+    captured = capsys.readouterr()
+    assert '"kind": "progress"' in captured.out and '"type": "routing_plan"' in captured.out
+    assert "routing plan: random: 30 of 120" in captured.err and "Held-out predicted gain of topk" in captured.err
     assert cli_main(["routing", "plan", str(feats), "--budget", "500", "--strategy", "random"]) == 2
     assert "budget.count: 500 is more than the 120" in capsys.readouterr().err
 
