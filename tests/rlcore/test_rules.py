@@ -143,3 +143,63 @@ def test_it_checks_think_answer_tags_exactly_as_the_reference_regex():
         if rng.random() < 0.5:
             text = f"<think>{text}</answer>"
         assert think_answer_format(text) == bool(_THINK_ANSWER.fullmatch(text)), repr(text)
+
+
+def _timed(check, text):
+    start = time.perf_counter()
+    result = check(text, {}, None)
+    return result, time.perf_counter() - start
+
+
+@pytest.mark.parametrize("schema, good, hostile_result", [
+    ({"type": "string", "pattern": "^(a+)+$"}, '"aaa"', 0.0),
+    ({"type": "object", "patternProperties": {"^(a+)+$": {"type": "integer"}}}, '{"aaa": 1}', 1.0),
+    ({"type": "object", "patternProperties": {"^(a+)+$": {}}, "additionalProperties": False}, '{"aaa": 1}', 0.0),
+])
+def test_it_runs_catastrophic_json_schema_patterns_in_linear_time(schema, good, hostile_result):
+    # with jsonschema's own `re` each of these hangs for minutes on 29 a's and a '!'
+    hostile = "a" * 29 + "!"
+    check = compile_rule(RULE.validate_python({"kind": "json", "schema": schema}))
+    assert rule_problems(RULE.validate_python({"kind": "json", "schema": schema})) == []
+    value = f'"{hostile}"' if schema["type"] == "string" else f'{{"{hostile}": "x"}}'
+    result, seconds = _timed(check, value)
+    assert result == hostile_result and seconds < 2
+    assert check(good, {}, None) == 1.0
+
+
+def test_it_keeps_json_schema_pattern_semantics_on_re2():
+    properties = {"kind": "json", "schema": {"type": "object", "properties": {"id": {"type": "string"}},
+                                             "patternProperties": {"^x-": {"type": "integer"}},
+                                             "additionalProperties": False}}
+    assert run(properties, '{"id": "a", "x-n": 2}') == 1.0
+    assert run(properties, '{"id": "a", "x-n": "two"}') == 0.0  # patternProperties' subschema applies
+    assert run(properties, '{"id": "a", "other": 1}') == 0.0  # neither a property nor a pattern
+    assert run({"kind": "json", "schema": {"type": "string", "pattern": "b"}}, '"abc"') == 1.0  # search, not match
+
+
+def test_it_names_a_json_schema_pattern_re2_cannot_run():
+    rule = RULE.validate_python({"kind": "json", "schema": {
+        "properties": {"a": {"type": "string", "pattern": "(x)\\1"}}, "enum": [{"pattern": "(?=ok-as-data)"}]}})
+    problems = rule_problems(rule, prefix="rule.")
+    assert [p.field for p in problems] == ["rule.schema"]
+    assert "/properties/a/pattern" in problems[0].message and "back-references" in problems[0].message
+    mixed = RULE.validate_python({"kind": "json", "schema": {
+        "patternProperties": {"^a": {}}, "unevaluatedProperties": False}})
+    assert "unevaluatedProperties" in rule_problems(mixed)[0].message
+
+
+@pytest.mark.parametrize("rule, text", [
+    ({"kind": "json"}, "```\n" + " \n" * 3000 + "x"),
+    ({"kind": "format", "check": "answer_tags"}, "<answer>" * 20_000),
+    ({"kind": "format", "check": "bullet_list"}, "\n" * 100_000),
+    ({"kind": "format", "check": "numbered_list"}, "\n" * 100_000),
+])
+def test_it_checks_hostile_responses_in_linear_time(rule, text):
+    # Python's `re` took 5 s to 50 s on each of these (quadratic or worse backtracking)
+    result, seconds = _timed(compile_rule(RULE.validate_python(rule)), text)
+    assert result == 0.0 and seconds < 1
+
+
+def test_it_fails_json_nested_past_the_recursion_limit_instead_of_crashing():
+    assert run({"kind": "json"}, "[" * 100_000 + "]" * 100_000) == 0.0
+    assert run({"kind": "json", "schema": {"items": {"items": {}}}}, "[" * 5000 + "]" * 5000) == 0.0
