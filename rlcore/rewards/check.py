@@ -128,6 +128,11 @@ def check_spec(spec: RewardSpec, dataset_columns: Iterable[str] | None = None) -
                                message="PAR needs the column holding a reference response"))
         column_problem(f"spec {spec.name!r}", "par_reference_column", spec.par_reference_column)
     column_problem(f"spec {spec.name!r}", "group_column", spec.group_column)
+    if spec.normalization == "normalize_then_sum" and spec.group_column:
+        # TRL's GDPO z-scores the num_generations completions of one prompt; it cannot group by a column
+        out.append(Problem(where=f"spec {spec.name!r}", field="group_column",
+                           message="normalize_then_sum (TRL's GDPO) groups the completions of each prompt; "
+                                   "remove group_column or use group_zscore"))
     return out
 
 

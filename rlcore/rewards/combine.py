@@ -7,8 +7,10 @@ where None means "does not apply" and is left out (like TRL's ``nansum`` / ``nan
 [None]
 >>> [round(v, 3) for v in group_zscore([1.0, 3.0, 10.0, 10.0], ["p", "p", "q", "q"])]
 [-1.0, 1.0, 0.0, 0.0]
->>> round(par(2.0, 2.0), 3), round(par(5.0, 1.0), 3)
-(0.5, 0.982)
+>>> [v if v is None else round(v, 3) for v in group_zscore([1.0, 3.0, 10.0], ["p", "p", "q"], ddof=1)]  # as TRL
+[-0.707, 0.707, None]
+>>> round(par(2.0, 2.0), 3), round(par(5.0, 1.0), 3), round(par(1.0, [0.0, 1.0, 2.0]), 3)
+(0.5, 0.982, 0.5)
 """
 
 from __future__ import annotations
@@ -34,10 +36,13 @@ def weighted_sum(per_component: Sequence[Sequence[float | None]], weights: Seque
     return out
 
 
-def group_zscore(values: Sequence[float | None], groups: Sequence[Hashable], eps: float = ZSCORE_EPS) -> list[float | None]:
-    """Each value minus its group's mean, over the group's standard deviation (population) plus ``eps``.
+def group_zscore(values: Sequence[float | None], groups: Sequence[Hashable], eps: float = ZSCORE_EPS,
+                 ddof: int = 0) -> list[float | None]:
+    """Each value minus its group's mean, over the group's standard deviation plus ``eps``.
 
-    None stays None and is left out of its group's statistics; a group of equal values gives zeros.
+    ``ddof=0``: the population std; ``ddof=1``: the sample std TRL's ``nanstd`` uses, where a group of one value has
+    no std and gives None (TRL's NaN). None stays None and is left out of its group's statistics; a group of equal
+    values gives zeros.
     """
     members: dict[Hashable, list[float]] = {}
     for value, group in zip(values, groups):
@@ -46,18 +51,30 @@ def group_zscore(values: Sequence[float | None], groups: Sequence[Hashable], eps
     stats = {}
     for group, vals in members.items():
         mean = sum(vals) / len(vals)
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / len(vals))
+        if len(vals) <= ddof:
+            stats[group] = (mean, None)
+            continue
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - ddof))
         stats[group] = (mean, std)
-    return [None if v is None else (v - stats[g][0]) / (stats[g][1] + eps) for v, g in zip(values, groups)]
+    return [None if v is None or stats[g][1] is None else (v - stats[g][0]) / (stats[g][1] + eps)
+            for v, g in zip(values, groups)]
 
 
-def par(reward: float, reference_reward: float) -> float:
-    """Preference As Reward shaping: ``sigmoid(reward - reference_reward)``, bounded in (0, 1)."""
-    x = reward - reference_reward
+def _sigmoid(x: float) -> float:
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
     return e / (1.0 + e)
+
+
+def par(reward: float, reference_rewards: float | Sequence[float]) -> float:
+    """Preference As Reward shaping (Fu et al. 2025, eq. for M references): the mean over the references of
+    ``sigmoid(reward - reference_reward_m)``, bounded in (0, 1); 0.5 when the reward equals every reference's."""
+    if isinstance(reference_rewards, (int, float)):
+        reference_rewards = [reference_rewards]
+    if not reference_rewards:
+        raise ValueError("PAR needs at least one reference reward")
+    return sum(_sigmoid(reward - r) for r in reference_rewards) / len(reference_rewards)
 
 
 def soft_overlong_penalty(length: int, max_length: int, cache_length: int, penalty: float = 1.0) -> float:

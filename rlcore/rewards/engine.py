@@ -17,7 +17,7 @@ Both TRL (through :mod:`rlcore.rewards.trl_adapter`) and the CLI / live preview 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -263,9 +263,9 @@ class ScoredRow(BaseModel):
 class RewardEngine:
     """A validated spec, compiled: ``component_values`` per component, ``combine`` into totals."""
 
-    def __init__(self, spec: RewardSpec, *, judge=None) -> None:
+    def __init__(self, spec: RewardSpec, *, judge=None, token_counter: Callable[[str], int] | None = None) -> None:
         validate_spec(spec)
-        self.spec, self.judge = spec, judge
+        self.spec, self.judge, self.token_counter = spec, judge, token_counter
         self.names = [c.name for c in spec.components]
         self.weights = [c.weight for c in spec.components]
         self.conditions = [c.when for c in spec.components]
@@ -285,7 +285,7 @@ class RewardEngine:
         raise TypeError(f"unknown component {component!r}")
 
     def __reduce__(self):  # compiled checks are closures; rebuild them from the spec
-        return (_rebuild_engine, (self.spec, self.judge))
+        return (_rebuild_engine, (self.spec, self.judge, self.token_counter))
 
     def component(self, k: int, batch: Batch) -> list[float | None]:
         """Component ``k`` for every row of the batch (None where its condition does not hold)."""
@@ -319,44 +319,63 @@ class RewardEngine:
         if mode == "group_zscore":
             return raw, group_zscore(raw, self.groups(batch))
         if mode == "normalize_then_sum":
-            groups = self.groups(batch)
-            return raw, weighted_sum([group_zscore(v, groups) for v in values], self.weights)
+            return raw, self._decoupled(batch, raw, values)
         return raw, self._par(batch, raw)
 
+    def _decoupled(self, batch: Batch, raw: list[float | None], values: list[list[float | None]]) -> list[float | None]:
+        """TRL's ``multi_objective_aggregation="normalize_then_sum"`` (GDPO) before its batch normalisation: each
+        component z-scored within its group with TRL's sample std (``nanstd``), then weighted and summed; a row
+        that some component scores but none has a z-score for sums to 0, as TRL's ``nansum`` does."""
+        groups = self.groups(batch)
+        summed = weighted_sum([group_zscore(v, groups, ddof=1) for v in values], self.weights)
+        return [None if r is None else (0.0 if z is None else z) for r, z in zip(raw, summed)]
+
+    def measure(self, batch: Batch) -> Batch:
+        """The batch as this spec scores it. For PAR the completion and its references must be measured alike,
+        and references come as text: so under PAR every length in tokens is counted from the text with the
+        policy's tokenizer (``token_counter``), never from TRL's ids (which end with EOS), and in words when no
+        tokenizer is given — for completions and references both."""
+        if self.spec.normalization != "par":
+            return batch
+        count = self.token_counter
+        n_tokens = [count(t) for t in batch.completion_texts] if count is not None else [None] * len(batch.completions)
+        return Batch(prompts=batch.prompts, completions=batch.completions, prompt_texts=batch.prompt_texts,
+                     completion_texts=batch.completion_texts, rows=batch.rows, n_tokens=n_tokens)
+
     def _par(self, batch: Batch, raw: list[float | None]) -> list[float | None]:
-        column = self.spec.par_reference_column
-        keys, slots = [], {}
+        """PAR with M references per prompt: ``(1/M) sum_m sigmoid(r(x, y) - r(x, y_ref_m))``; each reference is
+        scored as a completion of the same prompt and row (same components, conditions, length unit)."""
+        column, as_messages = self.spec.par_reference_column, batch.conversational
+        row_keys: list[list[tuple[str, str]]] = []
+        slots: dict[tuple[str, str], tuple[int, Any]] = {}
         for i, row in enumerate(batch.rows):
-            reference = row.get(column)
-            if reference is None:
-                keys.append(None)
-                continue
-            key = (batch.prompt_texts[i], json.dumps(reference, sort_keys=True, default=str))
-            keys.append(key)
-            slots.setdefault(key, i)
+            keys = []
+            for ref in reference_responses(row.get(column)):
+                if as_messages and isinstance(ref, str):
+                    ref = [{"role": "assistant", "content": ref}]
+                key = (batch.prompt_texts[i], json.dumps(ref, sort_keys=True, default=str))
+                slots.setdefault(key, (i, ref))
+                keys.append(key)
+            row_keys.append(keys)
         if not slots:
             return [None] * len(raw)
-        firsts = list(slots.values())
-        as_messages = batch.conversational
-        references = []
-        for i in firsts:
-            ref = batch.rows[i][column]
-            if as_messages and isinstance(ref, str):
-                ref = [{"role": "assistant", "content": ref}]
-            references.append(ref)
-        ref_batch = Batch(
+        firsts = [i for i, _ in slots.values()]
+        references = [ref for _, ref in slots.values()]
+        ref_batch = self.measure(Batch(
             prompts=[batch.prompts[i] for i in firsts], completions=references,
-            prompt_texts=[batch.prompt_texts[i] for i in firsts], completion_texts=[completion_text(r) for r in references],
+            prompt_texts=[batch.prompt_texts[i] for i in firsts],
+            completion_texts=[completion_text(r) for r in references],
             rows=[batch.rows[i] for i in firsts], n_tokens=[None] * len(firsts),
-        )
+        ))
         ref_raw = dict(zip(slots, weighted_sum(self.component_values(ref_batch), self.weights)))
         out: list[float | None] = []
-        for value, key in zip(raw, keys):
-            reference_reward = ref_raw.get(key) if key is not None else None
-            out.append(None if value is None or reference_reward is None else par(value, reference_reward))
+        for value, keys in zip(raw, row_keys):
+            reference_rewards = [ref_raw[k] for k in keys if ref_raw[k] is not None]
+            out.append(None if value is None or not reference_rewards else par(value, reference_rewards))
         return out
 
     def score_batch(self, batch: Batch) -> list[ScoredRow]:
+        batch = self.measure(batch)
         values = self.component_values(batch)
         raw, totals = self.combine(batch, values)
         return [
@@ -366,8 +385,35 @@ class RewardEngine:
         ]
 
 
-def _rebuild_engine(spec: RewardSpec, judge) -> RewardEngine:
-    return RewardEngine(spec, judge=judge)
+def _rebuild_engine(spec: RewardSpec, judge, token_counter=None) -> RewardEngine:
+    return RewardEngine(spec, judge=judge, token_counter=token_counter)
+
+
+class TokenCounter:
+    """Counts a text's tokens with a tokenizer, no special tokens added; picklable (unlike a lambda)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def reference_responses(value: Any) -> list[Any]:
+    """The reference responses a PAR column holds: one text (or message list), or a list of them; blanks and
+    None are left out.
+
+    >>> reference_responses("a"), reference_responses(["a", " ", None, "b"]), reference_responses(None)
+    (['a'], ['a', 'b'], [])
+    >>> reference_responses([{"role": "assistant", "content": "a"}])
+    [[{'role': 'assistant', 'content': 'a'}]]
+    """
+    if value is None:
+        return []
+    if isinstance(value, dict) or (isinstance(value, list) and value and all(isinstance(m, dict) for m in value)):
+        return [value]  # one conversational reference
+    items = value if isinstance(value, (list, tuple)) else [value]
+    return [item for item in items if item is not None and completion_text(item).strip()]
 
 
 def rows_to_batch(rows: Sequence[Mapping[str, Any]], *, source: str = "row") -> Batch:
@@ -391,9 +437,11 @@ def rows_to_batch(rows: Sequence[Mapping[str, Any]], *, source: str = "row") -> 
     return make_batch(prompts, completions, ids, columns)
 
 
-def score_rows(spec: RewardSpec, rows: Sequence[Mapping[str, Any]], *, judge=None) -> list[ScoredRow]:
+def score_rows(spec: RewardSpec, rows: Sequence[Mapping[str, Any]], *, judge=None,
+               token_counter: Callable[[str], int] | None = None) -> list[ScoredRow]:
     """Score dataset rows (``prompt``, ``completion`` and columns) with a spec: total and every component.
 
     Rows with the same prompt form a group for the group normalisations, as GRPO's generations do.
+    ``token_counter`` (e.g. ``TokenCounter(policy_tokenizer)``) measures PAR's completions and references.
     """
-    return RewardEngine(spec, judge=judge).score_batch(rows_to_batch(rows))
+    return RewardEngine(spec, judge=judge, token_counter=token_counter).score_batch(rows_to_batch(rows))

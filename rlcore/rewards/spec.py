@@ -13,9 +13,10 @@ Each component may carry a condition on a dataset column (``when``); on rows whe
 component gives None — so math prompts get a verifier and chat prompts a reward model, in one spec.
 
 Normalisations: ``none`` (weighted sum), ``group_zscore`` (the weighted sum, z-scored within each prompt
-group), ``normalize_then_sum`` (each component z-scored within its group, then weighted and summed), ``par``
-(``sigmoid(r - r_ref)`` where ``r_ref`` is the weighted sum the same components give the reference response
-in ``par_reference_column``).
+group), ``normalize_then_sum`` (TRL's GDPO, ``multi_objective_aggregation="normalize_then_sum"``: each component
+z-scored within its prompt's group with the sample std, then weighted and summed; TRL then normalises that sum
+over the whole batch), ``par`` (Preference As Reward, Fu et al. 2025: ``(1/M) sum_m sigmoid(r - r_ref_m)`` over
+the M reference responses in ``par_reference_column``, each scored by the same components, measured alike).
 
 >>> spec = RewardSpec(name="math", components=[
 ...     {"kind": "verifier", "name": "correct", "reference_column": "answer", "weight": 1.0,
@@ -139,12 +140,15 @@ class RewardSpec(BaseModel):
     name: str = Field(min_length=1, description="the spec's name")
     description: str = Field("", description="what the reward is for")
     components: list[Component] = Field(min_length=1, description="the reward components")
-    normalization: Normalization = Field("none", description="none, group_zscore, normalize_then_sum or par")
+    normalization: Normalization = Field(
+        "none", description="none, group_zscore, normalize_then_sum (TRL's GDPO: per-component group z-scores, "
+                            "weighted sum, batch normalisation) or par")
     group_column: str | None = Field(
         None, description="rows with the same value here form a group for z-scores; None: rows with the same prompt"
     )
     par_reference_column: str | None = Field(
-        None, description="for PAR: the column holding a reference response to centre the reward on"
+        None, description="for PAR: the column holding the reference response(s) to centre the reward on — one "
+                          "text (or message list) or a list of them; rows without one get no PAR reward"
     )
 
     def resolve_paths(self, base: Path) -> "RewardSpec":

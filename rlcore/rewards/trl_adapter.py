@@ -7,11 +7,15 @@ NaN (left out of the weighted ``nansum`` and of ``rewards/<name>/mean``), names 
 
 - normalisation ``none``: one function per component, named after it, with the component's weight. TRL's
   weighted sum is then exactly the spec's total.
-- ``group_zscore``, ``normalize_then_sum``, ``par`` need every component at once, so the first function,
-  named ``total``, returns the normalised total with weight 1, and one function per component follows with
-  weight 0 — only there so that TRL logs ``rewards/<component>/mean``. The components are computed once per
-  batch: the component functions read what ``total`` computed for the same ``completions`` list. Keep TRL's
-  default ``multi_objective_aggregation="sum_then_normalize"`` with these.
+- ``normalize_then_sum``: TRL's own GDPO (``multi_objective_aggregation="normalize_then_sum"``, which
+  :func:`trl_aggregation` gives ``GRPOConfig``): one function per component with its weight, as for ``none``;
+  TRL z-scores each function within the prompt's group, sums them with the weights and normalises the sum over
+  the batch.
+- ``group_zscore``, ``par`` need every component at once, so the first function, named ``total``, returns the
+  normalised total with weight 1, and one function per component follows with weight 0 — only there so that
+  TRL logs ``rewards/<component>/mean``. The components are computed once per batch: the component functions
+  read what ``total`` computed for the same ``completions`` list. TRL's default
+  ``multi_objective_aggregation="sum_then_normalize"`` goes with these.
 
 >>> spec = RewardSpec(name="fmt", components=[
 ...     {"kind": "verifier", "name": "correct", "reference_column": "answer", "mode": "numeric", "weight": 2.0},
@@ -53,7 +57,7 @@ class _BatchMemo:
     def batch_for(self, prompts, completions, completion_ids, columns) -> Batch:
         if self._key is None or self._key[0] is not prompts or self._key[1] is not completions:
             self._key = (prompts, completions)
-            self.batch = make_batch(prompts, completions, completion_ids, columns)
+            self.batch = self.engine.measure(make_batch(prompts, completions, completion_ids, columns))
             self.values = [None] * len(self.engine.scorers)
             self.totals = None
         return self.batch
@@ -99,14 +103,26 @@ class TotalReward:
         return list(self._memo.total(batch))
 
 
-def build_reward_funcs(spec: RewardSpec, *, judge=None) -> tuple[list[Callable], list[float]]:
+def trl_aggregation(spec: RewardSpec) -> str:
+    """The ``GRPOConfig.multi_objective_aggregation`` that goes with the functions of :func:`build_reward_funcs`.
+
+    >>> trl_aggregation(RewardSpec(name="s", normalization="normalize_then_sum", components=[
+    ...     {"kind": "length_penalty", "name": "long", "max_length": 8, "cache_length": 4}]))
+    'normalize_then_sum'
+    """
+    return "normalize_then_sum" if spec.normalization == "normalize_then_sum" else "sum_then_normalize"
+
+
+def build_reward_funcs(spec: RewardSpec, *, judge=None,
+                       token_counter: Callable[[str], int] | None = None) -> tuple[list[Callable], list[float]]:
     """TRL ``reward_funcs`` and ``reward_weights`` for a spec (validated here; UserError when it is wrong).
 
     ``judge`` grades the criteria without a rule of ``rubric_judge`` components (any
-    :class:`rlcore.judges.base.Judge`).
+    :class:`rlcore.judges.base.Judge`). ``token_counter`` (``engine.TokenCounter(policy_tokenizer)``) measures a
+    completion and its PAR references alike; without it both are measured in words.
     """
-    memo = _BatchMemo(RewardEngine(spec, judge=judge))
+    memo = _BatchMemo(RewardEngine(spec, judge=judge, token_counter=token_counter))
     components = [ComponentReward(memo, k) for k in range(len(spec.components))]
-    if spec.normalization == "none":
+    if spec.normalization in ("none", "normalize_then_sum"):
         return list(components), [c.weight for c in spec.components]
     return [TotalReward(memo), *components], [1.0] + [0.0] * len(components)

@@ -24,8 +24,8 @@ from rlcore.events import emit_artifact
 from rlcore.training.presets import grpo_preset
 from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_non_finite_sampling,
                                      is_out_of_memory, last_checkpoint, non_finite_sampling_message,
-                                     out_of_memory_message, publish_directory, resolve_model_source,
-                                     staging_directory)
+                                     out_of_memory_message, plan_complete, publish_directory,
+                                     resolve_model_source, restore_if_complete, staging_directory)
 from rlcore.training.snapshot import prompt_rows
 from rlcore.training.specs import GRPOTrainSpec
 
@@ -230,7 +230,9 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
         reporter.trainer = trainer
         detach_console_printer(trainer)
         try:
-            trainer.train(resume_from_checkpoint=last_checkpoint(ckpt_dir) if spec.resume else None)
+            resume_from = last_checkpoint(ckpt_dir) if spec.resume else None
+            if not restore_if_complete(trainer, resume_from):
+                trainer.train(resume_from_checkpoint=resume_from)
         except Exception as exc:
             if is_out_of_memory(exc):
                 raise UserError(out_of_memory_message(spec, "max_completion_length")) from exc
@@ -240,7 +242,7 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
         if reporter.non_finite_step is not None:
             raise UserError(f"loss became NaN/inf at step {reporter.non_finite_step}; lower learning_rate "
                             f"(now {spec.learning_rate}) or check the reward for NaN values")
-        if stop.requested:
+        if stop.requested and not plan_complete(trainer.state):  # a stop at the last step still finishes
             return EXIT_STOPPED
         final = spec.output_dir / "model"
         if trainer.accelerator.is_main_process:

@@ -64,10 +64,16 @@ class RewardModelTrainSpec(_TrainSpec):
     backbone: str = Field(description="Sequence-classification backbone: a Hugging Face Hub id or a local directory.")
     preference_snapshot: Path = Field(
         description="Preference pairs, JSONL or Parquet: prompt (optional), chosen, rejected as text or message "
-                    "lists, optional margin; other columns are ignored.")
+                    "lists, optional margin, optional tie (true: trained with the Bradley-Terry tie target 1/2), "
+                    "optional comparison_id (for the held-out split); other columns are ignored.")
     eval_snapshot: Path | None = Field(
         None, description="Held-out pairs in the same format; when absent eval_fraction of the snapshot is held out.")
     eval_fraction: float = Field(0.1, gt=0, le=0.5, description="Share of pairs held out for evaluation.")
+    split_by: Literal["comparison", "prompt"] = Field(
+        "comparison", description="What is held out whole: 'comparison' keeps every pair of one comparison "
+                                  "(a ranking's pairs, a split tie, several annotators) on one side; 'prompt' "
+                                  "holds out whole prompts, the honest measure of generalisation to new prompts. "
+                                  "Rows without a comparison_id are grouped by prompt and response pair.")
     eval_steps: int | None = Field(
         None, gt=0, description="Also evaluate on the held-out pairs every N steps during training (TRL eval_*).")
     per_device_eval_batch_size: int = Field(16, gt=0, description="Batch size for held-out scoring.")
@@ -109,7 +115,9 @@ class GRPOTrainSpec(_TrainSpec):
     epsilon_high: float | None = Field(None, gt=0, description="Upper clip range; None takes the preset's value.")
     num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group size).")
     steps_per_generation: int | None = Field(
-        None, gt=0, description="Optimizer steps per generation batch; None is gradient_accumulation_steps.")
+        None, gt=0, description="Optimizer steps per generation batch (TRL steps_per_generation); None takes the "
+                                "preset's mini-batches per rollout x gradient_accumulation_steps (dapo 16, gspo 4, "
+                                "grpo and dr_grpo 1). A clip acts only when a rollout spans several optimizer steps.")
     num_iterations: int = Field(1, gt=0, description="Optimisation passes over each generation batch (mu).")
     max_prompt_length: int | None = Field(
         512, gt=0, description="Prompts longer than this (tokens) are dropped from the snapshot; None keeps all.")
@@ -121,10 +129,38 @@ class GRPOTrainSpec(_TrainSpec):
     sample_every: int = Field(10, gt=0, description="Write sample completions every N steps.")
     samples_per_report: int = Field(4, gt=0, description="Completions written each time samples are reported.")
 
+    @property
+    def rollout_steps(self) -> int:
+        """TRL ``steps_per_generation`` of this run: the user's, else the preset's (see ``presets``)."""
+        from rlcore.training.presets import preset_steps_per_generation
+
+        return preset_steps_per_generation(self.preset, self.gradient_accumulation_steps, self.steps_per_generation)
+
+    def prompts_per_rollout(self, num_processes: int = 1) -> int:
+        """Distinct prompts one generation batch needs (TRL drops a last incomplete one)."""
+        return self.per_device_train_batch_size * num_processes * self.rollout_steps // self.num_generations
+
+    def clip_warning(self) -> str | None:
+        """Why the preset's clip range cannot act with these settings, or None (see ``presets``)."""
+        from rlcore.training.presets import inert_clip_warning
+
+        return inert_clip_warning(self.preset, gradient_accumulation_steps=self.gradient_accumulation_steps,
+                                  steps_per_generation=self.steps_per_generation, num_iterations=self.num_iterations,
+                                  epsilon=self.epsilon, epsilon_high=self.epsilon_high)
+
+    @model_validator(mode="after")
+    def _normalisation_fits_the_preset(self) -> GRPOTrainSpec:
+        # Dr. GRPO's point is dropping the group-std division; these normalisations divide by a std again
+        if self.preset == "dr_grpo" and self.reward_spec.normalization in ("group_zscore", "normalize_then_sum"):
+            raise ValueError(
+                f"preset 'dr_grpo' removes the group standard-deviation scaling that reward_spec.normalization "
+                f"'{self.reward_spec.normalization}' puts back (it divides by a std before the advantage); use "
+                "normalization 'none' or 'par' with dr_grpo, or another preset with this normalisation")
+        return self
+
     @model_validator(mode="after")
     def _batch_holds_whole_groups(self) -> GRPOTrainSpec:
-        per_generation = self.per_device_train_batch_size * (self.steps_per_generation or
-                                                             self.gradient_accumulation_steps)
+        per_generation = self.per_device_train_batch_size * self.rollout_steps
         if per_generation % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size x steps_per_generation ({per_generation}) must be a multiple of "

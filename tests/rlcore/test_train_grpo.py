@@ -164,3 +164,82 @@ def test_it_rejects_prompts_that_no_component_can_score(tmp_path, policy):
     snapshot = _mixed_prompts(tmp_path / "mixed.jsonl")
     with pytest.raises(UserError, match=r"8 of 16 prompts lack column 'answer'.*'correct'"):
         train_grpo(_spec(tmp_path, policy, snapshot, reward_spec=reward))
+
+
+def test_resuming_a_run_that_reached_max_steps_trains_no_further_and_publishes(tmp_path, policy, prompts, capsys):
+    """A run stopped (cancelled) right at its last step left checkpoint-2 of 2: resuming it must not run a
+    step 3; it publishes the policy of checkpoint-2 and succeeds."""
+    import shutil
+
+    spec = _spec(tmp_path, policy, prompts, max_steps=2, save_steps=1, logging_steps=1)
+    assert train_grpo(spec) == 0
+    shutil.rmtree(tmp_path / "run" / "model")  # as if the stop came before the model was published
+    capsys.readouterr()
+    assert train_grpo(spec.model_copy(update={"resume": True})) == 0
+    events = [e for e in map(parse_line, capsys.readouterr().out.splitlines()) if e]
+    assert max(e["step"] for e in events if e["kind"] in ("progress", "metric")) == 2
+    assert {e["total"] for e in events if e["kind"] == "progress"} == {2}
+    [artifact] = [e for e in events if e["kind"] == "artifact"]
+    assert artifact["type"] == "policy" and artifact["step"] == 2
+
+    import torch
+    from safetensors.torch import load_file
+
+    published = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    checkpoint = load_file(tmp_path / "run" / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    assert published.keys() == checkpoint.keys()
+    assert all(torch.equal(published[k], checkpoint[k]) for k in published)
+
+
+# ---------------------------------------------------------------- presets whose clip must be able to act
+
+
+def _ratio_can_differ_from_one(config) -> bool:
+    """TRL's own test (GRPOTrainer._generate_and_score_completions) for computing old log-probabilities."""
+    return config.gradient_accumulation_steps % (config.steps_per_generation * config.num_iterations) != 0
+
+
+@pytest.mark.parametrize(("preset", "minibatches"), [("dapo", 16), ("gspo", 4)])
+def test_it_splits_each_rollout_into_the_papers_minibatches_so_the_clip_acts(tmp_path, preset, minibatches):
+    from rlcore.training.grpo import grpo_config
+
+    for accumulation in (1, 2):
+        spec = GRPOTrainSpec(output_dir=tmp_path, policy="p", prompt_snapshot="s.jsonl", reward_spec=REWARD_SPEC,
+                             preset=preset, per_device_train_batch_size=8, num_generations=4, device="cpu",
+                             gradient_accumulation_steps=accumulation)
+        config = grpo_config(spec, tmp_path / "ck", None)
+        assert config.steps_per_generation == minibatches * accumulation
+        assert _ratio_can_differ_from_one(config) and spec.clip_warning() is None
+
+
+def test_it_warns_on_the_form_text_and_in_the_log_when_the_clip_is_inert(tmp_path, policy, prompts, capsys):
+    from rlcore.training.grpo import grpo_config
+
+    def says_yes(completions, **kwargs):
+        return [1.0 if "yes" in c else 0.0 for c in completions]
+
+    spec = _spec(tmp_path, policy, prompts, max_steps=1, preset="gspo", steps_per_generation=1)
+    assert not _ratio_can_differ_from_one(grpo_config(spec, tmp_path / "ck", None))
+    assert "preset 'gspo': its clip range (epsilon 0.0003, epsilon_high 0.0004) never acts" in spec.clip_warning()
+    assert train_grpo(spec, [says_yes], [1.0]) == 0
+    assert "rlcore: warning: preset 'gspo': its clip range" in capsys.readouterr().err
+    # the on-policy presets keep TRL's single update and say nothing
+    assert _spec(tmp_path, policy, prompts, preset="grpo").clip_warning() is None
+
+
+def test_it_says_how_many_prompts_one_rollout_of_the_preset_needs(tmp_path, policy, prompts):
+    spec = _spec(tmp_path, policy, prompts, preset="dapo")  # 8 x 16 mini-batches / 4 generations = 32 prompts
+    with pytest.raises(UserError, match=r"16 prompts, but one rollout of preset 'dapo' needs 32 \(.*steps_per_gen"):
+        train_grpo(spec)
+
+
+@pytest.mark.parametrize("normalization", ["group_zscore", "normalize_then_sum"])
+def test_it_refuses_dr_grpo_with_a_normalisation_that_divides_by_a_std(tmp_path, policy, prompts, normalization):
+    from rlcore.training.specs import load_spec
+
+    path = tmp_path / "grpo.json"
+    data = json.loads(_spec(tmp_path, policy, prompts).model_dump_json())
+    path.write_text(json.dumps({**data, "preset": "dr_grpo",
+                                "reward_spec": {**REWARD_SPEC, "normalization": normalization}}))
+    with pytest.raises(UserError, match=f"preset 'dr_grpo' removes .* reward_spec.normalization '{normalization}'"):
+        load_spec(path, "grpo")

@@ -1,6 +1,7 @@
 """Training contracts and inputs, checked without training anything."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_it_rejects_a_spec_of_the_other_kind(tmp_path):
 def test_it_requires_generation_batches_of_whole_groups():
     with pytest.raises(ValueError, match="multiple of num_generations"):
         GRPOTrainSpec(output_dir="o", policy="p", prompt_snapshot="s.jsonl", reward_spec=LENGTH_REWARD,
-                      per_device_train_batch_size=6, num_generations=4)
+                      preset="grpo", per_device_train_batch_size=6, num_generations=4)
 
 
 def test_it_maps_presets_to_trl_loss_settings():
@@ -194,3 +195,97 @@ def test_it_turns_out_of_memory_into_advice():
     message = out_of_memory_message(spec, "max_length")
     assert "per_device_train_batch_size (now 32)" in message and "max_length (now 2048)" in message
     assert "gradient_checkpointing" in message
+
+
+def _ranking_rows(n_comparisons: int, per_prompt: int = 1) -> list[dict]:
+    """Three pairs per comparison (a ranking of three), ``per_prompt`` comparisons per prompt."""
+    rows = []
+    for c in range(n_comparisons):
+        for best, worse in ((0, 1), (0, 2), (1, 2)):
+            rows.append({"prompt": f"prompt {c // per_prompt}", "chosen": f" c{c} r{best}",
+                         "rejected": f" c{c} r{worse}", "comparison_id": str(c), "label_id": f"{c}-{best}{worse}"})
+    return rows
+
+
+def _comparisons(rows: list[dict]) -> set[str]:
+    return {r["chosen"].split()[0] for r in rows}
+
+
+def test_it_holds_out_whole_comparisons_by_default(tmp_path):
+    from rlcore.training.reward_model import load_pairs
+
+    snapshot = _write(tmp_path / "labels.jsonl", _ranking_rows(30))
+    for seed in range(5):
+        spec = RewardModelTrainSpec(output_dir=tmp_path / "o", backbone="b", preference_snapshot=snapshot, seed=seed)
+        assert spec.split_by == "comparison"
+        train, held_out, report = load_pairs(spec)
+        assert _comparisons(train).isdisjoint(_comparisons(held_out))  # no ranking on both sides
+        assert len(train) + len(held_out) == 90 and len(held_out) % 3 == 0 and len(held_out) >= 9
+        assert report["split"] == {"by": "comparison", "groups": 30, "held_out_groups": len(held_out) // 3,
+                                   "note": ""}
+        assert report["rows_in"] == 90 and report["held_out_rows"] == len(held_out)
+
+
+def test_it_holds_out_whole_prompts_when_asked(tmp_path):
+    from rlcore.training.reward_model import load_pairs
+
+    snapshot = _write(tmp_path / "labels.jsonl", _ranking_rows(40, per_prompt=4))
+    spec = RewardModelTrainSpec(output_dir=tmp_path / "o", backbone="b", preference_snapshot=snapshot,
+                                split_by="prompt", eval_fraction=0.2)
+    train, held_out, report = load_pairs(spec)
+    assert {r["prompt"] for r in train}.isdisjoint(r["prompt"] for r in held_out)
+    assert len(held_out) % 12 == 0 and report["split"]["by"] == "prompt" and report["split"]["groups"] == 10
+    with pytest.raises(Exception, match="split_by"):
+        RewardModelTrainSpec(output_dir="o", backbone="b", preference_snapshot="p.jsonl", split_by="row")
+
+
+def test_it_keeps_a_pair_without_comparison_id_on_one_side_and_says_so(tmp_path):
+    from rlcore.training.reward_model import load_pairs
+
+    rows = []
+    for i in range(12):  # a split tie (both orders) and a second annotator's label of the same pair
+        rows += [{"prompt": f"q{i}", "chosen": f" x{i}", "rejected": f" y{i}", "tie": True},
+                 {"prompt": f"q{i}", "chosen": f" y{i}", "rejected": f" x{i}", "tie": True},
+                 {"prompt": f"q{i}", "chosen": f" x{i}", "rejected": f" y{i}"}]
+    spec = RewardModelTrainSpec(output_dir=tmp_path / "o", backbone="b",
+                                preference_snapshot=_write(tmp_path / "own.jsonl", rows))
+    train, held_out, report = load_pairs(spec)
+    assert {r["prompt"] for r in train}.isdisjoint(r["prompt"] for r in held_out)
+    assert "36 of 36 rows have no comparison_id" in report["split"]["note"]
+    assert report["tie_rows"] == {"train": sum(r["tie"] for r in train), "held_out": sum(r["tie"] for r in held_out)}
+    assert report["tie_rows"]["held_out"] == 2 * len(held_out) // 3
+
+
+def test_it_leaves_ties_out_of_accuracy_brier_and_ece():
+    margins = [2.0, -1.0, 0.5, 3.0, -0.2]
+    ties = [False, False, False, True, True]
+    m = pair_metrics(margins, ties)
+    decisive = [2.0, -1.0, 0.5]
+    p = [1 / (1 + math.exp(-x)) for x in decisive]
+    assert m["n_pairs"] == 3 and m["n_ties_excluded"] == 2
+    assert m["accuracy"] == pytest.approx(2 / 3)
+    assert m["margin"] == pytest.approx(sum(decisive) / 3)
+    assert m["brier"] == pytest.approx(sum((1 - q) ** 2 for q in p) / 3)
+    # ECE by hand: confidences max(p, 1-p) fall in three different 0.05-wide bins, each of one pair
+    confidence = [max(q, 1 - q) for q in p]
+    correct = [1.0, 0.0, 1.0]
+    assert m["ece"] == pytest.approx(sum(abs(c - k) for c, k in zip(confidence, correct)) / 3)
+    # loss: -log s(d) for a win, -1/2 log s(d) - 1/2 log s(-d) for a tie (Bradley-Terry target 1/2)
+    s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    hand = [-math.log(s(x)) for x in decisive] + [-0.5 * math.log(s(x)) - 0.5 * math.log(s(-x)) for x in (3.0, -0.2)]
+    assert m["loss"] == pytest.approx(sum(hand) / 5)
+    only_ties = pair_metrics([1.0, -1.0], [True, True])
+    assert only_ties["accuracy"] is None and only_ties["n_pairs"] == 0 and only_ties["n_ties_excluded"] == 2
+
+
+@pytest.mark.parametrize("successes,n", [(8, 10), (0, 5), (37, 40), (2, 2), (51, 114)])
+def test_its_accuracy_interval_is_scipys_wilson_interval(successes, n):
+    from scipy.stats import binomtest
+
+    from rlcore.training.calibration import wilson_interval
+
+    reference = binomtest(successes, n).proportion_ci(confidence_level=0.95, method="wilson")
+    assert wilson_interval(successes, n) == pytest.approx((reference.low, reference.high), abs=1e-9)
+    margins = [1.0] * successes + [-1.0] * (n - successes)
+    m = pair_metrics(margins)
+    assert (m["accuracy_ci_low"], m["accuracy_ci_high"]) == pytest.approx((reference.low, reference.high))
