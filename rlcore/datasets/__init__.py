@@ -7,7 +7,7 @@ from rlcore.datasets.rows import (
     preference_label,
 )
 from rlcore.datasets.trl_export import (
-    TIE_POLICIES, ExportLabel, ExportResponse, preference_rows, write_preferences,
+    TIE_POLICIES, ExportLabel, ExportResponse, ExportSummary, preference_rows, write_preferences,
 )
 
 
@@ -33,4 +33,4 @@ def iter_import_rows(reader: SourceReader):
 
 __all__ = ["FORMATS", "RowError", "SourceError", "SourceReader", "detect_format", "ImportedLabel",
            "ImportedResponse", "ImportedRow", "merge_exported_rows", "normalize_record", "preference_label", "TIE_POLICIES",
-           "ExportLabel", "ExportResponse", "preference_rows", "write_preferences", "iter_import_rows", "check_columns"]
+           "ExportLabel", "ExportResponse", "ExportSummary", "preference_rows", "write_preferences", "iter_import_rows", "check_columns"]

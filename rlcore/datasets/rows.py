@@ -38,7 +38,7 @@ from rlcore.datasets.readers import RowError, SourceError
 ROLES = ("system", "user", "assistant", "tool", "developer")
 PROVENANCE_COLUMNS = ("label_id", "comparison_id", "source", "annotator", "annotator_id", "model_version",
                       "display_order", "labeled_at", "strength", "choice", "rationale", "criterion_scores",
-                      "chosen_position", "rejected_position", "ranking", "margin", "provenance")
+                      "chosen_position", "rejected_position", "ranking", "margin", "tie", "provenance")
 _RESPONSE_COLUMN = re.compile(r"^(response|completion)(_\w+)?$")
 
 

@@ -1,10 +1,16 @@
 """Labels out as TRL preference datasets: ``prompt``, ``chosen``, ``rejected``, ``margin``, plus
 provenance columns, in JSONL or Parquet, plain text or conversational.
 
-Tie policies: ``drop`` leaves ties out; ``keep`` writes one row with margin 0; ``split`` writes
-both orders with margin 0 (so a tie pulls the two rewards together). A ranking becomes every
-implied pair (best over each below it), with margin = distance in the ranking. For a/b choices
-the margin is the strength (1 slightly, 2 much better).
+Every row carries ``tie`` (true when the label said neither response is better). Tie policies:
+``drop`` leaves ties out; ``keep`` writes one row with ``tie: true`` and margin 0, which rlcore's
+reward-model trainer scores with the Bradley-Terry tie loss (target 1/2:
+``-1/2 log s(d) - 1/2 log s(-d)``), not as a win of position 0; ``split`` writes both orders, also
+marked ``tie`` (trainers that ignore the column then see two opposite wins, which is the same loss
+counted twice). A ranking becomes every implied pair (best over each below it), with margin =
+distance in the ranking. For a/b choices the margin is the strength (1 slightly, 2 much better).
+
+Pass an ``ExportSummary`` to ``preference_rows`` to learn how many labels went in, how many rows came
+out, and which labels gave no row and why.
 
 >>> lab = ExportLabel(label_id="7", comparison_id="3", prompt_text="2+2?", responses=[
 ...     ExportResponse(text="4"), ExportResponse(text="5")], choice="a", strength=2, source="human",
@@ -12,6 +18,12 @@ the margin is the strength (1 slightly, 2 much better).
 >>> row = next(preference_rows([lab]))
 >>> row["prompt"], row["chosen"], row["rejected"], row["margin"], row["display_order"]
 ('2+2?', '4', '5', 2.0, [1, 0])
+>>> summary = ExportSummary()
+>>> tie = lab.model_copy(update={"choice": "tie", "label_id": "8"})
+>>> [r["tie"] for r in preference_rows([lab, tie], tie_policy="keep", summary=summary)]
+[False, True]
+>>> summary.labels_in, summary.rows_out, summary.tie_rows, summary.labels_dropped
+(2, 2, 1, {})
 >>> row = next(preference_rows([lab], conversational=True))
 >>> row["prompt"], row["chosen"]
 ([{'role': 'user', 'content': '2+2?'}], [{'role': 'assistant', 'content': '4'}])
@@ -61,6 +73,24 @@ class ExportLabel(BaseModel):
     provenance: dict[str, Any] = Field(default_factory=dict)
 
 
+DROPPED_TIE = "tie (tie policy 'drop')"
+DROPPED_NO_ORDER = "ranking with fewer than two ranked responses"
+
+
+class ExportSummary(BaseModel):
+    """What an export rests on: labels read, rows written, and the labels that gave no row, by reason."""
+
+    tie_policy: str = "drop"
+    labels_in: int = 0
+    labels_kept: int = 0
+    labels_dropped: dict[str, int] = Field(default_factory=dict, description="Reason -> labels that gave no row.")
+    rows_out: int = 0
+    tie_rows: int = Field(0, description="Rows marked tie (policy keep or split).")
+
+    def drop(self, reason: str) -> None:
+        self.labels_dropped[reason] = self.labels_dropped.get(reason, 0) + 1
+
+
 def _prompt(label: ExportLabel, conversational: bool):
     if not conversational:
         return label.prompt_text
@@ -87,18 +117,30 @@ def _pairs(label: ExportLabel, tie_policy: str) -> list[tuple[int, int, float]]:
 
 
 def preference_rows(labels: Iterable[ExportLabel], *, tie_policy: TiePolicy = "drop",
-                    conversational: bool = False) -> Iterator[dict[str, Any]]:
-    """TRL preference rows (one or more per label), provenance columns included."""
+                    conversational: bool = False, summary: ExportSummary | None = None) -> Iterator[dict[str, Any]]:
+    """TRL preference rows (one or more per label), provenance columns included; ``summary`` is filled in."""
     if tie_policy not in TIE_POLICIES:
         raise UserError(f"tie policy {tie_policy!r}: choose one of {', '.join(TIE_POLICIES)}")
+    summary = summary if summary is not None else ExportSummary()
+    summary.tie_policy = tie_policy
     for label in labels:
+        summary.labels_in += 1
+        pairs = _pairs(label, tie_policy)
+        if not pairs:
+            summary.drop(DROPPED_TIE if label.choice == "tie" else DROPPED_NO_ORDER)
+            continue
+        summary.labels_kept += 1
         prompt = _prompt(label, conversational)
-        for chosen, rejected, margin in _pairs(label, tie_policy):
+        tie = label.choice == "tie"
+        for chosen, rejected, margin in pairs:
+            summary.rows_out += 1
+            summary.tie_rows += tie
             yield {
                 "prompt": prompt,
                 "chosen": _completion(label.responses[chosen], conversational),
                 "rejected": _completion(label.responses[rejected], conversational),
                 "margin": margin,
+                "tie": tie,
                 "label_id": label.label_id,
                 "comparison_id": label.comparison_id,
                 "chosen_position": chosen,
@@ -170,5 +212,5 @@ def write_preferences(rows: Iterable[dict[str, Any]], path: str | os.PathLike, f
     raise UserError(f"export format {fmt!r}: choose jsonl or parquet")
 
 
-__all__ = ["ExportLabel", "ExportResponse", "TIE_POLICIES", "preference_rows", "write_jsonl",
+__all__ = ["ExportLabel", "ExportResponse", "ExportSummary", "TIE_POLICIES", "preference_rows", "write_jsonl",
            "write_parquet", "write_preferences", "Path"]

@@ -1,20 +1,27 @@
 """Held-out metrics of a Bradley-Terry reward model: accuracy, margin, calibration; ensembles.
 
 A reward model scores both sides of each held-out pair. Its *margin* is ``r(chosen) - r(rejected)``
-and ``sigmoid(margin)`` is its probability that the chosen side wins. From the margins:
+and ``sigmoid(margin)`` is its probability that the chosen side wins. A *tie* pair (the label said
+neither side is better; Bradley-Terry target 1/2) has no winner to get right, so ties are left out of
+``accuracy``, ``brier`` and ``ece`` and counted in ``n_ties_excluded``. From the margins:
 
-- ``accuracy``: fraction of pairs with a positive margin (ties count half);
-- ``margin``: mean margin;
-- ``brier``: mean of ``(1 - sigmoid(margin))**2`` (the label is always "chosen wins");
+- ``accuracy``: fraction of decisive pairs with a positive margin (a zero margin counts half), with
+  ``n_pairs`` (the decisive pairs it rests on) and a 95% Wilson interval ``accuracy_ci_low/high``;
+- ``margin``: mean margin of the decisive pairs;
+- ``brier``: mean of ``(1 - sigmoid(margin))**2`` over decisive pairs (the label is "chosen wins");
 - ``ece``: expected calibration error over equal-width confidence bins, where the confidence of a pair
   is ``max(p, 1 - p)`` and it is correct when the side it favours is the chosen one;
-- ``loss``: mean Bradley-Terry loss ``-log sigmoid(margin)``.
+- ``loss``: mean Bradley-Terry loss over all pairs: ``-log sigmoid(margin)`` for a decisive pair and
+  ``-1/2 log sigmoid(margin) - 1/2 log sigmoid(-margin)`` for a tie (the loss the model trained on).
 
 An ensemble scores a pair with the mean of its members' margins.
 
 >>> m = pair_metrics([2.0, 1.0, -0.5])
->>> round(m["accuracy"], 3), round(m["margin"], 3)
-(0.667, 0.833)
+>>> round(m["accuracy"], 3), round(m["margin"], 3), m["n_pairs"], m["n_ties_excluded"]
+(0.667, 0.833, 3, 0)
+>>> m = pair_metrics([2.0, 1.0, -0.5, 0.3], ties=[False, False, False, True])
+>>> round(m["accuracy"], 3), m["n_pairs"], m["n_ties_excluded"]
+(0.667, 3, 1)
 >>> ensemble_margins([[1.0, -1.0], [3.0, 0.0]])
 [2.0, -0.5]
 """
@@ -63,22 +70,70 @@ def expected_calibration_error(margins: Sequence[float], bins: int = 10) -> floa
     return sum(abs(conf - corr) / n for count, conf, corr in totals if count)
 
 
-def pair_metrics(margins: Sequence[float]) -> dict[str, float]:
-    """Accuracy, mean margin, Brier score, ECE and Bradley-Terry loss of held-out margins.
+def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``successes / n`` (95% by default).
+
+    It stays inside [0, 1] and is sensible for small ``n`` and for 0 or n successes, where the normal
+    interval collapses to a point:
+
+    >>> [round(x, 4) for x in wilson_interval(8, 10)]
+    [0.4902, 0.9433]
+    >>> [round(x, 4) for x in wilson_interval(2, 2)]
+    [0.3424, 1.0]
+    """
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def _pair_loss(margin: float, tie: bool) -> float:
+    win = -math.log(max(sigmoid(margin), 1e-300))
+    if not tie:
+        return win
+    return 0.5 * win + 0.5 * -math.log(max(sigmoid(-margin), 1e-300))
+
+
+def pair_metrics(margins: Sequence[float], ties: Sequence[bool] | None = None) -> dict[str, float | int | None]:
+    """Accuracy (with its pair count and Wilson interval), mean margin, Brier, ECE and loss of held-out margins.
+
+    ``ties[i]`` marks pair ``i`` as a tie: it is scored only by the loss (target 1/2). When every pair is a
+    tie, the win-based figures are None (there is nothing to be right about).
 
     >>> m = pair_metrics([1.0, -1.0])
     >>> m["accuracy"], m["margin"], round(m["brier"], 4), round(m["loss"], 4)
     (0.5, 0.0, 0.3034, 0.8133)
+    >>> m = pair_metrics([0.0], ties=[True])
+    >>> m["accuracy"], m["n_pairs"], m["n_ties_excluded"], round(m["loss"], 4)
+    (None, 0, 1, 0.6931)
     """
-    n = len(margins)
-    if n == 0:
+    n_all = len(margins)
+    if n_all == 0:
         raise ValueError("pair_metrics needs at least one held-out pair")
+    ties = list(ties) if ties is not None else [False] * n_all
+    if len(ties) != n_all:
+        raise ValueError("pair_metrics needs one tie flag per margin")
+    decisive = [m for m, tie in zip(margins, ties) if not tie]
+    n = len(decisive)
+    loss = sum(_pair_loss(m, tie) for m, tie in zip(margins, ties)) / n_all
+    if n == 0:
+        return {"accuracy": None, "accuracy_ci_low": None, "accuracy_ci_high": None, "n_pairs": 0,
+                "n_ties_excluded": n_all, "margin": None, "brier": None, "ece": None, "loss": loss}
+    correct = sum(1.0 if m > 0 else (0.5 if m == 0 else 0.0) for m in decisive)
+    low, high = wilson_interval(correct, n)
     return {
-        "accuracy": sum(1.0 if m > 0 else (0.5 if m == 0 else 0.0) for m in margins) / n,
-        "margin": sum(margins) / n,
-        "brier": sum((1.0 - sigmoid(m)) ** 2 for m in margins) / n,
-        "ece": expected_calibration_error(margins),
-        "loss": sum(-math.log(max(sigmoid(m), 1e-300)) for m in margins) / n,
+        "accuracy": correct / n,
+        "accuracy_ci_low": low,
+        "accuracy_ci_high": high,
+        "n_pairs": n,
+        "n_ties_excluded": n_all - n,
+        "margin": sum(decisive) / n,
+        "brier": sum((1.0 - sigmoid(m)) ** 2 for m in decisive) / n,
+        "ece": expected_calibration_error(decisive),
+        "loss": loss,
     }
 
 

@@ -119,6 +119,22 @@ def test_it_expands_rankings_and_applies_tie_policies():
     assert len(list(preference_rows(_labels(), tie_policy="drop"))) == 4
 
 
+def test_it_marks_a_kept_tie_as_a_tie_not_a_win_and_counts_what_it_dropped():
+    from rlcore.datasets import ExportSummary
+
+    summary = ExportSummary()
+    rows = list(preference_rows(_labels(), tie_policy="keep", summary=summary))
+    assert [r["tie"] for r in rows] == [False, True, False, False, False]
+    assert summary.model_dump() == {"tie_policy": "keep", "labels_in": 3, "labels_kept": 3, "labels_dropped": {},
+                                    "rows_out": 5, "tie_rows": 1}
+    summary = ExportSummary()
+    assert len(list(preference_rows(_labels(), tie_policy="drop", summary=summary))) == 4
+    assert summary.labels_dropped == {"tie (tie policy 'drop')": 1} and summary.rows_out == 4
+    summary = ExportSummary()
+    rows = list(preference_rows(_labels(), tie_policy="split", summary=summary))
+    assert [r["tie"] for r in rows][1:3] == [True, True] and summary.tie_rows == 2
+
+
 @pytest.mark.parametrize("fmt", ["jsonl", "parquet"])
 def test_it_round_trips_every_label_through_a_file(tmp_path, fmt):
     path = tmp_path / f"out.{fmt}"

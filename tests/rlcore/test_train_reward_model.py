@@ -77,8 +77,9 @@ def test_it_trains_an_ensemble_with_one_model_per_seed(tmp_path, tiny_backbone, 
     assert [a["member"] for a in artifacts[:2]] == [0, 1]
     assert artifacts[2]["members"] == [str(tmp_path / "run" / "model-0"), str(tmp_path / "run" / "model-1")]
     summary = json.loads((tmp_path / "run" / "eval.json").read_text())
-    assert set(summary) == {"member-0", "member-1", "ensemble"}
-    assert set(summary["ensemble"]) == {"accuracy", "margin", "brier", "ece", "loss"}
+    assert set(summary) == {"member-0", "member-1", "ensemble", "data"}
+    assert set(summary["ensemble"]) == {"accuracy", "accuracy_ci_low", "accuracy_ci_high", "n_pairs",
+                                        "n_ties_excluded", "margin", "brier", "ece", "loss"}
     members = [json.loads((tmp_path / "run" / f"model-{k}" / "rlcore_eval.json").read_text()) for k in (0, 1)]
     assert [m["seed"] for m in members] == [42, 43]
     assert members[0]["margins"] != members[1]["margins"]  # different seeds, different heads
@@ -121,6 +122,60 @@ def test_it_adds_label_smoothing_to_trl_loss(tiny_backbone, labels, tmp_path):
         losses[smoothing] = (loss.item(), (chosen - rejected).mean().item())
     (plain, _), (smoothed, margin) = losses[0.0], losses[0.2]
     assert smoothed == pytest.approx(plain + 0.2 * margin, abs=1e-5)
+
+
+def test_it_trains_kept_ties_with_the_bradley_terry_tie_loss(tiny_backbone, labels, tmp_path):
+    import math
+
+    import torch
+    from datasets import Dataset
+
+    from rlcore.training.reward_model import reward_config, reward_trainer_class
+    from rlcore.training.snapshot import preference_rows
+
+    rows = [{**row, "tie": i % 2 == 1} for i, row in enumerate(preference_rows(labels, use_margin=False)[:8])]
+    spec = RewardModelTrainSpec(output_dir=tmp_path, backbone=str(tiny_backbone), preference_snapshot=labels)
+    trainer = reward_trainer_class(0.0, ties=True)(
+        model=str(tiny_backbone), args=reward_config(spec, tmp_path / "ck", 0, None),
+        train_dataset=Dataset.from_list(rows))
+    # the tie column survives TRL's column pruning and reaches the loss through the training dataloader
+    batch = next(iter(trainer.get_train_dataloader()))
+    assert batch["tie"].dtype == torch.bool and int(batch["tie"].sum()) == 4
+    with torch.no_grad():
+        loss, outputs = trainer.compute_loss(trainer.model.eval(), dict(batch), return_outputs=True)
+    chosen, rejected = torch.chunk(outputs.logits.squeeze(-1), 2)
+    s = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    hand = []
+    for d, tie in zip((chosen - rejected).tolist(), batch["tie"].tolist()):
+        hand.append(-0.5 * math.log(s(d)) - 0.5 * math.log(s(-d)) if tie else -math.log(s(d)))
+    assert loss.item() == pytest.approx(sum(hand) / len(hand), abs=1e-5)
+    # with non-zero margins the tie and win losses differ, so the check above tells them apart
+    assert any(abs(d) > 1e-4 for d in (chosen - rejected).tolist())
+
+
+def test_it_reports_rows_in_kept_and_dropped_by_reason(tmp_path, tiny_backbone, capsys):
+    rows = []
+    for i in range(24):
+        long = " word" * 200 if i % 6 == 0 else ""  # 4 comparisons far over max_length
+        rows.append({"prompt": f"Question {i}?", "chosen": f" yes thanks {i}{long}", "rejected": f" no {i}",
+                     "comparison_id": str(i), "tie": i % 4 == 1})
+    snapshot = tmp_path / "labels.jsonl"
+    snapshot.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = RewardModelTrainSpec(output_dir=tmp_path / "run", backbone=str(tiny_backbone), preference_snapshot=snapshot,
+                                max_steps=1, max_length=64, eval_fraction=0.25, save_steps=100)
+    assert train_reward_model(spec) == 0
+    captured = capsys.readouterr()
+    data = json.loads((tmp_path / "run" / "eval.json").read_text())["data"]
+    assert data["rows_in"] == 24 and data["train_rows"] + data["held_out_rows"] == 24
+    assert data["split"]["by"] == "comparison" and data["split"]["groups"] == 24
+    dropped = sum(data["dropped"].values())
+    assert dropped == 4 and data["train_rows_kept"] + data["held_out_rows_kept"] == 20
+    assert data["tie_rows"]["train"] + data["tie_rows"]["held_out"] == 6
+    metrics = {m["name"]: m["value"] for m in _metrics(tmp_path / "run")}
+    assert metrics["data/rows_in"] == 24 and metrics["data/dropped_too_long"] == 4
+    [artifact] = [e for e in _events(captured.out) if e["kind"] == "artifact"]
+    assert artifact["metrics"]["n_pairs"] + artifact["metrics"]["n_ties_excluded"] == data["held_out_rows_kept"]
+    assert artifact["data"] == data and "rows in" in captured.err
 
 
 def test_it_saves_a_checkpoint_on_sigterm_and_resumes_from_it(tmp_path, tiny_backbone, labels):
