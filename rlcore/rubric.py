@@ -272,6 +272,48 @@ def score_rubric(rubric: Rubric, responses: Sequence[str], *, prompts: Sequence[
 Contract = TypeVar("Contract", bound=BaseModel)
 
 
+# A rubric or reward spec is a few kilobytes; a megabyte is far beyond any real one.
+MAX_DOCUMENT_CHARS = 1_000_000
+
+
+def _safe_yaml_loader():
+    import yaml
+
+    class NoAliasLoader(yaml.SafeLoader):
+        """PyYAML's SafeLoader without aliases: each ``*name`` re-expands its anchor, so a 430-byte "billion
+        laughs" file became a 3 MB definition. Contracts are small enough to write out in full."""
+
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise yaml.composer.ComposerError(
+                    None, None, f"aliases (*{event.anchor}) are not allowed; write the value out in full",
+                    event.start_mark)
+            return super().compose_node(parent, index)
+
+    return NoAliasLoader
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` for documents people write, refusing aliases and documents over MAX_DOCUMENT_CHARS.
+
+    Raises ``yaml.YAMLError`` with a ``problem_mark`` (the line) like any other YAML error.
+
+    >>> import yaml
+    >>> try:
+    ...     load_yaml("a: &x [1]\\nb: *x")
+    ... except yaml.YAMLError as exc:
+    ...     print(exc.problem_mark.line + 1, exc.problem)
+    2 aliases (*x) are not allowed; write the value out in full
+    """
+    import yaml
+
+    if len(text) > MAX_DOCUMENT_CHARS:
+        raise yaml.YAMLError(f"the document has {len(text):,} characters, more than the {MAX_DOCUMENT_CHARS:,} "
+                             "allowed")
+    return yaml.load(text, Loader=_safe_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+
+
 def read_document(path: str | Path) -> tuple[Any, str]:
     """Parse a YAML or JSON file (by suffix; YAML otherwise); return (data, text)."""
     import yaml
@@ -284,9 +326,11 @@ def read_document(path: str | Path) -> tuple[Any, str]:
     try:
         if path.suffix.lower() == ".json":
             return json.loads(text), text
-        return yaml.safe_load(text), text
+        return load_yaml(text), text
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to read") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
@@ -298,7 +342,7 @@ def line_of(text: str, loc: Sequence[Any]) -> int | None:
     import yaml
 
     try:
-        node = yaml.compose(text)
+        node = yaml.compose(text, Loader=_safe_yaml_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         return None
     line = None

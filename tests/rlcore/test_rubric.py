@@ -119,3 +119,28 @@ def test_it_names_file_line_and_field_of_a_wrong_value(tmp_path):
     path.write_text("name: r\ncriteria: [\n")
     with pytest.raises(UserError, match=r"r.yaml, line \d+: not valid YAML"):
         load_rubric(path)
+
+
+BILLION_LAUGHS = "\n".join(
+    ["name: lol", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    + [f"{n}: &{n} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]" for p, n in zip("abcdefgh", "bcdefghi")]
+    + ["criteria: [{name: x, rule: {kind: contains, texts: *i}}]"]) + "\n"
+
+
+def test_it_refuses_yaml_aliases_naming_the_line(tmp_path):
+    # a 430-byte file like this one expanded to a 3 MB stored definition
+    path = tmp_path / "lol.yaml"
+    path.write_text(BILLION_LAUGHS)
+    assert len(BILLION_LAUGHS) < 600
+    with pytest.raises(UserError, match=r"lol.yaml, line 3: not valid YAML \(aliases \(\*a\) are not allowed"):
+        load_rubric(path)
+
+
+def test_it_refuses_an_oversized_or_too_deeply_nested_document(tmp_path):
+    path = tmp_path / "big.yaml"
+    path.write_text("name: big\n# " + "x" * 1_000_000 + "\n")
+    with pytest.raises(UserError, match=r"big.yaml: not valid YAML \(the document has 1,000,013 characters, more"):
+        load_rubric(path)
+    path.write_text("[" * 50_000)
+    with pytest.raises(UserError, match="big.yaml: nested too deeply"):
+        load_rubric(path)

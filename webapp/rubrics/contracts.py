@@ -111,8 +111,12 @@ def error_list(exc: ValidationError) -> list[dict[str, str]]:
 
 def load_yaml_document(text: str, *, source: str = "YAML") -> Any:
     """Parse YAML (JSON is YAML too); a syntax error names the line."""
+    from rlcore.rubric import load_yaml
+
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
+    except RecursionError:
+        raise ValidationError({"yaml": f"{source}: nested too deeply to read"}) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f", line {mark.line + 1}" if mark is not None else ""
