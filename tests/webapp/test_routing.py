@@ -139,7 +139,7 @@ def test_it_reruns_on_the_comparisons_people_have_not_labelled(client, people, p
     assert not {d["comparison_id"] for d in body["decisions"]} & {c.pk for c in pool[:4]}
 
 
-def test_it_predicts_the_gain_with_topk_once_enough_comparisons_have_both_labels(client, people):
+def test_it_falls_back_from_topk_on_a_small_pilot_and_shows_why_with_the_gain_interval(client, people):
     pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(30, biased_every=3))
     comparisons = list(Comparison.objects.filter(project=people.project).order_by("id"))
     api = Api(client, people.users["bob"], people.project.pk)
@@ -159,10 +159,48 @@ def test_it_predicts_the_gain_with_topk_once_enough_comparisons_have_both_labels
     body = plan.json()
     assert (body["n_total"], body["n_human"]) == (16, 4)
     assert body["predicted_gain"] is not None and body["model_info"]["fit_pool"] == 14
-    assert body["top_features"] and all(d["top_features"] for d in body["decisions"] if d["route"] == "human")
+    # 14 doubly-labelled comparisons cannot show a gain over random: the plan is random, and says why
+    assert (body["requested_strategy"], body["strategy"]) == ("topk", "random")
+    assert "rests on 14 pilot comparisons" in body["fallback_reason"] and "at least 100" in body["fallback_reason"]
+    ev = body["evidence"]
+    assert ev["n_pilot"] == 14 and ev["passed"] is False and len(ev["gain_by_half"]) == 0
+    assert not any(d["top_features"] for d in body["decisions"])
     optimal = api.post("/routing/plans", {"budget": "", "strategy": "optimal_pos"})
     assert optimal.status_code == 201 and optimal.json()["n_human"] <= 16
+    assert optimal.json()["strategy"] == "random" and optimal.json()["fallback_reason"]
     assert RoutingDecision.objects.filter(plan_id=body["id"]).count() == 16
+    client.force_login(people.users["bob"])
+    html = client.get(f"/projects/{people.project.pk}/routing/plans/{body['id']}/").content.decode()
+    assert 'id="fallback-reason"' in html and "rests on 14 pilot comparisons" in html
+    assert "asked for topk; fell back" in html
+    # a re-run asks for topk again (and falls back again while the pilot is this small)
+    rerun = api.post(f"/routing/plans/{body['id']}/rerun").json()
+    assert (rerun["requested_strategy"], rerun["strategy"]) == ("topk", "random")
+
+
+def test_it_routes_by_topk_and_shows_the_held_out_gain_interval_when_the_pilot_shows_it(client, people):
+    pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(160, biased_every=3))
+    comparisons = list(Comparison.objects.filter(project=people.project).order_by("id"))
+    for i, c in enumerate(comparisons[:120]):
+        truth = "a" if "thanks" in c.responses()[0].text else "b"
+        PreferenceLabel.objects.create(comparison=c, source=LabelSource.HUMAN, annotator=people.users["carol"],
+                                       choice=truth, strength=1)
+        # the judge is wrong exactly where it shows doubt (position bias): human labels pay off there
+        biased = i % 3 == 2
+        lm_label_create(comparison=c, choice=("b" if truth == "a" else "a") if biased else truth, model_version="m",
+                        provenance={"position_bias": biased, "confidence": 0.5 if biased else 0.9})
+    Comparison.objects.filter(pk__in=[c.pk for c in comparisons[:120]]).update(human_label_count=1)
+    api = Api(client, people.users["bob"], people.project.pk)
+    body = api.post("/routing/plans", {"budget": "25%", "strategy": "topk"}).json()
+    ev = body["evidence"]
+    assert ev["n_pilot"] == 120 and len(ev["gain_by_half"]) == 6, body
+    assert body["strategy"] == "topk" and ev["passed"] and body["fallback_reason"] == ""
+    assert 0 < ev["interval_low"] <= ev["gain_over_random"] <= ev["interval_high"] and ev["cv_r2"] >= 0.1
+    human = [d["comparison_id"] for d in body["decisions"] if d["route"] == "human"]
+    assert all("cats" in Comparison.objects.get(pk=c).prompt.text for c in human)  # the topic the judge gets wrong
+    client.force_login(people.users["bob"])
+    html = client.get(f"/projects/{people.project.pk}/routing/plans/{body['id']}/").content.decode()
+    assert 'id="gain-over-random"' in html and "Rests on 120 pilot comparisons" in html
 
 
 @pytest.mark.parametrize("role,status", [("annotator", 403), ("viewer", 403), ("outsider", 404)])

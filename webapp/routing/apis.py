@@ -38,7 +38,12 @@ class DecisionOut(Schema):
 
 class PlanOut(Schema):
     id: int
-    strategy: str
+    strategy: str = Field(..., description="The strategy that routed the plan.")
+    requested_strategy: str = Field("", description="The strategy asked for; differs when the gate fell back.")
+    fallback_reason: str = Field("", description="Why topk/optimal_pos was not used ('' when it was).")
+    evidence: dict[str, Any] = Field(default_factory=dict, description=(
+        "topk/optimal_pos: rlcore RoutingEvidence — gain_over_random (held-out), interval_low/high, level, "
+        "n_pilot, n_pilot_scored, n_simulations, cv_r2, gain_by_half, passed, failures."))
     budget_text: str
     status: str
     n_total: int

@@ -26,6 +26,11 @@ class RoutingPlan(models.Model):
     top_features = models.JSONField(default=list, blank=True,
                                     help_text='[{"feature", "count", "mean_contribution"}] of the human side')
     model_info = models.JSONField(default=dict, blank=True, help_text="Performance model: pool size, R², kind.")
+    requested_strategy = models.CharField(max_length=16, blank=True,
+                                          help_text="The strategy asked for; strategy is the one that routed.")
+    fallback_reason = models.TextField(blank=True, help_text="Why topk/optimal_pos was not used, when it was not.")
+    evidence = models.JSONField(default=dict, blank=True,
+                                help_text="rlcore RoutingEvidence: held-out gain over random, its interval, counts.")
     judge_config = models.ForeignKey("judging.JudgeConfig", null=True, blank=True, on_delete=models.SET_NULL,
                                      related_name="+")
     template = models.ForeignKey("judging.JudgePromptTemplate", null=True, blank=True, on_delete=models.SET_NULL,

@@ -4,7 +4,8 @@ The pool a plan routes is the project's pairwise comparisons that no person has 
 Features are computed by rlcore.routing (lengths, lexical overlap, prompt tags, MiniLM embedding
 similarity once an embedding job has stored the responses' vectors (the web process never loads
 torch), and the judge's position bias and confidence once an LM label exists). ``topk`` and ``optimal_pos`` need a performance model, fitted on the
-project's comparisons that have both a human and an LM label (at least MIN_FIT_POOL).
+project's comparisons that have both a human and an LM label (at least MIN_FIT_POOL), and are used
+only when it passes rlcore's RoutingGate; otherwise the plan is routed by ``random`` and keeps the reason.
 
 Approving a plan applies it through the annotation queue's own switch, ``Comparison.is_active``:
 the human side is active (the queue hands it out), the LM side is inactive and goes to an LM
@@ -132,7 +133,7 @@ def _performance_model(project, route_items, route_embeddings, seed: int):
     """Fit the performance-prediction model; returns (model, bins, info) or raises ValidationError.
     Embedding features are used only when both the fit pool and the routed pool have them."""
     from rlcore.routing.features import build_feature_table, extract_features, fit_bins
-    from rlcore.routing.predictor import LabelledPool, fit_performance_model, simulate_mixes
+    from rlcore.routing.predictor import LabelledPool, fit_routing_model
 
     fit_comparisons, human, lm = _fit_pool(project)
     if len(fit_comparisons) < MIN_FIT_POOL:
@@ -149,12 +150,12 @@ def _performance_model(project, route_items, route_embeddings, seed: int):
     bins = fit_bins(fit_raw + route_raw)
     fit_table = build_feature_table(fit_raw, bins)
     pool = LabelledPool(comparison_ids=fit_table.ids, human=human, lm=lm)
-    sims = simulate_mixes(fit_table.matrix(), fit_table.feature_names, pool, pair_vectors(fit_items, fit_embeddings),
-                          n_simulations=FIT_SIMULATIONS, seed=seed, max_dims=64)
-    model = fit_performance_model(sims, seed=seed)
+    model = fit_routing_model(fit_table.matrix(), fit_table.feature_names, pool,
+                              pair_vectors(fit_items, fit_embeddings), n_simulations=FIT_SIMULATIONS, seed=seed,
+                              max_dims=64)
     return model, bins, route_embeddings, {
         "kind": model.kind, "fit_pool": len(fit_comparisons), "simulations": FIT_SIMULATIONS,
-        "holdout_r2": model.holdout_r2}
+        "holdout_r2": model.holdout_r2, "pilot_halves": len(model.halves)}
 
 
 def _summarise_features(reasons) -> list[dict]:
@@ -233,7 +234,9 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
         raise ValidationError({field: str(exc)}) from exc
     with transaction.atomic():
         plan = RoutingPlan.objects.create(
-            project=project, strategy=strategy, budget_text=budget_text,
+            project=project, strategy=result.strategy, requested_strategy=strategy,
+            fallback_reason=result.fallback_reason or "",
+            evidence=result.evidence.model_dump() if result.evidence else {}, budget_text=budget_text,
             budget_share=parsed.share if parsed else None, budget_count=parsed.count if parsed else None, seed=seed,
             n_total=result.n_total, n_human=result.n_human, n_lm=result.n_lm,
             predicted_score=result.predicted_score, predicted_score_all_lm=result.predicted_score_all_lm,
@@ -248,7 +251,8 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
 
 def routing_plan_rerun(*, plan: RoutingPlan, user) -> RoutingPlan:
     """The same settings on today's pool and signals (labels that arrived since change both)."""
-    return routing_plan_create(project=plan.project, user=user, budget=plan.budget_text, strategy=plan.strategy,
+    return routing_plan_create(project=plan.project, user=user, budget=plan.budget_text,
+                               strategy=plan.requested_strategy or plan.strategy,
                                judge_config_id=plan.judge_config_id, template_id=plan.template_id, seed=plan.seed,
                                parent=plan)
 
