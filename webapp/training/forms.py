@@ -13,11 +13,12 @@ from webapp.jobs.models import Queue
 
 REWARD_MODEL_FIELDS = [
     "backbone", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length",
-    "eval_fraction", "use_margin", "label_smoothing", "ensemble_size", "seed", "save_steps",
+    "eval_fraction", "split_by", "use_margin", "label_smoothing", "ensemble_size", "seed", "save_steps",
 ]
 GRPO_FIELDS = [
     "preset", "beta", "num_generations", "max_completion_length", "temperature", "learning_rate", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "sample_every", "seed", "save_steps",
+    "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "num_iterations",
+    "sample_every", "seed", "save_steps",
 ]
 
 
@@ -54,8 +55,11 @@ def spec_params(form: forms.Form, names: list[str]) -> dict[str, Any]:
 
 class RewardModelLaunchForm(forms.Form):
     name = forms.CharField(max_length=150)
-    tie_policy = forms.ChoiceField(choices=[("drop", "drop ties"), ("split", "split ties into both orders"),
-                                            ("keep", "keep ties with margin 0")], initial="drop")
+    tie_policy = forms.ChoiceField(
+        choices=[("drop", "drop ties"),
+                 ("keep", "keep ties: one row each, trained toward equal rewards (Bradley-Terry target ½)"),
+                 ("split", "split ties into both orders (the same tie loss, counted twice)")], initial="drop",
+        help_text="A tie row is scored by −½ log σ(d) − ½ log σ(−d), never as a win; held-out accuracy leaves ties out.")
     conversational = forms.BooleanField(required=False, help_text="Export chat messages instead of plain text.")
     source = forms.ChoiceField(choices=[("", "human and LM labels"), ("human", "human labels only"),
                                         ("lm", "LM labels only")], required=False)

@@ -117,20 +117,27 @@ def reward_model_job_create(
         job = job_create(project=project, user=user, kind=REWARD_MODEL_KIND, argv=[], queue=queue,
                          title=f"reward model: {name}")
         cleanup.path = Path(job.output_dir)
-        exported, pairs = labels_export(project=project, fmt="jsonl", conversational=conversational,
-                                        tie_policy=tie_policy, source=source)
+        exported, summary = labels_export(project=project, fmt="jsonl", conversational=conversational,
+                                          tie_policy=tie_policy, source=source)
+        pairs = summary.rows_out
         if pairs < MIN_PREFERENCE_PAIRS:
             os.remove(exported)
+            dropped = "".join(f"; {n} dropped: {reason}" for reason, n in sorted(summary.labels_dropped.items()))
             raise ValidationError({"snapshot": (
-                f"The labels give only {pairs} preference pairs (with tie policy '{tie_policy}'); "
-                f"a reward model needs at least {MIN_PREFERENCE_PAIRS}. Label more comparisons first.")})
+                f"The labels give only {pairs} preference pairs from {summary.labels_in} labels (with tie policy "
+                f"'{tie_policy}'{dropped}); a reward model needs at least {MIN_PREFERENCE_PAIRS}. "
+                "Label more comparisons first.")})
         snapshot = cleanup.path / "snapshot" / "preferences.jsonl"
         snapshot.parent.mkdir(parents=True, exist_ok=True)
         os.replace(exported, snapshot)
         from rlcore.training.specs import RewardModelTrainSpec
 
         spec = RewardModelTrainSpec(**params, output_dir=cleanup.path, preference_snapshot=snapshot)
-        return _finish_launch(job, spec, "reward-model")
+        job = _finish_launch(job, spec, "reward-model")
+        # what the snapshot rests on, beside the spec: shown on the job page and in the registry
+        job.spec = {**job.spec, "export": summary.model_dump()}
+        job.save(update_fields=["spec"])
+        return job
 
 
 def _prompt_rows(dataset) -> list[dict[str, Any]]:
@@ -183,10 +190,16 @@ def grpo_job_create(
     if gaps:
         raise ValidationError({"dataset": [f"Prompt set '{dataset.name}': {gap}" for gap in gaps]})
     try:
-        GRPOTrainSpec(**_user_params(params), policy=policy, reward_spec=reward_spec, output_dir="/x",
-                      prompt_snapshot="/x")
+        checked = GRPOTrainSpec(**_user_params(params), policy=policy, reward_spec=reward_spec, output_dir="/x",
+                                prompt_snapshot="/x")
     except PydanticValidationError as exc:
         raise _errors_from_pydantic(exc) from None
+    if len(rows) < checked.prompts_per_rollout():  # TRL would silently train on nothing
+        raise ValidationError({"dataset": (
+            f"Dataset '{dataset.name}' has {len(rows)} prompts, but one rollout of preset '{checked.preset}' "
+            f"needs {checked.prompts_per_rollout()} (per-device batch size {checked.per_device_train_batch_size} x "
+            f"{checked.rollout_steps} steps per generation / {checked.num_generations} generations). Add prompts, "
+            "or lower the batch size or the steps per generation.")})
     with _OutputDirCleanup() as cleanup, transaction.atomic():
         job = job_create(project=project, user=user, kind=GRPO_KIND, argv=[], queue=queue, title=f"GRPO: {name}")
         cleanup.path = Path(job.output_dir)
@@ -201,6 +214,22 @@ def grpo_job_create(
         job.spec = {**job.spec, "reward_spec_version_id": reward_spec_version.pk, "dataset_id": dataset.pk}
         job.save(update_fields=["spec"])
         return job
+
+
+def grpo_clip_warning(params: dict[str, Any]) -> str | None:
+    """Why the chosen preset's clip range cannot act with these settings (rlcore's sentence), or None."""
+    from rlcore.training.presets import inert_clip_warning
+    from rlcore.training.specs import GRPOTrainSpec
+
+    fields = GRPOTrainSpec.model_fields
+
+    def value(name: str) -> Any:
+        return params[name] if params.get(name) is not None else fields[name].default
+
+    return inert_clip_warning(value("preset"), gradient_accumulation_steps=value("gradient_accumulation_steps"),
+                              steps_per_generation=value("steps_per_generation"),
+                              num_iterations=value("num_iterations"), epsilon=value("epsilon"),
+                              epsilon_high=value("epsilon_high"))
 
 
 @transaction.atomic
@@ -249,7 +278,7 @@ def register_trained_models(sender, job: Job, **kwargs) -> list[RewardModel]:
             "name": base_name if member in (None, 0) and len(latest_by_path) == 1 else f"{base_name} #{member}",
             "backbone": spec.get("backbone", ""), "member": member,
             "snapshot_path": spec.get("preference_snapshot", ""), "spec": spec,
-            "metrics": artifact.data.get("metrics") or {},
+            "metrics": {**(artifact.data.get("metrics") or {}), "data": artifact.data.get("data") or {}},
         })
         registered.append(model)
     return registered

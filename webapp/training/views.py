@@ -76,6 +76,9 @@ def grpo_launch(request: HttpRequest, project_id: int) -> HttpResponse:
             apply_service_errors(form, exc)
         else:
             messages.success(request, f"GRPO job {job.pk} queued.")
+            warning = services.grpo_clip_warning(spec_params(form, GRPO_FIELDS))
+            if warning:
+                messages.warning(request, warning)
             return redirect("job_detail", project_id=project.pk, job_id=job.pk)
     return render(request, "training/launch.html", {"project": project, "form": form, "what": "GRPO policy"},
                   status=422 if form.errors else 200)
