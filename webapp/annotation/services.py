@@ -34,6 +34,9 @@ from webapp.projects.models import Project
 from webapp.projects.permissions import Capability, project_for_user
 
 BUILD_BATCH = 2000
+# All pairs of one row grow as n²/2: 600 responses gave 179,700 comparisons and a 10 s request. One build
+# creates at most this many (settings.COMPARISONS_BUILD_MAX overrides it); sampled pairs stay available.
+COMPARISONS_BUILD_MAX = 50_000
 STRATEGIES = ("all_pairs", "sampled_pairs", "ranking")
 MAX_STRENGTH = 2
 TOOL_VERSION = "reward-studio-workbench/1"
@@ -75,6 +78,7 @@ def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs",
         errors["ranking_size"] = "A ranking compares 3 to 26 responses (0 for all of them)."
     if errors:
         raise ValidationError(errors)
+    _check_build_size(dataset=dataset, strategy=strategy, pairs_per_prompt=pairs_per_prompt)
     existing = {
         (prompt_id, tuple(sorted(ids)))
         for prompt_id, ids in Comparison.objects.filter(prompt__dataset=dataset).values_list("prompt_id", "response_ids")
@@ -103,9 +107,12 @@ def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs",
             chosen = sorted(rng.sample(ids, ranking_size)) if ranking_size and len(ids) > ranking_size else ids
             emit(prompt_id, chosen)
             return
-        pairs = list(combinations(ids, 2))
-        if strategy == "sampled_pairs" and len(pairs) > pairs_per_prompt:
-            pairs = sorted(rng.sample(pairs, pairs_per_prompt))
+        n_pairs = len(ids) * (len(ids) - 1) // 2
+        if strategy == "sampled_pairs" and n_pairs > pairs_per_prompt:
+            # sampling indices of range(n_pairs) picks what sampling the list of all pairs picks, without the list
+            pairs = sorted(_pair_at(ids, i) for i in rng.sample(range(n_pairs), pairs_per_prompt))
+        else:
+            pairs = combinations(ids, 2)
         for a, b in pairs:
             emit(prompt_id, [a, b])
 
@@ -125,6 +132,38 @@ def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs",
             Comparison.objects.bulk_create(batch)
             created += len(batch)
     return created
+
+
+def _pair_at(ids: list[int], index: int) -> tuple[int, int]:
+    """The ``index``-th pair of ``itertools.combinations(ids, 2)``, found without enumerating the pairs."""
+    n = len(ids)
+    low, high = 0, n - 2  # the first element: the largest a with a·(2n − a − 1)/2 pairs before it <= index
+    while low < high:
+        mid = (low + high + 1) // 2
+        if mid * (2 * n - mid - 1) // 2 <= index:
+            low = mid
+        else:
+            high = mid - 1
+    first = low
+    return ids[first], ids[first + 1 + index - first * (2 * n - first - 1) // 2]
+
+
+def _check_build_size(*, dataset: Dataset, strategy: str, pairs_per_prompt: int) -> None:
+    """Refuse, before any work, a build that would create more comparisons than one request may."""
+    from django.db.models import Count
+
+    if strategy == "ranking":
+        return  # one comparison per prompt: as many as the dataset has rows
+    limit = int(getattr(settings, "COMPARISONS_BUILD_MAX", COMPARISONS_BUILD_MAX))
+    sizes = list(Response.objects.filter(prompt__dataset=dataset).values("prompt_id").annotate(n=Count("id"))
+                 .values_list("n", flat=True))
+    pairs = [n * (n - 1) // 2 for n in sizes]
+    total = sum(pairs) if strategy == "all_pairs" else sum(min(p, pairs_per_prompt) for p in pairs)
+    if total > limit:
+        raise ValidationError({"strategy": (
+            f"This would build {total:,} comparisons, more than the {limit:,} one build may create "
+            f"(the largest row has {max(sizes):,} responses). Choose 'sampled pairs' with fewer pairs per prompt, "
+            "or a ranking.")})
 
 
 @transaction.atomic
@@ -516,10 +555,11 @@ EXPORT_FORMATS = ("jsonl", "parquet")
 
 def labels_export(*, project, fmt: str = "jsonl", conversational: bool = False, tie_policy: str = "drop",
                   source: str | None = None, dataset_id: int | None = None):
-    """Write the project's labels as a TRL preference dataset; returns (path, number of rows)."""
+    """Write the project's labels as a TRL preference dataset; returns (path, ExportSummary): labels in,
+    rows written, and the labels that gave no row, by reason."""
     from pathlib import Path
 
-    from rlcore.datasets import TIE_POLICIES, preference_rows, write_preferences
+    from rlcore.datasets import TIE_POLICIES, ExportSummary, preference_rows, write_preferences
     from webapp.annotation.selectors import export_labels
 
     errors = {}
@@ -535,7 +575,17 @@ def labels_export(*, project, fmt: str = "jsonl", conversational: bool = False, 
     folder.mkdir(parents=True, exist_ok=True)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
     path = folder / f"preferences-{stamp}{'-chat' if conversational else ''}.{fmt}"
+    summary = ExportSummary()
     rows = preference_rows(export_labels(project=project, source=source or None, dataset_id=dataset_id),
-                           tie_policy=tie_policy, conversational=conversational)
-    n = write_preferences(rows, path, fmt)
-    return path, n
+                           tie_policy=tie_policy, conversational=conversational, summary=summary)
+    write_preferences(rows, path, fmt)
+    return path, summary
+
+
+def export_summary_headers(summary) -> dict[str, str]:
+    """The counts an export rests on, as response headers (a download has no page to show them on)."""
+    import json
+
+    return {"X-Labels-In": str(summary.labels_in), "X-Rows-Out": str(summary.rows_out),
+            "X-Labels-Dropped": json.dumps(summary.labels_dropped, sort_keys=True),
+            "X-Tie-Rows": str(summary.tie_rows), "X-Tie-Policy": summary.tie_policy}
