@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
 
+from rlcore.judges.outcomes import LabellingSummary
 from webapp.judging import selectors, services
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate
 from webapp.projects.permissions import Capability, project_for_user
@@ -67,6 +68,19 @@ class LabellingJobOut(Schema):
     job_id: int
     mode: str
     comparison_ids: list[int]
+
+
+class LabellingRunOut(Schema):
+    job_id: int
+    judge: str | None
+    mode: str
+    state: str
+    finished: bool
+    n_comparisons: int
+    n_labels_recorded: int = Field(description="labels stored, order-disagreement ties included")
+    n_without_label: int
+    summary: LabellingSummary = Field(description="what the labels are worth: usable verdicts, genuine ties, "
+                                                  "order disagreements, refusals, failures, and a warning")
 
 
 class TemplateIn(Schema):
@@ -139,6 +153,25 @@ def label_rankings(request, project_id: int, config_id: int, body: LabelRankings
                                      grade_rubric=body.grade_rubric if body else False)
     return Status(201, {"job_id": job.pk, "mode": job.lm_labelling.mode,
                         "comparison_ids": job.lm_labelling.comparison_ids})
+
+
+@router.get("/{project_id}/judge-runs", response=list[LabellingRunOut],
+            summary="LM labelling runs, newest first, each with the counts behind its labels")
+def list_runs(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    services.lm_runs_reconcile(project=project)
+    runs = list(selectors.run_list(project=project)[:100])
+    summaries = selectors.run_summaries(runs)
+    return [selectors.run_summary_public(run, summaries[run.pk]) for run in runs]
+
+
+@router.get("/{project_id}/judge-runs/{job_id}", response=LabellingRunOut,
+            summary="One LM labelling run (by its job id) with the counts behind its labels")
+def get_run(request, project_id: int, job_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    services.lm_runs_reconcile(project=project)
+    run = get_object_or_404(selectors.run_list(project=project), job_id=job_id)
+    return selectors.run_summary_public(run, selectors.run_summaries([run])[run.pk])
 
 
 @router.get("/{project_id}/judge-templates", response=list[TemplateOut], summary="Judge prompt templates, all versions")

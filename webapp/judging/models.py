@@ -1,6 +1,8 @@
 from django.conf import settings
 from django.db import models
 
+from rlcore.judges.outcomes import OUTCOME_TEXT, OUTCOMES
+
 
 class JudgeBackend(models.TextChoices):
     OPENAI = "openai", "OpenAI-compatible endpoint (vLLM, Ollama, TGI, hosted APIs)"
@@ -109,6 +111,9 @@ class LMLabelAttempt(models.Model):
     run = models.ForeignKey(LMLabellingRun, on_delete=models.CASCADE, related_name="attempts")
     comparison = models.ForeignKey("annotation.Comparison", on_delete=models.CASCADE, related_name="lm_attempts")
     status = models.CharField(max_length=10, choices=AttemptStatus.choices)
+    # What the label is worth (rlcore.judges.outcomes): a label made from two disagreeing orders is a
+    # tie that carries no preference, and is counted as such, not as a verdict.
+    outcome = models.CharField(max_length=16, blank=True, choices=[(o, OUTCOME_TEXT[o]) for o in OUTCOMES])
     reason = models.TextField(blank=True)
     label = models.ForeignKey("annotation.PreferenceLabel", null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+")

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
+
+from rlcore.judges.outcomes import LabellingSummary, summarize_outcomes
 
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun
 
@@ -35,6 +37,25 @@ def template_versions(*, project, name: str) -> QuerySet[JudgePromptTemplate]:
 
 def run_list(*, project) -> QuerySet[LMLabellingRun]:
     return LMLabellingRun.objects.filter(project=project).select_related("job", "judge_config").order_by("-id")
+
+
+def run_summaries(runs) -> dict[int, LabellingSummary]:
+    """Per run (by id), what its labels are worth (rlcore.judges.outcomes): usable verdicts, genuine ties,
+    order disagreements, refusals, failed calls, unparseable replies, and the warning; one query."""
+    runs = list(runs)
+    outcomes: dict[int, list[str]] = {run.pk: [] for run in runs}
+    for row in (LMLabelAttempt.objects.filter(run__in=runs).exclude(outcome="")
+                .values("run_id", "outcome").annotate(n=Count("id"))):
+        outcomes[row["run_id"]] += [row["outcome"]] * row["n"]
+    return {run.pk: summarize_outcomes(outcomes[run.pk], mode=run.mode) for run in runs}
+
+
+def run_summary_public(run: LMLabellingRun, summary: LabellingSummary) -> dict:
+    """A run for the API and pages: its job, judge, state and the counts behind its labels."""
+    return {"job_id": run.job_id, "judge": run.judge_config.name if run.judge_config else None, "mode": run.mode,
+            "state": run.job.state, "finished": run.finished, "n_comparisons": len(run.comparison_ids),
+            "n_labels_recorded": run.n_labelled, "n_without_label": run.n_failed,
+            "summary": summary.model_dump(mode="json")}
 
 
 def attempts_for(*, job_id: int) -> QuerySet[LMLabelAttempt]:

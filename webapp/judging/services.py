@@ -22,10 +22,12 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import django.dispatch
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Max
 
+from rlcore.judges.outcomes import NO_LABEL, line_outcome
 from webapp.annotation.models import Choice, Comparison, ComparisonKind
 from webapp.jobs.models import FINISHED_STATES, Job, JobState
 from webapp.judging.models import (
@@ -73,12 +75,28 @@ def _clean_config(*, backend: str, endpoint: str, model: str, max_concurrency: i
     if not 0 <= int(max_retries) <= 20:
         errors["max_retries"] = "Retries must be between 0 and 20."
     api_key_env = (api_key_env or "").strip()
-    if api_key_env and (not set(api_key_env) <= ENV_NAME_CHARS or api_key_env[0].isdigit()):
-        errors["api_key_env"] = "An environment variable name has letters, digits and _ only (e.g. JUDGE_API_KEY)."
+    if api_key_env and (problem := key_env_problem(api_key_env)):
+        errors["api_key_env"] = problem
     if errors:
         raise ValidationError(errors)
     return {"backend": backend, "endpoint": endpoint, "model": model.strip(), "max_concurrency": int(max_concurrency),
             "timeout_s": float(timeout_s), "max_retries": int(max_retries), "api_key_env": api_key_env}
+
+
+def key_env_problem(name: str) -> str | None:
+    """Why a judge may not read its API key from environment variable ``name``, or None.
+
+    Only variables the operator lists in JUDGE_KEY_ENV_ALLOWLIST: the key is sent as a bearer token
+    to the endpoint the designer chose, so naming DATABASE_URL or SECRET_KEY would hand it over.
+    """
+    if not set(name) <= ENV_NAME_CHARS or name[0].isdigit():
+        return "An environment variable name has letters, digits and _ only (e.g. JUDGE_API_KEY)."
+    allowed = settings.JUDGE_KEY_ENV_ALLOWLIST
+    if name not in allowed:
+        listed = f"one of {', '.join(allowed)}" if allowed else "none is allowed on this server"
+        return (f"{name} is not a judge key variable the operator allows ({listed}; JUDGE_KEY_ENV_ALLOWLIST). "
+                "Paste the key instead: it is stored encrypted.")
+    return None
 
 
 @transaction.atomic
@@ -146,8 +164,15 @@ def backend_arguments(config: JudgeConfig) -> tuple[list[str], str | None]:
     if key:
         argv += ["--api-key-file", KEY_FILE]
     elif config.api_key_env:
-        argv += ["--api-key-env", config.api_key_env]
+        argv += ["--api-key-env", _allowed_key_env(config)]
     return argv, key
+
+
+def _allowed_key_env(config: JudgeConfig) -> str:
+    # Checked again on use: the allow-list may have shrunk since the judge was saved.
+    if problem := key_env_problem(config.api_key_env):
+        raise ValidationError({"api_key_env": f"Judge '{config.name}': {problem}"})
+    return config.api_key_env
 
 
 def write_key_file(folder: Path, key: str | None) -> None:
@@ -168,7 +193,7 @@ def _judge_in_request(config: JudgeConfig, *, max_concurrency: int, timeout_cap_
     key = _stored_key(config)
     return OpenAICompatJudge(OpenAICompatSettings(
         base_url=config.endpoint, model=config.model, api_key=SecretStr(key) if key else None,
-        api_key_env=None if key else (config.api_key_env or None), max_concurrency=max_concurrency,
+        api_key_env=None if key or not config.api_key_env else _allowed_key_env(config), max_concurrency=max_concurrency,
         timeout_s=min(config.timeout_s, timeout_cap_s), max_retries=0, **settings))
 
 
@@ -539,16 +564,19 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
                 continue
             done.add(cid)
             fields = None if row.get("error") else _LABEL_FROM_ROW[run.mode](row, run, comparisons[cid])
+            outcome = line_outcome(row, run.mode)
             if fields is not None:
                 fields = _with_criterion_scores(fields, row, run, comparisons[cid])
                 label = lm_label_create(comparison=comparisons[cid], model_version=model_version[:200], **fields)
-                LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.LABELLED, label=label)
+                LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.LABELLED, label=label,
+                                              outcome=outcome)
                 run.n_labelled += 1
             else:
                 reason = row.get("error") or ("no verdict" if row.get("verdict") is None else
                                               f"the judge's verdict {row.get('verdict')!r} does not fit the comparison")
                 LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.FAILED,
-                                              reason=str(reason)[:4000])
+                                              reason=str(reason)[:4000],
+                                              outcome=outcome if outcome in NO_LABEL else "unparseable")
                 run.n_failed += 1
                 failed_now.append(cid)
         if job.state in FINISHED_STATES:
@@ -557,7 +585,8 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
                 job.state, f"the labelling job failed before reaching it: {(job.error or '').strip()[-500:]}")
             for cid in sorted(wanted - done):
                 if cid in comparisons:
-                    LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.FAILED, reason=why)
+                    LMLabelAttempt.objects.create(run=run, comparison_id=cid, status=AttemptStatus.FAILED, reason=why,
+                                                  outcome="not_judged")
                     run.n_failed += 1
                     failed_now.append(cid)
             run.finished = True

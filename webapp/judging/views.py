@@ -21,15 +21,28 @@ def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     services.lm_runs_reconcile(project=project)
     templates = selectors.template_latest_list(project=project)
+    runs = list(selectors.run_list(project=project)[:20])
+    summaries = selectors.run_summaries(runs)
     return render(request, "judging/home.html", {
         "project": project, "can_design": role_allows(membership.role, Capability.DESIGN),
         "configs": selectors.judge_config_list(project=project),
         "templates": templates,
-        "runs": selectors.run_list(project=project)[:20],
+        "runs": [(run, summaries[run.pk]) for run in runs],
         "rankings_waiting": selectors.rankings_awaiting_label(project=project).count(),
         "rank_templates": [t for t in templates if t.mode == "rank"],
         "annotation_rubric": annotation_rubric_for(project),
     })
+
+
+@login_required
+def judge_run(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """One LM labelling run: what its labels are worth, and every comparison's outcome with its reason."""
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    services.lm_runs_reconcile(project=project)
+    run = get_object_or_404(selectors.run_list(project=project), job_id=job_id)
+    return render(request, "judging/run.html", {
+        "project": project, "run": run, "summary": selectors.run_summaries([run])[run.pk],
+        "attempts": selectors.attempts_for(job_id=job_id).select_related("label")[:500]})
 
 
 @login_required
