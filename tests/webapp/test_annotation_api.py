@@ -343,6 +343,14 @@ def test_it_applies_the_tie_policy(client, people, pairs, policy, rows):
     lines = [json.loads(x) for x in b"".join(r.streaming_content).decode().splitlines()]
     assert len(lines) == rows
     assert all(x["margin"] == 0 for x in lines if x["choice"] == "tie")
+    # a kept tie is marked as one, not written as a win of position 0 (the trainer gives it target 1/2)
+    assert all(x["tie"] == (x["choice"] == "tie") for x in lines)
+    # the response says what the file rests on: 8 labels in, the rows out, ties dropped by policy
+    labels = PreferenceLabel.objects.count()
+    ties = PreferenceLabel.objects.filter(choice="tie").count()
+    assert (int(r["X-Labels-In"]), int(r["X-Rows-Out"])) == (labels, rows)
+    assert json.loads(r["X-Labels-Dropped"]) == ({"tie (tie policy 'drop')": ties} if policy == "drop" else {})
+    assert int(r["X-Tie-Rows"]) == {"drop": 0, "keep": ties, "split": 2 * ties}[policy]
     bad = Api(client, people.users["alice"], people.project.pk).get("/export", tie_policy="coin-flip")
     assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "tie_policy"
 

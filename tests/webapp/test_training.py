@@ -88,6 +88,41 @@ def test_it_freezes_the_labels_and_writes_the_spec_the_worker_runs(client, label
     assert {"prompt", "chosen", "rejected"} <= set(rows[0])
 
 
+def test_it_keeps_ties_as_ties_in_the_snapshot_and_records_what_the_export_dropped(client, labelled):
+    comparisons = list(Comparison.objects.filter(project=labelled.project))
+    for i, comparison in enumerate(comparisons):
+        lm_label_create(comparison=comparison, choice="tie" if i % 3 == 0 else "a", strength=1,
+                        model_version="test-judge", provenance={})
+    ties = sum(1 for i in range(len(comparisons)) if i % 3 == 0)
+    api = _api(client, labelled.users["bob"])
+    response = api("post", f"{labelled.project.pk}/training/reward-model",
+                   {"name": "rm-keep", "tie_policy": "keep", "spec": {"max_steps": 1, "split_by": "prompt"}})
+    assert response.status_code == 201, response.content
+    job = Job.objects.get(pk=response.json()["id"])
+    assert job.spec["split_by"] == "prompt"
+    rows = [json.loads(line) for line in Path(job.spec["preference_snapshot"]).read_text().splitlines()]
+    assert sum(r["tie"] for r in rows) == ties and all(r["tie"] == (r["choice"] == "tie") for r in rows)
+    assert job.spec["export"] == {"tie_policy": "keep", "labels_in": len(comparisons), "labels_kept": len(comparisons),
+                                  "labels_dropped": {}, "rows_out": len(comparisons), "tie_rows": ties}
+    client.force_login(labelled.users["bob"])
+    page = client.get(f"/projects/{labelled.project.pk}/jobs/{job.pk}/").content.decode()
+    assert f"Export: {len(comparisons)} labels → {len(comparisons)} rows (tie policy keep, {ties} tie rows)" in page
+    # dropping the ties leaves too few pairs: the refusal says how many labels went in and what was dropped
+    assert len(comparisons) - ties < 8
+    response = api("post", f"{labelled.project.pk}/training/reward-model", {"name": "rm-drop", "tie_policy": "drop"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["message"].startswith(
+        f"The labels give only {len(comparisons) - ties} preference pairs from {len(comparisons)} labels "
+        f"(with tie policy 'drop'; {ties} dropped: tie (tie policy 'drop'))")
+
+
+def test_it_offers_the_held_out_split_on_the_launch_form(client, labelled):
+    client.force_login(labelled.users["bob"])
+    page = client.get(f"/projects/{labelled.project.pk}/training/reward-model/new/").content.decode()
+    assert 'name="split_by"' in page and '<option value="prompt"' in page
+    assert "target ½" in page
+
+
 def test_it_lets_only_designers_and_owners_launch(client, labelled):
     _label_all(labelled.project)
     for role, status in (("annotator", 403), ("viewer", 403), ("outsider", 404)):
@@ -118,6 +153,29 @@ def test_it_registers_only_complete_model_directories(people, tmp_path):
     half_written = _finished_rm_job(people, tmp_path / "b", complete=False)
     assert register_trained_models(sender=Job, job=half_written) == []
     assert RewardModel.objects.count() == 1
+
+
+def test_the_registry_shows_the_pairs_and_interval_behind_each_accuracy(client, people, tmp_path):
+    from scipy.stats import binomtest
+
+    from rlcore.training.calibration import pair_metrics
+
+    job = _finished_rm_job(people, tmp_path / "a")
+    metrics = pair_metrics([1.0] * 9 + [-1.0] * 3 + [0.4, -0.4], ties=[False] * 12 + [True, True])
+    data = {"rows_in": 140, "train_rows": 126, "held_out_rows": 14, "train_rows_kept": 120, "held_out_rows_kept": 14,
+            "dropped": {"train: longer than max_length=64 tokens": 6, "held out: longer than max_length=64 tokens": 0},
+            "split": {"by": "comparison", "groups": 100, "held_out_groups": 10, "note": ""}}
+    JobArtifact.objects.filter(job=job).update(data={"metrics": metrics, "data": data, "member": 0})
+    [model] = register_trained_models(sender=Job, job=job)
+    assert model.metrics["n_pairs"] == 12 and model.metrics["data"] == data
+    client.force_login(people.users["alice"])
+    page = client.get(f"/projects/{people.project.pk}/training/").content.decode()
+    reference = binomtest(9, 12).proportion_ci(method="wilson")
+    assert f"0.750 <span class=\"muted\">[{reference.low:.2f}, {reference.high:.2f}]</span>" in page
+    assert "12 held-out pairs" in page and "2 ties left out" in page
+    assert "Snapshot: 140 rows → train 120, held out 14" in page and "6 dropped, train: longer than max_length" in page
+    listed = _api(client, people.users["alice"])("get", f"{people.project.pk}/reward-models").json()
+    assert listed[0]["metrics"]["accuracy_ci_low"] == pytest.approx(reference.low)
 
 
 def test_it_refuses_grpo_with_a_reward_spec_whose_model_was_deleted(client, labelled, tmp_path):

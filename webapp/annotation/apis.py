@@ -175,12 +175,16 @@ def agreement(request, project_id: int):
 
 
 @router.get("/{project_id}/export", summary="Labels as a TRL preference dataset (JSONL or Parquet)",
-            description="format=jsonl|parquet, conversational=true for chat messages, tie_policy=drop|split|keep, "
-                        "source=human|lm (default both). Columns: prompt, chosen, rejected, margin and provenance.")
+            description="format=jsonl|parquet, conversational=true for chat messages, tie_policy=drop|split|keep "
+                        "(keep: one row marked tie=true, trained with the Bradley-Terry tie target 1/2; split: both "
+                        "orders, marked tie), source=human|lm (default both). Columns: prompt, chosen, rejected, "
+                        "margin, tie and provenance. Headers X-Labels-In, X-Rows-Out, X-Tie-Rows and "
+                        "X-Labels-Dropped (JSON: reason -> labels) say what the file rests on.")
 def export(request, project_id: int, format: str = "jsonl", conversational: bool = False, tie_policy: str = "drop",
            source: str = "", dataset_id: int | None = None):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
-    path, _ = services.labels_export(project=project, fmt=format, conversational=conversational,
-                                     tie_policy=tie_policy, source=source or None, dataset_id=dataset_id)
+    path, summary = services.labels_export(project=project, fmt=format, conversational=conversational,
+                                           tie_policy=tie_policy, source=source or None, dataset_id=dataset_id)
     return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name,
-                        content_type="application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet")
+                        content_type="application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet",
+                        headers=services.export_summary_headers(summary))

@@ -90,6 +90,17 @@ def agreement_for(*, project, level: str = "nominal") -> dict:
             "n_rankings": n_rankings}
 
 
+def export_preview(*, project) -> dict[str, int]:
+    """How many labels an export starts from, by kind and source: what the tie policy acts on."""
+    counts = dict(PreferenceLabel.objects.filter(comparison__project=project).values_list("choice")
+                  .annotate(n=Count("id")).order_by())
+    by_source = dict(PreferenceLabel.objects.filter(comparison__project=project).values_list("source")
+                     .annotate(n=Count("id")).order_by())
+    return {"labels": sum(counts.values()), "decisive": counts.get(Choice.A, 0) + counts.get(Choice.B, 0),
+            "ties": counts.get(Choice.TIE, 0), "rankings": counts.get(Choice.RANKING, 0),
+            "human": by_source.get(LabelSource.HUMAN, 0), "lm": by_source.get(LabelSource.LM, 0)}
+
+
 def export_labels(*, project, source: str | None = None, dataset_id: int | None = None) -> Iterator[ExportLabel]:
     """Every label of the project as rlcore ExportLabels, a chunk at a time (ordered by comparison)."""
     qs = PreferenceLabel.objects.filter(comparison__project=project)

@@ -168,13 +168,15 @@ def agreement(request: HttpRequest, project_id: int) -> HttpResponse:
 def export(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     if "format" not in request.GET:
-        return render(request, "annotation/export.html", {"project": project, "membership": membership})
+        return render(request, "annotation/export.html", {"project": project, "membership": membership,
+                                                          "preview": selectors.export_preview(project=project)})
     try:
-        path, _ = services.labels_export(project=project, fmt=request.GET.get("format", "jsonl"),
-                                         conversational=request.GET.get("conversational") == "on",
-                                         tie_policy=request.GET.get("tie_policy", "drop"),
-                                         source=request.GET.get("source") or None)
+        path, summary = services.labels_export(project=project, fmt=request.GET.get("format", "jsonl"),
+                                               conversational=request.GET.get("conversational") == "on",
+                                               tie_policy=request.GET.get("tie_policy", "drop"),
+                                               source=request.GET.get("source") or None)
     except ValidationError as exc:
         return render(request, "annotation/export.html", {"project": project, "membership": membership,
                                                           "errors": exc.messages}, status=422)
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name)
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name,
+                        headers=services.export_summary_headers(summary))

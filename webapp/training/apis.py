@@ -19,7 +19,9 @@ class RewardModelLaunchIn(Schema):
     spec: dict[str, Any] = Field(default_factory=dict, description=(
         "RewardModelTrainSpec fields (backbone, learning_rate, ensemble_size, ...); "
         "output_dir and preference_snapshot are set by Reward Studio."))
-    tie_policy: str = "drop"
+    tie_policy: str = Field("drop", description=(
+        "drop | keep (one row marked tie, trained with the Bradley-Terry tie loss, target 1/2) | split (both "
+        "orders, marked tie)"))
     conversational: bool = False
     source: str | None = Field(None, description="'human', 'lm', or null for both")
     queue: str = Queue.GPU
@@ -42,7 +44,10 @@ class RewardModelOut(Schema):
     member: int | None
     job_id: int
     snapshot_path: str
-    metrics: dict[str, Any]
+    metrics: dict[str, Any] = Field(description=(
+        "Held-out accuracy with n_pairs (decisive pairs it rests on), n_ties_excluded and a 95% Wilson interval "
+        "accuracy_ci_low/high; margin, brier, ece, loss; data: rows in, train/held-out rows kept, dropped by "
+        "reason, and the held-out split"))
     created_at: datetime
 
 
