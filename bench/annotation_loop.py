@@ -184,7 +184,7 @@ def main() -> None:
     parser.add_argument("--web-workers", type=int, default=2, help="uvicorn worker processes")
     args = parser.parse_args()
 
-    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+    env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING", "DATABASE_POOL_SIZE": "8"}
     prepare_database(env)
     os.environ.update(env)

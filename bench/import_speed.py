@@ -76,7 +76,7 @@ def main() -> None:
     if args.child:
         run_import(args.child)
         return
-    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+    env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING"}
     prepare_database(env)
     with tempfile.TemporaryDirectory() as tmp:

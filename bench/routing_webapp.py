@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.01, help="seconds the loopback judge takes per request")
     args = parser.parse_args()
 
-    env = {**os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+    env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "ARTIFACT_ROOT": tempfile.mkdtemp(prefix="bench-routing-"), "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "CELERY_BROKER_URL": "memory://"}
     prepare_database(env)

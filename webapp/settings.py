@@ -21,10 +21,48 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY") or (
-    # A fixed key is only acceptable for the embedded, local-only default.
-    "embedded-default-insecure-key-set-SECRET_KEY-in-production"
-)
+# The embedded default is SQLite with no DATABASE_URL: one machine, one VAR_DIR shared by the web
+# server and the workers. Anything else is a deployment and must be configured as one.
+EMBEDDED_DEFAULT = "DATABASE_URL" not in os.environ
+
+
+def persisted_secret_key(folder: Path) -> str:
+    """The embedded default's secret key: made once, at random, and kept (0600) in ``folder``.
+
+    It signs sessions and encrypts stored judge API keys, so it must be private to this machine and
+    stable across restarts; web server and workers share it through the file. Two processes starting
+    at once race on O_EXCL, and the loser reads the winner's key.
+    """
+    import secrets
+
+    path = folder / "secret_key"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the winner may not have written it yet
+            if key := path.read_text().strip():
+                return key
+            import time
+
+            time.sleep(0.02)
+        raise
+    key = secrets.token_urlsafe(50)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not EMBEDDED_DEFAULT and not DEBUG:
+        from django.core.exceptions import ImproperlyConfigured
+
+        # A built-in key would be public (it is in this file) and would protect stored judge keys.
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. With DATABASE_URL set this is a deployment: set SECRET_KEY to a long random "
+            "value shared by the web servers and workers (e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))'). Only the embedded default (no DATABASE_URL) makes its own.")
+    SECRET_KEY = persisted_secret_key(VAR_DIR)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
@@ -45,10 +83,13 @@ INSTALLED_APPS = [
     "webapp.training",
     "webapp.judging",
     "webapp.routing",
+    "axes",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # /api/ only: refuses NUL characters naming the field, and makes every error answer JSON.
+    "webapp.api.middleware.ApiBoundaryMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -56,6 +97,9 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "webapp.security.ContentSecurityPolicyMiddleware",
+    # After authentication: it turns a sign-in refused by the throttle into a 429.
+    "axes.middleware.AxesMiddleware",
     # Last, not first as WhiteNoise suggests: it is the only sync-only middleware, and under ASGI each
     # switch between async and sync middleware costs a thread hop. Here the request makes a single
     # hop, into WhiteNoise and the (sync) view together (bench/annotation_loop.py: web CPU per
@@ -82,10 +126,14 @@ TEMPLATES = [
     }
 ]
 
+# No persistent connections by default: under uvicorn each sync request runs in a thread of its own,
+# and a connection kept per thread piles up (24 clients held 78 PostgreSQL connections). With 0 a
+# request opens one connection and closes it when it ends; DATABASE_POOL_SIZE trades that connect for
+# a bounded pool. README.md ("Database connections") says how the count scales.
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{VAR_DIR / 'reward_studio.sqlite3'}"),
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
+        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "0")),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -125,6 +173,43 @@ WHITENOISE_USE_FINDERS = True
 SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+# Served over HTTPS (HTTPS=1): cookies only over TLS, HSTS, and plain HTTP redirected. Behind a proxy
+# that terminates TLS, SECURE_PROXY_SSL_HEADER=1 trusts its X-Forwarded-Proto.
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = int(os.environ.get("SECURE_HSTS_SECONDS", str(365 * 24 * 3600)))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)  # only a flag until you submit the domain
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
+    if env_bool("SECURE_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Sent on every page (webapp.security.ContentSecurityPolicyMiddleware): scripts only from this
+# origin, so an injected <script> or on* handler does not run, and nothing is sent elsewhere.
+# Inline style attributes stay allowed (the templates and uPlot set them).
+CONTENT_SECURITY_POLICY = os.environ.get("CONTENT_SECURITY_POLICY", "; ".join([
+    "default-src 'self'", "script-src 'self'", "style-src 'self' 'unsafe-inline'", "img-src 'self' data: blob:",
+    "connect-src 'self'", "font-src 'self'", "object-src 'none'", "base-uri 'self'", "form-action 'self'",
+    "frame-ancestors 'none'"]))
+
+# Sign-in throttling (django-axes): after LOGIN_FAILURE_LIMIT wrong passwords for one username from
+# one address, on the login page or POST /api/v1/auth/token, that pair is refused (429) for
+# LOGIN_COOLOFF_MINUTES. Attempts live in the database, so every web process sees them.
+AXES_FAILURE_LIMIT = int(os.environ.get("LOGIN_FAILURE_LIMIT", "10"))
+AXES_COOLOFF_TIME = float(os.environ.get("LOGIN_COOLOFF_MINUTES", "15")) / 60
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "webapp.accounts.views.locked_out"
+AXES_VERBOSE = False
+AUTHENTICATION_BACKENDS = ["webapp.accounts.backends.ThrottledSignInBackend",
+                           "django.contrib.auth.backends.ModelBackend"]
+
+# A user may have at most this many jobs waiting for a worker; more are refused with a message.
+JOB_MAX_QUEUED_PER_USER = int(os.environ.get("JOB_MAX_QUEUED_PER_USER", "20"))
+# Environment variables a judge config may name as its API key (api_key_env). Anything else, such as
+# DATABASE_URL, would be sent as a bearer token to an endpoint the designer chose.
+JUDGE_KEY_ENV_ALLOWLIST = env_list("JUDGE_KEY_ENV_ALLOWLIST", "")
 
 # Where jobs write checkpoints, models, snapshots. A path (shared storage for several machines).
 ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", VAR_DIR / "artifacts"))
@@ -159,7 +244,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {"django.db.backends": {"level": "WARNING"},
+                # django-axes logs every failed sign-in at INFO; keep its lock-outs (WARNING).
+                "axes": {"level": "WARNING"}},
 }
 
 CELERY_TASK_DEFAULT_QUEUE = "default"

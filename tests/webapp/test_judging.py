@@ -68,7 +68,8 @@ def test_it_stores_the_api_key_encrypted_uses_it_and_never_shows_it(client, peop
         assert config.api_key_encrypted.encode() not in content
 
 
-def test_it_keeps_the_key_on_edit_unless_a_new_one_is_given_or_it_is_cleared(client, people):
+def test_it_keeps_the_key_on_edit_unless_a_new_one_is_given_or_it_is_cleared(client, people, settings):
+    settings.JUDGE_KEY_ENV_ALLOWLIST = ["JUDGE_KEY"]
     api = Api(client, people.users["bob"], people.project.pk)
     config_id = api.post("/judges", {"name": "j", "endpoint": "http://127.0.0.1:9/v1", "model": "m",
                                      "api_key": SECRET}).json()["id"]

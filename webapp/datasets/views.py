@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from webapp.annotation.services import comparisons_build
 from webapp.datasets import selectors, services
@@ -45,6 +46,8 @@ def dataset_detail(request: HttpRequest, project_id: int, dataset_id: int) -> Ht
     context = {"project": project, "membership": membership, "dataset": dataset,
                "can_design": role_allows(membership.role, Capability.DESIGN)}
     if request.htmx and request.GET.get("part") == "status":
+        if dataset.status != "importing":  # the import ended: show the whole page as it now is
+            return HttpResponseClientRefresh()
         return render(request, "datasets/dataset_detail.html#status", context)
     context.update(build_form=BuildComparisonsForm(), rows=selectors.prompt_list(dataset=dataset, limit=20))
     return render(request, "datasets/dataset_detail.html", context)

@@ -15,6 +15,7 @@ from typing import Any, Iterable
 
 import django.dispatch
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -41,6 +42,7 @@ def job_create(
 ) -> Job:
     if queue not in Queue.values:
         raise ValidationError({"queue": f"Unknown queue '{queue}'. Choose one of: {', '.join(Queue.values)}."})
+    _check_queued_jobs_cap(user)
     job = Job.objects.create(
         project=project, kind=kind, argv=list(argv), spec=spec or {}, queue=queue, title=title or kind,
         created_by=user, parent=parent,
@@ -50,6 +52,18 @@ def job_create(
     # Enqueue only once the row is committed, or a fast worker could look for a job not yet visible.
     transaction.on_commit(lambda: _enqueue(job.pk, queue))
     return job
+
+
+def _check_queued_jobs_cap(user) -> None:
+    """Refuse a job when ``user`` already has JOB_MAX_QUEUED_PER_USER waiting, so one person (or a
+    runaway script) cannot fill the workers' queues for everyone. The user's row is locked first:
+    two launches at the same moment are counted one after the other, never both under the cap."""
+    cap = settings.JOB_MAX_QUEUED_PER_USER
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    waiting = Job.objects.filter(created_by=user, state=JobState.QUEUED).count()
+    if waiting >= cap:
+        raise ValidationError({"queue": f"You already have {waiting} jobs waiting for a worker (at most {cap}, "
+                                        "JOB_MAX_QUEUED_PER_USER): wait for them to start, or cancel some."})
 
 
 def _enqueue(job_id: int, queue: str) -> None:
