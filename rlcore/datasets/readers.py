@@ -120,7 +120,10 @@ class SourceReader:
         self.columns: list[str] = []
 
     def __iter__(self) -> Iterator[tuple[int, dict[str, Any] | RowError]]:
-        return getattr(self, f"_iter_{self.format}")()
+        for line_no, record in getattr(self, f"_iter_{self.format}")():
+            if not isinstance(record, RowError) and (problem := row_value_problem(record)):
+                record = RowError(line_no, problem)
+            yield line_no, record
 
     # -- JSON Lines --------------------------------------------------------------------------
     def _iter_jsonl(self):
@@ -149,6 +152,9 @@ class SourceReader:
                     record = json.loads(text)
                 except json.JSONDecodeError as exc:
                     yield line_no, RowError(line_no, f"not valid JSON ({exc.msg} at column {exc.colno})")
+                    continue
+                except RecursionError:
+                    yield line_no, RowError(line_no, f"nested more than {MAX_NESTING} levels deep")
                     continue
                 if not isinstance(record, dict):
                     yield line_no, RowError(line_no, f"expected a JSON object, got {_json_type(record)}")
@@ -244,6 +250,38 @@ class SourceReader:
             for offset in range(len(batch[keys[0]]) if keys else 0):
                 self.done = index + offset + 1
                 yield index + offset + 1, {k: batch[k][offset] for k in keys}
+
+
+# Deeper rows are not data people label; PostgreSQL's jsonb and Python's recursion both fail on thousands of levels.
+MAX_NESTING = 64
+
+
+def row_value_problem(record: dict[str, Any]) -> str | None:
+    """What makes a row's values unstorable, naming the field, or None: a NUL character (PostgreSQL refuses
+    it in text and jsonb) or nesting deeper than MAX_NESTING.
+
+    >>> row_value_problem({"prompt": "a\\x00b"}), row_value_problem({"m": [[["x"]]]}), row_value_problem({"p": "ok"})
+    ("field 'prompt' contains a NUL character (\\\\u0000), which cannot be stored", None, None)
+    """
+    stack: list[tuple[str, Any, int]] = [(str(k), v, 1) for k, v in record.items()]
+    for key in record:
+        if "\x00" in str(key):
+            return f"column name {key!r} contains a NUL character (\\u0000), which cannot be stored"
+    while stack:  # iterative, so that a deep value cannot exhaust the stack here
+        at, value, depth = stack.pop()
+        if depth > MAX_NESTING:
+            return f"field '{at.split('.')[0].split('[')[0]}' is nested more than {MAX_NESTING} levels deep"
+        if isinstance(value, str):
+            if "\x00" in value:
+                return f"field '{at}' contains a NUL character (\\u0000), which cannot be stored"
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if "\x00" in str(key):
+                    return f"field '{at}' has a key with a NUL character (\\u0000), which cannot be stored"
+                stack.append((f"{at}.{key}", child, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((f"{at}[{i}]", child, depth + 1) for i, child in enumerate(value))
+    return None
 
 
 def _json_type(value: Any) -> str:

@@ -213,3 +213,116 @@ def test_it_caps_all_pairs_of_a_row_with_many_responses_naming_the_count_and_the
     assert sampled.status_code == 201 and sampled.json() == {"created": 5}
     ids = [tuple(c.response_ids) for c in Comparison.objects.all()]
     assert len(set(ids)) == 5 and all(a != b for a, b in ids)
+
+
+@pytest.mark.django_db
+def test_it_previews_a_json_schema_rule_with_a_catastrophic_pattern_promptly(client, people):
+    import time
+
+    api = _api(client, people.users["bob"])
+    rule = {"kind": "json", "schema": {"type": "string", "pattern": "^(a+)+$"}}
+    definition = {"name": "r", "criteria": [{"name": "shape", "rule": rule}]}
+    start = time.perf_counter()
+    response = api("post", f"/api/v1/projects/{people.project.pk}/rubrics/preview",
+                   {"definition": definition, "rows": [{"completion": '"' + "a" * 29 + '!"'}, {"completion": '"aa"'}]})
+    assert time.perf_counter() - start < 2  # Python's re backtracked for minutes here
+    assert response.status_code == 200, response.content
+    assert [i["total"] for i in response.json()["items"]] == [0.0, 1.0]
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_yaml_rubric_with_aliases_naming_the_line(client, people):
+    from webapp.rubrics.models import Rubric
+
+    from tests.rlcore.test_rubric import BILLION_LAUGHS
+
+    response = _api(client, people.users["bob"])("post", f"/api/v1/projects/{people.project.pk}/rubrics/import",
+                                                 {"yaml": BILLION_LAUGHS})
+    assert response.status_code == 422
+    detail = response.json()["detail"][0]
+    assert detail["field"] == "yaml" and "line 3" in detail["message"] and "aliases (*a)" in detail["message"]
+    assert not Rubric.objects.filter(name="lol").exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method, url, body, field", [
+    ("post", "/api/v1/projects", {"name": "nul\u0000name"}, "name"),
+    ("post", "/api/v1/projects/{p}/judge-templates", {"name": "t", "text": "{prompt}\u0000"}, "text"),
+    ("get", "/api/v1/projects/{p}/comparisons?dataset_id=1&x=%00", None, "x"),
+    ("delete", "/api/v1/projects/{p}/judge-templates/a%00b", None, "path"),
+])
+def test_it_refuses_nul_characters_naming_the_field(client, people, method, url, body, field):
+    response = _api(client, people.users["bob"])(method, url.format(p=people.project.pk), body)
+    assert response.status_code == 422, response.content
+    assert response.json()["detail"][0]["field"] == field
+    assert "NUL" in response.json()["detail"][0]["message"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("line, reason", [
+    ('{"prompt": "p\\u0000", "responses": ["a", "b"]}\n', "field 'prompt' contains a NUL character"),
+    ('{"prompt": "p", "responses": ["a", "b"], "meta": ' + "[" * 3000 + "]" * 3000 + "}\n", "nested more than 64"),
+    ('{"prompt": "p", "responses": ["a", "b"], "meta": ' + "[" * 200 + "]" * 200 + "}\n", "nested more than 64"),
+])
+def test_it_refuses_an_unstorable_row_naming_the_line(client, people, line, reason):
+    from webapp.datasets.models import Prompt
+
+    response = _import_rows(client, people.users["alice"], people.project, ['{"prompt": "ok", "responses": ["a"]}\n', line])
+    assert response.status_code == 422, response.content
+    message = str(response.json()["detail"])
+    assert "line 2" in message and reason in message
+    assert not Prompt.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", ["/api/v1/projects/{p}/comparisons", "/api/v1/projects/{p}/datasets/1/rows"])
+def test_it_refuses_a_huge_offset_naming_the_field(client, people, url):
+    response = _api(client, people.users["bob"])("get", url.format(p=people.project.pk) + "?offset=" + "9" * 25)
+    assert response.status_code == 422, response.content
+    assert "offset" in str(response.json()["detail"])
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_judge_api_key_with_non_ascii_characters(client, people):
+    from webapp.judging.models import JudgeConfig
+
+    api = _api(client, people.users["bob"])
+    base = f"/api/v1/projects/{people.project.pk}/judges"
+    response = api("post", base, {"name": "j", "endpoint": "http://127.0.0.1:9/v1", "model": "m", "api_key": "sk-ключ"})
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "api_key"
+    created = api("post", base, {"name": "j", "endpoint": "http://127.0.0.1:9/v1", "model": "m"})
+    assert created.status_code == 201
+    patched = api("patch", f"{base}/{created.json()['id']}", {"api_key": "sk-\u2014dash"})
+    assert patched.status_code == 422 and patched.json()["detail"][0]["field"] == "api_key"
+    assert JudgeConfig.objects.get().api_key_encrypted == ""
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_template_name_with_a_slash_and_removes_an_old_one(client, people):
+    from webapp.judging.models import JudgePromptTemplate
+
+    api = _api(client, people.users["bob"])
+    base = f"/api/v1/projects/{people.project.pk}/judge-templates"
+    text = "Compare.\n{prompt}\nA: {response_a}\nB: {response_b}\nVerdict: [[A]] or [[B]]"
+    response = api("post", base, {"name": "a/b", "text": text})
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "name"
+    # one saved before names were checked still shows on the Judges page and can be removed
+    JudgePromptTemplate.objects.create(project=people.project, name="old/one", text=text, mode="compare", version=1,
+                                       created_by=people.users["bob"])
+    client.force_login(people.users["bob"])
+    assert client.get(f"/projects/{people.project.pk}/judging/").status_code == 200
+    assert api("delete", f"{base}/old/one").status_code == 204
+    assert not JudgePromptTemplate.objects.exists()
+
+
+@pytest.mark.django_db
+def test_it_answers_every_api_error_as_json(client, people):
+    api = _api(client, people.users["bob"])
+    unknown = api("get", "/api/v1/no-such-endpoint")
+    assert unknown.status_code == 404 and "detail" in unknown.json()
+    wrong_method = api("put", "/api/v1/projects", {"name": "x"})
+    assert wrong_method.status_code == 405 and "detail" in wrong_method.json()
+    assert "GET" in wrong_method["Allow"]
+    malformed = client.post("/api/v1/projects", "{not json", content_type="application/json",
+                            headers={"Authorization": f"Bearer {token_for(people.users['bob'])}"})
+    assert malformed.status_code == 400 and "detail" in malformed.json()

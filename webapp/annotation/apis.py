@@ -8,6 +8,7 @@ from pydantic import Field
 
 from webapp.annotation import selectors, services
 from webapp.annotation.services import LabelConflict
+from webapp.api.paging import offset_param
 from webapp.datasets.selectors import dataset_get
 from webapp.projects.permissions import Capability, project_for_user
 
@@ -104,7 +105,8 @@ def build_comparisons(request, project_id: int, body: BuildIn):
 
 
 @router.get("/{project_id}/comparisons", response=list[ComparisonOut], summary="List comparisons")
-def list_comparisons(request, project_id: int, dataset_id: int | None = None, limit: int = 100, offset: int = 0):
+def list_comparisons(request, project_id: int, dataset_id: int | None = None, limit: int = 100,
+                     offset: int = offset_param()):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
     qs = selectors.comparison_list(project=project, dataset_id=dataset_id)
     return list(qs[max(offset, 0):max(offset, 0) + min(max(limit, 1), 1000)])

@@ -8,6 +8,8 @@ Errors are JSON: {"detail": "..."} or, for input a user can fix,
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from ninja import NinjaAPI
@@ -15,6 +17,8 @@ from ninja.errors import AuthenticationError
 from ninja.security import HttpBearer, django_auth
 
 from webapp.accounts.services import api_token_authenticate
+
+logger = logging.getLogger(__name__)
 
 
 class TokenAuth(HttpBearer):
@@ -57,6 +61,13 @@ def on_permission_denied(request, exc: PermissionDenied):
 @api.exception_handler(Http404)
 def on_not_found(request, exc: Http404):
     return api.create_response(request, {"detail": str(exc) or "Not found"}, status=404)
+
+
+@api.exception_handler(Exception)
+def on_unexpected_error(request, exc: Exception):
+    # ninja re-raises these to Django's HTML 500 page; the API promises JSON, and the log keeps the traceback
+    logger.exception("API error on %s %s", request.method, request.path)
+    return api.create_response(request, {"detail": "Internal error; the server log has the details"}, status=500)
 
 
 @api.exception_handler(AuthenticationError)

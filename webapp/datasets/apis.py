@@ -5,6 +5,7 @@ from django.core.exceptions import ValidationError
 from ninja import File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
+from webapp.api.paging import offset_param
 from webapp.datasets import selectors, services
 from webapp.datasets.models import DatasetStatus, ImportMode, PreferenceLabels
 from webapp.projects.permissions import Capability, project_for_user
@@ -87,7 +88,7 @@ def get_dataset(request, project_id: int, dataset_id: int):
 
 
 @router.get("/{project_id}/datasets/{dataset_id}/rows", response=list[PromptOut], summary="Imported rows")
-def list_rows(request, project_id: int, dataset_id: int, limit: int = 50, offset: int = 0):
+def list_rows(request, project_id: int, dataset_id: int, limit: int = 50, offset: int = offset_param()):
     project, _ = project_for_user(request.auth, project_id)
     dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
     return [_prompt_out(p) for p in selectors.prompt_list(dataset=dataset, limit=min(max(limit, 1), 500),

@@ -187,7 +187,8 @@ def save_template(request, project_id: int, body: TemplateIn):
     return Status(201, services.template_save(project=project, user=request.auth, **body.dict()))
 
 
-@router.delete("/{project_id}/judge-templates/{name}", response={204: None},
+# {path:name}: templates saved with a '/' in their name before names were checked can still be removed
+@router.delete("/{project_id}/judge-templates/{path:name}", response={204: None},
                summary="Remove every version of a judge prompt template (labels made with it stay)")
 def delete_template(request, project_id: int, name: str):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)

@@ -100,12 +100,22 @@ def key_env_problem(name: str) -> str | None:
 
 
 @transaction.atomic
+def api_key_problem(key: str) -> str | None:
+    """Why ``key`` cannot be sent as a bearer token, or None: HTTP headers carry ASCII only, and a key with
+    other characters used to fail with a 500 when the judge was first called."""
+    if not key.isascii() or not key.isprintable():
+        return "An API key has printable ASCII characters only; paste it again without other characters."
+    return None
+
+
 def judge_config_create(*, project, user, name: str, model: str, backend: str = JudgeBackend.OPENAI,
                         endpoint: str = "", max_concurrency: int = 8, timeout_s: float = 60.0, max_retries: int = 4,
                         api_key: str = "", api_key_env: str = "") -> JudgeConfig:
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": "Give the judge a name."})
+    if api_key and (problem := api_key_problem(api_key.strip())):
+        raise ValidationError({"api_key": problem})
     if JudgeConfig.objects.filter(project=project, name=name).exists():
         raise ValidationError({"name": f"A judge named '{name}' already exists in this project."})
     fields = _clean_config(backend=backend, endpoint=endpoint, model=model, max_concurrency=max_concurrency,
@@ -137,6 +147,8 @@ def judge_config_update(*, config: JudgeConfig, api_key: str | None = None, clea
     if clear_api_key:
         config.api_key_encrypted = ""
     elif api_key and api_key.strip():
+        if problem := api_key_problem(api_key.strip()):
+            raise ValidationError({"api_key": problem})
         config.api_key_encrypted = encrypt_api_key(api_key.strip())
     config.save()
     return config
@@ -270,6 +282,9 @@ def template_save(*, project, user, name: str, text: str, mode: str = PromptMode
     errors = {}
     if not name:
         errors["name"] = "Give the template a name."
+    elif "/" in name or "\\" in name or not name.isprintable():
+        # the name is a URL segment of the Judges page and the API; a '/' in it broke both
+        errors["name"] = "A template name cannot contain '/', '\\' or control characters."
     if mode not in PromptMode.values:
         errors["mode"] = f"Unknown mode '{mode}': choose one of {', '.join(PromptMode.values)}."
     if not (text or "").strip():

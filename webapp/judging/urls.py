@@ -11,6 +11,8 @@ urlpatterns = [
     path("<int:config_id>/test/", views.judge_config_test, name="judge_config_test"),
     path("<int:config_id>/delete/", views.judge_config_delete, name="judge_config_delete"),
     path("templates/new/", views.template_edit, name="judge_template_new"),
-    path("templates/<str:name>/", views.template_edit, name="judge_template_edit"),
-    path("templates/<str:name>/delete/", views.template_delete, name="judge_template_delete"),
+    # <path:name>, delete first: a template saved with '/' in its name (before names were checked) must not
+    # break the Judges page for everyone, and must stay removable
+    path("templates/<path:name>/delete/", views.template_delete, name="judge_template_delete"),
+    path("templates/<path:name>/", views.template_edit, name="judge_template_edit"),
 ]
