@@ -14,17 +14,26 @@ from rlcore.events import emit_metric, emit_progress
 
 
 def run_selfcheck(steps: int, interval: float, fail_at: int | None) -> int:
-    for step in range(1, steps + 1):
-        if fail_at is not None and step == fail_at:
-            print(f"selfcheck: deliberate failure at step {step}", file=sys.stderr)
-            return 3
-        emit_metric(step, "loss", 1.0 / step)
-        emit_metric(step, "reward", math.log1p(step))
-        emit_progress(step, steps)
-        if step < steps:
+    """Each step works for ``interval`` seconds, then reports. SIGTERM stops it as it stops a training run:
+    at the end of the current step, exit 143; if that step was the last, the run is complete and exits 0."""
+    from rlcore.training.runtime import EXIT_STOPPED, StopRequest
+
+    stop = StopRequest().install()
+    try:
+        for step in range(1, steps + 1):
+            if fail_at is not None and step == fail_at:
+                print(f"selfcheck: deliberate failure at step {step}", file=sys.stderr)
+                return 3
             time.sleep(interval)
-    print("selfcheck: ok", file=sys.stderr)
-    return 0
+            emit_metric(step, "loss", 1.0 / step)
+            emit_metric(step, "reward", math.log1p(step))
+            emit_progress(step, steps)
+            if stop.requested and step < steps:
+                return EXIT_STOPPED
+        print("selfcheck: ok", file=sys.stderr)
+        return 0
+    finally:
+        stop.uninstall()
 
 
 def register(subparsers) -> None:

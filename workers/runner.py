@@ -181,11 +181,14 @@ def execute_job(job_id: int, worker: str = "") -> None:
         logger.exception("job %s could not run", job_id)
         services.job_finish(job_id=job_id, state=JobState.FAILED, error=f"The worker could not run the job: {exc}")
         return
-    if result.cancelled:
+    # The exit code decides, not the cancel flag: a cancel that reached a run as it finished (its last
+    # step, publishing its model) finds a child that exits 0 with everything written, and a finished
+    # run wins. Marking it cancelled would hide its model and invite a resume past max_steps.
+    if result.returncode == 0:
+        services.job_finish(job_id=job_id, state=JobState.SUCCEEDED, log_tail=result.log_tail)
+    elif result.cancelled:
         services.job_finish(job_id=job_id, state=JobState.CANCELLED, error="Cancelled by request.",
                             log_tail=result.log_tail)
-    elif result.returncode == 0:
-        services.job_finish(job_id=job_id, state=JobState.SUCCEEDED, log_tail=result.log_tail)
     else:
         services.job_finish(job_id=job_id, state=JobState.FAILED, error=_error_text(result),
                             log_tail=result.log_tail)

@@ -108,6 +108,32 @@ def last_checkpoint(directory: str | Path) -> str | None:
     return get_last_checkpoint(str(directory))
 
 
+def plan_complete(state: Any) -> bool:
+    """Whether a trainer state (``transformers.TrainerState``) has done every step of its plan."""
+    return state.max_steps > 0 and state.global_step >= state.max_steps
+
+
+def restore_if_complete(trainer: Any, checkpoint: str | None) -> bool:
+    """If ``checkpoint`` already finished the plan (a stop or cancel raced the last step), load its weights
+    and state into ``trainer`` and return True: the caller publishes instead of training. Resuming such a
+    checkpoint through ``trainer.train`` would run one step past ``max_steps``."""
+    if checkpoint is None:
+        return False
+    from transformers import TrainerState
+
+    from rlcore.events import emit_progress
+
+    state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+    if not plan_complete(state):
+        return False
+    trainer._load_from_checkpoint(checkpoint)  # what Trainer.train does first on resume
+    trainer.state = state
+    print(f"rlcore: {Path(checkpoint).name} already completed all {state.max_steps} steps; publishing it "
+          "without training further", file=sys.stderr, flush=True)
+    emit_progress(state.global_step, state.max_steps)
+    return True
+
+
 def has_resume_point(output_dir: str | Path) -> bool:
     """Whether a run's output directory holds something ``--resume`` continues from: a saved
     ``checkpoint-<step>`` (``checkpoints/`` or ``checkpoints/member-<k>/``) or a finished ensemble member.

@@ -141,3 +141,27 @@ def test_it_stores_samples_whose_text_holds_nul_characters(celery_workers, peopl
         {"kind": "metric", "step": 1, "name": "loss\x00", "value": 1.0}])
     assert job.samples.get().data["completion"] == "ok\ufffdthen"
     assert MetricPoint.objects.get(job=job).name == "loss\ufffd"
+
+
+
+def test_a_run_that_finishes_as_it_is_cancelled_succeeds(celery_workers, api, people):
+    """The race of issue 10 (defect 9), caused for real: the cancel reaches the child during its last step.
+    Like a training run, the child completes that step and exits 0, so the run finished: it must be
+    succeeded, not cancelled (a cancelled finished run invited a resume to "step 31 of 30")."""
+    job_id = _launch(api, people, steps=2, interval=2.0)
+    wait_for(lambda: Job.objects.get(pk=job_id).progress_step == 1, 60, 0.05, message="the last step to start")
+    assert api.post(f"/api/v1/projects/{people.project.pk}/jobs/{job_id}/cancel").json()["cancel_requested"] is True
+    wait_for(lambda: Job.objects.get(pk=job_id).is_finished, 20, 0.1, message="the job to finish")
+    job = Job.objects.get(pk=job_id)
+    assert job.state == JobState.SUCCEEDED, f"{job.state}: {job.error}\n{job.log_tail}"
+    assert "stop requested" in job.log_tail, "the cancel must have reached the running child"
+    assert (job.progress_step, job.progress_total) == (2, 2)
+
+
+def test_a_cancel_before_the_last_step_still_cancels(celery_workers, api, people):
+    job_id = _launch(api, people, steps=3, interval=1.0)
+    wait_for(lambda: Job.objects.get(pk=job_id).progress_step == 1, 60, 0.05, message="step 2 to start")
+    api.post(f"/api/v1/projects/{people.project.pk}/jobs/{job_id}/cancel")
+    wait_for(lambda: Job.objects.get(pk=job_id).is_finished, 20, 0.1, message="the job to finish")
+    job = Job.objects.get(pk=job_id)
+    assert job.state == JobState.CANCELLED and job.progress_step == 2  # it finished the step it was in
