@@ -365,9 +365,10 @@ class ChatCompletionsClient:
             choice = payload["choices"][0]
             message = choice["message"]
         except (ValueError, KeyError, IndexError, TypeError):
-            snippet = self._clean(text[:120])
-            return ChatOutcome(error=f"malformed reply (not a chat.completion JSON object): {snippet!r}",
-                               attempts=attempts, status=status)
+            # Never the body itself: the endpoint is the designer's choice, and echoing what an internal
+            # service answers would let the app read it for them.
+            return ChatOutcome(error=f"malformed reply (not a chat.completion JSON object; {len(text)} characters, "
+                                     "not shown)", attempts=attempts, status=status)
         content = message.get("content") if isinstance(message, dict) else None
         refusal = message.get("refusal") if isinstance(message, dict) else None
         outcome = ChatOutcome(content=content if isinstance(content, str) else None,
@@ -387,12 +388,18 @@ class ChatCompletionsClient:
 
 
 def _error_message(text: str) -> str:
+    """The message of an OpenAI-style error body (``{"error": {"message": ...}}``), at most 200 characters;
+    any other body is not repeated (see ``_parse``).
+
+    >>> _error_message('{"error": {"message": "model not found"}}'), _error_message("<html>admin</html>")
+    ('model not found', '(a non-JSON body of 18 characters, not shown)')
+    """
     try:
         error = json.loads(text).get("error")
         message = error.get("message") if isinstance(error, dict) else error
-        return str(message)[:200] if message else ""
+        return str(message)[:200] if isinstance(message, str) and message else ""
     except (ValueError, AttributeError):
-        return text[:200]
+        return f"(a non-JSON body of {len(text)} characters, not shown)"
 
 
 def _read_logprobs(logprobs: Any) -> list[TokenLogprob] | None:

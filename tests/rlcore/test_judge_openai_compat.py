@@ -214,3 +214,14 @@ def test_it_serves_the_sync_batch_api_from_inside_an_event_loop():
 
         (result,) = asyncio.run(inside_a_loop())
     assert result.verdict == "B"
+
+
+@pytest.mark.parametrize("status", [200, 403, 500])
+def test_it_never_repeats_what_an_endpoint_that_is_not_a_judge_answered(status):
+    """A designer picks the endpoint; were it an internal service, its answer must not reach them."""
+    body = "<html>internal admin page: db password hunter2</html>"
+    with ChatCompletionsServer(always(raw_body=body, status=status)) as server:
+        (result,) = judge_for(server, max_retries=0).compare([PAIR])
+    assert result.verdict is None and result.raw_reply is None
+    assert "hunter2" not in result.error and "internal admin" not in result.error
+    assert f"{len(body)} characters, not shown" in result.error

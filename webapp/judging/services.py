@@ -45,6 +45,8 @@ RANKINGS_FILE = "rankings.jsonl"
 CRITERIA_FILE = "criteria.json"
 KEY_FILE = "api-key"
 MAX_CONCURRENCY = 256
+# A connection test shows at most this much of the model's answer (never a non-judge body: rlcore drops those).
+REPLY_SHOWN_CHARS = 200
 ENV_NAME_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 
 # Sent once per labelling run when every comparison in it has an outcome:
@@ -247,10 +249,10 @@ def judge_config_test(*, config: JudgeConfig) -> dict:
         return {"ok": False, "reply": None,
                 "message": f"Could not get a reply from {config.endpoint} (model {config.model}): {verdict.error}"}
     if verdict.verdict is None:
-        return {"ok": True, "reply": verdict.raw_reply,
+        return {"ok": True, "reply": verdict.raw_reply[:REPLY_SHOWN_CHARS],
                 "message": f"The endpoint answered, but the reply has no verdict ({verdict.error}); "
                            "check the model or the prompt template."}
-    return {"ok": True, "reply": verdict.raw_reply,
+    return {"ok": True, "reply": verdict.raw_reply[:REPLY_SHOWN_CHARS],
             "message": f"The endpoint answered with a verdict ({verdict.verdict})."}
 
 
