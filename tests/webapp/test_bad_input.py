@@ -326,3 +326,12 @@ def test_it_answers_every_api_error_as_json(client, people):
     malformed = client.post("/api/v1/projects", "{not json", content_type="application/json",
                             headers={"Authorization": f"Bearer {token_for(people.users['bob'])}"})
     assert malformed.status_code == 400 and "detail" in malformed.json()
+
+
+@pytest.mark.django_db
+def test_it_documents_the_error_answers_of_each_operation(client):
+    schema = client.get("/api/v1/openapi.json").json()
+    build = schema["paths"]["/api/v1/projects/{project_id}/comparisons/build"]["post"]["responses"]
+    assert {"201", "400", "401", "403", "404", "422"} <= set(build)
+    assert "field" in str(build["422"]["content"]["application/json"]["schema"])
+    assert all("422" in op["responses"] for ops in schema["paths"].values() for op in ops.values())

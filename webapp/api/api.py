@@ -29,7 +29,40 @@ class TokenAuth(HttpBearer):
         return user
 
 
-api = NinjaAPI(
+_ERROR = {"type": "object", "properties": {"detail": {
+    "oneOf": [{"type": "string"},
+              {"type": "array", "items": {"type": "object", "properties": {
+                  "field": {"type": "string"}, "message": {"type": "string"}}}}]}}}
+_ERROR_ANSWERS = {
+    "400": "the body is not valid JSON",
+    "401": "missing or invalid API token",
+    "403": "your role in the project does not allow this",
+    "404": "no such project or object (or not visible to you)",
+    "422": "a field is wrong: detail lists each field and what to fix",
+}
+
+
+class RewardStudioAPI(NinjaAPI):
+    def get_openapi_schema(self, *, path_prefix=None, path_params=None):
+        """The generated schema, with the error answers each operation can give (all JSON, one shape)."""
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                codes = ["422"]
+                if operation.get("security"):
+                    codes.append("401")
+                if "{project_id}" in path:
+                    codes += ["403", "404"]
+                if "requestBody" in operation:
+                    codes.append("400")
+                for code in codes:
+                    operation.setdefault("responses", {}).setdefault(code, {
+                        "description": _ERROR_ANSWERS[code],
+                        "content": {"application/json": {"schema": _ERROR}}})
+        return schema
+
+
+api = RewardStudioAPI(
     title="Reward Studio API",
     version="1",
     description="Everything the Reward Studio pages can do, for scripts and other tools.",
