@@ -243,3 +243,21 @@ def test_it_refuses_dr_grpo_with_a_normalisation_that_divides_by_a_std(tmp_path,
                                 "reward_spec": {**REWARD_SPEC, "normalization": normalization}}))
     with pytest.raises(UserError, match=f"preset 'dr_grpo' removes .* reward_spec.normalization '{normalization}'"):
         load_spec(path, "grpo")
+
+
+def test_a_stop_during_the_last_step_still_completes_and_publishes(tmp_path, policy, prompts):
+    """SIGTERM (a cancel) as the only step runs: the plan completes, so the run publishes and exits 0."""
+    import os
+    import signal
+
+    spec_path = tmp_path / "grpo.json"
+    spec_path.write_text(_spec(tmp_path, policy, prompts, max_steps=1, save_steps=1).model_dump_json())
+    child = subprocess.Popen([sys.executable, "-m", "rlcore", "train", "grpo", str(spec_path)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in child.stdout:
+        if '"progress"' in line:  # training began: SIGTERM is now a stop request
+            os.kill(child.pid, signal.SIGTERM)
+            break
+    rest = child.stdout.read()
+    assert child.wait(timeout=120) == 0
+    assert '"type": "policy"' in rest and (tmp_path / "run" / "model" / "config.json").is_file()
