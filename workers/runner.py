@@ -148,9 +148,13 @@ def child_argv(argv: list[str], processes_per_job: int) -> list[str]:
 
 
 def _error_text(result: ChildResult) -> str:
+    """The child's own ``error: ...`` line (rlcore's message for a user error) first, then the exit code and
+    the log's tail: retry warnings of a hub client, say, come before it and must not bury it."""
     lines = [line for line in result.log_tail.splitlines() if line.strip()]
     tail = "\n".join(lines[-20:])
-    return f"The job's process exited with code {result.returncode}.\n{tail}".strip()
+    user_errors = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+    head = f"{user_errors[-1]}\n" if user_errors else ""
+    return f"{head}The job's process exited with code {result.returncode}.\n{tail}".strip()
 
 
 def execute_job(job_id: int, worker: str = "") -> None:

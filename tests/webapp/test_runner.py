@@ -70,3 +70,15 @@ def test_a_training_job_spans_several_processes_through_accelerate(tmp_path: Pat
     epoch = next(e["value"] for e in events if e["kind"] == "metric" and e["name"] == "epoch" and e["step"] == 1)
     assert epoch == 8 / 48
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def test_it_puts_the_childs_user_error_first_above_retry_noise():
+    """An unreachable hub id: the Hub client's retry warnings come first on stderr, rlcore's one-line
+    error last; the job page must show that line first (issue 10, defect 11)."""
+    from workers.runner import ChildResult, _error_text
+
+    noise = [f"Retrying in {i}s [Retry {i}/5]: connection refused" for i in range(30)]
+    error = "error: policy: 'Qwen/Qwen2.5-0.5B' is neither a local model directory nor a Hub model that could be reached"
+    text = _error_text(ChildResult(returncode=2, cancelled=False, log_tail="\n".join([*noise, error])))
+    assert text.splitlines()[0] == error.removeprefix("error: ")
+    assert "exited with code 2" in text and noise[-1] in text
