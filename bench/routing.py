@@ -19,7 +19,15 @@ then plans over a separate pool at each budget. Each mix trains the same proxy r
 (Bradley-Terry on the response vectors), scored against the hidden truth on a test set.
 ``human_only`` trains on the same number of human labels and nothing else.
 
-Prints one JSON line. Run: ``PYTHONPATH=. .venv/bin/python bench/routing.py [--seeds 5]``.
+A second world, ``hard``, is one the router must not fool itself in: a small pilot, imbalanced
+categories (code is 5 % of prompts), a judge that is confidently wrong on code (it prefers the
+wrong answer with a large margin, both orders agreeing), and 30 % of human labels from near-random
+annotators. There the plan's claim (the held-out predicted gain over random, with its interval,
+when the gate lets topk route) is set against the measured gain (topk's accuracy minus random's,
+same budget, on the hidden truth). A claim is "unsupported" when the plan routed by topk but the
+measured gain is not above zero.
+
+Prints one JSON line. Run: ``PYTHONPATH=. .venv/bin/python bench/routing.py [--seeds 5] [--worlds default,hard]``.
 """
 
 from __future__ import annotations
@@ -48,10 +56,9 @@ from rlcore.routing.features import (  # noqa: E402
 from rlcore.routing.predictor import (  # noqa: E402
     LabelledPool,
     fit_bradley_terry,
-    fit_performance_model,
+    fit_routing_model,
     pairwise_accuracy,
     plan_routing,
-    simulate_mixes,
 )
 
 CATEGORIES = ["chat", "advice", "creative", "summary", "math", "code"]
@@ -59,11 +66,25 @@ HARD_FOR_LM = {"math", "code"}  # the judge cannot verify correctness here
 VOCAB = [f"w{i}" for i in range(400)]
 
 
+WORLDS = {
+    # the world of the first benchmark: balanced categories, a judge that cannot verify math/code
+    "default": {"category_p": None, "confidently_wrong": None, "noisy_share": 0.0, "pilot": 800},
+    # small pilot, imbalanced categories, a judge confidently wrong on code, near-random annotators
+    "hard": {"category_p": [0.45, 0.2, 0.12, 0.1, 0.08, 0.05], "confidently_wrong": "code", "noisy_share": 0.3,
+             "pilot": 150},
+}
+
+
 class World:
     """Hidden truth, simulated annotators and a biased LM judge."""
 
-    def __init__(self, rng: np.random.Generator, dim: int = 64):
+    def __init__(self, rng: np.random.Generator, dim: int = 64, category_p=None, confidently_wrong=None,
+                 noisy_share: float = 0.0):
         self.rng = rng
+        self.category_p = category_p
+        self.confidently_wrong = confidently_wrong  # a category where the judge inverts the truth, sure of itself
+        self.noisy_share = noisy_share  # share of human labels from near-random annotators
+        self.sigma_noisy = 6.0
         self.dim = dim
         self.w = rng.normal(size=dim) / np.sqrt(dim)
         # the judge's taste is close to the truth but not equal
@@ -80,7 +101,7 @@ class World:
         rng = self.rng
         out = []
         for i in range(n):
-            cat = CATEGORIES[rng.integers(len(CATEGORIES))]
+            cat = CATEGORIES[rng.choice(len(CATEGORIES), p=self.category_p)]
             sim = rng.beta(2, 2)  # how alike the two responses are
             phi_a = rng.normal(size=self.dim)
             phi_b = sim * phi_a + np.sqrt(1 - sim**2) * rng.normal(size=self.dim)
@@ -111,8 +132,9 @@ class World:
         return 1.0 if self.utility(c, 0) > self.utility(c, 1) else 0.0
 
     def human_label(self, c: dict) -> float:
-        ua = self.utility(c, 0) + self.rng.normal(0, self.sigma_h)
-        ub = self.utility(c, 1) + self.rng.normal(0, self.sigma_h)
+        sigma = self.sigma_noisy if self.rng.random() < self.noisy_share else self.sigma_h
+        ua = self.utility(c, 0) + self.rng.normal(0, sigma)
+        ub = self.utility(c, 1) + self.rng.normal(0, sigma)
         return 1.0 if ua > ub else 0.0
 
     def judge(self, c: dict) -> dict:
@@ -123,6 +145,8 @@ class World:
         ]
         if c["category"] in HARD_FOR_LM:  # cannot verify: guesses from a look of confidence
             u = [x + self.rng.normal(0, 0.6) for x in u]
+        if c["category"] == self.confidently_wrong:  # prefers the worse answer, by a wide margin
+            u = [-2.0 * self.utility(c, k) for k in (0, 1)]
         margin = u[0] - u[1]
         first_a = margin + self.position_bias + self.rng.normal(0, self.sigma_lm)  # A shown first
         first_b = -margin + self.position_bias + self.rng.normal(0, self.sigma_lm)  # B shown first
@@ -156,10 +180,13 @@ def featurize(world: World, items: list[dict], judged: list[dict]):
     return extract_features(comps, tagger=lambda prompt: tags_by_prompt[prompt])
 
 
-def run_seed(seed: int, args) -> dict:
+def run_seed(seed: int, args, world_name: str = "default") -> dict:
+    spec = WORLDS[world_name]
     rng = np.random.default_rng(seed)
-    world = World(rng)
-    pilot = world.comparisons(args.pilot, "p")
+    world = World(rng, category_p=spec["category_p"], confidently_wrong=spec["confidently_wrong"],
+                  noisy_share=spec["noisy_share"])
+    pilot_size = args.pilot if world_name == "default" else args.hard_pilot
+    pilot = world.comparisons(pilot_size, "p")
     pool = world.comparisons(args.pool, "c")
     test = world.comparisons(args.test, "t")
 
@@ -178,11 +205,10 @@ def run_seed(seed: int, args) -> dict:
         lm=[j["label"] for j in pilot_judged],
     )
     pilot_vectors = np.stack([world.vector(c) for c in pilot])
-    sims = simulate_mixes(
+    model = fit_routing_model(
         pilot_table.matrix(), pilot_table.feature_names, labelled, pilot_vectors,
-        n_simulations=args.simulations, seed=seed,
+        n_simulations=args.simulations, ridge=args.ridge, seed=seed,
     )
-    model = fit_performance_model(sims, kind="linear", ridge=args.ridge, seed=seed)
 
     # the pool: LM labels for all (cheap), human labels bought where a plan routes them
     pool_vectors = np.stack([world.vector(c) for c in pool])
@@ -206,16 +232,26 @@ def run_seed(seed: int, args) -> dict:
     out: dict = {"budgets": {}}
     for budget in args.budgets:
         row = {}
-        for strategy in ("topk", "random", "uncertainty"):
-            plan = plan_routing(pool_table, budget, strategy, model=model, seed=seed)
-            mask = mask_of(plan.human_ids)
-            row[strategy] = score(mask)
-            if strategy == "random":
-                row["human_only"] = score(mask, use_lm=False) if mask.any() else 0.5
-            if strategy == "topk":
-                row["predicted_gain"] = plan.predicted_gain
+        # what topk would do ungated, and the plan as the gate lets it route
+        learned = plan_routing(pool_table, budget, "topk", model=model, seed=seed, gate=None)
+        gated = plan_routing(pool_table, budget, "topk", model=model, seed=seed)
+        row["topk"] = score(mask_of(learned.human_ids))
+        row["plan"] = score(mask_of(gated.human_ids))
+        row["plan_strategy"] = gated.strategy
+        # random: the mean of three draws, so the measured gain is not one draw's luck
+        randoms = [plan_routing(pool_table, budget, "random", seed=seed * 10 + r) for r in range(3)]
+        row["random"] = float(np.mean([score(mask_of(p.human_ids)) for p in randoms]))
+        row["human_only"] = score(mask_of(randoms[0].human_ids), use_lm=False) if randoms[0].n_human else 0.5
+        row["uncertainty"] = score(mask_of(plan_routing(pool_table, budget, "uncertainty", seed=seed).human_ids))
+        ev = gated.evidence
+        row["claimed_gain"] = ev.gain_over_random
+        row["claimed_interval"] = [ev.interval_low, ev.interval_high]
+        row["in_sample_claim"] = ev.gain_in_sample
+        row["measured_gain_topk"] = row["topk"] - row["random"]
+        row["measured_gain_plan"] = row["plan"] - row["random"]
+        row["fallback_reason"] = gated.fallback_reason
         out["budgets"][f"{int(round(budget * 100))}%"] = row
-    plan = plan_routing(pool_table, None, "optimal_pos", model=model)
+    plan = plan_routing(pool_table, None, "optimal_pos", model=model, gate=None)
     out["optimal_pos"] = {"share": plan.n_human / len(pool), "accuracy": score(mask_of(plan.human_ids))}
     out["all_lm"] = score(np.zeros(len(pool), bool))
     out["all_human"] = score(np.ones(len(pool), bool))
@@ -227,51 +263,69 @@ def run_seed(seed: int, args) -> dict:
     return out
 
 
+def summarise(runs: list[dict], world_name: str, pilot: int) -> dict:
+    def mean(get):
+        vals = [get(r) for r in runs]
+        return round(float(np.mean(vals)), 4)
+
+    numeric = ("topk", "plan", "random", "uncertainty", "human_only", "measured_gain_topk", "measured_gain_plan")
+    budgets = {}
+    for key in runs[0]["budgets"]:
+        rows = [r["budgets"][key] for r in runs]
+        entry = {name: mean(lambda r, k=key, n=name: r["budgets"][k][n]) for name in numeric}
+        entry["plan_routed_by_topk"] = sum(row["plan_strategy"] == "topk" for row in rows)
+        entry["per_seed"] = [
+            {"strategy": row["plan_strategy"],
+             "claimed": None if row["claimed_gain"] is None else round(row["claimed_gain"], 4),
+             "interval": [None if v is None else round(v, 4) for v in row["claimed_interval"]],
+             "in_sample_claim": None if row["in_sample_claim"] is None else round(row["in_sample_claim"], 4),
+             "measured_topk": round(row["measured_gain_topk"], 4),
+             "r2": None if r["regressor_r2"] is None else round(r["regressor_r2"], 3),
+             "why_not_topk": row["fallback_reason"]}
+            for row, r in zip(rows, runs)
+        ]
+        # a claim the measurement does not show: the gate let topk route, and topk did not beat random
+        entry["unsupported_claims"] = sum(
+            row["plan_strategy"] == "topk" and row["measured_gain_topk"] <= 0 for row in rows)
+        budgets[key] = entry
+    return {
+        "world": world_name,
+        "pilot": pilot,
+        "by_budget": budgets,
+        "all_lm": mean(lambda r: r["all_lm"]),
+        "all_human": mean(lambda r: r["all_human"]),
+        "optimal_pos_ungated": {"share": mean(lambda r: r["optimal_pos"]["share"]),
+                                "accuracy": mean(lambda r: r["optimal_pos"]["accuracy"])},
+        "regressor_r2_on_pilot_halves": mean(lambda r: r["regressor_r2"] if r["regressor_r2"] is not None else np.nan),
+        "lm_label_accuracy": mean(lambda r: r["lm_vs_truth"]),
+        "human_label_accuracy": mean(lambda r: r["human_vs_truth"]),
+        "top_features_seed0": runs[0]["top_features"],
+    }
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--pilot", type=int, default=800, help="comparisons with both labels (fits the router)")
+    parser.add_argument("--worlds", default="default,hard", help="comma-separated: default, hard")
+    parser.add_argument("--pilot", type=int, default=800, help="default world: comparisons with both labels")
+    parser.add_argument("--hard-pilot", type=int, default=150, help="hard world: comparisons with both labels")
     parser.add_argument("--pool", type=int, default=2000, help="comparisons to route")
     parser.add_argument("--test", type=int, default=3000, help="comparisons with hidden truth for scoring")
     parser.add_argument("--simulations", type=int, default=300)
     parser.add_argument("--ridge", type=float, default=1.0)
     args = parser.parse_args(argv)
-    args.budgets = [0.0, 0.25, 0.5, 1.0]
+    args.budgets = [0.25, 0.5]
     start = time.perf_counter()
-    runs = [run_seed(s, args) for s in range(args.seeds)]
-
-    def mean(get):
-        vals = [get(r) for r in runs]
-        return round(float(np.mean(vals)), 4)
-
-    budgets = {}
-    for key in runs[0]["budgets"]:
-        budgets[key] = {
-            name: mean(lambda r, k=key, n=name: r["budgets"][k][n]) for name in runs[0]["budgets"][key]
-        }
-    wins = {
-        key: {
-            other: sum(r["budgets"][key]["topk"] > r["budgets"][key][other] for r in runs)
-            for other in ("random", "uncertainty", "human_only")
-        }
-        | {"all_lm": sum(r["budgets"][key]["topk"] > r["all_lm"] for r in runs)}
-        for key in ("25%", "50%")
-    }
+    worlds = []
+    for name in args.worlds.split(","):
+        runs = [run_seed(s, args, name) for s in range(args.seeds)]
+        worlds.append(summarise(runs, name, args.pilot if name == "default" else args.hard_pilot))
     result = {
         "bench": "routing",
-        "metric": "proxy RM pairwise accuracy vs hidden truth (mean over seeds)",
+        "metric": "proxy RM pairwise accuracy vs hidden truth (mean over seeds); gains are over random, same budget",
         "seeds": args.seeds,
         "pool": args.pool,
-        "routed_is": "topk",
-        "by_budget": budgets,
-        "all_lm": mean(lambda r: r["all_lm"]),
-        "all_human": mean(lambda r: r["all_human"]),
-        "optimal_pos": {"share": mean(lambda r: r["optimal_pos"]["share"]), "accuracy": mean(lambda r: r["optimal_pos"]["accuracy"])},
-        "topk_wins_per_seed": wins,
-        "regressor_holdout_r2": mean(lambda r: r["regressor_r2"]),
-        "lm_label_accuracy": mean(lambda r: r["lm_vs_truth"]),
-        "human_label_accuracy": mean(lambda r: r["human_vs_truth"]),
-        "top_features_seed0": runs[0]["top_features"],
+        "worlds": worlds,
         "seconds": round(time.perf_counter() - start, 1),
     }
     print(json.dumps(result))

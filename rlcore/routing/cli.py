@@ -267,7 +267,7 @@ def register(subparsers) -> None:
     p.add_argument("--fallback", choices=["random", "uncertainty"], default="random",
                    help="baseline when the model cannot show a gain over random (topk, optimal_pos)")
     p.add_argument("--min-pilot", type=int, default=100, help="fewest pilot comparisons behind a learned plan")
-    p.add_argument("--min-r2", type=float, default=0.1, help="lowest R² cross-validated on the pilot")
+    p.add_argument("--min-r2", type=float, default=0.0, help="R² cross-validated on the pilot must be above this")
     p.add_argument("-o", "--output", default=None, help="plan JSON to write (default: stdout)")
     p.set_defaults(handler=run_plan)
 

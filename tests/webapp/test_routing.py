@@ -195,7 +195,7 @@ def test_it_routes_by_topk_and_shows_the_held_out_gain_interval_when_the_pilot_s
     ev = body["evidence"]
     assert ev["n_pilot"] == 120 and len(ev["gain_by_half"]) == 6, body
     assert body["strategy"] == "topk" and ev["passed"] and body["fallback_reason"] == ""
-    assert 0 < ev["interval_low"] <= ev["gain_over_random"] <= ev["interval_high"] and ev["cv_r2"] >= 0.1
+    assert 0 < ev["interval_low"] <= ev["gain_over_random"] <= ev["interval_high"] and ev["cv_r2"] > 0
     human = [d["comparison_id"] for d in body["decisions"] if d["route"] == "human"]
     assert all("cats" in Comparison.objects.get(pk=c).prompt.text for c in human)  # the topic the judge gets wrong
     client.force_login(people.users["bob"])
