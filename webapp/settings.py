@@ -205,6 +205,10 @@ AXES_VERBOSE = False
 AUTHENTICATION_BACKENDS = ["webapp.accounts.backends.ThrottledSignInBackend",
                            "django.contrib.auth.backends.ModelBackend"]
 
+# Folders (besides a project's own registry entries and job folders) whose models any member may use
+# as a backbone, policy, reward model or local judge; never put ARTIFACT_ROOT here (it is ignored there).
+MODEL_ROOTS = env_list("MODEL_ROOTS", str(VAR_DIR / "models"))
+
 # A user may have at most this many jobs waiting for a worker; more are refused with a message.
 JOB_MAX_QUEUED_PER_USER = int(os.environ.get("JOB_MAX_QUEUED_PER_USER", "20"))
 # Environment variables a judge config may name as its API key (api_key_env). Anything else, such as

@@ -30,6 +30,7 @@ def _launch(client, people, components, tmp_path):
     version = reward_spec_create(project=people.project, user=people.users["alice"], name="mixed",
                                  definition={"name": "mixed", "components": components})
     (tmp_path / "policy").mkdir(exist_ok=True)
+    (tmp_path / "policy" / "config.json").write_text("{}")  # launch checks it is a model folder, not its weights
     return client.post(f"/api/v1/projects/{people.project.pk}/training/grpo", json.dumps({
         "dataset_id": _mixed_dataset(client, people), "reward_spec_version_id": version.pk,
         "policy": str(tmp_path / "policy")}), content_type="application/json",

@@ -26,6 +26,7 @@ def _post_form(client, people, tmp_path, *, n_prompts=16, normalization="none", 
     version = reward_spec_create(project=people.project, user=people.users["alice"], name="short", definition={
         "name": "short", "normalization": normalization, "components": [PENALTY]})
     (tmp_path / "policy").mkdir(exist_ok=True)
+    (tmp_path / "policy" / "config.json").write_text("{}")  # launch checks it is a model folder, not its weights
     client.force_login(people.users["bob"])
     data = {"dataset": _dataset(client, people, n_prompts), "reward_spec_version": version.pk,
             "policy": str(tmp_path / "policy"), "queue": "gpu", "per_device_train_batch_size": 8,

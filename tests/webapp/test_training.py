@@ -67,7 +67,8 @@ def test_it_names_a_bad_hyper_parameter_before_anything_is_queued(client, labell
                    {"name": "rm", "spec": {"backbone": "/no/such/model"}})
     assert response.status_code == 422
     assert response.json()["detail"] == [{"field": "backbone", "message": (
-        "No model directory at '/no/such/model'. Give a local directory or a hub id.")}]
+        "'/no/such/model' is not a model this project may use: pick one from the project's registry, a folder "
+        f"under MODEL_ROOTS ({', '.join(settings.MODEL_ROOTS)}), or give a hub id.")}]
     assert not Job.objects.exists()
 
 
@@ -188,7 +189,7 @@ def test_it_refuses_grpo_with_a_reward_spec_whose_model_was_deleted(client, labe
     assert api("delete", f"{labelled.project.pk}/reward-models/{model.pk}").status_code == 204
     dataset_id = labelled.project.datasets.get().pk
     response = api("post", f"{labelled.project.pk}/training/grpo", {
-        "dataset_id": dataset_id, "reward_spec_version_id": version.pk, "policy": str(tmp_path / "rm")})
+        "dataset_id": dataset_id, "reward_spec_version_id": version.pk, "policy": model.path})
     assert response.status_code == 422
     [problem] = response.json()["detail"]
     assert problem["field"] == "reward_spec_version" and "deleted reward model(s) helpful" in problem["message"]

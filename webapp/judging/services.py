@@ -101,7 +101,6 @@ def key_env_problem(name: str) -> str | None:
     return None
 
 
-@transaction.atomic
 def api_key_problem(key: str) -> str | None:
     """Why ``key`` cannot be sent as a bearer token, or None: HTTP headers carry ASCII only, and a key with
     other characters used to fail with a 500 when the judge was first called."""
@@ -110,6 +109,16 @@ def api_key_problem(key: str) -> str | None:
     return None
 
 
+def _check_local_model(project, backend: str, model: str) -> None:
+    # A local judge is a folder the workers load: one this project may use (its registry, MODEL_ROOTS).
+    if backend == JudgeBackend.LOCAL_HF and (model or "").strip():
+        from webapp.training.model_locations import model_location_problem
+
+        if problem := model_location_problem(project=project, location=model.strip()):
+            raise ValidationError({"model": problem})
+
+
+@transaction.atomic
 def judge_config_create(*, project, user, name: str, model: str, backend: str = JudgeBackend.OPENAI,
                         endpoint: str = "", max_concurrency: int = 8, timeout_s: float = 60.0, max_retries: int = 4,
                         api_key: str = "", api_key_env: str = "") -> JudgeConfig:
@@ -120,6 +129,7 @@ def judge_config_create(*, project, user, name: str, model: str, backend: str = 
         raise ValidationError({"api_key": problem})
     if JudgeConfig.objects.filter(project=project, name=name).exists():
         raise ValidationError({"name": f"A judge named '{name}' already exists in this project."})
+    _check_local_model(project, backend, model)
     fields = _clean_config(backend=backend, endpoint=endpoint, model=model, max_concurrency=max_concurrency,
                            timeout_s=timeout_s, max_retries=max_retries, api_key_env=api_key_env)
     return JudgeConfig.objects.create(project=project, name=name, created_by=user,
@@ -143,7 +153,9 @@ def judge_config_update(*, config: JudgeConfig, api_key: str | None = None, clea
         if JudgeConfig.objects.filter(project=config.project, name=name).exclude(pk=config.pk).exists():
             raise ValidationError({"name": f"A judge named '{name}' already exists in this project."})
         config.name = name
-    fields = _clean_config(**{**current, **{k: v for k, v in changes.items() if v is not None}})
+    merged = {**current, **{k: v for k, v in changes.items() if v is not None}}
+    _check_local_model(config.project, merged["backend"], merged["model"])
+    fields = _clean_config(**merged)
     for field, value in fields.items():
         setattr(config, field, value)
     if clear_api_key:
@@ -230,13 +242,12 @@ def judge_config_test(*, config: JudgeConfig) -> dict:
     One attempt, no retries, at most 15 seconds: a connection test, not a labelling run.
     """
     if config.backend == JudgeBackend.LOCAL_HF:
-        folder = Path(config.model)
-        if (folder / "config.json").is_file():
-            return {"ok": True, "message": f"Found a model folder at {folder} (it is loaded by the worker).",
-                    "reply": None}
-        return {"ok": False, "reply": None,
-                "message": f"{folder} is not a model folder on this machine (no config.json). Workers load the "
-                           "model from the same path: give a folder they can read."}
+        from webapp.training.model_locations import model_location_problem
+
+        if problem := model_location_problem(project=config.project, location=config.model):
+            return {"ok": False, "reply": None, "message": problem}
+        return {"ok": True, "reply": None,
+                "message": f"Found a model folder at {config.model} (it is loaded by the worker)."}
     from rlcore.errors import UserError
     from rlcore.judges.base import PairRequest
 

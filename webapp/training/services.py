@@ -48,10 +48,12 @@ def _errors_from_pydantic(exc: PydanticValidationError, prefix: str = "") -> Val
     return ValidationError(errors)
 
 
-def _check_model_location(field: str, location: str) -> None:
-    """A path that looks local must exist now, not fail an hour into the queue."""
-    if location.startswith(("/", "./", "../", "~")) and not Path(location).expanduser().is_dir():
-        raise ValidationError({field: f"No model directory at '{location}'. Give a local directory or a hub id."})
+def _check_model_location(field: str, location: str, project) -> None:
+    """A folder must be one this project may use and exist now, not fail an hour into the queue."""
+    from webapp.training.model_locations import model_location_problem
+
+    if problem := model_location_problem(project=project, location=location):
+        raise ValidationError({field: problem})
 
 
 def _user_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -112,7 +114,7 @@ def reward_model_job_create(
         raise ValidationError({"name": "Name the reward model (it appears in the registry)."})
     params = {"backbone": default_backbone(), **params}
     validate_reward_model_params(params)
-    _check_model_location("backbone", params["backbone"])
+    _check_model_location("backbone", params["backbone"], project)
     with _OutputDirCleanup() as cleanup, transaction.atomic():
         job = job_create(project=project, user=user, kind=REWARD_MODEL_KIND, argv=[], queue=queue,
                          title=f"reward model: {name}")
@@ -166,7 +168,10 @@ def grpo_job_create(
     policy = (policy or "").strip()
     if not policy:
         raise ValidationError({"policy": "Give the policy model: a local directory or a hub id."})
-    _check_model_location("policy", policy)
+    _check_model_location("policy", policy, project)
+    for index, component in enumerate(reward_spec_version.definition.get("components", [])):
+        if component.get("kind") == "reward_model":
+            _check_model_location(f"reward_spec.components.{index}.path", str(component.get("path", "")), project)
     deleted = _deleted_reward_models_in(reward_spec_version.definition, project)
     if deleted:
         raise ValidationError({"reward_spec_version": (
