@@ -460,10 +460,11 @@ def fit_routing_model(
 
     The routing model is fitted on ``n_simulations`` mixes of the whole pilot. The pilot's
     comparisons are also cut in two halves ``splits`` times (:func:`pilot_halves` with seeds
-    ``seed + 1000 * r``), each half with ``n_simulations // 2`` mixes and a model of its own: a model can only be trusted with what it predicts for
-    comparisons it was not fitted on, because on a small pilot the features look helpful wherever
-    this pilot's LM labels happen to be wrong. ``holdout_r2`` is :func:`transfer_r2` of the halves.
-    ``progress(done, total)`` counts the mixes of all three fits.
+    ``seed + 1000 * r``), each half with ``n_simulations // 2`` mixes and a model of its own: a
+    model can only be trusted with what it predicts for comparisons it was not fitted on, because on
+    a small pilot the features look helpful wherever this pilot's LM labels happen to be wrong.
+    ``holdout_r2`` is :func:`transfer_r2` of the halves. ``progress(done, total)`` counts the mixes
+    of every fit. A pilot under 20 comparisons gets no halves (and no learned plan passes the gate).
     """
     n = len(pool.comparison_ids)
     half_sims = max(n_simulations // 2, 20)
@@ -739,7 +740,7 @@ def check_evidence(
     own = float(np.asarray(model.coef) @ _shares_delta(model, table, human)) if model.kind == "linear" else None
     gain = low = high = None
     each: list[float] = []
-    if len(model.halves) >= 2:
+    if len(model.halves) >= 2 and model.kind == "linear":
         rng = np.random.default_rng(seed)
         judges, deltas = [], []
         for h in range(len(model.halves) - len(model.halves) % 2):
@@ -761,7 +762,9 @@ def check_evidence(
               else "undefined (the simulated scores do not vary)" if model.holdout_r2 is None
               else f"{model.holdout_r2:.2f}")
         failures.append(f"its R² cross-validated on the pilot is {r2} (above {gate.min_r2:.2f} needed)")
-    if low is None:
+    if model.kind != "linear":
+        failures.append("a quadratic performance model has no held-out gain estimate (fit a linear one)")
+    elif low is None:
         if model.halves:
             failures.append("the model keeps no simulations to put an interval on its gain (refit it)")
     elif low <= 0:

@@ -134,3 +134,10 @@ def test_its_gain_interval_is_the_documented_normal_interval_computed_with_sklea
         draws.append(total / 2)
     half_width = norm.ppf(0.95) * np.sqrt(np.var(draws, ddof=1) + np.var(each, ddof=1) / 2)
     assert (low, high) == pytest.approx((gain - half_width, gain + half_width), abs=1e-9)
+
+
+def test_it_falls_back_with_a_reason_for_a_quadratic_model_instead_of_failing():
+    table, vectors, pool = _pilot(120, 2)
+    model = fit_routing_model(table.matrix(), table.feature_names, pool, vectors, n_simulations=60, kind="quadratic")
+    plan = plan_routing(table, 0.25, "topk", model=model)
+    assert plan.strategy == "random" and "quadratic performance model has no held-out gain" in plan.fallback_reason
