@@ -73,6 +73,10 @@ def test_it_shows_what_the_labels_are_worth_and_warns_about_a_position_biased_ju
     assert 'role="alert"' in page and "in 10 of 13 comparisons" in page
     assert '<td data-outcome="usable">2</td>' in page and '<td data-outcome="refused">1</td>' in page
     assert page.count('<tr data-outcome="disagree_first">') == 8 and "judge refused: I can&#x27;t judge that." in page
+    job_page = client.get(f"/projects/{people.project.pk}/jobs/{run.job_id}/").content.decode()
+    assert f'hx-get="/projects/{people.project.pk}/judging/runs/{run.job_id}/?part=summary"' in job_page
+    summary_part = client.get(f"/projects/{people.project.pk}/judging/runs/{run.job_id}/?part=summary").content.decode()
+    assert "in 10 of 13 comparisons" in summary_part and "<html" not in summary_part
 
 
 def test_it_does_not_warn_when_the_judge_is_consistent(client, people, celery_workers):

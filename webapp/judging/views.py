@@ -40,6 +40,8 @@ def judge_run(request: HttpRequest, project_id: int, job_id: int) -> HttpRespons
     project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     services.lm_runs_reconcile(project=project)
     run = get_object_or_404(selectors.run_list(project=project), job_id=job_id)
+    if request.GET.get("part") == "summary":  # the job page shows it beside the job's state
+        return render(request, "judging/_run_summary.html", {"summary": selectors.run_summaries([run])[run.pk]})
     return render(request, "judging/run.html", {
         "project": project, "run": run, "summary": selectors.run_summaries([run])[run.pk],
         "attempts": selectors.attempts_for(job_id=job_id).select_related("label")[:500]})
