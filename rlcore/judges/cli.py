@@ -122,8 +122,10 @@ def read_templates(path: Path | None):
         raise UserError(f"--templates: {path} does not exist")
     import yaml
 
+    from rlcore.rubric import load_yaml
+
     try:
-        templates = JudgeTemplates.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+        templates = JudgeTemplates.model_validate(load_yaml(path.read_text(encoding="utf-8")) or {})
     except (yaml.YAMLError, ValidationError) as exc:
         raise UserError(f"{path}: not a valid set of judge templates: {exc}") from exc
     problems = templates.problems()

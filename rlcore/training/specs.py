@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from rlcore.errors import UserError
 from rlcore.rewards import RewardSpec
+from rlcore.rubric import load_yaml
 
 
 class _TrainSpec(BaseModel):
@@ -179,7 +180,8 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise UserError(f"{path}: spec file not found")
     text = path.read_text(encoding="utf-8")
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        # load_yaml refuses aliases and oversized documents: a spec file may come from someone else.
+        data = json.loads(text) if path.suffix == ".json" else load_yaml(text)
     except (ValueError, yaml.YAMLError) as exc:
         raise UserError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
     if not isinstance(data, dict):

@@ -203,3 +203,21 @@ def test_it_checks_hostile_responses_in_linear_time(rule, text):
 def test_it_fails_json_nested_past_the_recursion_limit_instead_of_crashing():
     assert run({"kind": "json"}, "[" * 100_000 + "]" * 100_000) == 0.0
     assert run({"kind": "json", "schema": {"items": {"items": {}}}}, "[" * 5000 + "]" * 5000) == 0.0
+
+
+@pytest.mark.parametrize("reader, name", [
+    ("rlcore.training.specs:read_spec_file", "spec.yaml"),
+    ("rlcore.judges.cli:read_templates", "templates.yaml"),
+])
+def test_it_refuses_yaml_aliases_in_every_file_reader(tmp_path, reader, name):
+    # every YAML a person hands rlcore goes through rlcore.rubric.load_yaml, not yaml.safe_load
+    import importlib
+
+    from rlcore.errors import UserError
+    from tests.rlcore.test_rubric import BILLION_LAUGHS
+
+    module, function = reader.split(":")
+    path = tmp_path / name
+    path.write_text(BILLION_LAUGHS)
+    with pytest.raises(UserError, match=r"aliases \(\*a\) are not allowed"):
+        getattr(importlib.import_module(module), function)(path)
