@@ -22,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 from rlcore.events import parse_line
@@ -157,18 +158,50 @@ def _error_text(result: ChildResult) -> str:
     return f"{head}The job's process exited with code {result.returncode}.\n{tail}".strip()
 
 
+def across_reconnects(call: Callable, *, give_up_after: float) -> Callable:
+    """``call`` retried while the database is away: a dropped connection (a restarted or failed-over
+    server, a killed backend) is closed and reopened on the next try, with a growing pause. Only a
+    database away for longer than ``give_up_after`` seconds (the heartbeat timeout, after which the
+    reaper would fail the job anyway) lets the error through."""
+    from django.db import InterfaceError, OperationalError, connection
+
+    def retrying(*args, **kwargs):
+        first_failure, pause = None, 0.1
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except (OperationalError, InterfaceError) as exc:
+                now = time.monotonic()
+                first_failure = first_failure if first_failure is not None else now
+                if now - first_failure >= give_up_after:
+                    raise
+                logger.warning("database unavailable (%s); retrying in %.1f s", exc, pause)
+                try:
+                    connection.close()  # a dead connection is never reused; the next query opens one
+                except Exception:
+                    pass
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+
+    return retrying
+
+
 def execute_job(job_id: int, worker: str = "") -> None:
     """Claim the job, run its command, record the outcome. A no-op for a job that is not queued."""
     from django.conf import settings
 
-    from webapp.jobs import services
+    from webapp.jobs import services as job_services
     from webapp.jobs.models import Job, JobState
 
+    # Every write of the job's record survives a dropped database connection (see across_reconnects).
+    services = SimpleNamespace(**{
+        name: across_reconnects(getattr(job_services, name), give_up_after=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)
+        for name in ("job_claim", "job_heartbeat", "job_record_events", "job_finish")})
     worker_name = worker or f"{socket.gethostname()}:{os.getpid()}"
     if not services.job_claim(job_id=job_id, worker=worker_name):
         logger.info("job %s is not queued any more; ignoring redelivered message", job_id)
         return
-    job = Job.objects.get(pk=job_id)
+    job = across_reconnects(Job.objects.get, give_up_after=settings.JOB_HEARTBEAT_TIMEOUT_SECONDS)(pk=job_id)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "REWARD_STUDIO_JOB_ID": str(job_id)}
     # One worker per machine (or per GPU group) sets this to the number of GPUs it owns.
     argv = child_argv(job.argv, int(os.environ.get("REWARD_STUDIO_PROCESSES_PER_JOB", "1")))

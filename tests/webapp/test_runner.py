@@ -82,3 +82,22 @@ def test_it_puts_the_childs_user_error_first_above_retry_noise():
     text = _error_text(ChildResult(returncode=2, cancelled=False, log_tail="\n".join([*noise, error])))
     assert text.splitlines()[0] == error.removeprefix("error: ")
     assert "exited with code 2" in text and noise[-1] in text
+
+
+def test_it_lets_a_database_error_through_once_the_database_stays_away_past_the_timeout():
+    import time
+
+    import pytest
+    from django.db import OperationalError
+
+    from workers.runner import across_reconnects
+
+    calls = []
+
+    def database_away():
+        calls.append(time.monotonic())
+        raise OperationalError("server closed the connection unexpectedly")
+
+    with pytest.raises(OperationalError):
+        across_reconnects(database_away, give_up_after=0.5)()
+    assert calls[-1] - calls[0] >= 0.5 and len(calls) >= 3
