@@ -335,3 +335,18 @@ def test_it_documents_the_error_answers_of_each_operation(client):
     assert {"201", "400", "401", "403", "404", "422"} <= set(build)
     assert "field" in str(build["422"]["content"]["application/json"]["schema"])
     assert all("422" in op["responses"] for ops in schema["paths"].values() for op in ops.values())
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("method, url, body, field, words", [
+    ("post", "/api/v1/projects/{p}/jobs/selfcheck", {"steps": "many"}, "steps", "integer"),
+    ("get", "/api/v1/projects/{p}/rubrics/1/diff?a=1", None, "b", "required"),
+    ("get", "/api/v1/projects/{p}/comparisons?limit=lots", None, "limit", "integer"),
+])
+def test_it_answers_request_validation_errors_in_the_promised_shape(client, people, method, url, body, field, words):
+    # ninja's own validation (types, required fields) answers like the services: field and message only,
+    # without pydantic's "type"/"loc"/"msg" or a "body"/"query" prefix
+    response = _api(client, people.users["bob"])(method, url.format(p=people.project.pk), body)
+    assert response.status_code == 422, response.content
+    assert response.json() == {"detail": [{"field": field, "message": response.json()["detail"][0]["message"]}]}
+    assert words in response.json()["detail"][0]["message"].lower()

@@ -3,7 +3,7 @@
 Authentication: `Authorization: Bearer <token>` (tokens from the Account page or
 POST /api/v1/auth/token), or the browser session (with CSRF) for the pages' own htmx calls.
 Errors are JSON: {"detail": "..."} or, for input a user can fix,
-{"detail": [{"field": "name", "message": "..."}]} with status 422.
+{"detail": [{"field": "name", "message": "..."}]} with status 422, ninja's own request validation included.
 """
 
 from __future__ import annotations
@@ -14,9 +14,11 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError
+from ninja.errors import ValidationError as RequestValidationError
 from ninja.security import HttpBearer, django_auth
 
 from webapp.accounts.services import api_token_authenticate
+from webapp.forms_util import pydantic_errors
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +86,33 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
 @api.exception_handler(ValidationError)
 def on_validation_error(request, exc: ValidationError):
     return api.create_response(request, {"detail": validation_errors(exc)}, status=422)
+
+
+# Where ninja found a wrong parameter; the field is named without it, as the services name theirs.
+_PARAM_SOURCES = {"body", "query", "path", "form", "file", "header", "cookie"}
+
+
+def request_errors(errors: list[dict]) -> ValidationError:
+    """ninja's request validation errors (pydantic's shape, loc starting with the source) as a service's.
+
+    A body loc is ``("body", <parameter>, *field)``: every endpoint takes one body schema, so the parameter
+    name is dropped too. Errors without a loc (ninja's pagination) are already ``{field: message}``.
+    """
+    located = []
+    for error in errors:
+        if "loc" not in error:
+            located += [{"loc": (field,), "msg": str(message)} for field, message in error.items()]
+            continue
+        loc = tuple(error["loc"])
+        if loc and loc[0] in _PARAM_SOURCES:
+            loc = (loc[2:] or ("body",)) if loc[0] == "body" else (loc[1:] or (loc[0],))
+        located.append({"loc": loc, "msg": error.get("msg", "invalid value")})
+    return pydantic_errors(located)
+
+
+@api.exception_handler(RequestValidationError)
+def on_request_validation_error(request, exc: RequestValidationError):
+    return on_validation_error(request, request_errors(exc.errors))
 
 
 @api.exception_handler(PermissionDenied)

@@ -19,15 +19,12 @@ from rlcore.rewards import check_spec
 from rlcore.rubric import UNION_TAGS, check_rubric
 from rlcore.rubric import Rubric as RubricContract
 from rlcore.rules import Problem
+from webapp.forms_util import field_path as shared_field_path
 
 
 def field_path(loc: Sequence[Any]) -> str:
     """('criteria', 1, 'rule', 'regex', 'pattern') -> 'criteria[1].rule.pattern' (union tags dropped)."""
-    parts = [p for p in loc if not (isinstance(p, str) and p in UNION_TAGS)]
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out or "definition"
+    return shared_field_path(loc, skip=UNION_TAGS) or "definition"
 
 
 def _owner(definition: Any, loc: Sequence[Any]) -> str:

