@@ -11,7 +11,10 @@ Layout of ``spec.output_dir``::
 
 A member's model directory appears (by rename) only when it is complete, and is then announced with
 ``emit_artifact("reward_model", path, metrics=...)``. With ``resume`` a member whose model exists is
-not trained again, and an unfinished one continues from its last checkpoint.
+not trained again, and an unfinished one continues from its last checkpoint; a checkpoint that already
+reached ``max_steps`` is published as it is (no step past the plan). A stop (SIGTERM, a cancel) that
+arrives during a member's last step lets that member finish and publish; the run then exits 143 only
+if members are left to train.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from rlcore.errors import UserError
 from rlcore.events import emit_artifact
 from rlcore.training.calibration import ensemble_margins, pair_metrics
 from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_out_of_memory,
-                                     last_checkpoint, out_of_memory_message, publish_directory,
-                                     resolve_model_source, staging_directory)
+                                     last_checkpoint, out_of_memory_message, plan_complete, publish_directory,
+                                     resolve_model_source, restore_if_complete, staging_directory)
 from rlcore.training.snapshot import held_out_groups, read_preferences, split_held_out
 from rlcore.training.specs import RewardModelTrainSpec
 
@@ -245,7 +248,11 @@ def train_member(spec: RewardModelTrainSpec, k: int, backbone: str, train_rows: 
             reporter.progress_offset, reporter.progress_total = k * steps, spec.ensemble_size * steps
     resume_from = last_checkpoint(ckpt_dir) if spec.resume else None
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        # a checkpoint that already did every step (a stop raced the last one) is published, not trained on
+        if not restore_if_complete(trainer, resume_from):
+            trainer.train(resume_from_checkpoint=resume_from)
+        elif ensemble and trainer.accelerator.is_main_process:
+            reporter._progress(trainer.state)  # the member's place in the whole job, after the member-level line
     except Exception as exc:
         if is_out_of_memory(exc):
             raise UserError(out_of_memory_message(spec, "max_length")) from exc
@@ -253,7 +260,7 @@ def train_member(spec: RewardModelTrainSpec, k: int, backbone: str, train_rows: 
     if reporter.non_finite_step is not None:
         raise UserError(f"loss became NaN/inf at step {reporter.non_finite_step}; lower learning_rate "
                         f"(now {spec.learning_rate}) or check the snapshot's margins")
-    if stop.requested:
+    if stop.requested and not plan_complete(trainer.state):  # a stop at the last step still finishes the member
         return EXIT_STOPPED
     margins, ties = held_out_margins(trainer, trainer.eval_dataset, spec.per_device_eval_batch_size)
     metrics = pair_metrics(margins, ties)
@@ -292,6 +299,8 @@ def train_reward_model(spec: RewardModelTrainSpec) -> int:
             if spec.resume and done.is_file():
                 members.append(json.loads(done.read_text()))
                 continue
+            if stop.requested:  # the previous member finished as the stop came; start no new one
+                return EXIT_STOPPED
             result = train_member(spec, k, backbone, train_rows, held_out_rows, files, stop, report)
             if isinstance(result, int):
                 return result

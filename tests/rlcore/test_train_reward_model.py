@@ -242,3 +242,66 @@ def test_it_says_a_missing_backbone_directory_does_not_exist(tmp_path, labels):
                                 preference_snapshot=labels)
     with pytest.raises(UserError, match="backbone: model directory .*deleted-model' does not exist"):
         train_reward_model(spec)
+
+
+def test_a_stop_during_the_last_step_still_completes_and_publishes(tmp_path, tiny_backbone, labels):
+    """SIGTERM (a cancel) as the only step runs: the plan completes, so the run publishes and exits 0."""
+    spec_path = tmp_path / "rm.json"
+    spec_path.write_text(json.dumps({"backbone": str(tiny_backbone), "preference_snapshot": str(labels),
+                                     "output_dir": str(tmp_path / "run"), "max_steps": 1, "save_steps": 1}))
+    child = subprocess.Popen([sys.executable, "-m", "rlcore", "train", "reward-model", str(spec_path)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        if '"progress"' in line:  # training began: SIGTERM is now a stop request
+            child.send_signal(signal.SIGTERM)
+            break
+    rest, errors = child.communicate(timeout=120)
+    assert child.returncode == 0, errors
+    [artifact] = [e for e in _events(rest) if e["kind"] == "artifact"]
+    assert artifact["type"] == "reward_model" and artifact["step"] == 1
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def test_a_stop_at_the_end_of_one_ensemble_member_stops_before_the_next(tmp_path, tiny_backbone, labels):
+    """Member 0 finished its plan as the stop came: it is published; member 1 is not started (exit 143)."""
+    spec_path = tmp_path / "rm.json"
+    spec_path.write_text(json.dumps({"backbone": str(tiny_backbone), "preference_snapshot": str(labels),
+                                     "output_dir": str(tmp_path / "run"), "max_steps": 1, "save_steps": 1,
+                                     "ensemble_size": 2}))
+    child = subprocess.Popen([sys.executable, "-m", "rlcore", "train", "reward-model", str(spec_path)], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        if '"progress"' in line:
+            child.send_signal(signal.SIGTERM)
+            break
+    rest, errors = child.communicate(timeout=120)
+    assert child.returncode == EXIT_STOPPED, errors
+    assert [e["member"] for e in _events(rest) if e["kind"] == "artifact"] == [0]
+    assert (tmp_path / "run" / "model-0" / "config.json").is_file() and not (tmp_path / "run" / "model-1").exists()
+
+
+def test_resuming_a_run_that_reached_max_steps_trains_no_further_and_publishes(tmp_path, tiny_backbone, labels,
+                                                                                 capsys):
+    """A run stopped right at its last step left checkpoint-2 of 2 and no model: resuming it must not run a
+    step 3; it publishes the weights of checkpoint-2 and succeeds."""
+    import shutil
+
+    spec = RewardModelTrainSpec(output_dir=tmp_path / "run", backbone=str(tiny_backbone), preference_snapshot=labels,
+                                max_steps=2, save_steps=1, logging_steps=1)
+    assert train_reward_model(spec) == 0
+    shutil.rmtree(tmp_path / "run" / "model")  # as if the stop came before the model was published
+    capsys.readouterr()
+    assert train_reward_model(spec.model_copy(update={"resume": True})) == 0
+    events = _events(capsys.readouterr().out)
+    assert max(e["step"] for e in events if e["kind"] in ("progress", "metric")) == 2
+    assert {e["total"] for e in events if e["kind"] == "progress"} == {2}
+    [artifact] = [e for e in events if e["kind"] == "artifact"]
+    assert artifact["type"] == "reward_model" and artifact["step"] == 2
+
+    import torch
+    from safetensors.torch import load_file
+
+    published = load_file(tmp_path / "run" / "model" / "model.safetensors")
+    checkpoint = load_file(tmp_path / "run" / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    assert published.keys() == checkpoint.keys()
+    assert all(torch.equal(published[k], checkpoint[k]) for k in published)
