@@ -123,7 +123,7 @@ def worker_argv(queue: str, name: str, beat: bool = False) -> list[str]:
 
 
 def _purge_broker(env: dict[str, str]) -> None:
-    subprocess.run([PYTHON, "-m", "celery", "-A", "workers", "purge", "-f", "-Q", "default,gpu"],
+    subprocess.run([PYTHON, "-m", "celery", "-A", "workers", "purge", "-f", "-Q", "default,gpu,maintenance"],
                    cwd=ROOT, env=env, check=False, capture_output=True, timeout=60)
 
 
@@ -142,7 +142,8 @@ def celery_workers(service_env, process_logs):
     procs = Processes()
     _purge_broker(service_env)
     procs.start("worker-gpu", worker_argv("gpu", "gpu"), service_env, process_logs)
-    procs.start("worker-default", worker_argv("default", "default", beat=True), service_env, process_logs)
+    # Here the default worker also serves `maintenance` (the reaper); bin/run gives that queue its own worker.
+    procs.start("worker-default", worker_argv("default,maintenance", "default", beat=True), service_env, process_logs)
     for name in ("worker-gpu", "worker-default"):
         wait_for(lambda: _worker_ready(process_logs / f"{name}.log"), 90, 0.3, f"{name} to be ready")
     yield procs

@@ -223,6 +223,11 @@ ARTIFACT_ROOT = Path(os.environ.get("ARTIFACT_ROOT", VAR_DIR / "artifacts"))
 DATASET_MAX_UPLOAD_BYTES = int(os.environ.get("DATASET_MAX_UPLOAD_BYTES", str(1024**3)))
 # Uploads up to this size are imported during the request; larger ones by a worker, with progress.
 DATASET_INLINE_IMPORT_BYTES = int(os.environ.get("DATASET_INLINE_IMPORT_BYTES", str(2 * 1024**2)))
+# One comparison build creates at most this many (all pairs grow as n²/2); more is refused with the count.
+COMPARISONS_BUILD_MAX = int(os.environ.get("COMPARISONS_BUILD_MAX", "50000"))
+# A rubric or reward-spec preview/check stops scoring after this long and says how far it got, so a
+# designer's rubric never holds a web worker.
+RUBRIC_PREVIEW_BUDGET_SECONDS = float(os.environ.get("RUBRIC_PREVIEW_BUDGET_SECONDS", "2"))
 # An annotator's item returns to the pool when left unlabelled this long.
 ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS = float(os.environ.get("ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS", "900"))
 
@@ -234,6 +239,8 @@ JOB_MAX_SECONDS = int(os.environ.get("JOB_MAX_SECONDS", str(7 * 24 * 3600)))
 # A running job whose heartbeat is older than this is declared dead by the reaper.
 JOB_HEARTBEAT_TIMEOUT_SECONDS = float(os.environ.get("JOB_HEARTBEAT_TIMEOUT_SECONDS", "60"))
 JOB_REAPER_INTERVAL_SECONDS = float(os.environ.get("JOB_REAPER_INTERVAL_SECONDS", "15"))
+# A job queued this long whose queue holds fewer messages than queued jobs is sent again (lost messages).
+JOB_QUEUED_RESEND_SECONDS = float(os.environ.get("JOB_QUEUED_RESEND_SECONDS", "60"))
 # After SIGTERM, how long a cancelled job may spend saving a checkpoint before SIGKILL.
 JOB_KILL_GRACE_SECONDS = float(os.environ.get("JOB_KILL_GRACE_SECONDS", "10"))
 
@@ -276,6 +283,12 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
         "control_folder": str(BROKER_FOLDER / "control"),
     })
+# Bookkeeping has a queue of its own, served by one worker that also runs beat (bin/run): no long import
+# or judging job on `default` can starve the reaper.
+CELERY_TASK_ROUTES = {
+    "jobs.reap_stale": {"queue": "maintenance"},
+    "judging.record_lm_labels": {"queue": "maintenance"},
+}
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-jobs": {"task": "jobs.reap_stale", "schedule": JOB_REAPER_INTERVAL_SECONDS},
     # LM labels are stored while the judge job runs, and a failed or cancelled one gives its pairs back.

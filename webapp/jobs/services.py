@@ -11,7 +11,7 @@ import logging
 import math
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import django.dispatch
 from django.conf import settings
@@ -196,3 +196,30 @@ def job_reap_stale(*, now=None) -> list[int]:
         ):
             reaped.append(job_id)
     return reaped
+
+
+def job_resend_lost(*, messages_waiting: Callable[[str], int | None], now=None) -> list[int]:
+    """Send again the queued jobs whose message the broker lost (a Redis restarted without persistence
+    forgets its queues; the jobs' rows still say queued, and would forever).
+
+    A queue has lost messages when it holds fewer than the jobs queued on it (``messages_waiting(queue)``,
+    None when the broker cannot be asked). Then each job queued there for over JOB_QUEUED_RESEND_SECONDS
+    (so never one whose message is still being sent) is sent again. Which of them lost theirs cannot be
+    told, but a duplicate is harmless: job_claim lets exactly one message start a job, and the next round
+    finds the queue full again.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=settings.JOB_QUEUED_RESEND_SECONDS)
+    queued = Job.objects.filter(state=JobState.QUEUED).order_by("pk")
+    resent = []
+    for queue in queued.filter(created_at__lt=cutoff).order_by().values_list("queue", flat=True).distinct():
+        waiting = messages_waiting(queue)
+        expected = queued.filter(queue=queue).count()
+        if waiting is None or waiting >= expected:
+            continue
+        logger.warning("queue %s holds %s messages for %s queued jobs: sending the older ones again",
+                       queue, waiting, expected)
+        for job_id in queued.filter(queue=queue, created_at__lt=cutoff).values_list("pk", flat=True):
+            _enqueue(job_id, queue)
+            resent.append(job_id)
+    return resent
