@@ -1,7 +1,7 @@
 from datetime import datetime
 from typing import Any
 
-from django.http import FileResponse
+from django.core.handlers.asgi import ASGIRequest
 from ninja import Router, Schema, Status
 from ninja.errors import HttpError
 from pydantic import Field
@@ -187,6 +187,6 @@ def export(request, project_id: int, format: str = "jsonl", conversational: bool
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
     path, summary = services.labels_export(project=project, fmt=format, conversational=conversational,
                                            tie_policy=tie_policy, source=source or None, dataset_id=dataset_id)
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name,
-                        content_type="application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet",
-                        headers=services.export_summary_headers(summary))
+    return services.export_download(
+        path, summary, asynchronous=isinstance(request, ASGIRequest),
+        content_type="application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet")

@@ -101,26 +101,38 @@ def export_preview(*, project) -> dict[str, int]:
             "human": by_source.get(LabelSource.HUMAN, 0), "lm": by_source.get(LabelSource.LM, 0)}
 
 
-def export_labels(*, project, source: str | None = None, dataset_id: int | None = None) -> Iterator[ExportLabel]:
-    """Every label of the project as rlcore ExportLabels, a chunk at a time (ordered by comparison)."""
-    qs = PreferenceLabel.objects.filter(comparison__project=project)
-    if source:
-        qs = qs.filter(source=source)
+def export_labels(*, project, source: str | None = None, dataset_id: int | None = None,
+                  chunk_size: int = EXPORT_CHUNK) -> Iterator[ExportLabel]:
+    """Every label of the project as rlcore ExportLabels, ordered by (comparison, label), read a range of
+    whole comparisons (about ``chunk_size`` labels) at a time."""
+    comparisons = Comparison.objects.filter(project=project)
     if dataset_id:
-        qs = qs.filter(comparison__prompt__dataset_id=dataset_id)
-    qs = qs.select_related("comparison__prompt", "annotator").order_by("comparison_id", "id")
-    last_id = (0, 0)
+        comparisons = comparisons.filter(prompt__dataset_id=dataset_id)
+    labels = PreferenceLabel.objects.all()
+    if source:
+        labels = labels.filter(source=source)
+    last = 0
     while True:
-        chunk = list(qs.filter(Q(comparison_id__gt=last_id[0]) | Q(comparison_id=last_id[0], id__gt=last_id[1]))
-                     [:EXPORT_CHUNK])
+        # A chunk is a range of comparison ids, ending with the comparison that holds the chunk_size-th
+        # next label, and the range is put on both tables, so every query is an index range scan. A keyset
+        # OR over (comparison_id, id) with a join to the comparisons was a filter, not an index condition:
+        # each chunk re-read every label and comparison before it (quadratic: 100k labels took 23 s).
+        window = labels.filter(comparison_id__gt=last)
+        bound = list(window.filter(comparison__in=comparisons.filter(id__gt=last).values("id"))
+                     .order_by("comparison_id").values_list("comparison_id", flat=True)[chunk_size - 1:chunk_size])
+        in_range = comparisons.filter(id__gt=last, **({"id__lte": bound[0]} if bound else {}))
+        chunk = list(window.filter(comparison__in=in_range.values("id"), **(
+            {"comparison_id__lte": bound[0]} if bound else {})).select_related("annotator").order_by("comparison_id", "id"))
         if not chunk:
             return
-        response_ids = {rid for lab in chunk for rid in lab.comparison.response_ids}
+        by_id = Comparison.objects.select_related("prompt").in_bulk({lab.comparison_id for lab in chunk})
+        response_ids = {rid for c in by_id.values() for rid in c.response_ids}
         responses = Response.objects.only("id", "text", "messages").in_bulk(response_ids)
         for lab in chunk:
-            ids = lab.comparison.response_ids
+            comparison = by_id[lab.comparison_id]
+            ids = comparison.response_ids
             position = {rid: i for i, rid in enumerate(ids)}
-            prompt = lab.comparison.prompt
+            prompt = comparison.prompt
             yield ExportLabel(
                 label_id=str(lab.pk), comparison_id=str(lab.comparison_id), prompt_text=prompt.text,
                 prompt_messages=prompt.messages,
@@ -135,7 +147,7 @@ def export_labels(*, project, source: str | None = None, dataset_id: int | None 
                 criterion_scores=_scores_by_position(lab.criterion_scores, position),
                 provenance={k: v for k, v in (lab.provenance or {}).items() if k != "imported"},
             )
-        last_id = (chunk[-1].comparison_id, chunk[-1].pk)
+        last = chunk[-1].comparison_id
 
 
 def _scores_by_position(scores: dict, position: dict[int, int]) -> dict:

@@ -1,7 +1,8 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -178,5 +179,4 @@ def export(request: HttpRequest, project_id: int) -> HttpResponse:
     except ValidationError as exc:
         return render(request, "annotation/export.html", {"project": project, "membership": membership,
                                                           "errors": exc.messages}, status=422)
-    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name,
-                        headers=services.export_summary_headers(summary))
+    return services.export_download(path, summary, asynchronous=isinstance(request, ASGIRequest))
