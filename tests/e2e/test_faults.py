@@ -145,3 +145,32 @@ def test_workers_consume_again_after_a_redis_restart_and_lost_jobs_are_sent_agai
         wait_for(lambda: _state(busy) == JobState.CANCELLED, 30, 0.2, "the long job to be cancelled")
         wait_for(lambda: _state(behind) == JobState.SUCCEEDED, 40, 0.2,
                  "the job whose message was lost to be sent again and run")
+
+
+def test_an_open_dashboard_gets_every_point_once_in_order_across_a_redis_restart(redis_stack, people):
+    import threading
+
+    from tests.e2e.test_live_dashboard import _read_events, _session_cookie
+
+    headers = {"Authorization": f"Bearer {token_for(people.users['bob'])}"}
+    with httpx.Client(base_url=redis_stack.base, headers=headers, timeout=30) as api:
+        job_id = _launch(api, people, steps=120, interval=0.05)
+    url = f"{redis_stack.base}/projects/{people.project.pk}/jobs/{job_id}/events/"
+    events = []
+
+    def restart_mid_run():
+        wait_for(lambda: len(_loss_steps(job_id)) >= 20, 60, message="the job to be under way")
+        redis_stack.redis.restart(down_seconds=1.5)  # points written meanwhile are published to nobody
+
+    restarter = threading.Thread(target=restart_mid_run)
+    with httpx.stream("GET", url, cookies=_session_cookie(people.users["dave"]), timeout=60) as response:
+        assert response.status_code == 200
+        restarter.start()
+        events = _read_events(response, until="done", limit=100_000)
+    restarter.join()
+    assert _state(job_id) == JobState.SUCCEEDED
+    stored = list(MetricPoint.objects.filter(job_id=job_id).order_by("pk").values_list("step", "name"))
+    assert len(stored) == 240
+    received = [(p["step"], p["name"]) for _, name, data in events if name == "metrics" for p in data]
+    assert received == stored  # every point, exactly once, in the order written
+    assert events[-1][1:] == ("done", {"state": "succeeded"})

@@ -26,10 +26,13 @@ def _client():
     return redis.Redis.from_url(settings.REDIS_URL)
 
 
-def publish_job_update(job_id: int, *, metrics=(), samples=(), progress=None, state=None) -> None:
+def publish_job_update(job_id: int, *, metrics=(), samples=(), progress=None, state=None, after_id: int = 0) -> None:
+    """``after_id``: the id of the job's last metric point before ``metrics`` (0 for none), so that a
+    stream can tell that it missed some and replay them from the database."""
     if not settings.REDIS_URL:
         return
     message = {
+        "after": after_id,
         "metrics": [{"id": m.pk, "step": m.step, "name": m.name, "value": m.value} for m in metrics],
         "samples": len(samples),
         "progress": progress,

@@ -139,6 +139,10 @@ def job_record_events(*, job_id: int, events: Iterable[dict[str, Any]]) -> None:
                 data={k: v for k, v in event.items() if k not in ("kind", "type", "path")},
             ))
     with transaction.atomic():
+        # The job's last point before these travels with them: a dashboard that has not seen it missed a
+        # message (Redis was down, say) and reads the gap from the database instead of skipping it.
+        previous_id = (MetricPoint.objects.filter(job_id=job_id).order_by("-pk").values_list("pk", flat=True).first()
+                       if metrics else None)
         MetricPoint.objects.bulk_create(metrics)
         JobSample.objects.bulk_create(samples)
         JobArtifact.objects.bulk_create(artifacts)
@@ -146,7 +150,7 @@ def job_record_events(*, job_id: int, events: Iterable[dict[str, Any]]) -> None:
             Job.objects.filter(pk=job_id).update(progress_step=progress[0], progress_total=progress[1])
     from webapp.jobs import live
 
-    live.publish_job_update(job_id, metrics=metrics, samples=samples, progress=progress)
+    live.publish_job_update(job_id, metrics=metrics, samples=samples, progress=progress, after_id=previous_id or 0)
 
 
 def job_finish(*, job_id: int, state: str, error: str = "", log_tail: str | None = None) -> bool:

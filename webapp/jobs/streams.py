@@ -4,7 +4,9 @@ One Redis pub/sub subscription per web process (a pattern over every job's chann
 in-process hub, which hands each message to the streams watching that job. A stream first
 registers with the hub, then replays from the database everything after the client's
 Last-Event-ID, then forwards live messages, so a reconnecting client misses nothing and sees
-nothing twice (event ids are MetricPoint ids, which only grow).
+nothing twice (event ids are MetricPoint ids, which only grow). Each message names the job's point
+before its own (``after``); a stream that has not sent that one missed messages (Redis restarted, a
+full queue) and replays the gap from the database.
 
 Events:
 - ``metrics`` (id = last MetricPoint id in it): ``[{"step", "name", "value"}, ...]``
@@ -157,8 +159,13 @@ async def job_event_stream(job_id: int, last_event_id: int) -> AsyncIterator[str
                 yield ": keep-alive\n\n"
                 must_read_record = True
                 continue
-            # Live path: forward what the message carries, no database read per client.
             message = json.loads(raw)
+            if message.get("after", 0) > sent_id:
+                # Points came before these that this stream never got (published while Redis was down,
+                # or dropped by a full queue): read everything after the last one sent from the database.
+                must_read_record = True
+                continue
+            # Live path: forward what the message carries, no database read per client.
             fresh = [m for m in message["metrics"] if m["id"] > sent_id]
             if fresh:
                 sent_id = fresh[-1]["id"]
