@@ -24,10 +24,18 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import select
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -559,12 +567,15 @@ def _gold(reference: str):
                  parsing_timeout=_timeout())
 
 
+MATH_VERIFY_SECONDS = 5  # per parse or comparison, as math-verify's own default
+
+
 def _timeout() -> int | None:
     # math-verify's timeouts use SIGALRM, which exists only in the main thread
-    return 5 if threading.current_thread() is threading.main_thread() else None
+    return MATH_VERIFY_SECONDS if threading.current_thread() is threading.main_thread() else None
 
 
-def _math_verify(response: str, reference: str) -> bool | None:
+def _math_verify_here(response: str, reference: str) -> bool | None:
     try:
         from math_verify import parse, verify
     except ImportError:
@@ -576,3 +587,116 @@ def _math_verify(response: str, reference: str) -> bool | None:
     if not answer:
         return False
     return bool(verify(gold, answer, timeout_seconds=_timeout()))
+
+
+def _math_verify(response: str, reference: str) -> bool | None:
+    """math-verify's verdict, never running longer than its own timeouts (or the evaluation deadline).
+
+    Its timeouts are SIGALRM, which only the main thread can use; in any other thread (a web request) the
+    work goes to a helper process that is killed when it overruns (as it does under an evaluation deadline,
+    which a whole-second alarm cannot keep). A thread cannot be stopped, and sympy expanding
+    ``9^{9^{9^{9}}}`` holds the GIL, which would freeze every thread of the web process.
+    """
+    if threading.current_thread() is threading.main_thread() and _DEADLINE.get() is None:
+        return _math_verify_here(response, reference)
+    return _MATH_VERIFY_HELPER.verify(response, reference)
+
+
+# ---------------------------------------------------------------- time budgets
+
+
+class BudgetExceeded(Exception):
+    """The evaluation deadline (see :func:`evaluation_deadline`) passed while a check was running."""
+
+
+_DEADLINE: ContextVar[float | None] = ContextVar("rlcore_evaluation_deadline", default=None)
+
+
+@contextmanager
+def evaluation_deadline(seconds: float):
+    """Checks run inside stop at ``time.monotonic() + seconds``: a bounded one (math-verify in a helper
+    process) raises BudgetExceeded instead of waiting past it. Yields the deadline (a monotonic time) so the
+    caller can stop between responses too.
+
+    >>> with evaluation_deadline(0.5) as deadline:
+    ...     0 < deadline - time.monotonic() <= 0.5
+    True
+    """
+    deadline = time.monotonic() + seconds
+    token = _DEADLINE.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _DEADLINE.reset(token)
+
+
+def _serve_math_verify() -> None:
+    """The helper process: one JSON request per line in, one verdict per line out (main thread: signals work)."""
+    for line in sys.stdin:
+        request = json.loads(line)
+        try:
+            verdict = _math_verify_here(request["response"], request["reference"])
+        except Exception:  # noqa: BLE001 - a verdict math-verify cannot reach is no verdict
+            verdict = False
+        sys.stdout.write(json.dumps({"verdict": verdict}) + "\n")
+        sys.stdout.flush()
+
+
+class _MathVerifyHelper:
+    """One helper process per web process, started on first use, one request at a time (a lock)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._buffer = b""
+
+    def _start(self) -> subprocess.Popen:
+        if self._process is None or self._process.poll() is not None:
+            root = str(Path(__file__).resolve().parent.parent)
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", "from rlcore.rules import _serve_math_verify; _serve_math_verify()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+            self._buffer = b""
+        return self._process
+
+    def _kill(self) -> None:
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def verify(self, response: str, reference: str) -> bool | None:
+        deadline = _DEADLINE.get()
+        # the helper answers within its own timeouts (parse and verify, plus a start of under a second);
+        # past that it is stuck where a signal cannot reach (a huge integer power) and is killed
+        limit = time.monotonic() + 3 * MATH_VERIFY_SECONDS
+        wait_until = limit if deadline is None else min(limit, deadline)
+        if not self._lock.acquire(timeout=max(0.0, wait_until - time.monotonic())):
+            if deadline is not None:
+                raise BudgetExceeded("the answer check was busy with other requests past the time budget")
+            return False
+        try:
+            process = self._start()
+            process.stdin.write((json.dumps({"response": response, "reference": reference}) + "\n").encode())
+            process.stdin.flush()
+            while b"\n" not in self._buffer:
+                left = wait_until - time.monotonic()
+                ready = select.select([process.stdout], [], [], max(0.0, left))[0] if left > 0 else []
+                if not ready:
+                    self._kill()
+                    if deadline is not None and wait_until == deadline:
+                        raise BudgetExceeded("the answer check ran past the time budget")
+                    return False  # as math-verify answers a comparison that times out
+                chunk = os.read(process.stdout.fileno(), 65536)
+                if not chunk:  # the helper died (e.g. out of memory): no verdict
+                    self._kill()
+                    return False
+                self._buffer += chunk
+            line, self._buffer = self._buffer.split(b"\n", 1)
+            return json.loads(line)["verdict"]
+        finally:
+            self._lock.release()
+
+
+_MATH_VERIFY_HELPER = _MathVerifyHelper()

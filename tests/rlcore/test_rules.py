@@ -221,3 +221,31 @@ def test_it_refuses_yaml_aliases_in_every_file_reader(tmp_path, reader, name):
     path.write_text(BILLION_LAUGHS)
     with pytest.raises(UserError, match=r"aliases \(\*a\) are not allowed"):
         getattr(importlib.import_module(module), function)(path)
+
+
+def test_it_bounds_math_answer_checks_in_a_thread_by_the_evaluation_deadline():
+    # math-verify's own timeouts are SIGALRM (main thread only), and sympy expanding this power holds the GIL
+    import threading
+
+    from rlcore.rules import AnswerMatchRule, BudgetExceeded, evaluation_deadline
+
+    check = compile_rule(AnswerMatchRule(kind="answer_match", reference_column="answer", mode="math"))
+    out = {}
+
+    def in_a_web_thread():
+        with evaluation_deadline(20):
+            out["half"] = check("so \\boxed{\\frac{1}{2}}", {"answer": "0.5"}, None)
+        started = time.monotonic()
+        try:
+            with evaluation_deadline(1.0):
+                check("\\boxed{9^{9^{9^{9}}}}", {"answer": "1"}, None)
+        except BudgetExceeded as exc:
+            out["stopped"] = (time.monotonic() - started, str(exc))
+        with evaluation_deadline(20):  # the stuck helper was killed; a new one answers
+            out["wrong"] = check("\\boxed{3}", {"answer": "2"}, None)
+
+    thread = threading.Thread(target=in_a_web_thread)
+    thread.start()
+    thread.join(60)
+    assert out["half"] == 1.0 and out["wrong"] == 0.0
+    assert out["stopped"][0] < 2.0 and "time budget" in out["stopped"][1]

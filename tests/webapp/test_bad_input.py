@@ -350,3 +350,16 @@ def test_it_answers_request_validation_errors_in_the_promised_shape(client, peop
     assert response.status_code == 422, response.content
     assert response.json() == {"detail": [{"field": field, "message": response.json()["detail"][0]["message"]}]}
     assert words in response.json()["detail"][0]["message"].lower()
+
+
+def test_it_reads_the_request_caps_from_the_environment():
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "webapp.settings", "COMPARISONS_BUILD_MAX": "7",
+           "RUBRIC_PREVIEW_BUDGET_SECONDS": "0.5"}
+    out = subprocess.run([sys.executable, "-c", "from django.conf import settings; "
+                          "print(settings.COMPARISONS_BUILD_MAX, settings.RUBRIC_PREVIEW_BUDGET_SECONDS)"],
+                         env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["7", "0.5"]

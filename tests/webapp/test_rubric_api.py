@@ -296,3 +296,38 @@ def test_it_previews_criteria_without_a_rule_with_a_judge_on_request(client, peo
     config.save()
     local = api("post", _url(people, "/preview"), {"definition": definition, "judge_config_id": config.pk})
     assert local.status_code == 422 and local.json()["detail"][0]["field"] == "judge_config"
+
+
+# sympy expands this integer power in C holding the GIL: in a web thread it froze the whole process
+TOWER = "\\boxed{9^{9^{9^{9}}}}"
+
+
+def test_it_stops_a_preview_at_its_time_budget_and_says_how_far_it_got(client, people, settings):
+    settings.RUBRIC_PREVIEW_BUDGET_SECONDS = 2.0
+    api = api_client(client, people.users["bob"])
+    definition = {"name": "m", "criteria": [
+        {"name": "correct", "rule": _rule("answer_match", reference_column="answer", mode="math")}]}
+    rows = [{"completion": "so \\boxed{\\frac{1}{2}}", "columns": {"answer": "0.5"}}]
+    rows += [{"completion": f"it is {TOWER}", "columns": {"answer": "1"}} for _ in range(6)]
+    started = time.monotonic()
+    response = api("post", _url(people, "/preview"), {"definition": definition, "rows": rows})
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200, response.content
+    assert elapsed < 2.0 + 1.5, elapsed  # the budget, plus the request around it
+    body = response.json()
+    budget = body["budget"]
+    assert budget["stopped"] and budget["of"] == 7 and budget["scored"] == len(body["items"]) < 7
+    assert budget["message"].startswith(f"Stopped after {budget['scored']} of 7 responses")
+    assert all(item["total"] == 1.0 for item in body["items"][:1])  # what was scored is scored right
+
+
+def test_it_stops_a_spec_check_at_its_time_budget_on_the_page(client, people, settings):
+    settings.RUBRIC_PREVIEW_BUDGET_SECONDS = 1.0
+    add_dataset(people.project, people.users["alice"],
+                rows=[("What is 1?", f"{TOWER}", {"task": "math", "answer": "1"}) for _ in range(5)])
+    client.force_login(people.users["bob"])
+    text = "name: s\ncomponents:\n  - kind: verifier\n    name: correct\n    reference_column: answer\n    mode: math\n"
+    started = time.monotonic()
+    page = client.post(f"/projects/{people.project.pk}/reward-specs/check/", {"yaml": text}).content.decode()
+    assert time.monotonic() - started < 1.0 + 1.5
+    assert 'id="preview-budget"' in page and "of 5 responses" in page and "RUBRIC_PREVIEW_BUDGET_SECONDS" in page

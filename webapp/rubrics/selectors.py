@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.apps import apps
+from django.conf import settings
 from django.db.models import Max, QuerySet
 
 from webapp.projects.models import Project
@@ -110,25 +112,68 @@ def _ranks(totals: list[float | None]) -> list[int | None]:
     return [None if t is None else first[t] for t in totals]
 
 
+def preview_budget_seconds() -> float:
+    return float(getattr(settings, "RUBRIC_PREVIEW_BUDGET_SECONDS", 2.0))
+
+
+def _within_budget(rows: list[dict[str, Any]], score_one, *, cut: bool = True) -> tuple[list[Any], dict[str, Any]]:
+    """``score_one(row)`` for each row until the preview's time budget is spent; (results, budget summary).
+
+    The budget bounds the request, not only the loop: a check that can run long (math-verify, in a helper
+    process) stops at the deadline too. ``cut=False`` (a judged preview, bounded by its judge's timeout and
+    row cap) scores every row, with only those checks bounded.
+    """
+    from rlcore.rules import BudgetExceeded, evaluation_deadline
+
+    seconds = preview_budget_seconds()
+    out: list[Any] = []
+    with evaluation_deadline(seconds if cut else 3600.0) as deadline:
+        for row in rows:
+            if cut and time.monotonic() >= deadline:
+                break
+            try:
+                out.append(score_one(row))
+            except BudgetExceeded:
+                break
+    n, total = len(out), len(rows)
+    message = None
+    if n < total:
+        message = (f"Stopped after {n} of {total} responses: the preview's time budget of {seconds:g} s "
+                   f"(RUBRIC_PREVIEW_BUDGET_SECONDS) ran out; the other {total - n} were not scored.")
+    return out, {"scored": n, "of": total, "budget_seconds": seconds, "stopped": n < total, "message": message}
+
+
 def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judge=None) -> dict[str, Any]:
     """Score ``rows`` on a (valid) rlcore Rubric: total, per-criterion breakdown, and each row's rank now versus
     under ``baseline`` (another Rubric contract, normally the last saved version).
 
     With ``judge``, criteria without a rule are graded by it too; the baseline is then left out (its rank
-    would lack the judged criteria, so a rank change would mislead).
+    would lack the judged criteria, so a rank change would mislead). Scoring stops when the time budget is
+    spent: ``budget`` says how many rows were scored of how many, and ranks are among the scored rows.
     """
-    from rlcore.rubric import score_rubric
+    from rlcore.rubric import CompiledRubric
 
-    texts = [str(r.get("completion", "")) for r in rows]
-    prompts = [str(r.get("prompt", "")) for r in rows]
-    scores = score_rubric(contract, texts, prompts=prompts, rows=rows, judge=judge)
     if judge is not None:
         baseline = None
+    current = CompiledRubric(contract)
+    before = CompiledRubric(baseline) if baseline is not None else None
+
+    def score_one(row):
+        text, prompt = str(row.get("completion", "")), str(row.get("prompt", ""))
+        score = current.score([text], prompts=[prompt], rows=[row], judge=judge)[0]
+        base = before.score([text], prompts=[prompt], rows=[row])[0].total if before is not None else None
+        return score, base
+
+    scored, budget = _within_budget(rows, score_one, cut=judge is None)
+    rows = rows[:len(scored)]
+    texts = [str(r.get("completion", "")) for r in rows]
+    prompts = [str(r.get("prompt", "")) for r in rows]
+    scores = [score for score, _ in scored]
     totals = [s.total for s in scores]
     ranks = _ranks(totals)
     base_totals = base_ranks = None
     if baseline is not None:
-        base_totals = [s.total for s in score_rubric(baseline, texts, prompts=prompts, rows=rows)]
+        base_totals = [base for _, base in scored]
         base_ranks = _ranks(base_totals)
     items = []
     for i, (row, score) in enumerate(zip(rows, scores)):
@@ -146,25 +191,41 @@ def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judge
     return {"criteria": [c.name for c in contract.criteria], "items": items,
             "changed_rank": sum(1 for it in items if it["rank_change"]), "has_baseline": baseline is not None,
             "judged_criteria": [c.name for c in contract.criteria if c.rule is None],
-            "judged_by": getattr(judge, "name", None), "judge_errors": judge_errors if judge is not None else []}
+            "judged_by": getattr(judge, "name", None), "judge_errors": judge_errors if judge is not None else [],
+            "budget": budget}
 
 
 def spec_preview(*, contract, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Score ``rows`` with a (valid) RewardSpec: total and every component. Components that need a model
-    (reward model, LM judge) are left out of a preview and listed in ``skipped``."""
-    from rlcore.rewards import score_rows
+    (reward model, LM judge) are left out of a preview and listed in ``skipped``.
+
+    Each row's components are computed until the time budget is spent (``budget``); the normalisation then
+    runs over the scored rows only (a group cut short is normalised over what was scored)."""
+    from rlcore.rewards.engine import RewardEngine, rows_to_batch
     from rlcore.rewards.spec import RewardModelComponent, RubricJudgeComponent
+    from rlcore.rules import BudgetExceeded, evaluation_deadline
 
     slow = [c.name for c in contract.components if isinstance(c, (RewardModelComponent, RubricJudgeComponent))]
     kept = [c for c in contract.components if c.name not in slow]
-    items = []
+    items, budget = [], None
     if kept and rows and any(c.weight != 0 for c in kept):
-        fast = contract.model_copy(update={"components": kept})
-        scored = score_rows(fast, [{k: v for k, v in r.items() if k != "id"} for r in rows])
-        for row, s in zip(rows, scored):
+        engine = RewardEngine(contract.model_copy(update={"components": kept}))
+        plain = [{k: v for k, v in r.items() if k != "id"} for r in rows]
+        per_row, budget = _within_budget(plain, lambda row: engine.component_values(engine.measure(rows_to_batch([row]))))
+        n = len(per_row)
+        values = [[v[k][0] for v in per_row] for k in range(len(engine.names))]
+        batch = engine.measure(rows_to_batch(plain[:n]))
+        try:
+            with evaluation_deadline(max(0.1, preview_budget_seconds())):  # PAR scores references too
+                totals = engine.combine(batch, values)[1] if n else []
+        except BudgetExceeded:
+            totals = [None] * n
+            budget["message"] = ((budget["message"] or "") + " The normalisation's references ran out of time: "
+                                 "totals are not shown.").strip()
+        for i, row in enumerate(rows[:n]):
             items.append({"id": row.get("id"), "prompt": row.get("prompt", ""), "completion": row.get("completion", ""),
-                          "total": s.total, "components": s.components})
-    return {"components": [c.name for c in kept], "skipped": slow, "items": items}
+                          "total": totals[i], "components": {name: values[k][i] for k, name in enumerate(engine.names)}})
+    return {"components": [c.name for c in kept], "skipped": slow, "items": items, "budget": budget}
 
 
 def rubric_contract(*, version: RubricVersion):
