@@ -127,3 +127,44 @@ def test_an_export_download_under_uvicorn_streams_instead_of_holding_the_file(se
     assert int(response_headers["x-rows-out"]) == 12000
     assert size > 40 * (1 << 20), size
     assert growth_mb < size / (1 << 20) / 3, f"the worker grew by {growth_mb:.1f} MB serving {size / 2**20:.1f} MB"
+
+
+@pytest.mark.django_db
+def test_it_reports_agreement_from_labels_read_a_chunk_at_a_time_as_counted_by_hand(people):
+    """c1: carol A, bob A, LM A; c2: carol A, bob B, an imported rater 'zed' B; c3: carol tie, LM tie;
+    and one N-way ranking. Pairs: 7 (5 agree); human-human 4 (2 agree); human-LM 3 (3 agree).
+    Nominal alpha by hand: coincidences AA 3, AB = BA 1, BB 1, tie-tie 2 (n = 8; n_A 4, n_B 2, n_tie 2);
+    D_o = 2/8, D_e = 2(4·2 + 4·2 + 2·2)/(8·7) = 40/56, alpha = 1 - 0.25·56/40 = 0.65."""
+    from webapp.annotation.selectors import agreement_for
+
+    dataset = _project_with_labels(people, 0)
+    carol, bob = people.users["carol"], people.users["bob"]
+    comparisons = []
+    for i in range(4):
+        prompt = Prompt.objects.create(dataset=dataset, source_line=i + 1, text=f"q{i}")
+        ids = [Response.objects.create(prompt=prompt, text=f"r{i}{k}").pk for k in range(3 if i == 3 else 2)]
+        comparisons.append(Comparison.objects.create(project=people.project, prompt=prompt, response_ids=ids,
+                                                     kind="ranking" if i == 3 else "pair"))
+    c1, c2, c3, ranked = comparisons
+    human = dict(source="human", strength=1)
+    PreferenceLabel.objects.bulk_create([
+        PreferenceLabel(comparison=c1, annotator=carol, choice="a", **human),
+        PreferenceLabel(comparison=c1, annotator=bob, choice="a", **human),
+        PreferenceLabel(comparison=c1, source="lm", choice="a", model_version="judge"),
+        PreferenceLabel(comparison=c2, annotator=carol, choice="a", **human),
+        PreferenceLabel(comparison=c2, annotator=bob, choice="b", **human),
+        PreferenceLabel(comparison=c2, choice="b", provenance={"imported": {"annotator": "zed"}}, **human),
+        PreferenceLabel(comparison=c3, annotator=carol, choice="tie", source="human", strength=0),
+        PreferenceLabel(comparison=c3, source="lm", choice="tie", strength=0, model_version="judge"),
+        PreferenceLabel(comparison=ranked, annotator=carol, choice="ranking", ranking=ranked.response_ids[::-1],
+                        **human),
+    ])
+    result = agreement_for(project=people.project)
+    report = result["report"]
+    assert result["n_labels"] == 8 and result["n_rankings"] == 1
+    assert (report.overall.n_pairs, report.overall.percent_agreement) == (7, pytest.approx(5 / 7))
+    assert report.overall.krippendorff_alpha == pytest.approx(0.65)
+    hh, hl = report.by_pair_kind["human-human"], report.by_pair_kind["human-lm"]
+    assert (hh.n_pairs, hh.percent_agreement, hl.n_pairs, hl.percent_agreement) == (4, 0.5, 3, 1.0)
+    assert {a.rater_id: a.n_labels for a in report.per_annotator} == {"carol": 3, "bob": 2, "imported:zed": 1,
+                                                                      "lm:judge": 2}
