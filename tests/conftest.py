@@ -206,6 +206,15 @@ def people(django_user_model):
     return type("People", (), {"users": users, "project": project, "other_project": other, "by_role": users_by_role})
 
 
+def sign_in(page, base: str, username: str, password: str = PASSWORD) -> None:
+    """Sign in through the login page in a Playwright page; returns on the project list."""
+    page.goto(base + "/accounts/login/")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+    page.wait_for_url(base + "/")
+
+
 def token_for(user) -> str:
     from webapp.accounts.services import api_token_create
 

@@ -2,22 +2,15 @@
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.conftest import sign_in
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
 
-def _sign_in(page, base, username):
-    page.goto(base + "/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
-
 
 def test_it_signs_in_creates_a_project_and_lists_it(app_server, browser, people):
     page = browser.new_page()
-    _sign_in(page, app_server, "bob")
+    sign_in(page, app_server, "bob")
     page.fill("#id_name", "Code review preferences")
     page.click("text=Create project")
     page.wait_for_selector("h1:has-text('Code review preferences')")
@@ -39,7 +32,7 @@ def test_it_shows_the_error_for_a_wrong_password(app_server, browser, people):
 
 def test_it_launches_a_job_and_the_page_updates_until_it_succeeds(app_server, browser, celery_workers, people):
     page = browser.new_page()
-    _sign_in(page, app_server, "alice")
+    sign_in(page, app_server, "alice")
     page.goto(f"{app_server}/projects/{people.project.pk}/jobs/")
     page.fill("#id_steps", "3")
     page.fill("#id_interval", "0.3")

@@ -3,18 +3,11 @@ inline script the policy would block, and a destructive form still asks before i
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.conftest import sign_in
 from webapp.datasets.models import Dataset, Prompt, Response
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 
-
-def _sign_in(page, base, username):
-    page.goto(base + "/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
 
 
 def _dataset(people) -> Dataset:
@@ -30,7 +23,7 @@ def test_the_pages_break_no_rule_of_the_content_security_policy(app_server, brow
     page = browser.new_page()
     violations: list[str] = []
     page.on("console", lambda msg: violations.append(msg.text) if "Content Security Policy" in msg.text else None)
-    _sign_in(page, app_server, "alice")
+    sign_in(page, app_server, "alice")
     project = f"{app_server}/projects/{people.project.pk}"
     for path in ("/", "/datasets/", "/rubrics/", "/comparisons/", "/annotate/", "/agreement/", "/judging/",
                  "/routing/", "/training/", "/jobs/", "/export/"):
@@ -44,7 +37,7 @@ def test_the_pages_break_no_rule_of_the_content_security_policy(app_server, brow
 def test_a_delete_form_asks_first_and_does_nothing_when_dismissed(app_server, browser, people):
     dataset = _dataset(people)
     page = browser.new_page()
-    _sign_in(page, app_server, "alice")
+    sign_in(page, app_server, "alice")
     page.goto(f"{app_server}/projects/{people.project.pk}/datasets/{dataset.pk}/")
     asked: list[str] = []
 

@@ -4,26 +4,19 @@ compute a plan, approve it, and watch the LM side get labelled by a real worker.
 import pytest
 
 from rlcore.judges.testing_server import ChatCompletionsServer
-from tests.conftest import PASSWORD, wait_for
+from tests.conftest import sign_in, wait_for
 from tests.webapp.routing_helpers import judge_policy, keyword_rows, pairs_dataset
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 SECRET = "sk-browser-3c4d5e6f7a8b"
 
 
-def _sign_in(page, base, username):
-    page.goto(base + "/accounts/login/")
-    page.fill("#id_username", username)
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(base + "/")
-
 
 def test_it_sets_up_a_judge_plans_with_a_budget_and_approves(app_server, browser, celery_workers, people):
     pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(8, refuse_every=4))
     base = f"{app_server}/projects/{people.project.pk}"
     page = browser.new_page()
-    _sign_in(page, app_server, "bob")
+    sign_in(page, app_server, "bob")
     with ChatCompletionsServer(judge_policy, api_key=SECRET) as server:
         page.goto(f"{base}/judging/new/")
         page.fill("#id_name", "loopback")

@@ -3,7 +3,7 @@ that says why, with the held-out gain over random, its interval and the counts i
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.conftest import sign_in
 from tests.webapp.routing_helpers import keyword_rows, pairs_dataset
 from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel
 from webapp.annotation.services import lm_label_create
@@ -22,11 +22,7 @@ def test_it_shows_why_topk_fell_back_and_what_the_gain_rests_on(app_server, brow
                         provenance={"position_bias": i % 3 == 2, "confidence": 0.5 if i % 3 == 2 else 0.9})
     Comparison.objects.filter(pk__in=[c.pk for c in comparisons[:40]]).update(human_label_count=1)
     page = browser.new_page()
-    page.goto(app_server + "/accounts/login/")
-    page.fill("#id_username", "bob")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(app_server + "/")
+    sign_in(page, app_server, "bob")
     page.goto(f"{app_server}/projects/{people.project.pk}/routing/")
     page.fill("#id_budget", "5")
     page.select_option("#id_strategy", "topk")

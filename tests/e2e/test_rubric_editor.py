@@ -3,7 +3,7 @@ change, save a new version and diff it against the previous one."""
 
 import pytest
 
-from tests.conftest import PASSWORD
+from tests.conftest import sign_in
 from tests.webapp.rubric_helpers import add_dataset
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
@@ -20,11 +20,7 @@ def test_it_edits_a_rubric_with_inline_errors_live_preview_versions_and_diff(app
             {"name": "greets", "rule": {"kind": "regex", "pattern": "^Hello"}},
         ]})
     page = browser.new_page()
-    page.goto(app_server + "/accounts/login/")
-    page.fill("#id_username", "bob")
-    page.fill("#id_password", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(app_server + "/")
+    sign_in(page, app_server, "bob")
 
     base = f"{app_server}/projects/{people.project.pk}/rubrics/{version.rubric_id}"
     page.goto(base + "/edit/")
@@ -82,11 +78,7 @@ def test_it_grades_the_criteria_without_a_rule_with_a_judge_in_the_live_preview(
         JudgeConfig.objects.create(project=people.project, name="grader", endpoint=server.base_url, model="m",
                                    created_by=people.users["bob"])
         page = browser.new_page()
-        page.goto(app_server + "/accounts/login/")
-        page.fill("#id_username", "bob")
-        page.fill("#id_password", PASSWORD)
-        page.click("button[type=submit]")
-        page.wait_for_url(app_server + "/")
+        sign_in(page, app_server, "bob")
         page.goto(f"{app_server}/projects/{people.project.pk}/rubrics/{version.rubric_id}/edit/")
         thank = page.locator("#preview-table tr:has-text('Thank you for asking') td.total")
         assert thank.inner_text().startswith("—")  # no rule, no judge: no score yet
