@@ -159,13 +159,22 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
         self._previous: Any = None
+        self._parent = os.getppid()
 
     def request(self, *_: Any) -> None:
-        if not self.requested:
-            print("rlcore: stop requested; saving a checkpoint and exiting", file=sys.stderr, flush=True)
         self.requested = True
+        if os.getppid() != self._parent:
+            # Our launcher died (the worker, which asked the kernel for this SIGTERM with PR_SET_PDEATHSIG):
+            # nobody reads our stdout any more, and the next metric line would raise BrokenPipeError and
+            # kill the run before its checkpoint. Write into the void instead and save the checkpoint.
+            _detach_output()
+        try:
+            print("rlcore: stop requested; saving a checkpoint and exiting", file=sys.stderr, flush=True)
+        except OSError:
+            _detach_output()
 
     def install(self) -> StopRequest:
+        self._parent = os.getppid()
         self._previous = signal.signal(signal.SIGTERM, self.request)
         return self
 
@@ -173,6 +182,14 @@ class StopRequest:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
             self._previous = None
+
+
+def _detach_output() -> None:
+    """Point stdout and stderr at /dev/null (their reader is gone)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 def staging_directory(final: Path) -> Path:

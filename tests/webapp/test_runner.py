@@ -101,3 +101,62 @@ def test_it_lets_a_database_error_through_once_the_database_stays_away_past_the_
     with pytest.raises(OperationalError):
         across_reconnects(database_away, give_up_after=0.5)()
     assert calls[-1] - calls[0] >= 0.5 and len(calls) >= 3
+
+
+def test_a_child_whose_worker_is_killed_saves_a_checkpoint_and_resume_continues_from_it(tmp_path: Path):
+    """The worker (here a parent running run_child, as the Celery task does) is SIGKILLed mid-training: the
+    kernel's PR_SET_PDEATHSIG SIGTERM reaches the child, which saves a checkpoint long before its periodic
+    one and exits; a resumed run starts after that step."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    import tiny_models
+    from rlcore.events import parse_line
+    from tests.conftest import wait_for
+
+    root = Path(__file__).resolve().parents[2]
+    spec = {"backbone": str(tiny_models.build_tiny_reward_model(tmp_path / "rm")), "output_dir": str(tmp_path / "run"),
+            "preference_snapshot": str(tiny_models.write_keyword_preferences(tmp_path / "labels.jsonl", 64)),
+            "max_steps": 100_000, "save_steps": 50_000, "per_device_train_batch_size": 2, "logging_steps": 1,
+            "eval_fraction": 0.25}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    marker = tmp_path / "child.pid"
+    worker = subprocess.Popen([sys.executable, "-c", f"""
+import sys
+from pathlib import Path
+from workers.runner import run_child
+seen = []
+def on_events(batch):
+    seen.extend(e for e in batch if e.get("name") == "loss")
+    if len(seen) >= 3 and not Path({str(marker)!r}).exists():
+        Path({str(marker)!r}).write_text(str(child[0]))
+child = []
+run_child([sys.executable, "-m", "rlcore", "train", "reward-model", {str(tmp_path / "spec.json")!r}],
+          cwd=Path({str(tmp_path)!r}), env=dict(__import__("os").environ),
+          on_events=on_events, on_tick=lambda pid, tail: child.append(pid) or False, kill_grace_seconds=3)
+"""], cwd=root)
+    try:
+        child_pid = int(wait_for(lambda: marker.exists() and marker.read_text(), 120, 0.2, "training to log"))
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=10)
+        wait_for(lambda: not Path(f"/proc/{child_pid}").exists()
+                 or open(f"/proc/{child_pid}/stat").read().split(")")[-1].split()[0] == "Z", 60, 0.2,
+                 "the orphaned child to save and exit")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))
+    assert checkpoints, "the child exited without saving a checkpoint"
+    saved_at = int(checkpoints[-1].name.split("-")[1])
+    assert 3 <= saved_at < 50_000
+
+    spec.update(resume=True, max_steps=saved_at + 2)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run([sys.executable, "-m", "rlcore", "train", "reward-model", str(tmp_path / "spec.json")],
+                          cwd=root, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    steps = [e["step"] for e in map(parse_line, done.stdout.splitlines())
+             if e and e["kind"] == "metric" and e["name"] == "loss"]
+    assert steps == [saved_at + 1, saved_at + 2]
