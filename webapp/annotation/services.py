@@ -34,9 +34,6 @@ from webapp.projects.models import Project
 from webapp.projects.permissions import Capability, project_for_user
 
 BUILD_BATCH = 2000
-# All pairs of one row grow as n²/2: 600 responses gave 179,700 comparisons and a 10 s request. One build
-# creates at most this many (settings.COMPARISONS_BUILD_MAX overrides it); sampled pairs stay available.
-COMPARISONS_BUILD_MAX = 50_000
 STRATEGIES = ("all_pairs", "sampled_pairs", "ranking")
 MAX_STRENGTH = 2
 TOOL_VERSION = "reward-studio-workbench/1"
@@ -154,7 +151,9 @@ def _check_build_size(*, dataset: Dataset, strategy: str, pairs_per_prompt: int)
 
     if strategy == "ranking":
         return  # one comparison per prompt: as many as the dataset has rows
-    limit = int(getattr(settings, "COMPARISONS_BUILD_MAX", COMPARISONS_BUILD_MAX))
+    # All pairs of one row grow as n²/2 (600 responses gave 179,700 comparisons and a 10 s request): one
+    # build creates at most COMPARISONS_BUILD_MAX; sampled pairs stay available.
+    limit = settings.COMPARISONS_BUILD_MAX
     sizes = list(Response.objects.filter(prompt__dataset=dataset).values("prompt_id").annotate(n=Count("id"))
                  .values_list("n", flat=True))
     pairs = [n * (n - 1) // 2 for n in sizes]
