@@ -34,6 +34,7 @@ MODULES = [
     "rlcore.training.runtime",
     "rlcore.training.reward_model",
     "rlcore.training.reporting",
+    "rlcore.training.demo_policy",
 ]
 
 

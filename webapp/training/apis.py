@@ -84,6 +84,18 @@ def resume_job(request, project_id: int, job_id: int):
     return Status(201, services.job_resume(job=job, user=request.auth))
 
 
+class PolicyOut(Schema):
+    path: str = Field(description="The folder to pass as a GRPO launch's policy.")
+    label: str = Field(description="What it is: 'demo policy: random weights', or the GRPO run it came from.")
+
+
+@router.get("/{project_id}/policies", response=list[PolicyOut],
+            summary="Policies a GRPO launch can start from (the demo policy, this project's finished GRPO runs)")
+def list_policies(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return [PolicyOut(path=path, label=label) for path, label in selectors.known_policies(project=project)]
+
+
 @router.get("/{project_id}/reward-models", response=list[RewardModelOut], summary="The reward-model registry")
 def list_reward_models(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)

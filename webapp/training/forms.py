@@ -81,7 +81,12 @@ class GRPOLaunchForm(forms.Form):
     name = forms.CharField(max_length=150, required=False)
     dataset = forms.ModelChoiceField(queryset=None, label="Prompt set")
     reward_spec_version = forms.ModelChoiceField(queryset=None, label="Reward spec version")
-    policy = forms.CharField(max_length=500, help_text="Causal LM to train: a local directory or a hub id.")
+    policy = forms.CharField(
+        max_length=500, widget=forms.TextInput(attrs={"list": "policy-choices", "autocomplete": "off"}),
+        help_text=("Causal LM to train: pick a known policy (list below), a saved Hugging Face model folder under "
+                   "MODEL_ROOTS, or a hub id such as Qwen/Qwen2.5-0.5B-Instruct. A hub id is downloaded by the "
+                   "workers, so they must reach the Hugging Face Hub; an offline machine can only use folders. "
+                   "The demo policy (random weights) runs the whole path in seconds but learns nothing useful."))
     queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.GPU)
 
     def __init__(self, *args, project, **kwargs):
@@ -90,9 +95,41 @@ class GRPOLaunchForm(forms.Form):
 
         from webapp.datasets.models import Dataset, DatasetStatus
         from webapp.rubrics.models import RewardSpecVersion
+        from webapp.training.selectors import known_policies
 
         self.fields["dataset"].queryset = Dataset.objects.filter(project=project, status=DatasetStatus.READY)
+        # the prompt count beside each set: the launch refuses a set smaller than one rollout
+        self.fields["dataset"].label_from_instance = lambda d: f"{d.name} ({d.row_count} prompts)"
         self.fields["reward_spec_version"].queryset = (
             RewardSpecVersion.objects.filter(spec__project=project).select_related("spec").order_by("spec__name", "-number"))
         for name in GRPO_FIELDS:
             self.fields[name] = spec_form_field(GRPOTrainSpec, name)
+        self.policy_choices = known_policies(project=project)
+        if self.policy_choices and not self.initial.get("policy"):
+            self.initial["policy"] = self.policy_choices[0][0]
+        self._initial_demo_choices(project)
+
+    def _initial_demo_choices(self, project) -> None:
+        """In a project seeded with the demo prompt set, preselect it and the demo reward spec: with the
+        defaults and the demo policy that launch runs (see webapp.training.demo)."""
+        from webapp.rubrics.demo import DEMO_SPEC
+        from webapp.training.demo import DEMO_PROMPTS
+
+        if self.initial.get("dataset") is None:
+            demo = self.fields["dataset"].queryset.filter(name=DEMO_PROMPTS).first()
+            if demo is not None:
+                self.initial["dataset"] = demo.pk
+        if self.initial.get("reward_spec_version") is None:
+            version = self.fields["reward_spec_version"].queryset.filter(spec__name=DEMO_SPEC["name"]).first()
+            if version is not None:
+                self.initial["reward_spec_version"] = version.pk
+
+    def rollout_note(self) -> str:
+        """How many prompts one rollout needs with the default settings (the launch refuses fewer)."""
+        from rlcore.training.specs import GRPOTrainSpec
+
+        spec = GRPOTrainSpec.model_construct()  # the declared defaults; the formulas are the spec's own
+        return (f"With the defaults (preset {spec.preset}: per-device batch size {spec.per_device_train_batch_size} x "
+                f"{spec.rollout_steps} steps per generation / {spec.num_generations} generations) one rollout needs "
+                f"{spec.prompts_per_rollout()} prompts; a smaller prompt set is refused. Lower the batch size or the "
+                "steps per generation for a smaller set.")

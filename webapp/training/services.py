@@ -210,8 +210,18 @@ def grpo_job_create(
                              prompt_snapshot=snapshot)
         job = _finish_launch(job, spec, "grpo")
         job.spec = {**job.spec, "reward_spec_version_id": reward_spec_version.pk, "dataset_id": dataset.pk}
+        if label := policy_label(project=project, policy=policy):  # shown on the job page beside the folder
+            job.spec["policy_label"] = label
         job.save(update_fields=["spec"])
         return job
+
+
+def policy_label(*, project, policy: str) -> str | None:
+    """What a known policy is called ('demo policy: random weights', 'GRPO run #4: ...'), or None."""
+    from rlcore.training.demo_policy import demo_policy_label
+    from webapp.training.selectors import known_policies
+
+    return dict(known_policies(project=project)).get(policy) or demo_policy_label(policy)
 
 
 def grpo_clip_warning(params: dict[str, Any]) -> str | None:

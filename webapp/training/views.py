@@ -34,6 +34,7 @@ def training_home(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     return render(request, "training/home.html", {
         "project": project, "reward_models": selectors.reward_model_list(project=project),
+        "policies": selectors.known_policies(project=project),
         "can_launch": role_allows(membership.role, Capability.DESIGN),
         "jobs": Job.objects.filter(project=project, kind__in=services.TRAINING_KINDS)[:50],
     })

@@ -14,10 +14,24 @@ DEMO_MEMBERS = [("demo-annotator", Role.ANNOTATOR), ("demo-viewer", Role.VIEWER)
 
 
 class Command(BaseCommand):
-    help = "Create the demo user (login printed) and a demo project with demo data."
+    help = ("Create the demo user (login printed), a demo project with demo data, and a demo GRPO policy "
+            "(random weights, built locally).")
+
+    def handle(self, *args, **options):
+        from webapp.training.demo import seed_demo_policy
+
+        # Built outside the transaction (a few seconds of torch), once: later runs reuse the folder.
+        policy = seed_demo_policy()
+        self._seed_database()
+        from rlcore.training.demo_policy import DEMO_POLICY_LABEL
+
+        if policy is None:
+            self.stdout.write("No demo GRPO policy: the training libraries are not installed (the 'train' extra).")
+        else:
+            self.stdout.write(f"GRPO policy ({DEMO_POLICY_LABEL}): {policy}")
 
     @transaction.atomic
-    def handle(self, *args, **options):
+    def _seed_database(self):
         User = get_user_model()
         password = os.environ.get("DEMO_PASSWORD", "demo-password")
         demo, created = User.objects.get_or_create(username="demo", defaults={"email": "demo@example.com"})
@@ -45,6 +59,9 @@ class Command(BaseCommand):
         from webapp.annotation.demo import seed_demo_comparisons
 
         seed_demo_comparisons(project=project, user=demo)
+        from webapp.training.demo import seed_demo_prompts
+
+        seed_demo_prompts(project=project, user=demo)
         if created:
             self.stdout.write(self.style.SUCCESS(f"Demo login: username 'demo', password '{password}'"))
         else:
