@@ -20,14 +20,21 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from typing import Any, TextIO
 
 
 def _emit(record: dict[str, Any], stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
-    stream.write(json.dumps(record, default=str) + "\n")
-    stream.flush()
+    try:
+        stream.write(json.dumps(record, default=str) + "\n")
+        stream.flush()
+    except BrokenPipeError:
+        # The reader (the worker) died. The run's own files keep every record, and the run must live on
+        # long enough to save a checkpoint (its stop handler is on the way): drop the stream, not the run.
+        if stream is sys.stdout:
+            sys.stdout = open(os.devnull, "w")
 
 
 def emit_metric(step: int, name: str, value: float, stream: TextIO | None = None, **extra: Any) -> None:
