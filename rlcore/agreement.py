@@ -450,7 +450,7 @@ def _run_cli(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "agreement", help="agreement statistics (kappa, alpha, % agreement) split human/LM"
+        "agreement", help="agreement statistics (kappa, alpha, %% agreement) split human/LM"  # argparse %-formats help
     )
     parser.add_argument("labels", help="JSONL of label records: comparison_id, rater_id, rater_kind, value")
     parser.add_argument("--level", choices=["nominal", "ordinal", "interval"], default="nominal")

@@ -27,3 +27,12 @@ def test_it_explains_a_user_error_without_a_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: {spec}, line 2: field components:")
+
+
+def test_it_prints_each_command_help_as_written():
+    # argparse %-formats help strings: a bare "%" garbled the agreement line with a dict dump.
+    from rlcore.cli import build_parser
+
+    text = build_parser().format_help()
+    assert "agreement statistics (kappa, alpha, % agreement) split human/LM" in " ".join(text.split())
+    assert "option_strings" not in text
