@@ -8,6 +8,9 @@ def healthz(request):
     return JsonResponse({"ok": True})
 
 
+# Role refusals render inside the layout, with the project's navigation and the role they need.
+handler403 = "webapp.projects.views.permission_denied"
+
 urlpatterns = [
     path("accounts/", include("webapp.accounts.urls")),
     path("api/v1/", api.urls),

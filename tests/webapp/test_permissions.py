@@ -106,3 +106,63 @@ def test_it_lists_only_your_projects(client, people):
 def test_it_sends_anonymous_visitors_to_sign_in(client, people):
     response = client.get(f"/projects/{people.project.pk}/")
     assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.django_db
+def test_it_counts_every_member_in_the_project_list(client, people):
+    client.force_login(people.users["dave"])
+    page = client.get("/").content.decode()
+    row = page[page.index("Helpfulness"):].split("</tr>")[0]
+    # alice, bob, carol and dave: the count is not taken over the join filtered to the viewer.
+    assert "<td>4</td>" in row, row
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_role_inside_the_layout_and_names_the_roles_needed(client, people):
+    client.force_login(people.users["dave"])
+    response = client.get(f"/projects/{people.project.pk}/annotate/")
+    assert response.status_code == 403
+    page = response.content.decode()
+    assert 'class="subnav"' in page and 'href="/projects/%d/"' % people.project.pk in page  # the layout's navigation
+    assert "Annotating comparisons needs the owner, designer or annotator role" in page
+    assert "your role in Helpfulness is viewer" in page
+
+
+@pytest.mark.django_db
+def test_it_keeps_json_403s_in_the_api_with_the_same_reason(client, people):
+    headers = {"Authorization": f"Bearer {token_for(people.users['carol'])}"}
+    response = client.get(f"/api/v1/projects/{people.project.pk}/jobs", headers=headers)
+    assert response.status_code == 403 and response["Content-Type"].startswith("application/json")
+    assert response.json()["detail"].startswith("Seeing jobs, metrics, agreement and exports needs the owner, designer or viewer role")
+
+
+NAV_LINKS = {"Comparisons": "view_dashboards", "Annotate": "label", "Agreement": "view_dashboards",
+             "Routing": "view_dashboards", "Judges": "view_dashboards", "Training": "view_dashboards",
+             "Jobs": "view_dashboards", "Datasets": "view", "Rubrics": "view"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("role", ["owner", "designer", "annotator", "viewer"])
+def test_it_shows_only_the_project_links_a_role_can_use(client, people, role):
+    import re
+
+    from webapp.projects.permissions import Capability, role_allows
+
+    client.force_login(people.by_role[role])
+    page = client.get(f"/projects/{people.project.pk}/").content.decode()
+    nav = re.search(r'<nav class="subnav">(.*?)</nav>', page, re.S).group(1)
+    shown = set(re.findall(r'<a href="[^"]+">([^<]+)</a>', nav))
+    assert shown == {name for name, cap in NAV_LINKS.items() if role_allows(role, Capability(cap))}, shown
+    # and every link shown opens for this role
+    for href in re.findall(r'href="([^"]+)"', nav):
+        assert client.get(href).status_code == 200, href
+
+
+@pytest.mark.django_db
+def test_it_logs_a_refusal_in_one_line_without_a_traceback(client, people, caplog):
+    client.force_login(people.users["dave"])
+    with caplog.at_level("WARNING", logger="django.request"):
+        assert client.get(f"/projects/{people.project.pk}/annotate/").status_code == 403
+    refusals = [r for r in caplog.records if r.name == "django.request"]
+    assert refusals and "Forbidden" in refusals[0].getMessage()
+    assert all(r.exc_info is None for r in refusals)

@@ -30,8 +30,36 @@ ROLE_CAPABILITIES: dict[str, frozenset[Capability]] = {
 }
 
 
+# What a capability lets a person do, in the words a refusal page uses ("Annotating needs ...").
+CAPABILITY_WORDS: dict[Capability, str] = {
+    Capability.VIEW: "Seeing this project",
+    Capability.VIEW_DASHBOARDS: "Seeing jobs, metrics, agreement and exports",
+    Capability.LABEL: "Annotating comparisons",
+    Capability.DESIGN: "Changing datasets, rubrics, reward specs, judges and jobs",
+    Capability.MANAGE_MEMBERS: "Managing members and project settings",
+}
+
+
 def role_allows(role: str, capability: Capability) -> bool:
     return capability in ROLE_CAPABILITIES.get(role, frozenset())
+
+
+def roles_allowed(capability: Capability) -> list[str]:
+    """The roles that have a capability, most powerful first (the order of Role)."""
+    return [role.value for role in Role if capability in ROLE_CAPABILITIES[role]]
+
+
+class RoleRequired(PermissionDenied):
+    """A member whose role lacks a capability. Carries the project so the refusal page can show its
+    navigation, and says which roles would do (the API returns the same sentence as JSON)."""
+
+    def __init__(self, *, project: Project, role: str, capability: Capability):
+        self.project, self.role, self.capability = project, role, capability
+        self.roles_needed = roles_allowed(capability)
+        needed = ", ".join(self.roles_needed[:-1]) + f" or {self.roles_needed[-1]}" \
+            if len(self.roles_needed) > 1 else self.roles_needed[0]
+        super().__init__(f"{CAPABILITY_WORDS[capability]} needs the {needed} role; "
+                         f"your role in {project.name} is {role}.")
 
 
 def project_for_user(user, project_id: int, capability: Capability = Capability.VIEW) -> tuple[Project, Membership]:
@@ -44,5 +72,5 @@ def project_for_user(user, project_id: int, capability: Capability = Capability.
     except Membership.DoesNotExist:
         raise Http404("No such project") from None
     if not role_allows(membership.role, capability):
-        raise PermissionDenied(f"Your role ({membership.role}) does not allow this ({capability.value}).")
+        raise RoleRequired(project=membership.project, role=membership.role, capability=capability)
     return membership.project, membership

@@ -9,7 +9,7 @@ from webapp.forms_util import apply_service_errors
 from webapp.projects import selectors, services
 from webapp.projects.forms import MemberForm, ProjectForm, ProjectSettingsForm
 from webapp.projects.models import Membership
-from webapp.projects.permissions import Capability, project_for_user, role_allows
+from webapp.projects.permissions import Capability, RoleRequired, project_for_user, role_allows
 
 
 @login_required
@@ -94,3 +94,12 @@ def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
             return redirect("project_detail", project_id=project.pk)
     return render(request, "projects/settings.html", {"project": project, "membership": membership, "form": form},
                   status=422 if form.errors else 200)
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """handler403: a refusal inside the app's layout that says which role would do (the API answers
+    its own 403s as JSON before this is reached)."""
+    context = {"reason": str(exception) if exception and str(exception) else "You may not do this here."}
+    if isinstance(exception, RoleRequired):
+        context.update(project=exception.project, roles_needed=exception.roles_needed)
+    return render(request, "403.html", context, status=403)
