@@ -2,7 +2,9 @@
 
 - ``reward score --spec SPEC --input FILE.jsonl`` prints one JSON line per row:
   ``{"index": 0, "total": 0.8, "raw_total": 0.8, "components": {"rules": 1.0, ...}}``;
-- ``reward check --spec SPEC [--columns a,b]`` prints each problem on its own line and exits 2 if any.
+- ``reward check --spec SPEC [--columns a,b]`` prints each problem on its own line and exits 2 if any;
+- ``reward serve --spec SPEC [--host --port --token-env/--token-file]`` scores batches over HTTP
+  (:mod:`rlcore.rewards.serve`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,30 @@ def register(subparsers) -> None:
                        help="judge for rubric_judge components (model-backed judges come from the judges package)")
     score.add_argument("--output", default=None, help="write the scored rows here (JSONL) instead of stdout")
     score.set_defaults(handler=lambda args: run_score(args.spec, args.input, args.judge, args.output))
+
+    serve = commands.add_parser("serve", help="score batches over HTTP (JSON /score, OpenRLHF /get_reward, /health)")
+    serve.add_argument("--spec", required=True, help="reward spec file (YAML or JSON)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind; beyond loopback a token is required")
+    serve.add_argument("--port", type=int, default=0, help="port (0: a free one, printed when listening)")
+    serve.add_argument("--token-env", default=None, help="environment variable holding the bearer token")
+    serve.add_argument("--token-file", default=None, help="file holding the bearer token")
+    serve.add_argument("--max-rows", type=int, default=1024, help="most rows one request may hold")
+    serve.add_argument("--max-body-bytes", type=int, default=16 * 1024 * 1024, help="largest request body")
+    serve.add_argument("--max-concurrency", type=int, default=None,
+                       help="batches scored at once (default: 1 with a reward model, else 4); others wait")
+    serve.add_argument("--label-column", default=None,
+                       help="the column OpenRLHF's 'labels' fill (e.g. a verifier's reference column)")
+    serve.add_argument("--withdrawn-file", default=None,
+                       help="JSON {model path: reason} of reward models withdrawn while served (the webapp writes it)")
+    serve.add_argument("--judge", choices=["deterministic"], default=None, help="judge for rubric_judge components")
+    serve.add_argument("--log-seconds", type=float, default=10.0, help="seconds between the served-requests lines")
+
+    def run_serve(args):
+        from rlcore.rewards.serve import run_serve
+
+        return run_serve(args)
+
+    serve.set_defaults(handler=run_serve)
 
     check = commands.add_parser("check", help="validate a spec and explain each problem (exit 2 if any)")
     check.add_argument("--spec", required=True, help="reward spec file (YAML or JSON)")

@@ -284,6 +284,12 @@ class RewardEngine:
             return _LengthPenaltyScorer(component)
         raise TypeError(f"unknown component {component!r}")
 
+    def load(self) -> None:
+        """Load every reward model now (a server does so before its first request, not racing inside one)."""
+        for scorer in self.scorers:
+            if isinstance(scorer, _RewardModelScorer) and scorer._model is None:
+                scorer._load()
+
     def __reduce__(self):  # compiled checks are closures; rebuild them from the spec
         return (_rebuild_engine, (self.spec, self.judge, self.token_counter))
 
