@@ -253,11 +253,22 @@ REDIS_URL = os.environ.get("REDIS_URL", "")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
+    "filters": {
+        "no_traceback_for_client_errors": {"()": "django.utils.log.CallbackFilter",
+                                           "callback": "ext://webapp.log_filters.no_traceback_for_client_errors"},
+        "quiet_periodic_tasks": {"()": "webapp.log_filters.QuietPeriodicTasks"},
+    },
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"},
                 # django-axes logs every failed sign-in at INFO; keep its lock-outs (WARNING).
-                "axes": {"level": "WARNING"}},
+                "axes": {"level": "WARNING"},
+                # A 403 is a refusal, not a fault: one line, no traceback.
+                "django.request": {"filters": ["no_traceback_for_client_errors"]},
+                # The beat schedule's bookkeeping tasks run every few seconds; their INFO lines go.
+                "celery.beat": {"filters": ["quiet_periodic_tasks"]},
+                "celery.app.trace": {"filters": ["quiet_periodic_tasks"]},
+                "celery.worker.strategy": {"filters": ["quiet_periodic_tasks"]}},
 }
 
 CELERY_TASK_DEFAULT_QUEUE = "default"
