@@ -22,6 +22,7 @@ COMMAND_GROUPS = [
     "rlcore.agreement",
     "rlcore.routing.cli",
     "rlcore.judges.cli",
+    "rlcore.analysis.cli",
 ]
 
 

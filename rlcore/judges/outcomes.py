@@ -26,12 +26,13 @@ Wilson interval on that share (the judge is position-biased when one position wi
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from rlcore.training.calibration import wilson_interval  # the one Wilson interval in rlcore
 
 Outcome = Literal["verdict", "tie", "disagree_first", "disagree_second", "disagree_tie", "disagree", "refused",
                   "call_failed", "unparseable", "not_judged"]
@@ -58,7 +59,6 @@ DISAGREEMENTS_BECOME = {
     "ranking": "recorded as the average of the two rankings (marked position bias)",
 }
 MOST = 0.5  # warn when more than this share of the answered comparisons disagree between orders
-_Z95 = 1.959963984540054
 
 
 def order_failure(errors: Sequence[str | None]) -> Outcome:
@@ -121,20 +121,6 @@ def line_outcome(row: dict, mode: Literal["pairwise", "ranking"]) -> Outcome:
                             order_errors=errors)
     return ranking_outcome(forward_verdict=row.get("forward_verdict"), reversed_verdict=row.get("reversed_verdict"),
                            order_errors=errors)
-
-
-def wilson_interval(successes: int, n: int, z: float = _Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (95% by default); (0, 1) when n is 0.
-
-    >>> [round(x, 4) for x in wilson_interval(94, 114)]
-    [0.7445, 0.8835]
-    """
-    if n <= 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 class LabellingSummary(BaseModel):

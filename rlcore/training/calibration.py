@@ -57,6 +57,18 @@ def expected_calibration_error(margins: Sequence[float], bins: int = 10) -> floa
     """
     if not margins:
         return float("nan")
+    n = len(margins)
+    return sum(abs(b["mean_confidence"] - b["accuracy"]) * b["count"] / n for b in reliability_bins(margins, bins))
+
+
+def reliability_bins(margins: Sequence[float], bins: int = 10) -> list[dict[str, float | int]]:
+    """The reliability diagram behind the ECE: for each non-empty equal-width bin of confidence
+    ``max(p, 1 - p)`` over [0.5, 1] (``p = sigmoid(margin)``), its edges, count, mean confidence and
+    accuracy (the share of its pairs whose favoured side is the chosen one; a zero margin counts half).
+
+    >>> [(b["low"], b["count"], round(b["mean_confidence"], 4), b["accuracy"]) for b in reliability_bins([2.0, -2.0, 0.1], 5)]
+    [(0.5, 1, 0.525, 1.0), (0.8, 2, 0.8808, 0.5)]
+    """
     totals = [[0, 0.0, 0.0] for _ in range(bins)]  # count, summed confidence, summed correctness
     for m in margins:
         p = sigmoid(m)
@@ -66,8 +78,9 @@ def expected_calibration_error(margins: Sequence[float], bins: int = 10) -> floa
         totals[index][0] += 1
         totals[index][1] += confidence
         totals[index][2] += correct
-    n = len(margins)
-    return sum(abs(conf - corr) / n for count, conf, corr in totals if count)
+    return [{"low": 0.5 + i / (2 * bins), "high": 0.5 + (i + 1) / (2 * bins), "count": count,
+             "mean_confidence": conf / count, "accuracy": corr / count}
+            for i, (count, conf, corr) in enumerate(totals) if count]
 
 
 def wilson_interval(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:

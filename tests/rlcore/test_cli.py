@@ -15,7 +15,7 @@ def test_it_shows_every_command_group_without_django_celery_or_torch():
     done = subprocess.run([sys.executable, "-c", BLOCK], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
-    for command in ("selfcheck", "reward", "train", "judge", "agreement", "routing"):
+    for command in ("selfcheck", "reward", "train", "judge", "agreement", "routing", "analysis"):
         assert command in done.stdout
 
 

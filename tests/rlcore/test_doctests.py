@@ -35,6 +35,11 @@ MODULES = [
     "rlcore.training.reward_model",
     "rlcore.training.reporting",
     "rlcore.training.demo_policy",
+    "rlcore.analysis.inputs",
+    "rlcore.analysis.starc",
+    "rlcore.analysis.evaluation",
+    "rlcore.analysis.audit",
+    "rlcore.analysis.raters",
 ]
 
 
