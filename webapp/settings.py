@@ -243,6 +243,9 @@ JOB_REAPER_INTERVAL_SECONDS = float(os.environ.get("JOB_REAPER_INTERVAL_SECONDS"
 JOB_QUEUED_RESEND_SECONDS = float(os.environ.get("JOB_QUEUED_RESEND_SECONDS", "60"))
 # After SIGTERM, how long a cancelled job may spend saving a checkpoint before SIGKILL.
 JOB_KILL_GRACE_SECONDS = float(os.environ.get("JOB_KILL_GRACE_SECONDS", "10"))
+# Where a "Serve this reward spec version" job listens on its worker: loopback by default; an address the
+# trainers can reach (0.0.0.0) to serve other machines (the app always sets a bearer token).
+REWARD_SERVE_HOST = os.environ.get("REWARD_SERVE_HOST", "127.0.0.1")
 
 # How often a worker stores the labels a running LM judge job has written so far.
 LM_LABELS_RECORD_INTERVAL_SECONDS = float(os.environ.get("LM_LABELS_RECORD_INTERVAL_SECONDS", "5"))

@@ -473,8 +473,8 @@ def read_token(*, token_env: str | None, token_file: str | None) -> str | None:
 
 def serve(service: RewardService, *, host: str = "127.0.0.1", port: int = 0, token: str | None = None,
           max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, log_seconds: float = 10.0,
-          ready: threading.Event | None = None, stop: threading.Event | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (or ``stop``). Prints the address as an rlcore artifact event
+          ready: threading.Event | None = None, stop: threading.Event | None = None) -> int:
+    """Serve until SIGTERM/SIGINT (exit code 128 + the signal) or ``stop`` (0). Prints the address as an rlcore artifact event
     (``{"kind": "artifact", "type": "reward_server", "path": URL, ...}``) once it listens, then a summary
     line of the requests served every ``log_seconds``."""
     import signal
@@ -492,8 +492,10 @@ def serve(service: RewardService, *, host: str = "127.0.0.1", port: int = 0, tok
     shown_host = f"[{host}]" if ":" in host else host
     url = f"http://{shown_host}:{bound_port}"
     stop = stop or threading.Event()
+    stopped_by: list[int] = []
 
     def on_signal(signum, frame) -> None:
+        stopped_by.append(signum)
         stop.set()
 
     if threading.current_thread() is threading.main_thread():
@@ -527,6 +529,8 @@ def serve(service: RewardService, *, host: str = "127.0.0.1", port: int = 0, tok
         httpd.server_close()
         print(f"stopped after {service.requests} requests ({service.completions} completions, "
               f"{service.refused} refused)", flush=True)
+    # 128 + the signal, as a killed process: a job runner must see a cancelled server, not a finished one
+    return 128 + stopped_by[0] if stopped_by else 0
 
 
 def run_serve(args) -> int:
@@ -549,6 +553,5 @@ def run_serve(args) -> int:
                             label_column=args.label_column, withdrawn_file=args.withdrawn_file)
     if service.reward_models:
         print(f"loaded {len(service.reward_models)} reward model(s) in {time.monotonic() - started:.1f} s", flush=True)
-    serve(service, host=args.host, port=args.port, token=token, max_body_bytes=args.max_body_bytes,
-          log_seconds=args.log_seconds)
-    return 0
+    return serve(service, host=args.host, port=args.port, token=token, max_body_bytes=args.max_body_bytes,
+                 log_seconds=args.log_seconds)

@@ -6,3 +6,12 @@ def selfcheck_argv(*, steps: int, interval: float, fail_at: int | None) -> list[
     if fail_at is not None:
         argv += ["--fail-at", str(fail_at)]
     return argv
+
+
+SERVE_REWARD_KIND = "serve_reward"
+
+
+def serve_reward_argv(*, spec_path: str, token_file: str, withdrawn_file: str, host: str) -> list[str]:
+    """A reward server on a free port (the child reports it as a ``reward_server`` artifact)."""
+    return ["reward", "serve", "--spec", spec_path, "--host", host, "--port", "0", "--token-file", token_file,
+            "--withdrawn-file", withdrawn_file]

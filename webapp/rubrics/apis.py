@@ -114,6 +114,14 @@ class SpecPreviewIn(Schema):
     limit: int = Field(selectors.PREVIEW_LIMIT, ge=1, le=200)
 
 
+class ServeOut(Schema):
+    job_id: int
+    state: str
+    queue: str
+    token: str = Field(description="the bearer token the server requires")
+    url: str | None = Field(description="where it listens, once the worker started it (GET reward-servers/{job_id})")
+
+
 def _rubric(request, project_id: int, rubric_id: int, capability: Capability) -> Rubric:
     project, _ = project_for_user(request.auth, project_id, capability)
     return get_object_or_404(Rubric, project=project, pk=rubric_id)
@@ -320,6 +328,29 @@ def create_spec_version(request, project_id: int, spec_id: int, body: VersionIn)
 def get_spec_version(request, project_id: int, spec_id: int, number: int):
     spec = _spec(request, project_id, spec_id, Capability.VIEW)
     return get_object_or_404(RewardSpecVersion, spec=spec, number=number)
+
+
+@router.post("/{project_id}/reward-specs/{spec_id}/versions/{number}/serve", response={201: ServeOut},
+             summary="Serve this version over HTTP from a worker (a job; cancel it to stop the server)")
+def serve_spec_version(request, project_id: int, spec_id: int, number: int):
+    spec = _spec(request, project_id, spec_id, Capability.DESIGN)
+    version = get_object_or_404(RewardSpecVersion, spec=spec, number=number)
+    return Status(201, _serve_out(services.reward_spec_serve(version=version, user=request.auth)))
+
+
+@router.get("/{project_id}/reward-servers/{job_id}", response=ServeOut,
+            summary="A reward-server job: its state, token and URL (once its worker started it)")
+def get_reward_server(request, project_id: int, job_id: int):
+    from webapp.jobs.kinds import SERVE_REWARD_KIND
+    from webapp.jobs.models import Job
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return _serve_out(get_object_or_404(Job, project=project, pk=job_id, kind=SERVE_REWARD_KIND))
+
+
+def _serve_out(job) -> dict[str, Any]:
+    return {"job_id": job.pk, "state": job.state, "queue": job.queue, "token": job.spec.get("token", ""),
+            "url": selectors.reward_server_url(job=job)}
 
 
 @router.get("/{project_id}/reward-specs/{spec_id}/versions/{number}/yaml", summary="Export a version as YAML")

@@ -240,3 +240,9 @@ def reward_spec_contract(*, version: RewardSpecVersion):
     from rlcore.rewards import RewardSpec as SpecContract
 
     return SpecContract.model_validate(version.definition)
+
+
+def reward_server_url(*, job) -> str | None:
+    """Where a serve_reward job's server listens: the address its child reported (None until it has)."""
+    artifact = job.artifacts.filter(type="reward_server").order_by("-pk").first()
+    return artifact.path if artifact else None

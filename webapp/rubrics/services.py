@@ -255,3 +255,101 @@ def reward_spec_delete(*, spec: RewardSpec) -> str:
     name = spec.name
     spec.delete()
     return name
+
+
+# ---------------------------------------------------------------- serving a spec version
+
+SERVING_WITHDRAWN_FILE = "withdrawn.json"
+
+
+@transaction.atomic
+def reward_spec_serve(*, version: RewardSpecVersion, user):
+    """Queue a job that serves ``version`` over HTTP (``python -m rlcore reward serve``) until cancelled.
+
+    The spec is frozen into the job's folder with a fresh bearer token (a file, so ``ps`` never shows it);
+    the job runs on the gpu queue when a reward model scores, else on the default one.
+    """
+    import os
+    import secrets
+    from pathlib import Path
+
+    from django.conf import settings
+    from pydantic import ValidationError as PydanticValidationError
+    from rlcore.rewards.check import check_spec
+    from rlcore.rewards.spec import RewardSpec as RewardSpecContract
+
+    from webapp.forms_util import pydantic_errors
+    from webapp.jobs.kinds import SERVE_REWARD_KIND, serve_reward_argv
+    from webapp.jobs.models import Queue
+    from webapp.jobs.services import job_create
+    from webapp.training.models import RewardModel
+    from webapp.training.model_locations import model_location_problem
+
+    project = version.spec.project
+    components = version.definition.get("components", [])
+    for index, component in enumerate(components):
+        if component.get("kind") == "reward_model":
+            if problem := model_location_problem(project=project, location=str(component.get("path", ""))):
+                raise ValidationError({f"reward_spec.components.{index}.path": problem})
+    paths = {str(c.get("path")) for c in components if c.get("kind") == "reward_model"}
+    deleted = list(RewardModel.objects.filter(project=project, path__in=paths, deleted_at__isnull=False)
+                   .values_list("name", flat=True))
+    if deleted:
+        raise ValidationError({"reward_spec_version": (
+            f"This reward spec version uses deleted reward model(s) {', '.join(deleted)}: save a new version "
+            "without them, or pick another version.")})
+    try:
+        contract = RewardSpecContract.model_validate(version.definition)
+    except PydanticValidationError as exc:
+        raise pydantic_errors(exc.errors(), prefix="reward_spec.") from None
+    problems = check_spec(contract)  # without dataset columns: those come with each request
+    if problems:
+        raise ValidationError({"reward_spec_version": [str(p) for p in problems]})
+    queue = Queue.GPU if paths else Queue.DEFAULT
+    token = secrets.token_urlsafe(24)
+    job = job_create(project=project, user=user, kind=SERVE_REWARD_KIND, argv=[], queue=queue,
+                     title=f"Serve {version.spec.name} v{version.number}")
+    folder = Path(job.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    spec_path, token_path = folder / "reward_spec.json", folder / "token"
+    spec_path.write_text(contract.model_dump_json(indent=2), encoding="utf-8")
+    token_path.write_text(token, encoding="utf-8")
+    os.chmod(token_path, 0o600)
+    job.argv = serve_reward_argv(spec_path=str(spec_path), token_file=str(token_path),
+                                 withdrawn_file=str(folder / SERVING_WITHDRAWN_FILE), host=settings.REWARD_SERVE_HOST)
+    job.spec = {"reward_spec_version_id": version.pk, "token": token}
+    job.save(update_fields=["argv", "spec"])
+    return job
+
+
+def reward_spec_serving_withdraw(*, project, path: str, reason: str) -> int:
+    """Tell every running or queued server of ``project`` that scores with the model at ``path`` to refuse
+    from now on (the child re-reads its withdrawn file before each request). Returns how many were told."""
+    import json
+    import os
+    from pathlib import Path
+
+    from webapp.jobs.kinds import SERVE_REWARD_KIND
+    from webapp.jobs.models import FINISHED_STATES, Job
+
+    told = 0
+    for job in Job.objects.filter(project=project, kind=SERVE_REWARD_KIND).exclude(state__in=FINISHED_STATES):
+        if not any(c.get("kind") == "reward_model" and str(c.get("path")) == path
+                   for c in _served_components(job)):
+            continue
+        target = Path(job.output_dir) / SERVING_WITHDRAWN_FILE
+        try:
+            current = json.loads(target.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            current = {}
+        current[path] = reason
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(json.dumps(current), encoding="utf-8")
+        os.replace(temporary, target)  # the server never reads half a file
+        told += 1
+    return told
+
+
+def _served_components(job) -> list[dict[str, Any]]:
+    version = RewardSpecVersion.objects.filter(pk=job.spec.get("reward_spec_version_id")).first()
+    return version.definition.get("components", []) if version else []

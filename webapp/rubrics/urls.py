@@ -22,6 +22,7 @@ urlpatterns = [
     path("reward-specs/<int:spec_id>/delete/", views.spec_delete, name="spec_delete"),
     path("reward-specs/<int:spec_id>/diff/", views.spec_diff, name="spec_diff"),
     path("reward-specs/<int:spec_id>/v/<int:number>/", views.spec_version, name="spec_version"),
+    path("reward-specs/<int:spec_id>/v/<int:number>/serve/", views.spec_version_serve, name="spec_version_serve"),
     path("rubrics/<int:thing_id>/v/<int:number>/yaml", views.version_yaml, {"kind": "rubrics"}, name="rubric_yaml"),
     path("reward-specs/<int:thing_id>/v/<int:number>/yaml", views.version_yaml, {"kind": "reward-specs"},
          name="spec_yaml"),

@@ -69,6 +69,10 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
             contract = parse_rubric(definition, selectors.project_columns(project=project))
         except ValidationError as exc:
             errors = exc.message_dict
+    # A required input not typed yet is "to fill in", not an error (saving still reports it).
+    blank = editor.blank_rule_fields(state)
+    to_fill = [(blank[f], f.rpartition(".")[2]) for f in errors if f in blank]
+    errors = {f: m for f, m in errors.items() if f not in blank}
     per, rest = editor.errors_by_criterion(errors, len(state["criteria"]))
     preview, baseline, judges = None, None, []
     if contract is not None:
@@ -92,7 +96,7 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
             judges = list(judge_config_list(project=project).filter(backend=JudgeBackend.OPENAI))
     n = len(state["criteria"])
     return {"errors": errors, "rows": list(zip(range(n), state["criteria"], [per[i] for i in range(n)])),
-            "rubric_errors": rest, "preview": preview, "baseline": baseline if preview and preview["has_baseline"]
+            "rubric_errors": rest, "to_fill": to_fill, "preview": preview, "baseline": baseline if preview and preview["has_baseline"]
             else None, "valid": contract is not None, "judges": judges}
 
 
@@ -402,11 +406,25 @@ def spec_detail(request: HttpRequest, project_id: int, spec_id: int) -> HttpResp
 
 @login_required
 def spec_version(request: HttpRequest, project_id: int, spec_id: int, number: int) -> HttpResponse:
-    project, _ = project_for_user(request.user, project_id, Capability.VIEW)
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW)
     version = get_object_or_404(RewardSpecVersion, spec__project=project, spec_id=spec_id, number=number)
     return render(request, "rubrics/version.html", {
         "project": project, "thing": version.spec, "version": version, "yaml": dump_yaml(version.definition),
-        "kind": "reward spec", "back": "spec_detail"})
+        "kind": "reward spec", "back": "spec_detail", "can": _can(membership)})
+
+
+@login_required
+@require_POST
+def spec_version_serve(request: HttpRequest, project_id: int, spec_id: int, number: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    version = get_object_or_404(RewardSpecVersion, spec__project=project, spec_id=spec_id, number=number)
+    try:
+        job = services.reward_spec_serve(version=version, user=request.user)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("spec_version", project_id=project.pk, spec_id=spec_id, number=number)
+    return redirect("job_detail", project_id=project.pk, job_id=job.pk)
 
 
 @login_required

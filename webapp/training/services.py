@@ -295,3 +295,8 @@ def register_trained_models(sender, job: Job, **kwargs) -> list[RewardModel]:
 def reward_model_delete(*, reward_model: RewardModel) -> None:
     """Hide it from the registry; reward spec versions that use it refuse to launch from now on."""
     RewardModel.objects.filter(pk=reward_model.pk).update(deleted_at=timezone.now())
+    # servers of a spec that uses it refuse from their next request (rlcore reward serve --withdrawn-file)
+    from webapp.rubrics.services import reward_spec_serving_withdraw
+
+    reward_spec_serving_withdraw(project=reward_model.project, path=reward_model.path,
+                                 reason=f"reward model {reward_model.name!r} was deleted from the registry")
