@@ -49,3 +49,77 @@ def test_it_keeps_the_bookkeeping_tasks_out_of_the_worker_log(celery_workers, pr
     noisy = [line for line in text.splitlines()
              if any(task in line for task in periodic) and not line.strip().startswith(". ")]
     assert noisy == [], noisy[:5]
+
+
+def test_it_asks_before_deleting_a_registered_model_and_the_registry_fits_the_page(app_server, browser, people):
+    from webapp.jobs.models import Job
+    from webapp.training.models import RewardModel
+
+    job = Job.objects.create(project=people.project, kind="train_reward_model", created_by=people.users["bob"],
+                             state="succeeded")
+    deep = "/srv/reward_studio/artifacts/jobs/" + "a_rather_long_folder_name_" * 6 + "/model"  # no break points
+    RewardModel.objects.create(project=people.project, job=job, name="helpful-rm", path=deep,
+                               backbone="sentence-transformers/all-MiniLM-L6-v2", snapshot_path=deep + ".jsonl",
+                               spec={})
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    sign_in(page, app_server, "bob")
+    page.goto(f"{app_server}/projects/{people.project.pk}/training/")
+    _shot(page, "registry")
+    assert _fits_horizontally(page)
+    questions = []
+    page.once("dialog", lambda dialog: (questions.append(dialog.message), dialog.dismiss()))
+    page.click("#reward-models button:has-text('Delete')")
+    assert questions and "helpful-rm" in questions[0]
+    page.reload()
+    assert RewardModel.objects.get(name="helpful-rm").deleted_at is None  # dismissed: nothing deleted
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("#reward-models button:has-text('Delete')")
+    page.wait_for_selector("text=Reward model deleted from the registry.")
+    assert RewardModel.objects.get(name="helpful-rm").deleted_at is not None
+
+
+def test_it_preselects_the_only_judge_and_keeps_the_plan_form_inside_its_card(app_server, browser, people):
+    from webapp.judging.models import JudgeConfig
+
+    config = JudgeConfig.objects.create(project=people.project, name="the-judge", model="judge-m",
+                                        endpoint="http://127.0.0.1:9/v1", created_by=people.users["bob"])
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    sign_in(page, app_server, "bob")
+    page.goto(f"{app_server}/projects/{people.project.pk}/routing/")
+    _shot(page, "routing")
+    assert page.input_value("#plan-form select[name=judge_config]") == str(config.pk)
+    card = page.locator("#plan-form").bounding_box()
+    for name in ("strategy", "judge_config", "template"):
+        box = page.locator(f"#plan-form [name={name}]").bounding_box()
+        assert box["x"] + box["width"] <= card["x"] + card["width"], name
+
+
+def test_it_gives_every_agreement_column_a_header(app_server, browser, people):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    sign_in(page, app_server, "alice")
+    page.goto(f"{app_server}/projects/{people.project.pk}/agreement/")
+    _shot(page, "agreement")
+    headers = page.locator("#agreement-annotators tr").first.locator("th").all_inner_texts()
+    assert all(h.strip() for h in headers), headers
+
+
+def test_it_opens_a_new_rubric_quietly_and_gives_the_preview_room(app_server, browser, people):
+    from tests.webapp.rubric_helpers import add_dataset, rubric_definition
+    from webapp.rubrics.services import rubric_create
+
+    add_dataset(people.project, people.users["alice"])
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    sign_in(page, app_server, "bob")
+    page.goto(f"{app_server}/projects/{people.project.pk}/rubrics/new/")
+    _shot(page, "rubric-new")
+    assert "Field required" not in page.inner_text("main")
+    assert page.inner_text("#check-state") == "incomplete"
+
+    version = rubric_create(project=people.project, user=people.users["bob"], name="Helpful",
+                            definition=rubric_definition())
+    page.goto(f"{app_server}/projects/{people.project.pk}/rubrics/{version.rubric_id}/edit/")
+    page.locator("#preview-table").wait_for()
+    _shot(page, "rubric-edit")
+    fits = page.evaluate("() => { const p = document.querySelector('#rubric-check');"
+                         " return p.scrollWidth <= p.clientWidth; }")
+    assert fits, "the preview table is wider than its panel"

@@ -159,3 +159,22 @@ def test_it_adds_components_to_the_composed_yaml(client, people):
     assert "path: /nope" in rm.content.decode() and "/nope does not exist" in rm.content.decode()
     broken = client.post(f"{base}/add-component/", {"yaml": "name: [", "add_kind": "verifier"}).content.decode()
     assert "name: [" in broken and "not valid YAML" in broken
+
+
+def test_it_opens_a_new_rubric_without_errors_before_anything_is_typed(client, people):
+    base = _login(client, people)
+    page = client.get(base + "/new/").content.decode()
+    assert "Field required" not in page
+    assert 'id="check-state" class="state ">incomplete' in page
+    assert "Fill in criterion_1's pattern to see the preview." in page
+    # adding a criterion does not flag the new, empty one either
+    added = client.post(f"/projects/{people.project.pk}/rubrics/rows/",
+                        {**_form(), "action": "add"}).content.decode()
+    assert "Field required" not in added
+
+
+def test_it_still_refuses_to_save_a_rule_left_empty(client, people):
+    base = _login(client, people)
+    response = client.post(base + "/new/", _form(**{"criteria[1].rule.pattern": ""}))
+    assert response.status_code == 422
+    assert "rule.pattern" in response.content.decode() and not Rubric.objects.exists()

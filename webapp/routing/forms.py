@@ -20,7 +20,10 @@ class PlanForm(forms.Form):
         super().__init__(*args, **kwargs)
         from webapp.judging.selectors import judge_config_list, template_latest_list
 
-        self.fields["judge_config"].choices = [("", "—")] + [(c.pk, c.name) for c in judge_config_list(project=project)]
+        configs = list(judge_config_list(project=project))
+        self.fields["judge_config"].choices = [("", "—")] + [(c.pk, c.name) for c in configs]
+        if len(configs) == 1:  # the project's only judge is the one meant; "—" stays for no judge
+            self.fields["judge_config"].initial = configs[0].pk
         self.fields["template"].choices = [("", "built-in default")] + [
             (t.pk, str(t)) for t in template_latest_list(project=project) if t.mode == "compare"]
 
@@ -36,4 +39,7 @@ class TagForm(forms.Form):
         super().__init__(*args, **kwargs)
         from webapp.judging.selectors import judge_config_list
 
-        self.fields["judge_config"].choices = [("", "—")] + [(c.pk, c.name) for c in judge_config_list(project=project)]
+        configs = list(judge_config_list(project=project))
+        self.fields["judge_config"].choices = [("", "—")] + [(c.pk, c.name) for c in configs]
+        if len(configs) == 1:
+            self.fields["judge_config"].initial = configs[0].pk

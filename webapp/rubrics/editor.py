@@ -183,6 +183,17 @@ def definition_from_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[s
     return definition, errors
 
 
+def blank_rule_fields(state: dict[str, Any]) -> dict[str, str]:
+    """{field path: who} for each rule input still empty (e.g. a new criterion's pattern). While composing,
+    an error about such a field only means "not typed yet"; saving still reports it."""
+    blank = {}
+    for i, c in enumerate(state["criteria"]):
+        for field in RULE_FIELDS.get(c["rule"].get("kind", ""), []):
+            if field not in _BOOLEANS and str(c["rule"].get(field) or "").strip() == "":
+                blank[f"criteria[{i}].rule.{field}"] = c["name"] or f"criterion {i + 1}"
+    return blank
+
+
 def errors_by_criterion(errors: dict[str, list[str]], count: int) -> tuple[dict[int, list[tuple[str, str]]], list[tuple[str, str]]]:
     """Split {field: [messages]} into each criterion's (field, message) pairs and the rest (rubric-wide)."""
     per: dict[int, list[tuple[str, str]]] = {i: [] for i in range(count)}
