@@ -35,6 +35,7 @@ def grpo_config(spec: GRPOTrainSpec, output_dir: Path, reward_weights: Sequence[
     from trl import GRPOConfig
 
     from rlcore.rewards.trl_adapter import trl_aggregation
+    from rlcore.training.mirrors import mirror_arguments
 
     return GRPOConfig(
         output_dir=str(output_dir), seed=spec.seed, max_steps=spec.max_steps or -1,
@@ -46,7 +47,8 @@ def grpo_config(spec: GRPOTrainSpec, output_dir: Path, reward_weights: Sequence[
         save_steps=spec.save_steps, save_total_limit=spec.save_total_limit, num_generations=spec.num_generations,
         max_completion_length=spec.max_completion_length, temperature=spec.temperature, top_p=spec.top_p,
         reward_weights=list(reward_weights) if reward_weights is not None else None,
-        multi_objective_aggregation=trl_aggregation(spec.reward_spec), report_to="none", disable_tqdm=True,
+        multi_objective_aggregation=trl_aggregation(spec.reward_spec), disable_tqdm=True,
+        **mirror_arguments(spec.report_to, "policy", spec.output_dir.name),
         **grpo_preset(spec.preset, beta=spec.beta, epsilon=spec.epsilon, epsilon_high=spec.epsilon_high),
         **device_arguments(spec))
 
@@ -192,6 +194,7 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     from datasets import Dataset
     from transformers import AutoTokenizer
 
+    from rlcore.training.mirrors import point_mirrors_at
     from rlcore.training.reporting import EventReporter, RunFiles, detach_console_printer
 
     datasets.disable_progress_bars()
@@ -217,6 +220,7 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     stop = StopRequest().install()
     ckpt_dir = spec.output_dir / "checkpoints"
     reporter = EventReporter(files, stop, sample_every=spec.sample_every, samples_per_report=spec.samples_per_report)
+    point_mirrors_at(spec.output_dir, spec.report_to)
     try:
         from trl import GRPOTrainer
 

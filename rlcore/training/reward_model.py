@@ -85,9 +85,12 @@ def load_pairs(spec: RewardModelTrainSpec) -> tuple[list[dict[str, Any]], list[d
     return train, held_out, report
 
 
-def reward_config(spec: RewardModelTrainSpec, output_dir: Path, seed: int, eos_token: str | None):
-    """The TRL ``RewardConfig`` of a spec (one ensemble member)."""
+def reward_config(spec: RewardModelTrainSpec, output_dir: Path, seed: int, eos_token: str | None,
+                  member: str = "model"):
+    """The TRL ``RewardConfig`` of a spec (one ensemble member, named ``member`` in the metric mirrors)."""
     from trl import RewardConfig
+
+    from rlcore.training.mirrors import mirror_arguments
 
     return RewardConfig(
         output_dir=str(output_dir), seed=seed, max_steps=spec.max_steps or -1,
@@ -99,7 +102,8 @@ def reward_config(spec: RewardModelTrainSpec, output_dir: Path, seed: int, eos_t
         save_strategy="steps", save_steps=spec.save_steps, save_total_limit=spec.save_total_limit,
         eval_strategy="steps" if spec.eval_steps else "no", eval_steps=spec.eval_steps,
         max_length=spec.max_length, center_rewards_coefficient=spec.center_rewards_coefficient,
-        eos_token=eos_token, report_to="none", disable_tqdm=True, **device_arguments(spec))
+        eos_token=eos_token, disable_tqdm=True, **mirror_arguments(spec.report_to, member, spec.output_dir.name),
+        **device_arguments(spec))
 
 
 def reward_trainer_class(label_smoothing: float, ties: bool = False):
@@ -221,12 +225,14 @@ def train_member(spec: RewardModelTrainSpec, k: int, backbone: str, train_rows: 
                                                 "split": {"by": "given"}}
     from datasets import Dataset
 
+    from rlcore.training.mirrors import point_mirrors_at
     from rlcore.training.reporting import EventReporter, detach_console_printer
 
     ensemble = spec.ensemble_size > 1
     ckpt_dir = spec.output_dir / "checkpoints" / (f"member-{k}" if ensemble else "")
     tokenizer, eos_override = _tokenizer(backbone)
-    args = reward_config(spec, ckpt_dir, spec.seed + k, eos_override)
+    args = reward_config(spec, ckpt_dir, spec.seed + k, eos_override, member_name(k, spec.ensemble_size))
+    point_mirrors_at(spec.output_dir, spec.report_to, member_name(k, spec.ensemble_size) if ensemble else None)
     reporter = EventReporter(files, stop, prefix=f"member-{k}/" if ensemble else "")
     trainer_class = reward_trainer_class(spec.label_smoothing, ties=any(r.get("tie") for r in train_rows))
     try:

@@ -23,11 +23,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlcore.errors import UserError
 from rlcore.rewards import RewardSpec
 from rlcore.rubric import load_yaml
+
+
+# Trackers a run can mirror its metrics to (TRL ``report_to``), and the package each one needs.
+MIRROR_PACKAGES: dict[str, str] = {"tensorboard": "tensorboard", "trackio": "trackio", "wandb": "wandb"}
+Mirror = Literal["tensorboard", "trackio", "wandb"]
 
 
 class _TrainSpec(BaseModel):
@@ -56,6 +61,25 @@ class _TrainSpec(BaseModel):
         "auto", description="Mixed precision: auto is bf16 on a GPU that supports it and fp32 on CPU.")
     gradient_checkpointing: bool | None = Field(
         None, description="Trade compute for memory; None means on for GPUs, off on CPU (it only slows a CPU).")
+    report_to: list[Mirror] = Field(
+        default_factory=list,
+        description="Also mirror the metrics to these trackers (TRL report_to); the live dashboard stays either way. "
+                    "tensorboard: event files under <output_dir>/tensorboard (tensorboard --logdir <that folder>); "
+                    "trackio: a local project under <output_dir>/trackio (TRACKIO_DIR=<that folder> trackio show); "
+                    "wandb: needs pip install wandb where the workers run, and its login or WANDB_MODE=offline.")
+
+    @field_validator("report_to")
+    @classmethod
+    def _mirrors_are_installed(cls, value: list[str]) -> list[str]:
+        # Checked when the spec is built (launch form, API, CLI), so a missing tracker is a message, not a
+        # crash of the training child after its model has loaded.
+        from importlib.util import find_spec
+
+        missing = [name for name in dict.fromkeys(value) if find_spec(MIRROR_PACKAGES[name]) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} is not installed here: pip install "
+                             f"{' '.join(MIRROR_PACKAGES[m] for m in missing)} where the workers run, or leave it out")
+        return list(dict.fromkeys(value))
 
 
 class RewardModelTrainSpec(_TrainSpec):

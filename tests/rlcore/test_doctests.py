@@ -28,6 +28,7 @@ MODULES = [
     "rlcore.rewards.engine",
     "rlcore.rewards.trl_adapter",
     "rlcore.training.specs",
+    "rlcore.training.mirrors",
     "rlcore.training.snapshot",
     "rlcore.training.presets",
     "rlcore.training.calibration",

@@ -1,7 +1,8 @@
 from datetime import datetime
+from typing import Any
 
 from django.shortcuts import get_object_or_404
-from ninja import Router, Schema, Status
+from ninja import Query, Router, Schema, Status
 from pydantic import Field
 
 from webapp.jobs import selectors, services
@@ -82,3 +83,38 @@ def cancel_job(request, project_id: int, job_id: int):
 def list_metrics(request, project_id: int, job_id: int, after_id: int = 0):
     job = _job_or_404(request, project_id, job_id, Capability.VIEW_DASHBOARDS)
     return list(selectors.metric_points(job=job, after_id=after_id)[:10_000])
+
+
+class SampleOut(Schema):
+    id: int
+    step: int
+    prompt: Any = Field(description="The prompt as the trainer saw it (text, after the chat template).")
+    completion: Any
+    length: int = Field(description="Characters of the completion.")
+    reward: float | None = Field(description="Total reward: the weighted sum of the components that have a value.")
+    advantage: float | None
+    rewards: dict[str, float | None] = Field(description="Each component's reward; null when non-finite.")
+
+
+class SamplePageOut(Schema):
+    total: int = Field(description="Samples the job logged.")
+    matched: int = Field(description="Of them, those the filters kept.")
+    without_value: int = Field(description="Of the matched, those without the sort value (listed last).")
+    components: list[str]
+    page: int
+    pages: int
+    page_size: int
+    samples: list[SampleOut]
+
+
+@router.get("/{project_id}/jobs/{job_id}/samples", response=SamplePageOut,
+            summary="A job's sample completions, filtered, sorted and paginated (the job page's samples browser)")
+def list_samples(request, project_id: int, job_id: int, query: Query[selectors.SampleQuery]):
+    job = _job_or_404(request, project_id, job_id, Capability.VIEW_DASHBOARDS)
+    found = selectors.sample_page(job=job, query=query)
+    return SamplePageOut(
+        total=found.total, matched=found.matched, without_value=found.without_value, components=found.components,
+        page=found.page.number, pages=found.page.paginator.num_pages, page_size=query.page_size,
+        samples=[SampleOut(id=s.pk, step=s.step, prompt=s.data.get("prompt"), completion=s.data.get("completion"),
+                           length=s.length, reward=s.data.get("reward"), advantage=s.data.get("advantage"),
+                           rewards=dict(s.rewards)) for s in found.page.object_list])

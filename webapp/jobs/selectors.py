@@ -1,6 +1,18 @@
-from django.db.models import QuerySet
+import json
 
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from django.core.exceptions import ValidationError
+from django.core.paginator import Page, Paginator
+from django.db.models import F, FloatField, QuerySet
+from django.db.models.expressions import BaseExpression
+from django.db.models.fields.json import KeyTextTransform, KeyTransform
+from django.db.models.functions import Cast, Length
 from django.utils import timezone
+from pydantic import BaseModel, ConfigDict, Field
 
 from webapp.jobs.models import Job, JobSample, MetricPoint
 
@@ -18,13 +30,140 @@ def metric_points(*, job: Job, after_id: int = 0) -> QuerySet[MetricPoint]:
     return MetricPoint.objects.filter(job=job, pk__gt=after_id).order_by("pk")
 
 
-def recent_samples(*, job: Job, limit: int = 20) -> list:
-    """The latest sample completions, each with its rewards as (name, value) pairs for display."""
-    samples = list(JobSample.objects.filter(job=job).order_by("-pk")[:limit])
-    for sample in samples:
+# Values a sample can be filtered and sorted by besides its components (``component:<name>``).
+SAMPLE_VALUES = {"step": "step", "reward": "total reward", "advantage": "advantage",
+                 "length": "completion length (characters)"}
+
+
+class SampleQuery(BaseModel):
+    """What the samples browser (job page) and GET .../jobs/<id>/samples ask for: one definition for both."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    step_min: int | None = Field(None, ge=0, description="Only samples logged at this step or later.")
+    step_max: int | None = Field(None, ge=0, description="Only samples logged at this step or earlier.")
+    prompt: str = Field("", max_length=500, description="Only samples whose prompt contains this text (any case).")
+    same_prompt_as: int | None = Field(
+        None, description="Only samples with exactly the prompt of this sample id: one prompt across steps.")
+    value: str = Field("reward", description="What value_min/value_max bound: step, reward, advantage, length "
+                                             "(characters of the completion) or component:<name>.")
+    value_min: float | None = Field(None, description="Only samples whose value is at least this.")
+    value_max: float | None = Field(None, description="Only samples whose value is at most this.")
+    sort: str = Field("-step", description="step, reward, advantage, length or component:<name>; a leading '-' "
+                                           "sorts high to low. Samples without the value (a non-finite reward) "
+                                           "come last.")
+    page: int = Field(1, ge=1, description="Page number, from 1.")
+    page_size: int = Field(25, ge=1, le=200, description="Samples per page.")
+
+
+@dataclass
+class SamplePage:
+    """One page of a job's samples and what the page rests on."""
+
+    page: Page
+    total: int  # samples the job logged
+    matched: int  # of them, those the filters kept
+    without_value: int  # of the matched, those lacking the sort value (listed last)
+    components: list[str]
+    query: SampleQuery
+    same_prompt: str | None  # the prompt followed across steps, when same_prompt_as is set
+
+
+def sample_components(*, job: Job) -> list[str]:
+    """Reward component names of a job's samples (the trainer logs the same components at every step)."""
+    latest = JobSample.objects.filter(job=job).order_by("-pk").values_list("data", flat=True).first()
+    rewards = (latest or {}).get("rewards") or {}
+    return sorted(rewards) if isinstance(rewards, dict) else []
+
+
+def _value_expression(key: str, components: list[str], field: str) -> BaseExpression:
+    if key == "step":
+        return F("step")
+    if key == "length":
+        return Length(KeyTextTransform("completion", "data"))
+    if key in ("reward", "advantage"):
+        # ->> gives SQL NULL for a JSON null (a non-finite value), which sorts last and fails every bound
+        return Cast(KeyTextTransform(key, "data"), FloatField())
+    name = key.removeprefix("component:")
+    if key.startswith("component:") and name in components:
+        return Cast(KeyTextTransform(name, KeyTransform("rewards", "data")), FloatField())
+    known = ", ".join([*SAMPLE_VALUES, *(f"component:{c}" for c in components)])
+    raise ValidationError({field: f"{key!r} is not a value of this job's samples; use one of: {known}"})
+
+
+def sample_page(*, job: Job, query: SampleQuery) -> SamplePage:
+    """Filter, sort and paginate a job's sample completions in the database (a run can log many)."""
+    components = sample_components(job=job)
+    samples = JobSample.objects.filter(job=job)
+    total = samples.count()
+    same_prompt = None
+    if query.same_prompt_as is not None:
+        anchor = JobSample.objects.filter(job=job, pk=query.same_prompt_as).values_list("data", flat=True).first()
+        if anchor is None:
+            raise ValidationError({"same_prompt_as": f"job {job.pk} has no sample {query.same_prompt_as}"})
+        same_prompt = anchor.get("prompt")
+        samples = samples.filter(data__prompt=same_prompt)
+    if query.step_min is not None:
+        samples = samples.filter(step__gte=query.step_min)
+    if query.step_max is not None:
+        samples = samples.filter(step__lte=query.step_max)
+    if query.prompt:
+        samples = samples.annotate(prompt_text=KeyTextTransform("prompt", "data")).filter(
+            prompt_text__icontains=query.prompt)
+    if query.value_min is not None or query.value_max is not None:
+        samples = samples.annotate(bounded=_value_expression(query.value, components, "value"))
+        if query.value_min is not None:
+            samples = samples.filter(bounded__gte=query.value_min)
+        if query.value_max is not None:
+            samples = samples.filter(bounded__lte=query.value_max)
+    descending = query.sort.startswith("-")
+    samples = samples.annotate(sort_value=_value_expression(query.sort.removeprefix("-"), components, "sort"))
+    without_value = samples.filter(sort_value__isnull=True).count()
+    order = F("sort_value").desc(nulls_last=True) if descending else F("sort_value").asc(nulls_last=True)
+    samples = samples.order_by(order, "-pk" if descending else "pk")
+    page = Paginator(samples, query.page_size).get_page(query.page)  # a page past the end shows the last one
+    matched = page.paginator.count
+    for sample in page.object_list:
         rewards = sample.data.get("rewards") or {}
         sample.rewards = sorted(rewards.items()) if isinstance(rewards, dict) else []
-    return samples
+        sample.length = len(sample.data.get("completion") or "")
+    return SamplePage(page=page, total=total, matched=matched, without_value=without_value,
+                      components=components, query=query, same_prompt=same_prompt)
+
+
+RUN_DIRECTORY_MAX_ENTRIES = 1000
+
+
+@dataclass
+class RunDirectory:
+    """One folder of a job's output directory: where it is, and its entries (folders first)."""
+
+    root: Path
+    relative: str  # "" for the run directory itself
+    entries: list[dict]
+    total: int  # entries in the folder; at most RUN_DIRECTORY_MAX_ENTRIES are listed
+
+
+def run_directory(*, job: Job, subpath: str = "") -> RunDirectory | None:
+    """A folder inside the job's output directory, or None when ``subpath`` leaves it or is no folder.
+
+    Resolved before the check, so ``..``, absolute paths and symlinks out of the run directory are refused;
+    entries are described without following symlinks (a link's target outside is never read)."""
+    if not job.output_dir:
+        return None
+    root = Path(job.output_dir).resolve()
+    target = (root / subpath).resolve()
+    if not target.is_relative_to(root) or not target.is_dir():
+        return None
+    found = sorted(os.scandir(target), key=lambda e: (not e.is_dir(follow_symlinks=False), e.name))
+    entries = []
+    for entry in found[:RUN_DIRECTORY_MAX_ENTRIES]:
+        info = entry.stat(follow_symlinks=False)
+        entries.append({"name": entry.name, "path": str((target / entry.name).relative_to(root)),
+                        "is_dir": entry.is_dir(follow_symlinks=False), "is_link": entry.is_symlink(),
+                        "size": info.st_size, "modified": datetime.fromtimestamp(info.st_mtime, tz=UTC)})
+    relative = str(target.relative_to(root))
+    return RunDirectory(root=root, relative="" if relative == "." else relative, entries=entries, total=len(found))
 
 
 def job_eta(*, job: Job) -> str:
@@ -36,3 +175,81 @@ def job_eta(*, job: Job) -> str:
     minutes, seconds = divmod(int(left), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours} h {minutes} min" if hours else f"{minutes} min {seconds} s" if minutes else f"{seconds} s"
+
+
+# Run colours on the dashboards: fixed per job id, so a run keeps its colour on its own page, on every
+# compare page and across reloads. Twelve colours (Tableau 10 + two) that stay apart on white.
+RUN_PALETTE = ("#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
+               "#b07aa1", "#ff9da7", "#9c755f", "#5f6b7d", "#1f3fbf", "#0a8f6a")
+COMPARE_MAX_RUNS = 10
+
+
+def run_colour(job_id: int) -> str:
+    """The colour of one run: Fibonacci hashing of its id (the top bits of id x 2^32/phi) into RUN_PALETTE,
+    which spreads consecutive ids over the palette.
+
+    >>> [run_colour(job_id) for job_id in (1, 2, 3)]
+    ['#9c755f', '#e15759', '#1f3fbf']
+    """
+    return RUN_PALETTE[((job_id * 2654435761) % 2**32) * len(RUN_PALETTE) >> 32]
+
+
+def run_colours(job_ids: list[int]) -> dict[int, str]:
+    """Colours for runs shown together: each its own ``run_colour``, unless an earlier run (lower id) took
+    it, then the next free one; a run changes colour only on a page where two ids would have shared one."""
+    taken: set[str] = set()
+    colours: dict[int, str] = {}
+    for job_id in sorted(job_ids):
+        start = RUN_PALETTE.index(run_colour(job_id))
+        for offset in range(len(RUN_PALETTE)):
+            colour = RUN_PALETTE[(start + offset) % len(RUN_PALETTE)]
+            if colour not in taken or len(taken) >= len(RUN_PALETTE):
+                break
+        taken.add(colour)
+        colours[job_id] = colour
+    return colours
+
+
+# Spec fields that differ between any two runs by construction (each job has its own output folder and
+# frozen data files), so listing them would bury the settings a person chose.
+SPEC_FIELDS_ALWAYS_DIFFERENT = ("output_dir", "preference_snapshot", "prompt_snapshot", "eval_snapshot")
+
+
+def _flatten_spec(value, prefix: str = "") -> dict[str, object]:
+    if isinstance(value, dict):
+        flat: dict[str, object] = {}
+        for key, item in value.items():
+            flat.update(_flatten_spec(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    if isinstance(value, list) and any(isinstance(item, (dict, list)) for item in value):
+        flat = {}
+        for index, item in enumerate(value):
+            flat.update(_flatten_spec(item, f"{prefix}[{index}]"))
+        return flat
+    return {prefix: value}
+
+
+MISSING = object()
+
+
+def spec_differences(*, jobs: list[Job]) -> list[dict]:
+    """The spec fields (dotted paths into nested specs, ``reward_spec.components[0].weight``) whose values
+    are not the same in every job, in path order: ``[{"field", "values": [text per job, "—" if absent]}]``.
+    The job kind is compared as a field too; SPEC_FIELDS_ALWAYS_DIFFERENT are left out."""
+    flats = [{"kind": job.kind, **_flatten_spec(job.spec or {})} for job in jobs]
+    fields = sorted({field for flat in flats for field in flat})
+    rows = []
+    for field in fields:
+        if field.split(".")[0].split("[")[0] in SPEC_FIELDS_ALWAYS_DIFFERENT:
+            continue
+        values = [flat.get(field, MISSING) for flat in flats]
+        if all(v == values[0] and type(v) is type(values[0]) for v in values):
+            continue
+        rows.append({"field": field, "values": ["—" if v is MISSING else _spec_text(v) for v in values]})
+    return rows
+
+
+def _spec_text(value) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value)

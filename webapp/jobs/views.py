@@ -1,11 +1,16 @@
+from pathlib import Path
+from urllib.parse import urlencode
+
 from asgiref.sync import sync_to_async
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import ValidationError
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from pydantic import ValidationError as PydanticValidationError
 
 from rlcore.training.runtime import has_resume_point
 from webapp.jobs import selectors, services
@@ -13,6 +18,7 @@ from webapp.jobs.forms import SelfcheckForm
 from webapp.jobs.kinds import selfcheck_argv
 from webapp.jobs.models import Job
 from webapp.jobs.streams import job_event_stream
+from webapp.forms_util import pydantic_errors
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
 
@@ -54,12 +60,53 @@ def job_detail(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
                "relaunch_url": _relaunch_url(project, job)}
     if part in (None, "status"):
         context.update(latest_metrics=_latest_metrics(job), eta=selectors.job_eta(job=job))
-    if part in (None, "samples"):
-        context["samples"] = selectors.recent_samples(job=job)
-    if part in ("status", "samples"):
+    if part in (None, "samples", "sample-table"):
+        context.update(_samples_context(request, job))
+    if part in ("status", "samples", "sample-table"):
         return render(request, f"jobs/job_detail.html#job-{part}", context)
-    context["dashboard_jobs"] = [_dashboard_entry(project, job)]
-    return render(request, "jobs/job_detail.html", context)
+    context["dashboard_jobs"] = [_dashboard_entry(project, job, selectors.run_colour(job.pk))]
+    return render(request, "jobs/job_detail.html", context, status=422 if context["sample_errors"] else 200)
+
+
+def _samples_context(request: HttpRequest, job: Job) -> dict:
+    """The samples browser: the filters as asked (to refill the form), one page of samples, or the errors.
+
+    An htmx table refresh answers errors with 200: htmx swaps no 4xx response, and the message must show."""
+    from webapp.training.services import GRPO_KIND
+
+    asked = {key: value.strip() for key, value in request.GET.items() if key != "part" and value.strip()}
+    components = selectors.sample_components(job=job)
+    values = [(key, label) for key, label in selectors.SAMPLE_VALUES.items()] + [
+        (f"component:{name}", f"component {name}") for name in components]
+    context = {"sample_filters": asked, "sample_errors": [], "samples": None, "sample_values": values,
+               "sample_sorts": [(f"-{key}", f"{label}, high to low") for key, label in values]
+               + [(key, f"{label}, low to high") for key, label in values],
+               "samples_query": urlencode({k: v for k, v in asked.items() if k != "page"}),
+               "logs_samples": job.kind == GRPO_KIND}
+    try:
+        context["samples"] = selectors.sample_page(job=job, query=selectors.SampleQuery.model_validate(asked))
+    except PydanticValidationError as exc:
+        context["sample_errors"] = _messages(pydantic_errors(exc.errors()))
+    except ValidationError as exc:
+        context["sample_errors"] = _messages(exc)
+    return context
+
+
+def _messages(error: ValidationError) -> list[str]:
+    return [f"{field}: {message}" for field, messages in error.message_dict.items() for message in messages]
+
+
+@login_required
+def job_files(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """The job's run directory (metrics, samples, tracker mirrors, checkpoints), listed; nothing outside it."""
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    job = get_object_or_404(Job, project=project, pk=job_id)
+    folder = selectors.run_directory(job=job, subpath=request.GET.get("path", ""))
+    if folder is None:
+        raise Http404("No such folder in this job's run directory")
+    parent = str(Path(folder.relative).parent) if folder.relative else None
+    return render(request, "jobs/job_files.html", {"project": project, "job": job, "folder": folder,
+                                                   "parent": "" if parent == "." else parent})
 
 
 def _relaunch_url(project, job: Job) -> str:
@@ -71,24 +118,38 @@ def _relaunch_url(project, job: Job) -> str:
     return reverse(names[job.kind], kwargs={"project_id": project.pk}) + f"?clone={job.pk}"
 
 
-def _dashboard_entry(project, job: Job) -> dict:
-    return {"id": job.pk, "label": f"#{job.pk} {job.title}",
+def _dashboard_entry(project, job: Job, colour: str) -> dict:
+    """What static/js/job_dashboard.js needs of one run (json_script: the page runs no inline script)."""
+    return {"id": job.pk, "label": f"#{job.pk} {job.title}", "kind": job.kind, "colour": colour,
             "events": reverse("job_events", kwargs={"project_id": project.pk, "job_id": job.pk})}
 
 
 @login_required
 def job_compare(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Several runs on the same charts: /projects/<p>/jobs/compare/?ids=3,5,8"""
+    """Up to COMPARE_MAX_RUNS runs on the same charts, and what differs in their specs:
+    /projects/<p>/jobs/compare/?ids=3,5,8 (or ids=3&ids=5; the page's own form adds ``add=<id>``)."""
     project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
-    raw_ids = ",".join(request.GET.getlist("ids")).split(",")
-    ids = [int(part) for part in raw_ids if part.strip().isdigit()]
+    raw_ids = ",".join(request.GET.getlist("ids") + request.GET.getlist("add")).split(",")
+    ids = list(dict.fromkeys(int(part) for part in raw_ids if part.strip().isdigit()))
     jobs = list(Job.objects.filter(project=project, pk__in=ids).order_by("pk"))
     if len(jobs) < 2:
         messages.error(request, "Pick at least two jobs of this project to compare.")
         return redirect("job_list", project_id=project.pk)
+    limit = selectors.COMPARE_MAX_RUNS
+    if len(jobs) > limit:
+        messages.warning(request, f"Compared the first {limit} of the {len(jobs)} runs picked (by job number): "
+                                  f"more than {limit} lines on one chart cannot be told apart.")
+        jobs = jobs[:limit]
+    colours = selectors.run_colours([job.pk for job in jobs])
+    shown = [job.pk for job in jobs]
     return render(request, "jobs/job_compare.html", {
-        "project": project, "jobs": jobs,
-        "dashboard_jobs": [_dashboard_entry(project, job) for job in jobs],
+        "project": project, "jobs": jobs, "colours": colours, "ids": ",".join(map(str, shown)),
+        "runs": [{"job": job, "colour": colours[job.pk],
+                  "without": ",".join(str(pk) for pk in shown if pk != job.pk)} for job in jobs],
+        "differences": selectors.spec_differences(jobs=jobs),
+        "can_add": len(jobs) < limit,
+        "candidates": selectors.job_list(project=project).exclude(pk__in=shown)[:100],
+        "dashboard_jobs": [_dashboard_entry(project, job, colours[job.pk]) for job in jobs],
     })
 
 

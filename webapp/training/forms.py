@@ -14,11 +14,12 @@ from webapp.jobs.models import Queue
 REWARD_MODEL_FIELDS = [
     "backbone", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length",
     "eval_fraction", "split_by", "use_margin", "label_smoothing", "ensemble_size", "seed", "save_steps",
+    "report_to",
 ]
 GRPO_FIELDS = [
     "preset", "beta", "num_generations", "max_completion_length", "temperature", "learning_rate", "max_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "num_iterations",
-    "sample_every", "seed", "save_steps",
+    "sample_every", "seed", "save_steps", "report_to",
 ]
 
 
@@ -36,6 +37,10 @@ def spec_form_field(model, name: str) -> forms.Field:
     kwargs = {"required": False, "help_text": info.description or "", "label": name.replace("_", " ").capitalize()}
     if default is not None and not isinstance(default, type(...)):
         kwargs["initial"] = default
+    if typing.get_origin(annotation) is list and typing.get_origin(typing.get_args(annotation)[0]) is Literal:
+        choices = typing.get_args(typing.get_args(annotation)[0])  # e.g. report_to: list[Literal[...]]
+        return forms.MultipleChoiceField(choices=[(v, v) for v in choices], widget=forms.CheckboxSelectMultiple,
+                                         **kwargs)
     if typing.get_origin(annotation) is Literal:
         return forms.ChoiceField(choices=[(v, v) for v in typing.get_args(annotation)], **kwargs)
     if annotation is bool:
