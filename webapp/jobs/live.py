@@ -15,6 +15,11 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 
+def point_time(created_at) -> float | None:
+    """A metric point's wall-clock time as the dashboards read it: Unix seconds, to the millisecond."""
+    return round(created_at.timestamp(), 3) if created_at else None
+
+
 def channel_for(job_id: int) -> str:
     return f"reward-studio:job:{job_id}"
 
@@ -33,7 +38,8 @@ def publish_job_update(job_id: int, *, metrics=(), samples=(), progress=None, st
         return
     message = {
         "after": after_id,
-        "metrics": [{"id": m.pk, "step": m.step, "name": m.name, "value": m.value} for m in metrics],
+        "metrics": [{"id": m.pk, "step": m.step, "name": m.name, "value": m.value, "time": point_time(m.created_at)}
+                    for m in metrics],
         "samples": len(samples),
         "progress": progress,
         "state": state,

@@ -9,7 +9,7 @@ before its own (``after``); a stream that has not sent that one missed messages 
 full queue) and replays the gap from the database.
 
 Events:
-- ``metrics`` (id = last MetricPoint id in it): ``[{"step", "name", "value"}, ...]``
+- ``metrics`` (id = last MetricPoint id in it): ``[{"step", "name", "value", "time"}, ...]`` (time: Unix seconds)
 - ``status``: ``{"state", "progress": [step, total] | null}``; the page re-renders its status card
 - ``samples``: new sample completions exist; the page re-renders its samples table
 - ``done``: the job finished; the stream ends
@@ -26,7 +26,7 @@ from typing import AsyncIterator
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from webapp.jobs.live import channel_for
+from webapp.jobs.live import channel_for, point_time
 from webapp.jobs.models import FINISHED_STATES, Job, JobSample, MetricPoint
 
 logger = logging.getLogger(__name__)
@@ -101,10 +101,10 @@ def format_event(event: str, data, event_id: int | None = None) -> str:
 # Reads run on the shared thread pool, not one thread per stream: 200 open dashboards must not
 # hold 200 database connections.
 @sync_to_async(thread_sensitive=False)
-def _metrics_after(job_id: int, after_id: int) -> list[tuple[int, int, str, float | None]]:
+def _metrics_after(job_id: int, after_id: int) -> list[tuple[int, int, str, float | None, float | None]]:
     return list(
         MetricPoint.objects.filter(job_id=job_id, pk__gt=after_id).order_by("pk")
-        .values_list("pk", "step", "name", "value")[:REPLAY_LIMIT]
+        .values_list("pk", "step", "name", "value", "created_at")[:REPLAY_LIMIT]
     )
 
 
@@ -130,7 +130,8 @@ async def job_event_stream(job_id: int, last_event_id: int) -> AsyncIterator[str
             rows = await _metrics_after(job_id, sent_id)
             if rows:
                 sent_id = rows[-1][0]
-                yield format_event("metrics", [{"step": s, "name": n, "value": v} for _, s, n, v in rows], sent_id)
+                yield format_event("metrics", [{"step": s, "name": n, "value": v, "time": point_time(t)}
+                                               for _, s, n, v, t in rows], sent_id)
             if len(rows) < REPLAY_LIMIT:
                 break
         current = await _job_status(job_id)
@@ -169,7 +170,7 @@ async def job_event_stream(job_id: int, last_event_id: int) -> AsyncIterator[str
             fresh = [m for m in message["metrics"] if m["id"] > sent_id]
             if fresh:
                 sent_id = fresh[-1]["id"]
-                yield format_event("metrics", [{k: m[k] for k in ("step", "name", "value")} for m in fresh], sent_id)
+                yield format_event("metrics", [{k: m.get(k) for k in ("step", "name", "value", "time")} for m in fresh], sent_id)
             if message.get("samples"):
                 yield format_event("samples", {"count": None})
             if message.get("progress"):
