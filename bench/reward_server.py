@@ -89,7 +89,7 @@ def client(url: str, body: bytes, seconds: float, start_at: float, out) -> None:
         if response.status != 200:
             raise RuntimeError(f"{response.status}: {data[:300]!r}")
         latencies.append(time.perf_counter() - began)
-    out.put(latencies)
+    out.put((latencies, time.time()))  # the last request may end well after `end`: the rate counts it
 
 
 def load(url: str, rows: list[dict], clients: int, seconds: float) -> dict:
@@ -100,11 +100,12 @@ def load(url: str, rows: list[dict], clients: int, seconds: float) -> dict:
                for _ in range(clients)]
     for w in workers:
         w.start()
-    latencies = [x for _ in workers for x in queue.get()]
+    results = [queue.get() for _ in workers]
     for w in workers:
         w.join()
-    latencies.sort()
-    return {"requests": len(latencies), "completions_per_s": len(latencies) * len(rows) / seconds,
+    latencies = sorted(x for lat, _ in results for x in lat)
+    elapsed = max(finished for _, finished in results) - start_at
+    return {"requests": len(latencies), "completions_per_s": len(latencies) * len(rows) / elapsed,
             "p50_ms": 1000 * statistics.median(latencies),
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
