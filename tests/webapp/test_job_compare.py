@@ -1,0 +1,76 @@
+"""The compare page: which runs it shows, their colours, and the table of what differs in their specs."""
+
+import pytest
+from django.test import Client
+
+from webapp.jobs.models import Job
+from webapp.jobs.selectors import COMPARE_MAX_RUNS, RUN_PALETTE, run_colour, run_colours, spec_differences
+
+pytestmark = pytest.mark.django_db
+
+
+def _job(people, spec, kind="train_grpo", title="run"):
+    return Job.objects.create(project=people.project, kind=kind, created_by=people.users["alice"], spec=spec, title=title)
+
+
+def _client(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def test_it_lists_only_the_fields_that_differ_with_a_dash_where_a_spec_lacks_one(people):
+    base = {"model": "m", "learning_rate": 1e-6, "output_dir": "/runs/1", "prompt_snapshot": "/s/1.jsonl",
+            "reward_spec": {"components": [{"name": "format", "weight": 1.0}, {"name": "len", "weight": 0.1}],
+                            "normalization": "group"}}
+    other = {**base, "learning_rate": 3e-6, "output_dir": "/runs/2", "prompt_snapshot": "/s/2.jsonl", "beta": 0.04,
+             "reward_spec": {"components": [{"name": "format", "weight": 1.0}, {"name": "len", "weight": 0.2}],
+                             "normalization": "group"}}
+    rows = spec_differences(jobs=[_job(people, base), _job(people, other, kind="train_reward_model")])
+    assert rows == [
+        {"field": "beta", "values": ["—", "0.04"]},
+        {"field": "kind", "values": ["train_grpo", "train_reward_model"]},
+        {"field": "learning_rate", "values": ["1e-06", "3e-06"]},
+        {"field": "reward_spec.components[1].weight", "values": ["0.1", "0.2"]},
+    ]
+
+
+def test_it_tells_a_number_from_the_same_text_and_true_from_one(people):
+    rows = spec_differences(jobs=[_job(people, {"a": 1, "b": "x", "c": True}), _job(people, {"a": "1", "b": "x", "c": 1})])
+    assert [row["field"] for row in rows] == ["a", "c"]
+
+
+def test_it_gives_each_run_a_fixed_colour_and_runs_on_one_page_different_ones():
+    assert run_colour(7) == run_colour(7) and run_colour(7) in RUN_PALETTE
+    ids = list(range(1, COMPARE_MAX_RUNS + 1))
+    colours = run_colours(ids)
+    assert len(set(colours.values())) == len(ids)
+    assert run_colours([3, 9])[3] == run_colour(3)  # the lower id keeps its own colour
+
+
+def test_it_compares_at_most_ten_runs_and_says_so(people):
+    jobs = [_job(people, {"seed": i}, title=f"seed {i}") for i in range(COMPARE_MAX_RUNS + 2)]
+    ids = ",".join(str(job.pk) for job in jobs)
+    response = _client(people.users["dave"]).get(f"/projects/{people.project.pk}/jobs/compare/?ids={ids}")
+    assert response.status_code == 200
+    assert [entry["id"] for entry in response.context["dashboard_jobs"]] == [job.pk for job in jobs[:COMPARE_MAX_RUNS]]
+    assert f"first {COMPARE_MAX_RUNS} of the {COMPARE_MAX_RUNS + 2} runs" in response.content.decode()
+    assert 'id="compare-add"' not in response.content.decode()
+
+
+def test_it_adds_a_run_from_the_page_and_ignores_other_projects_jobs(people):
+    first, second, third = (_job(people, {"seed": i}) for i in range(3))
+    outsider = Job.objects.create(project=people.other_project, kind="train_grpo", created_by=people.users["eve"])
+    client = _client(people.users["dave"])
+    response = client.get(f"/projects/{people.project.pk}/jobs/compare/",
+                          {"ids": f"{first.pk},{second.pk}", "add": ["", str(third.pk), str(outsider.pk)]})
+    assert [entry["id"] for entry in response.context["dashboard_jobs"]] == [first.pk, second.pk, third.pk]
+    page = response.content.decode()
+    assert 'id="compare-add"' in page and f'<option value="{outsider.pk}">' not in page
+    assert [row["field"] for row in response.context["differences"]] == ["seed"]
+
+
+def test_it_sends_back_to_the_jobs_page_with_fewer_than_two_runs(people):
+    job = _job(people, {})
+    response = _client(people.users["dave"]).get(f"/projects/{people.project.pk}/jobs/compare/?ids={job.pk}")
+    assert response.status_code == 302 and response["Location"].endswith(f"/projects/{people.project.pk}/jobs/")
