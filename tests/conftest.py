@@ -136,14 +136,19 @@ def process_logs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("logs")
 
 
+# The workers' database sessions carry this name (libpq's PGAPPNAME), so a fault test can kill theirs only.
+WORKER_APPLICATION_NAME = "reward-studio-test-worker"
+
+
 @pytest.fixture(scope="session")
 def celery_workers(service_env, process_logs):
     """A gpu worker (solo pool, as in production) and a default worker that also runs beat."""
     procs = Processes()
     _purge_broker(service_env)
-    procs.start("worker-gpu", worker_argv("gpu", "gpu"), service_env, process_logs)
+    env = {**service_env, "PGAPPNAME": WORKER_APPLICATION_NAME}
+    procs.start("worker-gpu", worker_argv("gpu", "gpu"), env, process_logs)
     # Here the default worker also serves `maintenance` (the reaper); bin/run gives that queue its own worker.
-    procs.start("worker-default", worker_argv("default,maintenance", "default", beat=True), service_env, process_logs)
+    procs.start("worker-default", worker_argv("default,maintenance", "default", beat=True), env, process_logs)
     for name in ("worker-gpu", "worker-default"):
         wait_for(lambda: _worker_ready(process_logs / f"{name}.log"), 90, 0.3, f"{name} to be ready")
     yield procs
@@ -158,7 +163,8 @@ def restart_gpu_worker(celery_workers, service_env, process_logs):
         celery_workers.procs.pop("worker-gpu", None)
         log = process_logs / "worker-gpu.log"
         log.write_text("")
-        celery_workers.start("worker-gpu", worker_argv("gpu", "gpu"), service_env, process_logs)
+        env = {**service_env, "PGAPPNAME": WORKER_APPLICATION_NAME}
+        celery_workers.start("worker-gpu", worker_argv("gpu", "gpu"), env, process_logs)
         wait_for(lambda: _worker_ready(log), 90, 0.3, "worker-gpu to restart")
 
 
