@@ -65,7 +65,12 @@
 
   const baseName = (name) => name.replace(/^(member-\d+|ensemble)\//, "");
 
-  function panelFor(name) {  // -> {group, panel, key, title}
+  const places = new Map();  // metric name -> its panel, worked out once per name
+  function panelFor(name) {  // -> {group, key, title}
+    if (!places.has(name)) places.set(name, findPanel(name));
+    return places.get(name);
+  }
+  function findPanel(name) {
     const base = baseName(name);
     for (const group of PANEL_GROUPS) {
       for (const panel of group.panels) {
@@ -414,8 +419,11 @@
   window.jobDashboard = { charts: charts, formatTick: formatTick, ema: ema, layout: layout, groups: PANEL_GROUPS };  // for tests and devtools
 
   function flush() {
-    for (const chart of dirty) render(chart);
-    dirty = new Set();
+    if (dirty.size && !historiesPending) {
+      for (const chart of dirty) render(chart);
+      dirty = new Set();
+      root.dataset.lastDrawMs = String(Math.round(performance.now()));  // bench/dashboard_render.py reads it
+    }
     root.dataset.pointsSeen = String(Object.values(charts).reduce((n, c) => n + Array.from(c.series.values()).reduce((m, s) => m + s.points.size, 0), 0));
     root.dataset.panelsDrawn = String(Object.values(charts).filter((c) => c.plot).length);
     root.dataset.streamsOpen = String(openStreams);
@@ -423,9 +431,29 @@
   }
   window.requestAnimationFrame(flush);
 
+  // First everything recorded so far, in columns (one request per run, built by the database), then the
+  // live stream from the last point that included; without the history, the stream replays it all.
+  function addHistory(job, history) {
+    const point = { step: 0, name: "", value: null, time: null };
+    for (const [name, [steps, values, times]] of Object.entries(history.series)) {
+      point.name = name;
+      for (let i = 0; i < steps.length; i++) {
+        point.step = steps[i]; point.value = values[i]; point.time = times[i];
+        addPoints(job, [point]);
+      }
+    }
+  }
   let openStreams = jobs.length;
+  let historiesPending = jobs.length;  // panels are drawn once every run's history is in, not once per run
   for (const job of jobs) {
-    const source = new EventSource(job.events);
+    fetch(job.history, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(String(response.status)))))
+      .then((history) => { addHistory(job, history); return history.last_id; })
+      .catch(() => 0)
+      .then((lastId) => { historiesPending -= 1; listen(job, lastId); });
+  }
+  function listen(job, lastId) {
+    const source = new EventSource(job.events + (lastId ? "?last_event_id=" + lastId : ""));
     source.addEventListener("metrics", (e) => addPoints(job, JSON.parse(e.data)));
     source.addEventListener("status", () => { if (!compare && window.htmx) htmx.trigger("#job-status", "refresh"); });
     source.addEventListener("samples", () => { if (!compare && window.htmx) htmx.trigger("#job-samples", "refresh"); });

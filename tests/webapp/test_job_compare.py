@@ -74,3 +74,19 @@ def test_it_sends_back_to_the_jobs_page_with_fewer_than_two_runs(people):
     job = _job(people, {})
     response = _client(people.users["dave"]).get(f"/projects/{people.project.pk}/jobs/compare/?ids={job.pk}")
     assert response.status_code == 302 and response["Location"].endswith(f"/projects/{people.project.pk}/jobs/")
+
+
+def test_it_serves_a_jobs_metric_history_in_columns_to_members_only(people):
+    from webapp.jobs.models import MetricPoint
+
+    job = _job(people, {})
+    MetricPoint.objects.bulk_create([MetricPoint(job=job, step=1, name="reward", value=0.5),
+                                     MetricPoint(job=job, step=1, name="kl", value=None),
+                                     MetricPoint(job=job, step=2, name="reward", value=-0.25)])
+    last = MetricPoint.objects.filter(job=job).order_by("-pk").first()
+    url = f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/"
+    body = _client(people.users["dave"]).get(url).json()
+    assert body["last_id"] == last.pk
+    assert body["series"]["reward"][:2] == [[1, 2], [0.5, -0.25]] and body["series"]["kl"][:2] == [[1], [None]]
+    assert body["series"]["reward"][2][0] == pytest.approx(last.created_at.timestamp(), abs=5)
+    assert _client(people.users["eve"]).get(url).status_code == 404

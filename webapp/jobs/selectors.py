@@ -253,3 +253,36 @@ def _spec_text(value) -> str:
     if isinstance(value, str):
         return value
     return json.dumps(value)
+
+
+def metric_history_json(*, job: Job) -> str:
+    """Every metric point of a job as one JSON text, by name in columns (a dashboard's first load; the SSE
+    stream then continues after ``last_id``): ``{"last_id": int, "series": {name: [[step...], [value...],
+    [unix time...]]}}``, each column in write order; a value is null where the run logged NaN or infinity.
+
+    On PostgreSQL the database builds the text (10 runs x 2,000 steps x 27 metrics: 540,000 points, which
+    per-point JSON in Python makes a 50 MB, several-second load); elsewhere Python does the same.
+    """
+    from django.db import connection
+
+    table = MetricPoint._meta.db_table
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""SELECT json_build_object(
+                      'last_id', COALESCE((SELECT max(id) FROM {table} WHERE job_id = %s), 0),
+                      'series', COALESCE((SELECT json_object_agg(name, columns) FROM (
+                          SELECT name, json_build_array(array_agg(step ORDER BY id), array_agg(value ORDER BY id),
+                                 array_agg(round(extract(epoch FROM created_at)::numeric, 3) ORDER BY id)) AS columns
+                          FROM {table} WHERE job_id = %s GROUP BY name) AS by_name), '{{}}'::json))::text""",
+                [job.pk, job.pk])
+            return cursor.fetchone()[0]
+    series: dict[str, list[list]] = {}
+    last_id = 0
+    for pk, step, name, value, created_at in metric_points(job=job).values_list("pk", "step", "name", "value", "created_at"):
+        columns = series.setdefault(name, [[], [], []])
+        columns[0].append(step)
+        columns[1].append(value)
+        columns[2].append(round(created_at.timestamp(), 3))
+        last_id = pk
+    return json.dumps({"last_id": last_id, "series": series})

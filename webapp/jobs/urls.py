@@ -9,4 +9,5 @@ urlpatterns = [
     path("<int:job_id>/cancel/", views.job_cancel, name="job_cancel"),
     path("<int:job_id>/files/", views.job_files, name="job_files"),
     path("<int:job_id>/events/", views.job_events, name="job_events"),
+    path("<int:job_id>/metrics/", views.job_metrics, name="job_metrics"),
 ]

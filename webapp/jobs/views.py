@@ -121,7 +121,17 @@ def _relaunch_url(project, job: Job) -> str:
 def _dashboard_entry(project, job: Job, colour: str) -> dict:
     """What static/js/job_dashboard.js needs of one run (json_script: the page runs no inline script)."""
     return {"id": job.pk, "label": f"#{job.pk} {job.title}", "kind": job.kind, "colour": colour,
+            "history": reverse("job_metrics", kwargs={"project_id": project.pk, "job_id": job.pk}),
             "events": reverse("job_events", kwargs={"project_id": project.pk, "job_id": job.pk})}
+
+
+@login_required
+def job_metrics(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """Every metric point of a job in columns by name (selectors.metric_history_json): the dashboards' first
+    load, after which the SSE stream continues from ``last_id``."""
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    job = get_object_or_404(Job, project=project, pk=job_id)
+    return HttpResponse(selectors.metric_history_json(job=job), content_type="application/json")
 
 
 @login_required

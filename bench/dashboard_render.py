@@ -1,0 +1,163 @@
+"""Compare page render time: 10 finished GRPO runs of 2,000 steps each, in headless Chromium.
+
+Seeds its own PostgreSQL database (metric points written in SQL, under the names TRL's GRPOTrainer logs
+with two reward functions), starts uvicorn, opens /projects/<p>/jobs/compare/?ids=... with Playwright
+(Debian's /usr/bin/chromium, the flags of tests/conftest.py) and prints one JSON line: milliseconds from
+navigation start to the first panel drawn, to every point received over SSE, and to every panel drawn
+with every point (the last redraw, ``data-last-draw-ms``). Target: all panels drawn in < 1,000 ms.
+
+usage: python bench/dashboard_render.py [--runs 10] [--steps 2000] [--repeats 3]
+Needs PostgreSQL and Redis (bin/test starts them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DB_NAME = "reward_studio_bench_dashboard"
+
+# What TRL 1.x GRPOTrainer logs per step with two reward functions (format, length) and default settings.
+GRPO_METRICS = [
+    "reward", "reward_std", "frac_reward_zero_std", "rewards/format/mean", "rewards/format/std",
+    "rewards/length/mean", "rewards/length/std", "kl", "entropy",
+    "completions/mean_length", "completions/min_length", "completions/max_length", "completions/clipped_ratio",
+    "completions/mean_terminated_length", "completions/min_terminated_length", "completions/max_terminated_length",
+    "clip_ratio/low_mean", "clip_ratio/low_min", "clip_ratio/high_mean", "clip_ratio/high_max", "clip_ratio/region_mean",
+    "loss", "grad_norm", "learning_rate", "num_tokens", "step_time", "epoch",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prepare_database(env: dict[str, str]) -> None:
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], check=True, env=env)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True, env=env)
+    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
+
+
+def seed(runs: int, steps: int):
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from webapp.jobs.models import Job, JobState, MetricPoint
+    from webapp.projects.services import project_create
+
+    user = get_user_model().objects.create_user("bench", password="bench-password")
+    project = project_create(user=user, name="Dashboard bench")
+    jobs = [Job.objects.create(project=project, kind="train_grpo", created_by=user, state=JobState.SUCCEEDED,
+                               title=f"lr {i + 1}e-6", progress_step=steps, progress_total=steps,
+                               spec={"learning_rate": (i + 1) * 1e-6, "num_generations": 8, "beta": 0.04})
+            for i in range(runs)]
+    with connection.cursor() as cursor:
+        for job in jobs:
+            # One row per (step, name), in the order a run writes them; values wander like a real run's.
+            cursor.execute(
+                f"INSERT INTO {MetricPoint._meta.db_table} (job_id, step, name, value, created_at) "
+                "SELECT %s, s, n.name, sin(s / 50.0 + n.i) + random() * 0.2 + n.i, now() + s * interval '1 second' "
+                "FROM generate_series(1, %s) AS s, unnest(%s::text[]) WITH ORDINALITY AS n(name, i) ORDER BY s, n.i",
+                [job.pk, steps, GRPO_METRICS])
+    return user, project, jobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+
+    env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+           "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
+           "CELERY_BROKER_URL": "redis://127.0.0.1:6379/8", "DJANGO_SETTINGS_MODULE": "webapp.settings"}
+    prepare_database(env)
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.test import Client
+    from playwright.sync_api import sync_playwright
+
+    user, project, jobs = seed(args.runs, args.steps)
+    client = Client()
+    client.force_login(user)
+    cookie = client.cookies["sessionid"].value
+    points = args.runs * args.steps * len(GRPO_METRICS)
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
+                               "--port", str(port), "--no-access-log", "--log-level", "warning"],
+                              cwd=ROOT, env=env, start_new_session=True)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        url = f"{base}/projects/{project.pk}/jobs/compare/?ids={','.join(str(job.pk) for job in jobs)}"
+        results = []
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(
+                executable_path=os.environ.get("CHROMIUM", "/usr/bin/chromium"), headless=True,
+                args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                      "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            for repeat in range(args.repeats + 1):  # the first load warms the server and the browser cache
+                context = browser.new_context(viewport={"width": 1280, "height": 900})
+                context.add_cookies([{"name": "sessionid", "value": cookie, "url": base}])
+                page = context.new_page()
+                first_panel: list[float] = []
+                page.goto(url)
+                deadline = time.monotonic() + 120
+                received_at = None
+                while time.monotonic() < deadline:
+                    state = page.evaluate("""() => { const d = document.getElementById('job-dashboard').dataset;
+                        return [Number(d.pointsSeen || 0), Number(d.panelsDrawn || 0), Number(d.streamsOpen),
+                                Number(d.lastDrawMs || 0), performance.now()]; }""")
+                    if state[1] and not first_panel:
+                        first_panel.append(state[3])
+                    if state[0] >= points and received_at is None:
+                        received_at = state[4]
+                    if state[0] >= points and state[2] == 0 and state[4] - state[3] > 300:
+                        break  # everything arrived, the streams are closed and nothing was redrawn for 300 ms
+                    time.sleep(0.02)
+                panels = page.evaluate("() => Object.values(window.jobDashboard.charts).filter((c) => c.plot).length")
+                context.close()
+                if repeat:
+                    results.append({"first_panel_ms": first_panel[0] if first_panel else None,
+                                    "points_received_ms": round(received_at) if received_at else None,
+                                    "all_panels_drawn_ms": state[3], "points_seen": state[0], "panels": panels})
+            browser.close()
+        drawn = [r["all_panels_drawn_ms"] for r in results]
+        print(json.dumps({
+            "bench": "dashboard_render", "runs": args.runs, "steps": args.steps, "metrics_per_run": len(GRPO_METRICS),
+            "points": points, "repeats": results,
+            "median_all_panels_drawn_ms": statistics.median(drawn), "target_ms": 1000,
+        }))
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=10)
+        from django.db import connections
+
+        connections.close_all()
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], env=env)
+
+
+if __name__ == "__main__":
+    main()
