@@ -83,6 +83,7 @@ INSTALLED_APPS = [
     "webapp.training",
     "webapp.judging",
     "webapp.routing",
+    "webapp.analysis",
     "axes",
 ]
 

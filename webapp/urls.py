@@ -22,4 +22,5 @@ urlpatterns = [
     path("projects/<int:project_id>/", include("webapp.annotation.urls")),
     path("projects/<int:project_id>/judging/", include("webapp.judging.urls")),
     path("projects/<int:project_id>/routing/", include("webapp.routing.urls")),
+    path("projects/<int:project_id>/analysis/", include("webapp.analysis.urls")),
 ]

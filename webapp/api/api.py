@@ -143,6 +143,7 @@ def on_unauthenticated(request, exc: AuthenticationError):
 
 
 from webapp.accounts.apis import router as accounts_router  # noqa: E402
+from webapp.analysis.apis import router as analysis_router  # noqa: E402
 from webapp.annotation.apis import router as annotation_router  # noqa: E402
 from webapp.datasets.apis import router as datasets_router  # noqa: E402
 from webapp.jobs.apis import router as jobs_router  # noqa: E402
@@ -161,3 +162,4 @@ api.add_router("/projects", datasets_router)
 api.add_router("/projects", annotation_router)
 api.add_router("/projects", judging_router)
 api.add_router("/projects", routing_router)
+api.add_router("/projects", analysis_router)
