@@ -363,3 +363,21 @@ def test_it_reads_the_request_caps_from_the_environment():
                           "print(settings.COMPARISONS_BUILD_MAX, settings.RUBRIC_PREVIEW_BUDGET_SECONDS)"],
                          env=env, capture_output=True, text=True, check=True).stdout.split()
     assert out == ["7", "0.5"]
+
+
+@pytest.mark.django_db
+def test_a_page_form_with_a_nul_character_is_refused_in_the_layout_and_saves_nothing(client, people):
+    """The rubric editor reads its criteria from raw POST fields, which no Django form field checks."""
+    from webapp.rubrics.models import Rubric
+
+    client.force_login(people.users["bob"])
+    form = {"name": "Helpful", "aggregation": "weighted_mean", "saturation": "3", "description": "",
+            "criteria[0].name": "pol\x00ite", "criteria[0].weight": "1", "criteria[0].veto_cap": "0",
+            "criteria[0].pass_threshold": "0.5", "criteria[0].rule.kind": "contains",
+            "criteria[0].rule.texts": "please", "criteria[0].rule.mode": "any"}
+    response = client.post(f"/projects/{people.project.pk}/rubrics/new/", form)
+    page = response.content.decode()
+    assert response.status_code == 422
+    assert "The field criteria[0].name contains a NUL character" in page and 'id="bad-input"' in page
+    assert 'class="brand"' in page  # inside the app's layout
+    assert not Rubric.objects.exists()

@@ -2,7 +2,8 @@
 
 - A NUL character (``\\u0000``) in a JSON body, a query parameter, a form field or the path is answered
   422 ``{"detail": [{"field", "message"}]}`` naming the field: PostgreSQL refuses NUL in text and jsonb,
-  which used to surface as a 500 from deep inside whichever service wrote it.
+  which used to surface as a 500 from deep inside whichever service wrote it. A page's form (POST) with
+  one gets a 422 page in the app's layout naming the field.
 - Error answers that do not come from an endpoint (Django's 404 for an unknown URL, ninja's 405, a 400
   for a bad request, a 500 page) are turned into ``{"detail": "..."}`` as the README promises.
 """
@@ -17,6 +18,7 @@ from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 API_PREFIX = "/api/"
+FORM_METHODS = frozenset({"POST", "PUT", "PATCH"})
 NUL_MESSAGE = "contains a NUL character (\\u0000), which cannot be stored; remove it"
 
 
@@ -95,6 +97,8 @@ class ApiBoundaryMiddleware:
         if iscoroutinefunction(self.get_response):
             return self._acall(request)
         if not request.path.startswith(API_PREFIX):
+            if request.method in FORM_METHODS and (field := _request_nul_field(request)):
+                return _nul_page(request, field)
             return self.get_response(request)
         if field := _request_nul_field(request):
             return _nul_answer(field)
@@ -102,10 +106,19 @@ class ApiBoundaryMiddleware:
 
     async def _acall(self, request: HttpRequest):
         if not request.path.startswith(API_PREFIX):
+            if request.method in FORM_METHODS and (field := _request_nul_field(request)):
+                return _nul_page(request, field)
             return await self.get_response(request)
         if field := _request_nul_field(request):
             return _nul_answer(field)
         return _json_error(await self.get_response(request))
+
+
+def _nul_page(request: HttpRequest, field: str) -> HttpResponse:
+    # Pages too: some views read raw POST fields (the rubric editor's criteria), which no form field checks.
+    from django.shortcuts import render
+
+    return render(request, "bad_input.html", {"reason": f"The field {field} {NUL_MESSAGE}."}, status=422)
 
 
 def _nul_answer(field: str) -> JsonResponse:
