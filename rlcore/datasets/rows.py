@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlcore.datasets.readers import RowError, SourceError
+from rlcore.datasets.readers import MAX_NESTING, RowError, SourceError
 
 ROLES = ("system", "user", "assistant", "tool", "developer")
 PROVENANCE_COLUMNS = ("label_id", "comparison_id", "source", "annotator", "annotator_id", "model_version",
@@ -90,13 +90,32 @@ def render_messages(messages: list[dict[str, str]]) -> str:
 
 
 def _maybe_json(value: Any) -> Any:
-    # CSV cells hold lists and objects as JSON text.
+    """A CSV cell's list or object, given as JSON text; anything else, or JSON nested deeper than a row may
+    be (MAX_NESTING), stays the text it is, so the column's own check names the line.
+
+    >>> _maybe_json('["a", "b"]'), _maybe_json("[not json"), _maybe_json("[" * 100 + "]" * 100)[:3]
+    (['a', 'b'], '[not json', '[[[')
+    """
     if isinstance(value, str) and value[:1] in ("[", "{"):
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
+            parsed = json.loads(value)
+        except (json.JSONDecodeError, RecursionError):
             return value
+        return value if _deeper_than(parsed, MAX_NESTING) else parsed
     return value
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    stack = [(value, 1)]
+    while stack:  # iterative: a deep value must not exhaust the stack here
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+    return False
 
 
 def _messages(value: Any, line: int, what: str) -> list[dict[str, str]]:

@@ -149,3 +149,14 @@ def test_it_round_trips_every_label_through_a_file(tmp_path, fmt):
                    ("2", "tie", 1, "lm", "", (0, 1), (), "", "judge-1"),
                    ("3", "ranking", 1, "human", "bob", (2, 1, 0), (2, 0, 1), "", "")}
     assert first.labels[1].provenance == {"confidence": 0.6}
+
+
+def test_a_csv_cell_of_deeply_nested_json_is_a_row_error_not_a_crash(tmp_path):
+    path = tmp_path / "deep.csv"
+    deep = "[" * 5000 + "]" * 5000
+    path.write_text(f'prompt,responses\nok,"[""a"", ""b""]"\ndeep,"{deep}"\n')
+    (line_ok, ok), (line_deep, deep_record) = list(SourceReader(path))
+    assert [r.text for r in normalize_record(ok, line_ok).responses] == ["a", "b"]
+    with pytest.raises(RowError) as caught:
+        normalize_record(deep_record, line_deep)
+    assert caught.value.line == 3 and "'responses' must be a list" in caught.value.message
