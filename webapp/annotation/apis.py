@@ -190,3 +190,131 @@ def export(request, project_id: int, format: str = "jsonl", conversational: bool
     return services.export_download(
         path, summary, asynchronous=isinstance(request, ASGIRequest),
         content_type="application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet")
+
+
+# ------------------------------------------------------------------ label quality: gold, raters, audit, adjudication
+
+
+def _user_errors(call):
+    """rlcore's UserError (too little to fit, an ensemble of one, ...) as the API's 422 naming the field."""
+    from django.core.exceptions import ValidationError
+
+    from rlcore.errors import UserError
+
+    def wrapped(*args, field: str = "labels", **kwargs):
+        try:
+            return call(*args, **kwargs)
+        except UserError as exc:
+            raise ValidationError({field: str(exc)}) from None
+    return wrapped
+
+
+class GoldIn(Schema):
+    comparison_ids: list[int]
+    answer: str = Field(..., description="'a' or 'b' (canonical order; never a tie), '' to make them normal again")
+
+
+class ComparisonIdsIn(Schema):
+    comparison_ids: list[int]
+    confirm: bool = Field(False, description="false: only say what it would touch; true: do it")
+
+
+class ResolveIn(Schema):
+    comparison_id: int
+    choice: str = Field(..., description="'a', 'b' (canonical order) or 'tie'")
+    strength: int = 1
+    rationale: str = ""
+
+
+class AuditSendIn(Schema):
+    ensemble_job_id: int
+    z: float = 1.0
+    t: float = 0.0
+    flags: list[str] = Field(["probably_wrong", "ambiguous"], description="which flags to send back")
+    confirm: bool = Field(False, description="false: only say what it would touch; true: do it")
+
+
+@router.post("/{project_id}/gold", summary="Mark comparisons as gold items with a known answer (a tie is refused)")
+def set_gold(request, project_id: int, body: GoldIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return {"updated": services.gold_set(project=project, comparison_ids=body.comparison_ids, answer=body.answer)}
+
+
+@router.get("/{project_id}/gold/scores", summary="Each annotator's accuracy on gold items (count, Wilson interval)")
+def gold_scores(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return _user_errors(selectors.gold_scores)(project=project, field="answer").model_dump()
+
+
+@router.get("/{project_id}/raters", summary="Dawid-Skene reliability per rater, without gold",
+            description="Each rater's estimated accuracy and confusion matrix (rows: true class, columns: label "
+                        "given, in `classes` order) with its label and item counts; items=true adds each item's "
+                        "posterior.")
+def raters(request, project_id: int, items: bool = False):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    fit = _user_errors(selectors.rater_reliability)(project=project)
+    return fit.model_dump(exclude=None if items else {"items"})
+
+
+@router.get("/{project_id}/adjudication", summary="Disagreements side by side, with any recorded resolution")
+def adjudication_list(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return selectors.disagreements(project=project)
+
+
+@router.post("/{project_id}/adjudication/request",
+             summary="Send comparisons to one more, different, annotator (confirm=false: counts only)")
+def adjudication_request(request, project_id: int, body: ComparisonIdsIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    return _adjudication_send(project, body.comparison_ids, body.confirm)
+
+
+def _adjudication_send(project, comparison_ids: list[int], confirm: bool) -> dict:
+    from django.db import transaction
+
+    with transaction.atomic():
+        counts = services.adjudication_request(project=project, comparison_ids=comparison_ids)
+        if not confirm:
+            transaction.set_rollback(True)  # the preview counts exactly what the action would do, then undoes it
+    return {**counts, "done": confirm}
+
+
+@router.post("/{project_id}/adjudication/resolve", response={201: LabelOut},
+             summary="Record a disagreement's resolution (a label of kind 'adjudication')")
+def adjudication_resolve(request, project_id: int, body: ResolveIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    try:
+        label = services.adjudication_record(project=project, user=request.auth, **body.dict())
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    return Status(201, label)
+
+
+@router.get("/{project_id}/audit", summary="Audit labels with a reward-model ensemble (mean and spread of margins)",
+            description="Per decisive pair label: mu and sigma of the members' reward differences (chosen minus "
+                        "rejected), its flag (probably_wrong: mu < -t and |mu| > z sigma; ambiguous: |mu| <= z "
+                        "sigma), and what sending the flagged labels to adjudication would touch.")
+def audit(request, project_id: int, ensemble_job_id: int, z: float = 1.0, t: float = 0.0):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    result, comparison_of = _user_errors(selectors.ensemble_audit)(project=project, job_id=ensemble_job_id, z=z, t=t,
+                                                                   field="ensemble_job_id")
+    return {**result.model_dump(), "comparison_of_label": comparison_of,
+            "send_back": selectors.audit_preview(result, comparison_of)}
+
+
+@router.post("/{project_id}/audit/send", summary="Send the audit's flagged comparisons to adjudication "
+                                                 "(confirm=false: counts only)")
+def audit_send(request, project_id: int, body: AuditSendIn):
+    from django.core.exceptions import ValidationError
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    unknown = sorted(set(body.flags) - {"probably_wrong", "ambiguous"})
+    if unknown or not body.flags:
+        raise ValidationError({"flags": "Flags are 'probably_wrong' and/or 'ambiguous'."})
+    result, comparison_of = _user_errors(selectors.ensemble_audit)(project=project, job_id=body.ensemble_job_id,
+                                                                   z=body.z, t=body.t, field="ensemble_job_id")
+    preview = selectors.audit_preview(result, comparison_of, flags=tuple(body.flags))
+    if not preview["comparisons"]:
+        return {**preview, "overlap_raised": 0, "done": body.confirm}
+    sent = _adjudication_send(project, preview["comparison_ids"], body.confirm)
+    return {**preview, "overlap_raised": sent["overlap_raised"], "done": body.confirm}

@@ -60,7 +60,7 @@ WITH held AS (
 ), picked AS (
     SELECT c.id FROM annotation_comparison c
      WHERE NOT EXISTS (SELECT 1 FROM held) AND {MAY_LABEL}
-       AND c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap
+       AND c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap {{gold}}
        AND NOT EXISTS (SELECT 1 FROM annotation_assignment x
                         WHERE x.comparison_id = c.id AND x.annotator_id = %(user)s)
      ORDER BY c.id
@@ -141,13 +141,21 @@ def held_item(*, project_id: int, user_id: int, now: datetime) -> dict | None:
         return _item(cur.fetchone())
 
 
-def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime) -> dict | None:
+# Gold items are mixed in by a coin the services toss (services.gold_mode): "gold" claims only a gold
+# comparison, "normal" only a normal one, "any" either. Three texts, so each is a plain index scan (the
+# gold one on the partial index of gold comparisons); the item returned has the same fields whichever it is.
+GOLD_FILTERS = {"any": "", "gold": "AND c.gold_answer <> ''", "normal": "AND c.gold_answer = ''"}
+NEXT_SQL_BY_GOLD = {mode: NEXT_SQL.replace("{gold}", where) for mode, where in GOLD_FILTERS.items()}
+
+
+def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime, gold: str = "any") -> dict | None:
     """The annotator's held item or, if none, a newly claimed one: one statement, atomic.
 
-    None: nothing left for them, or they may not label here (not a member, a viewer, a closed project).
+    None: nothing left for them (of the ``gold`` kind asked), or they may not label here (not a member, a
+    viewer, a closed project).
     """
     with connection.cursor() as cur:
-        cur.execute(NEXT_SQL, {"project": project_id, "user": user_id, "now": now, "expires": expires,
+        cur.execute(NEXT_SQL_BY_GOLD[gold], {"project": project_id, "user": user_id, "now": now, "expires": expires,
                                "labelling_roles": LABELLING_ROLES})
         return _item(cur.fetchone())
 

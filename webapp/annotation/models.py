@@ -22,12 +22,18 @@ class Comparison(models.Model):
     overlap = models.PositiveIntegerField(default=1, help_text="Distinct human annotators wanted.")
     taken = models.PositiveIntegerField(default=0, help_text="Active or completed human assignments.")
     human_label_count = models.PositiveIntegerField(default=0)
+    # A gold item's known answer in canonical order ("a" or "b"; never a tie); blank for a normal comparison.
+    # Never shown to annotators: the item they get has the same fields whichever it is.
+    gold_answer = models.CharField(max_length=1, blank=True, default="")
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "is_active", "id"])]
+        indexes = [models.Index(fields=["project", "is_active", "id"]),
+                   # the queue's gold claims scan only the (few) gold comparisons
+                   models.Index(fields=["project", "id"], condition=~models.Q(gold_answer=""),
+                                name="comparison_gold_items")]
 
     def __str__(self) -> str:
         return f"Comparison {self.pk}"
@@ -84,6 +90,9 @@ class Assignment(models.Model):
 class LabelSource(models.TextChoices):
     HUMAN = "human", "Human"
     LM = "lm", "Language-model judge"
+    # A disagreement's resolution, recorded by a designer on the adjudication page: not a rater of its own,
+    # so agreement statistics leave it out; exports carry it, marked.
+    ADJUDICATION = "adjudication", "Adjudication"
 
 
 class Choice(models.TextChoices):
@@ -103,7 +112,7 @@ class PreferenceLabel(models.Model):
     comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="labels")
     assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL,
                                       related_name="label")
-    source = models.CharField(max_length=8, choices=LabelSource.choices, default=LabelSource.HUMAN)
+    source = models.CharField(max_length=12, choices=LabelSource.choices, default=LabelSource.HUMAN)
     annotator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
                                   related_name="preference_labels")
     choice = models.CharField(max_length=8, choices=Choice.choices)

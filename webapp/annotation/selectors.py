@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import namedtuple
 from collections.abc import Iterator
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, F, Q, QuerySet, Sum
 
 from rlcore.agreement import LabelRecord, agreement_report, ranking_pair_records, signed_strength
 from rlcore.datasets import ExportLabel, ExportResponse
@@ -75,7 +75,9 @@ def agreement_for(*, project, level: str = "nominal") -> dict:
     from django.contrib.auth import get_user_model
 
     usernames = dict(get_user_model().objects.filter(memberships__project=project).values_list("id", "username"))
-    labels = PreferenceLabel.objects.filter(comparison__project=project).order_by("id").values_list(*_RATED_FIELDS)
+    # An adjudication resolves a disagreement; it is not one more rater's opinion (it would agree by design).
+    labels = (PreferenceLabel.objects.filter(comparison__project=project).exclude(source=LabelSource.ADJUDICATION)
+              .order_by("id").values_list(*_RATED_FIELDS))
     counts = {"pairwise": 0, "rankings": 0}
 
     # Records are made as rlcore reads them, a database chunk at a time, one pass per report: two lists of
@@ -147,19 +149,22 @@ def export_labels(*, project, source: str | None = None, dataset_id: int | None 
             ids = comparison.response_ids
             position = {rid: i for i, rid in enumerate(ids)}
             prompt = comparison.prompt
+            adjudicated = lab.source == LabelSource.ADJUDICATION
             yield ExportLabel(
                 label_id=str(lab.pk), comparison_id=str(lab.comparison_id), prompt_text=prompt.text,
                 prompt_messages=prompt.messages,
                 responses=[ExportResponse(text=responses[r].text, messages=responses[r].messages) for r in ids],
                 choice=lab.choice, ranking=[position[r] for r in lab.ranking if r in position] if lab.ranking else None,
-                strength=lab.strength, source=lab.source,
+                # an adjudication is a person's label, marked as the resolution in its provenance
+                strength=lab.strength, source=LabelSource.HUMAN if adjudicated else lab.source,
                 annotator=lab.annotator.username if lab.annotator else
                 (lab.provenance or {}).get("imported", {}).get("annotator", ""),
                 annotator_id=lab.annotator_id, model_version=lab.model_version,
                 display_order=[position[r] for r in lab.display_order if r in position],
                 labeled_at=lab.created_at.isoformat(), rationale=lab.rationale,
                 criterion_scores=_scores_by_position(lab.criterion_scores, position),
-                provenance={k: v for k, v in (lab.provenance or {}).items() if k != "imported"},
+                provenance={**{k: v for k, v in (lab.provenance or {}).items() if k != "imported"},
+                            **({"adjudication": True} if adjudicated else {})},
             )
         last = chunk[-1].comparison_id
 
@@ -183,3 +188,130 @@ def annotator_stats(*, project) -> list[dict]:
                       expired=Count("id", filter=Q(status=AssignmentStatus.EXPIRED)))
             .order_by("annotator__username"))
     return list(rows)
+
+
+# ------------------------------------------------------------------ label quality: gold, raters, audit
+
+
+def _rater_labels(*, project, sources=(LabelSource.HUMAN, LabelSource.LM)):
+    """The project's pairwise labels as rlcore RaterLabels (adjudications are not a rater)."""
+    from django.contrib.auth import get_user_model
+
+    from rlcore.analysis.raters import RaterLabel
+
+    usernames = dict(get_user_model().objects.filter(memberships__project=project).values_list("id", "username"))
+    rows = (PreferenceLabel.objects.filter(comparison__project=project, source__in=sources,
+                                           choice__in=(Choice.A, Choice.B, Choice.TIE))
+            .order_by("id").values_list(*_RATED_FIELDS))
+    for row in rows.iterator(chunk_size=EXPORT_CHUNK):
+        label = _RatedLabel(*row)
+        yield RaterLabel(item_id=str(label.comparison_id), rater=rater_id(label, usernames)[0], label=label.choice)
+
+
+def gold_scores(*, project):
+    """Each annotator's accuracy on the gold items they labelled (rlcore.analysis.raters.score_gold):
+    count, correct, ties given, Wilson interval; annotators with no gold label are listed apart."""
+    from rlcore.analysis.raters import score_gold
+
+    gold = {str(pk): answer for pk, answer in Comparison.objects.filter(project=project).exclude(gold_answer="")
+            .values_list("pk", "gold_answer")}
+    return score_gold(list(_rater_labels(project=project, sources=(LabelSource.HUMAN,))), gold)
+
+
+def rater_reliability(*, project):
+    """A Dawid-Skene fit over the project's pairwise labels (humans and LM judges, no gold needed).
+    Raises rlcore UserError when there is too little to fit (no label, or one class only)."""
+    from rlcore.analysis.raters import fit_dawid_skene
+
+    return fit_dawid_skene(list(_rater_labels(project=project)))
+
+
+def disagreements(*, project, limit: int = 200) -> list[dict]:
+    """Pair comparisons whose human / LM labels disagree (or were sent to adjudication), each with every label
+    side by side (choice, strength, annotator, rationale) and the resolution if one is recorded."""
+    from django.db.models import Max, Min
+
+    ids = list(PreferenceLabel.objects.filter(comparison__project=project, comparison__kind="pair",
+                                              source__in=(LabelSource.HUMAN, LabelSource.LM))
+               .values("comparison_id").annotate(lo=Min("choice"), hi=Max("choice"), n=Count("id"))
+               .filter(n__gte=2).exclude(lo=F("hi")).order_by("comparison_id").values_list("comparison_id", flat=True)
+               [:limit])
+    comparisons = Comparison.objects.select_related("prompt").in_bulk(ids)
+    responses = Response.objects.only("id", "text").in_bulk({r for c in comparisons.values() for r in c.response_ids})
+    out: dict[int, dict] = {}
+    for cid in ids:
+        c = comparisons[cid]
+        out[cid] = {"comparison_id": cid, "prompt": c.prompt.text, "overlap": c.overlap, "taken": c.taken,
+                    "responses": [{"letter": chr(97 + i), "response_id": r, "text": responses[r].text}
+                                  for i, r in enumerate(c.response_ids) if r in responses],
+                    "labels": [], "resolution": None}
+    for lab in (PreferenceLabel.objects.filter(comparison_id__in=ids).select_related("annotator")
+                .order_by("comparison_id", "id")):
+        entry = {"label_id": lab.pk, "source": lab.source, "choice": lab.choice, "strength": lab.strength,
+                 "annotator": lab.annotator.username if lab.annotator else f"lm:{lab.model_version or 'judge'}",
+                 "rationale": lab.rationale}
+        if lab.source == LabelSource.ADJUDICATION:
+            out[lab.comparison_id]["resolution"] = entry
+        else:
+            out[lab.comparison_id]["labels"].append(entry)
+    return list(out.values())
+
+
+def _missing(field: str, message: str):
+    """What the audit is missing (no such ensemble, one member, scores not computed): 422 naming the field."""
+    from django.core.exceptions import ValidationError
+
+    return ValidationError({field: message})
+
+
+def ensemble_members(*, project, job_id: int):
+    from webapp.training.models import RewardModel
+
+    return list(RewardModel.objects.filter(project=project, job_id=job_id, member__isnull=False,
+                                           deleted_at__isnull=True).order_by("member"))
+
+
+def ensemble_audit(*, project, job_id: int, z: float = 1.0, t: float = 0.0):
+    """The ensemble audit ("Secrets of RLHF ... Part II", rlcore.analysis.audit) of the project's decisive
+    human and LM pair labels, from the members' stored response scores (the reward-scores worker job,
+    webapp.routing.reward_scores). Returns (EnsembleAudit, {pair label id: comparison id})."""
+    from rlcore.analysis.audit import audit_from_scores
+    from rlcore.analysis.inputs import LabelledPair, ScoreTable
+    from webapp.routing.models import ResponseRewardScore
+
+    members = ensemble_members(project=project, job_id=job_id)
+    if not members:
+        raise _missing("ensemble_job_id", f"Job {job_id} registered no ensemble members in this project.")
+    if len(members) < 2:
+        raise _missing("ensemble_job_id", f"Job {job_id} is an ensemble of one ({members[0].name}): one "
+                                                 "model's spread is unknown, so no label can be called wrong.")
+    labels = list(PreferenceLabel.objects.filter(comparison__project=project, comparison__kind="pair",
+                                                 source__in=(LabelSource.HUMAN, LabelSource.LM))
+                  .values_list("pk", "comparison_id", "choice", "comparison__prompt_id", "comparison__response_ids"))
+    if not labels:
+        raise _missing("labels", "This project has no pair labels to audit.")
+    response_ids = {r for *_, ids in labels for r in ids}
+    tables, missing = [], []
+    for m in members:
+        rows = list(ResponseRewardScore.objects.filter(reward_model=m, response_id__in=response_ids)
+                    .values_list("response__prompt_id", "response_id", "score"))
+        if len({r for _, r, _ in rows}) < len(response_ids):
+            missing.append(f"{m.name} ({len(response_ids) - len(rows)} of {len(response_ids)} responses)")
+        tables.append(ScoreTable.from_rows(m.name, rows))
+    if missing:
+        raise _missing("ensemble_job_id", "Scores are missing for " + "; ".join(missing)
+                              + ": run 'Score responses with reward models' (routing) first.")
+    pairs = []
+    for pk, cid, choice, prompt_id, ids in labels:
+        chosen, rejected = (ids[0], ids[1]) if choice != Choice.B else (ids[1], ids[0])
+        pairs.append(LabelledPair(prompt_id=str(prompt_id), chosen_id=str(chosen), rejected_id=str(rejected),
+                                  tie=choice == Choice.TIE, label_id=str(pk), comparison_id=str(cid)))
+    return audit_from_scores(tables, pairs, z=z, t=t), {str(pk): cid for pk, cid, *_ in labels}
+
+
+def audit_preview(audit, comparison_of: dict[str, int], flags=("probably_wrong", "ambiguous")) -> dict:
+    """What "send flagged to adjudication" would touch: labels and comparisons, before it runs."""
+    flagged = [p for p in audit.pairs if p.flag in flags]
+    comparisons = sorted({comparison_of[p.pair_id] for p in flagged})
+    return {"flags": list(flags), "labels": len(flagged), "comparisons": len(comparisons),
+            "comparison_ids": comparisons}

@@ -243,9 +243,15 @@ def assignment_next(*, project, user) -> Assignment | None:
     assignments_release_expired(project=project, throttle=True)
     with transaction.atomic():
         mine = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=user)
-        comparison = (Comparison.objects.select_for_update(skip_locked=True, of=("self",)).select_related("prompt")
-                      .filter(project=project, is_active=True, taken__lt=F("overlap"))
-                      .filter(~Exists(mine)).order_by("id").first())
+        open_items = (Comparison.objects.select_for_update(skip_locked=True, of=("self",)).select_related("prompt")
+                      .filter(project=project, is_active=True, taken__lt=F("overlap")).filter(~Exists(mine)))
+        mode = gold_mode(project.gold_rate)
+        comparison = None
+        if mode != "any":
+            kind = open_items.exclude(gold_answer="") if mode == "gold" else open_items.filter(gold_answer="")
+            comparison = kind.order_by("id").first()
+        if comparison is None:
+            comparison = open_items.order_by("id").first()
         if comparison is None:
             return None
         order = list(comparison.response_ids)
@@ -262,6 +268,40 @@ def assignment_next(*, project, user) -> Assignment | None:
     comparison.taken += 1
     assignment.comparison = comparison
     return assignment
+
+
+def gold_mode(gold_rate: float) -> str:
+    """Which kind of comparison this claim takes first: "gold" with probability ``gold_rate``, else "normal";
+    "any" when the project mixes in no gold. The claim falls back to any kind when that kind is used up."""
+    if not gold_rate:
+        return "any"
+    return "gold" if random.random() < gold_rate else "normal"
+
+
+_gold_rates: dict[int, tuple[float, float]] = {}
+GOLD_RATE_TTL_SECONDS = 5.0
+
+
+def _gold_rate_cached(project_id: int) -> float:
+    """The project's gold rate, read at most every few seconds per process: the API's "next" otherwise
+    needs no query of its own (a changed rate takes effect within GOLD_RATE_TTL_SECONDS)."""
+    read_at, rate = _gold_rates.get(project_id, (-GOLD_RATE_TTL_SECONDS, 0.0))
+    if time.monotonic() - read_at >= GOLD_RATE_TTL_SECONDS:
+        rate = Project.objects.filter(pk=project_id).values_list("gold_rate", flat=True).first() or 0.0
+        _gold_rates[project_id] = (time.monotonic(), rate)
+    return rate
+
+
+def _next_item_mixed(*, project_id: int, user_id: int, now, gold_rate: float) -> dict | None:
+    from webapp.annotation import fastpath
+
+    mode = gold_mode(gold_rate)
+    item = fastpath.next_item(project_id=project_id, user_id=user_id, now=now, expires=now + assignment_timeout(),
+                              gold=mode)
+    if item is None and mode != "any":  # that kind is used up for this annotator: any other item
+        item = fastpath.next_item(project_id=project_id, user_id=user_id, now=now,
+                                  expires=now + assignment_timeout())
+    return item
 
 
 def fast_path_enabled() -> bool:
@@ -283,8 +323,7 @@ def assignment_next_item(*, project, user) -> dict | None:
     assignments_release_expired(project=project, throttle=True)
     now = timezone.now()
     try:
-        return fastpath.next_item(project_id=project.pk, user_id=user.pk, now=now,
-                                  expires=now + assignment_timeout())
+        return _next_item_mixed(project_id=project.pk, user_id=user.pk, now=now, gold_rate=project.gold_rate)
     except IntegrityError:
         # Two "next" requests of one annotator raced for one comparison; the other one won it.
         return fastpath.held_item(project_id=project.pk, user_id=user.pk, now=now)
@@ -303,8 +342,8 @@ def queue_next_item(*, project_id: int, user) -> dict | None:
         assignments_release_expired(project=Project(pk=project_id), throttle=True)
         now = timezone.now()
         try:
-            item = fastpath.next_item(project_id=project_id, user_id=user.pk, now=now,
-                                      expires=now + assignment_timeout())
+            item = _next_item_mixed(project_id=project_id, user_id=user.pk, now=now,
+                                    gold_rate=_gold_rate_cached(project_id))
         except IntegrityError:
             item = None  # a parallel "next" of this annotator won the comparison; the usual path returns it
         if item is not None:
@@ -614,3 +653,82 @@ def export_summary_headers(summary) -> dict[str, str]:
     return {"X-Labels-In": str(summary.labels_in), "X-Rows-Out": str(summary.rows_out),
             "X-Labels-Dropped": json.dumps(summary.labels_dropped, sort_keys=True),
             "X-Tie-Rows": str(summary.tie_rows), "X-Tie-Policy": summary.tie_policy}
+
+
+# ------------------------------------------------------------------ label quality: gold items, adjudication
+
+
+def gold_set(*, project, comparison_ids: list[int], answer: str) -> int:
+    """Make comparisons gold items with a known canonical answer ("a" or "b"; "" makes them normal again).
+
+    A gold item is wanted by every annotator who may label, so its overlap is raised to their number (it
+    never lowers one). Returns how many comparisons changed."""
+    from webapp.projects.models import Membership
+    from webapp.projects.permissions import ROLE_CAPABILITIES
+
+    answer = (answer or "").strip().lower()
+    if answer == "tie":
+        raise ValidationError({"answer": "A gold answer cannot be a tie: a tie gold item cannot tell a careful "
+                                         "annotator from one who says tie when unsure. Give 'a' or 'b'."})
+    if answer not in ("a", "b", ""):
+        raise ValidationError({"answer": f"'{answer}' is not a gold answer: give 'a' (the first canonical "
+                                         "response) or 'b', or '' to make the items normal again."})
+    comparisons = Comparison.objects.filter(project=project, pk__in=comparison_ids or [])
+    found = set(comparisons.values_list("pk", flat=True))
+    missing = sorted(set(comparison_ids or []) - found)
+    if missing or not comparison_ids:
+        raise ValidationError({"comparison_ids": f"No comparison {missing[0]} in this project." if missing
+                               else "Give the comparison ids to mark."})
+    if answer and comparisons.exclude(kind=ComparisonKind.PAIR).exists():
+        raise ValidationError({"comparison_ids": "Only pairs (A / B) can be gold items."})
+    labellers = Membership.objects.filter(project=project, role__in=[
+        role for role, caps in ROLE_CAPABILITIES.items() if Capability.LABEL in caps]).count()
+    with transaction.atomic():
+        changed = comparisons.update(gold_answer=answer)
+        if answer:
+            comparisons.filter(overlap__lt=min(max(labellers, 1), 100)).update(overlap=min(max(labellers, 1), 100))
+    return changed
+
+
+@transaction.atomic
+def adjudication_request(*, project, comparison_ids: list[int]) -> dict:
+    """Send comparisons back to the queue for one more, different, annotator: each one's overlap becomes
+    its taken slots + 1 (raised for these comparisons only). The queue never gives a comparison to anyone
+    who had it before, so the original annotators do not get it back. Returns the counts it touched."""
+    rows = list(Comparison.objects.select_for_update().filter(project=project, pk__in=comparison_ids or [])
+                .order_by("id").values_list("id", "taken", "overlap"))
+    if not rows:
+        raise ValidationError({"comparison_ids": "None of these comparisons is in this project."})
+    raised = 0
+    for comparison_id, taken, overlap in rows:
+        wanted = min(taken + 1, 100)
+        if wanted > overlap:
+            Comparison.objects.filter(pk=comparison_id).update(overlap=wanted, is_active=True)
+            raised += 1
+    labels = PreferenceLabel.objects.filter(comparison_id__in=[r[0] for r in rows]).exclude(
+        source=LabelSource.ADJUDICATION).count()
+    return {"comparisons": len(rows), "overlap_raised": raised, "labels": labels}
+
+
+def adjudication_record(*, project, user, comparison_id: int, choice: str, strength: int = 1,
+                        rationale: str = "") -> PreferenceLabel:
+    """Record a disagreement's resolution as a label of its own kind (source "adjudication"); a newer
+    resolution of the same comparison replaces the older one. ``choice`` is canonical: a, b or tie."""
+    _check_open(project)
+    _check_rationale(rationale)
+    comparison = Comparison.objects.filter(project=project, pk=comparison_id).first()
+    if comparison is None:
+        raise ValidationError({"comparison_id": f"No comparison {comparison_id} in this project."})
+    if comparison.kind != ComparisonKind.PAIR:
+        raise ValidationError({"comparison_id": "Only pairs (A / B) are adjudicated here."})
+    choice = (choice or "").strip().lower()
+    if choice not in (Choice.A, Choice.B, Choice.TIE):
+        raise ValidationError({"choice": "Choose 'a', 'b' (canonical order) or 'tie'."})
+    if choice != Choice.TIE and strength not in (1, 2):
+        raise ValidationError({"strength": "Strength is 1 (slightly better) or 2 (much better)."})
+    with transaction.atomic():
+        PreferenceLabel.objects.filter(comparison=comparison, source=LabelSource.ADJUDICATION).delete()
+        return PreferenceLabel.objects.create(
+            comparison=comparison, source=LabelSource.ADJUDICATION, annotator=user, choice=choice,
+            strength=0 if choice == Choice.TIE else strength, rationale=(rationale or "").strip(),
+            display_order=list(comparison.response_ids), model_version=TOOL_VERSION)

@@ -19,3 +19,6 @@ class ProjectSettingsForm(forms.Form):
     guidelines = forms.CharField(widget=forms.Textarea(attrs={"rows": 6}), required=False,
                                  help_text="Shown to annotators (key g in the workbench); Markdown.")
     is_closed = forms.BooleanField(required=False, label="Closed: take no new labels")
+    gold_rate = forms.FloatField(min_value=0.0, max_value=0.5, required=False, initial=0.0,
+                                 label="Gold item rate",
+                                 help_text="Share of each annotator's items drawn from gold items (0 to 0.5).")

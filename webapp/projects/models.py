@@ -15,6 +15,8 @@ class Project(models.Model):
     description = models.TextField(blank=True)
     guidelines = models.TextField(blank=True, help_text="Shown to annotators; Markdown.")
     is_closed = models.BooleanField(default=False, help_text="A closed project takes no new labels.")
+    # Share of an annotator's next items drawn from the gold comparisons (known answer), while both kinds are left.
+    gold_rate = models.FloatField(default=0.0, help_text="Share of queue items that are gold items (0 to 0.5).")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 

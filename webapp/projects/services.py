@@ -47,6 +47,8 @@ def project_update(*, project: Project, **fields) -> Project:
         if Project.objects.filter(name__iexact=name).exclude(pk=project.pk).exists():
             raise ValidationError({"name": f"A project named '{name}' already exists."})
         fields["name"] = name
+    if "gold_rate" in fields and not 0.0 <= float(fields["gold_rate"] or 0.0) <= 0.5:
+        raise ValidationError({"gold_rate": "The gold item rate is a share between 0 and 0.5."})
     for key, value in fields.items():
         setattr(project, key, value)
     project.save()

@@ -82,11 +82,12 @@ def member_update(request: HttpRequest, project_id: int, user_id: int) -> HttpRe
 @login_required
 def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.MANAGE_MEMBERS)
-    fields = ("name", "description", "guidelines", "is_closed")
+    fields = ("name", "description", "guidelines", "is_closed", "gold_rate")
     form = ProjectSettingsForm(request.POST or None, initial={f: getattr(project, f) for f in fields})
     if request.method == "POST" and form.is_valid():
         try:
-            services.project_update(project=project, **form.cleaned_data)
+            services.project_update(project=project, **{**form.cleaned_data,
+                                                        "gold_rate": form.cleaned_data.get("gold_rate") or 0.0})
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:

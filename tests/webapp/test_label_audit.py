@@ -1,0 +1,112 @@
+"""Auditing labels with a reward-model ensemble: each pair label's mean and spread of the members' reward
+differences, checked by hand (statistics module), the flipped labels found, and the one action that sends
+the flagged comparisons to a different annotator, with its counts shown before it runs."""
+
+import statistics
+
+import pytest
+
+from tests.webapp.label_quality_helpers import auth, label_next, pair_project
+from webapp.annotation.models import Comparison
+
+# member scores (r(first), r(second)) per comparison: the ensemble prefers the first response on 0-5,
+# the second on 6, and its members disagree on 7.
+SCORES = {
+    "m0": [(2.0, 0.0)] * 6 + [(0.0, 2.0), (3.0, 0.0)],
+    "m1": [(2.5, 0.0)] * 6 + [(0.0, 2.5), (0.0, 3.0)],
+    "m2": [(1.5, 0.0)] * 6 + [(0.0, 1.5), (0.5, 0.0)],
+}
+# carol's labels: 0-5 agree except 1 and 4 (planted flips: "b"), 6 says "a" (flipped), 7 says "a"
+CAROL = ["a", "b", "a", "a", "b", "a", "a", "a"]
+
+
+def _ensemble(people, comparisons):
+    from webapp.jobs.models import Job
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.models import RewardModel
+
+    job = Job.objects.create(project=people.project, kind="train_reward_model", created_by=people.users["alice"],
+                             state="succeeded")
+    for j, (name, scores) in enumerate(SCORES.items()):
+        model = RewardModel.objects.create(project=people.project, job=job, name=name, path=f"/m/{name}",
+                                           backbone="b", snapshot_path="/s", spec={}, member=j)
+        for comparison, (first, second) in zip(comparisons, scores):
+            ResponseRewardScore.objects.create(response_id=comparison.response_ids[0], reward_model=model, score=first)
+            ResponseRewardScore.objects.create(response_id=comparison.response_ids[1], reward_model=model,
+                                               score=second)
+    return job
+
+
+def _labelled(people):
+    comparisons = pair_project(people, len(CAROL))
+    for choice in CAROL:
+        label_next(people.project, people.users["carol"], choice)
+    return comparisons
+
+
+@pytest.mark.django_db
+def test_it_gives_each_label_the_ensembles_mean_and_spread_and_flags_the_planted_flips(client, people):
+    comparisons = _labelled(people)
+    job = _ensemble(people, comparisons)
+    r = client.get(f"/api/v1/projects/{people.project.pk}/audit?ensemble_job_id={job.pk}",
+                   headers=auth(people.users["bob"]))
+    assert r.status_code == 200, r.content
+    body = r.json()
+    assert (body["n_members"], body["n_pairs"]) == (3, 8)
+    by_comparison = {body["comparison_of_label"][p["pair_id"]]: p for p in body["pairs"]}
+    for i, (c, choice) in enumerate(zip(comparisons, CAROL)):
+        diffs = [(s[i][0] - s[i][1]) * (1 if choice == "a" else -1) for s in SCORES.values()]
+        got = by_comparison[c.pk]
+        assert got["mean"] == pytest.approx(statistics.mean(diffs))
+        assert got["std"] == pytest.approx(statistics.stdev(diffs))
+    flags = {c.pk: by_comparison[c.pk]["flag"] for c in comparisons}
+    ids = [c.pk for c in comparisons]
+    assert [k for k, f in flags.items() if f == "probably_wrong"] == [ids[1], ids[4], ids[6]]
+    assert [k for k, f in flags.items() if f == "ambiguous"] == [ids[7]]
+    assert body["send_back"] == {"flags": ["probably_wrong", "ambiguous"], "labels": 4, "comparisons": 4,
+                                 "comparison_ids": [ids[1], ids[4], ids[6], ids[7]]}
+
+
+@pytest.mark.django_db
+def test_it_counts_before_it_sends_and_a_different_annotator_gets_only_the_flagged(client, people):
+    comparisons = _labelled(people)
+    job = _ensemble(people, comparisons)
+    url = f"/api/v1/projects/{people.project.pk}/audit/send"
+    body = {"ensemble_job_id": job.pk, "flags": ["probably_wrong"]}
+    preview = client.post(url, body, content_type="application/json", headers=auth(people.users["bob"]))
+    assert preview.status_code == 200, preview.content
+    assert (preview.json()["labels"], preview.json()["comparisons"], preview.json()["done"]) == (3, 3, False)
+    assert preview.json()["overlap_raised"] == 3
+    assert set(Comparison.objects.values_list("overlap", flat=True)) == {1}  # the preview changed nothing
+    done = client.post(url, {**body, "confirm": True}, content_type="application/json",
+                       headers=auth(people.users["bob"]))
+    assert done.json()["done"] is True and done.json()["overlap_raised"] == 3
+    flagged = {comparisons[i].pk for i in (1, 4, 6)}
+    assert {c.pk for c in Comparison.objects.filter(overlap=2)} == flagged
+    # the original annotator is never given them again; another annotator gets exactly those
+    nothing = client.post(f"/api/v1/projects/{people.project.pk}/annotation/next", headers=auth(people.users["carol"]))
+    assert nothing.status_code == 204
+    got = {label_next(people.project, people.users["bob"], "a") for _ in flagged}
+    assert got == flagged
+    again = client.post(f"/api/v1/projects/{people.project.pk}/annotation/next", headers=auth(people.users["bob"]))
+    assert again.status_code == 204
+
+
+@pytest.mark.django_db
+def test_it_refuses_an_ensemble_of_one_and_missing_scores_with_the_field(client, people):
+    from webapp.training.models import RewardModel
+
+    comparisons = _labelled(people)
+    job = _ensemble(people, comparisons)
+    RewardModel.objects.filter(job=job, name="m2").delete()
+    from webapp.routing.models import ResponseRewardScore
+
+    ResponseRewardScore.objects.filter(reward_model__name="m1", response_id=comparisons[0].response_ids[0]).delete()
+    r = client.get(f"/api/v1/projects/{people.project.pk}/audit?ensemble_job_id={job.pk}",
+                   headers=auth(people.users["bob"]))
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "ensemble_job_id" and "m1 (1 of 16 responses)" in r.json()["detail"][0]["message"]
+    RewardModel.objects.filter(job=job, name="m1").delete()
+    r = client.get(f"/api/v1/projects/{people.project.pk}/audit?ensemble_job_id={job.pk}",
+                   headers=auth(people.users["bob"]))
+    assert r.status_code == 422 and "ensemble of one (m0)" in r.json()["detail"][0]["message"]
