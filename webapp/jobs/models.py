@@ -89,6 +89,10 @@ class JobSample(models.Model):
     data = models.JSONField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        # The samples browser filters a job's samples by step range and pages through them.
+        indexes = [models.Index(fields=["job", "step"], name="jobsample_job_step")]
+
 
 class JobArtifact(models.Model):
     """Something a job wrote completely (a model directory, a snapshot), announced by the child."""
