@@ -110,3 +110,34 @@ def test_it_refuses_an_ensemble_of_one_and_missing_scores_with_the_field(client,
     r = client.get(f"/api/v1/projects/{people.project.pk}/audit?ensemble_job_id={job.pk}",
                    headers=auth(people.users["bob"]))
     assert r.status_code == 422 and "ensemble of one (m0)" in r.json()["detail"][0]["message"]
+
+
+@pytest.mark.django_db
+def test_it_gives_each_judge_template_version_its_agreement_with_people(client, people):
+    """v1 agrees with carol on 1 of 3 comparisons, v2 on 3 of 3; v3 labelled only what no person did."""
+    from tests.webapp.test_gold_items import wilson
+    from webapp.annotation.services import lm_label_create
+    from webapp.jobs.models import Job
+    from webapp.judging.models import JudgePromptTemplate, LMLabelAttempt, LMLabellingRun
+
+    comparisons = pair_project(people, 4)
+    for choice in ["a", "a", "b"]:
+        label_next(people.project, people.users["carol"], choice)
+    plan = {1: (["b", "a", "a"], comparisons[:3]), 2: (["a", "a", "b"], comparisons[:3]), 3: (["a"], comparisons[3:])}
+    for version, (choices, targets) in plan.items():
+        template = JudgePromptTemplate.objects.create(project=people.project, name="judge", version=version,
+                                                      text="Compare", created_by=people.users["alice"])
+        job = Job.objects.create(project=people.project, kind="lm_label", created_by=people.users["alice"],
+                                 state="succeeded")
+        run = LMLabellingRun.objects.create(job=job, project=people.project, template=template,
+                                            comparison_ids=[c.pk for c in targets])
+        for comparison, choice in zip(targets, choices):
+            label = lm_label_create(comparison=comparison, choice=choice, model_version="m", provenance={})
+            LMLabelAttempt.objects.create(run=run, comparison=comparison, status="labelled", label=label)
+    r = client.get(f"/api/v1/projects/{people.project.pk}/agreement/judge-templates", headers=auth(people.users["dave"]))
+    assert r.status_code == 200, r.content
+    got = {v["template"]: v for v in r.json()}
+    assert (got["judge@1"]["n_pairs"], got["judge@1"]["n_agree"]) == (3, 1)
+    assert (got["judge@1"]["ci_low"], got["judge@1"]["ci_high"]) == pytest.approx(wilson(1, 3))
+    assert (got["judge@2"]["n_pairs"], got["judge@2"]["agreement"]) == (3, 1.0)
+    assert got["judge@3"]["agreement"] is None and "shares a comparison with a human label" in got["judge@3"]["message"]

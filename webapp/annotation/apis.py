@@ -318,3 +318,12 @@ def audit_send(request, project_id: int, body: AuditSendIn):
         return {**preview, "overlap_raised": 0, "done": body.confirm}
     sent = _adjudication_send(project, preview["comparison_ids"], body.confirm)
     return {**preview, "overlap_raised": sent["overlap_raised"], "done": body.confirm}
+
+
+@router.get("/{project_id}/agreement/judge-templates",
+            summary="LM judges' agreement with people per prompt-template version (count, Wilson interval)")
+def judge_template_agreement(request, project_id: int):
+    from webapp.judging.selectors import template_version_agreement
+
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return template_version_agreement(project=project)

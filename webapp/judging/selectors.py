@@ -77,3 +77,47 @@ def rankings_awaiting_label(*, project) -> QuerySet:
             .exclude(Exists(Assignment.objects.filter(comparison=OuterRef("pk"), status=AssignmentStatus.ACTIVE)))
             .exclude(Exists(LMLabelAttempt.objects.filter(comparison=OuterRef("pk"))))
             .exclude(pk__in=busy).order_by("id"))
+
+
+def template_version_agreement(*, project) -> list[dict]:
+    """LM judges' agreement with people per prompt-template version (name@version), so an edited prompt
+    shows whether it got better: over every (LM label, human label) pair on the same pair comparison, the
+    share with the same canonical choice (a / b / tie), with its count, a 95% Wilson interval and the
+    dates its labels span. A version whose labels share no comparison with a person says so."""
+    from collections import defaultdict
+
+    from rlcore.training.calibration import wilson_interval
+    from webapp.annotation.models import Choice, LabelSource, PreferenceLabel
+
+    lm = list(LMLabelAttempt.objects.filter(run__project=project, label__isnull=False,
+                                            label__choice__in=(Choice.A, Choice.B, Choice.TIE))
+              .values_list("label__comparison_id", "label__choice", "label__created_at", "run__template__name",
+                           "run__template__version", "run__job__spec"))
+    humans = defaultdict(list)
+    for cid, choice in (PreferenceLabel.objects.filter(comparison_id__in={row[0] for row in lm},
+                                                       source=LabelSource.HUMAN,
+                                                       choice__in=(Choice.A, Choice.B, Choice.TIE))
+                        .values_list("comparison_id", "choice")):
+        humans[cid].append(choice)
+    versions: dict[str, dict] = {}
+    for cid, choice, at, name, version, spec in lm:
+        key = f"{name}@{version}" if name else (spec or {}).get("template", "default")
+        v = versions.setdefault(key, {"template": key, "n_lm_labels": 0, "n_with_human": 0, "n_pairs": 0,
+                                      "n_agree": 0, "first_label_at": at, "last_label_at": at})
+        v["n_lm_labels"] += 1
+        v["first_label_at"], v["last_label_at"] = min(v["first_label_at"], at), max(v["last_label_at"], at)
+        if humans[cid]:
+            v["n_with_human"] += 1
+            v["n_pairs"] += len(humans[cid])
+            v["n_agree"] += sum(h == choice for h in humans[cid])
+    out = []
+    for v in sorted(versions.values(), key=lambda v: v["first_label_at"]):
+        if v["n_pairs"]:
+            low, high = wilson_interval(v["n_agree"], v["n_pairs"])
+            v.update(agreement=v["n_agree"] / v["n_pairs"], ci_low=low, ci_high=high, message="")
+        else:
+            v.update(agreement=None, ci_low=None, ci_high=None,
+                     message=f"{v['template']}: none of its {v['n_lm_labels']} LM labels shares a comparison with a "
+                             "human label, so its agreement with people is unknown; have people label some of them.")
+        out.append(v)
+    return out
