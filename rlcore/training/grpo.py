@@ -21,7 +21,6 @@ from typing import Any
 
 from rlcore.errors import UserError
 from rlcore.events import emit_artifact
-from rlcore.training.presets import grpo_preset
 from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_non_finite_sampling,
                                      is_out_of_memory, last_checkpoint, non_finite_sampling_message,
                                      out_of_memory_message, plan_complete, publish_directory,
@@ -30,12 +29,129 @@ from rlcore.training.snapshot import prompt_rows
 from rlcore.training.specs import GRPOTrainSpec
 
 
-def grpo_config(spec: GRPOTrainSpec, output_dir: Path, reward_weights: Sequence[float] | None):
-    """The TRL ``GRPOConfig`` of a spec: its preset plus its own hyper-parameters and device defaults."""
+def objective_arguments(spec: GRPOTrainSpec) -> dict[str, Any]:
+    """GRPOConfig fields of the spec's objective: the preset, the spec's overrides, TRL's extra loss knobs.
+    rlcore's own losses (dhpo) run on TRL's dapo aggregation inside ``objectives.RlcoreGRPOTrainer``."""
+    settings = spec.objective_settings()
+    if settings["loss_type"] == "dhpo":
+        settings["loss_type"] = "dapo"
+    return {**settings, "delta": spec.delta, "top_entropy_quantile": spec.top_entropy_quantile,
+            "entropy_coef": spec.entropy_coef, "off_policy_mask_threshold": spec.off_policy_mask_threshold}
+
+
+def decide_gradient_checkpointing(spec: GRPOTrainSpec, *, on_gpu: bool, device_memory: int | None,
+                                  n_params: int | None, hidden_size: int | None, num_layers: int | None,
+                                  bf16: bool) -> tuple[bool, str]:
+    """Gradient checkpointing on or off, and why: the user's choice; off on CPU (it only slows one); on a GPU off
+    when weights, gradients, AdamW state and the batch's activations fit in 80% of the device's memory.
+
+    The activation estimate is 34 bytes x tokens x hidden size per layer (Korthikanti et al. 2022, 16-bit, no
+    recomputation), with tokens = per-device batch x (max_prompt_length + max_completion_length).
+
+    >>> spec = GRPOTrainSpec.model_construct(gradient_checkpointing=None, per_device_train_batch_size=8,
+    ...                                      max_prompt_length=512, max_completion_length=256)
+    >>> decide_gradient_checkpointing(spec, on_gpu=True, device_memory=80 * 2**30, n_params=500_000_000,
+    ...                               hidden_size=896, num_layers=24, bf16=True)[0]
+    False
+    >>> decide_gradient_checkpointing(spec, on_gpu=True, device_memory=8 * 2**30, n_params=500_000_000,
+    ...                               hidden_size=896, num_layers=24, bf16=True)[0]
+    True
+    """
+    if spec.gradient_checkpointing is not None:
+        return spec.gradient_checkpointing, "set in the spec"
+    if not on_gpu:
+        return False, "off on CPU: recomputing activations only slows a CPU run"
+    if not (device_memory and n_params and hidden_size and num_layers):
+        return True, "on: the device memory or the model size could not be read, so memory is saved to be safe"
+    state = n_params * ((2 + 2) if bf16 else (4 + 4)) + n_params * 8  # weights + gradients + AdamW m and v (fp32)
+    tokens = spec.per_device_train_batch_size * ((spec.max_prompt_length or 512) + spec.max_completion_length)
+    activations = 34 * tokens * hidden_size * num_layers
+    need, budget = state + activations, 0.8 * device_memory
+    verdict = "off" if need <= budget else "on"
+    return need > budget, (f"{verdict}: estimated {need / 2**30:.1f} GiB (weights, gradients, AdamW state, "
+                           f"activations) vs {budget / 2**30:.1f} GiB (80% of the device)")
+
+
+def speed_arguments(spec: GRPOTrainSpec, device: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+    """GRPOConfig speed fields, the spec fields they resolve ``auto`` to (recorded in spec.json), and one log line
+    per choice with its reason. Options the libraries or the device cannot honour are UserErrors here."""
+    import torch
+
+    on_gpu = not device["use_cpu"]
+    reasons, resolved = [], {}
+    backend = spec.generation_backend
+    if backend == "auto":
+        backend = "continuous_batching" if on_gpu else "generate"
+        reasons.append(f"generation: {backend} (auto: " + ("transformers continuous batching on a GPU)" if on_gpu else
+                       "model.generate on CPU, where the paged engine has no kernels to gain from)"))
+    else:
+        reasons.append(f"generation: {backend} (set in the spec)")
+    if backend == "vllm" and not on_gpu:
+        raise UserError("generation_backend: 'vllm' needs a CUDA GPU, and this run is on CPU; choose 'auto' or 'generate'")
+    if spec.use_liger_kernel and not on_gpu:
+        raise UserError("use_liger_kernel: Liger's Triton kernels need a GPU, and this run is on CPU; turn it off")
+    resolved["generation_backend"] = backend
+    n_params = hidden = layers = memory = None
+    if on_gpu and spec.gradient_checkpointing is None:
+        from accelerate import init_empty_weights
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        config = AutoConfig.from_pretrained(spec.policy)
+        with init_empty_weights():
+            n_params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+        hidden = getattr(config, "hidden_size", None)
+        layers = getattr(config, "num_hidden_layers", None)
+        memory = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    checkpointing, why = decide_gradient_checkpointing(spec, on_gpu=on_gpu, device_memory=memory, n_params=n_params,
+                                                       hidden_size=hidden, num_layers=layers, bf16=device["bf16"])
+    reasons.append(f"gradient checkpointing: {why}")
+    resolved["gradient_checkpointing"] = checkpointing
+    arguments: dict[str, Any] = {
+        "gradient_checkpointing": checkpointing, "use_liger_kernel": spec.use_liger_kernel,
+        "use_transformers_continuous_batching": backend == "continuous_batching", "use_vllm": backend == "vllm"}
+    if backend == "vllm":
+        arguments["vllm_mode"] = spec.vllm_mode
+    if spec.load_in_training_precision and (device["bf16"] or device["fp16"]):
+        dtype = "bfloat16" if device["bf16"] else "float16"
+        arguments["model_init_kwargs"] = {"dtype": dtype}
+        reasons.append(f"weights: loaded in {dtype}, the training precision")
+    else:
+        reasons.append("weights: loaded in float32" + ("" if spec.load_in_training_precision else
+                                                       " (load_in_training_precision is off)"))
+    if spec.use_liger_kernel:
+        reasons.append("kernels: Liger (RMSNorm, RoPE, SwiGLU)")
+    return arguments, resolved, reasons
+
+
+def recorded_speed_choices(spec: GRPOTrainSpec) -> GRPOTrainSpec:
+    """On resume, the ``auto`` speed choices the run's spec.json recorded, so a resumed run trains the same way."""
+    import json
+
+    recorded = spec.output_dir / "spec.json"
+    if not (spec.resume and recorded.is_file()):
+        return spec
+    earlier = json.loads(recorded.read_text())
+    update = {}
+    if spec.generation_backend == "auto" and earlier.get("generation_backend", "auto") != "auto":
+        update["generation_backend"] = earlier["generation_backend"]
+    if spec.gradient_checkpointing is None and earlier.get("gradient_checkpointing") is not None:
+        update["gradient_checkpointing"] = earlier["gradient_checkpointing"]
+    return spec.model_copy(update=update) if update else spec
+
+
+def grpo_config(spec: GRPOTrainSpec, output_dir: Path, reward_weights: Sequence[float] | None,
+                speed: dict[str, Any] | None = None):
+    """The TRL ``GRPOConfig`` of a spec: its preset plus its own hyper-parameters and device defaults;
+    ``speed`` (from :func:`speed_arguments`) replaces the device's gradient-checkpointing default."""
     from trl import GRPOConfig
 
     from rlcore.rewards.trl_adapter import trl_aggregation
     from rlcore.training.mirrors import mirror_arguments
+
+    device = device_arguments(spec)
+    if speed is None:
+        speed = {"gradient_checkpointing": device["gradient_checkpointing"]}
+    device = {k: v for k, v in device.items() if k not in speed}
 
     return GRPOConfig(
         output_dir=str(output_dir), seed=spec.seed, max_steps=spec.max_steps or -1,
@@ -49,8 +165,7 @@ def grpo_config(spec: GRPOTrainSpec, output_dir: Path, reward_weights: Sequence[
         reward_weights=list(reward_weights) if reward_weights is not None else None,
         multi_objective_aggregation=trl_aggregation(spec.reward_spec), disable_tqdm=True,
         **mirror_arguments(spec.report_to, "policy", spec.output_dir.name),
-        **grpo_preset(spec.preset, beta=spec.beta, epsilon=spec.epsilon, epsilon_high=spec.epsilon_high),
-        **device_arguments(spec))
+        **objective_arguments(spec), **device, **speed)
 
 
 def _num_processes() -> int:
@@ -214,6 +329,13 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     warning = spec.clip_warning()
     if warning:
         print(f"rlcore: warning: {warning}", file=sys.stderr, flush=True)
+    from rlcore.training import objectives
+
+    spec = recorded_speed_choices(spec)
+    speed, resolved, reasons = speed_arguments(spec, device_arguments(spec))
+    for line in [objectives.summary(spec), *reasons]:
+        print(f"rlcore: {line}", file=sys.stderr, flush=True)
+    spec = spec.model_copy(update=resolved)  # spec.json records what auto chose, so a resume trains the same way
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     (spec.output_dir / "spec.json").write_text(spec.model_dump_json(indent=1))
     files = RunFiles(spec.output_dir)
@@ -224,11 +346,19 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     try:
         from trl import GRPOTrainer
 
+        trainer_class, extra = GRPOTrainer, {}
+        if objectives.needs_rlcore_trainer(spec):
+            from rlcore.training.specs import DHPOSpec
+
+            trainer_class = objectives.RlcoreGRPOTrainer
+            extra = {"dhpo": (spec.dhpo or DHPOSpec()) if spec.objective_settings()["loss_type"] == "dhpo" else None,
+                     "divergence": spec.divergence,
+                     "initial_samples_path": spec.output_dir / objectives.INITIAL_SAMPLES}
         try:
-            trainer = GRPOTrainer(model=policy, reward_funcs=list(reward_funcs),
-                                  args=grpo_config(spec, ckpt_dir, reward_weights),
-                                  train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
-                                  callbacks=[reporter], peft_config=lora_config(spec))
+            trainer = trainer_class(model=policy, reward_funcs=list(reward_funcs),
+                                    args=grpo_config(spec, ckpt_dir, reward_weights, speed),
+                                    train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+                                    callbacks=[reporter], peft_config=lora_config(spec), **extra)
         except ValueError as exc:
             raise UserError(f"{spec.policy}: cannot set up GRPO: {exc}") from exc
         reporter.trainer = trainer

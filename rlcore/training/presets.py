@@ -106,12 +106,21 @@ def inert_clip_warning(name: str, *, gradient_accumulation_steps: int, steps_per
             f"optimizer steps per rollout: {advice}.")
 
 
+# what a preset fixes and a spec may override field by field (None in the spec keeps the preset's value)
+OVERRIDABLE = ("beta", "epsilon", "epsilon_high", "loss_type", "scale_rewards", "importance_sampling_level",
+               "mask_truncated_completions")
+
+
 def grpo_preset(name: str, beta: float | None = None, epsilon: float | None = None,
-                epsilon_high: float | None = None) -> dict[str, Any]:
-    """The ``GRPOConfig`` keyword arguments of preset ``name``; explicit ``beta``/``epsilon``s override it.
+                epsilon_high: float | None = None, **overrides: Any) -> dict[str, Any]:
+    """The ``GRPOConfig`` keyword arguments of preset ``name``; explicit values (not None) override it:
+    ``beta``, ``epsilon``, ``epsilon_high`` and any other field of :data:`OVERRIDABLE`.
 
     >>> grpo_preset("grpo")["loss_type"], grpo_preset("grpo")["beta"]
     ('grpo', 0.04)
+    >>> s = grpo_preset("gspo", loss_type="luspo", scale_rewards=None)
+    >>> s["loss_type"], s["scale_rewards"], s["importance_sampling_level"]
+    ('luspo', 'group', 'sequence')
     >>> grpo_preset("ppo")
     Traceback (most recent call last):
     ...
@@ -126,4 +135,9 @@ def grpo_preset(name: str, beta: float | None = None, epsilon: float | None = No
         settings["epsilon"] = epsilon
     if epsilon_high is not None:
         settings["epsilon_high"] = epsilon_high
+    for key, value in overrides.items():
+        if key not in OVERRIDABLE:
+            raise UserError(f"{key}: a preset does not fix this field; set it on the spec directly")
+        if value is not None:
+            settings[key] = value
     return settings

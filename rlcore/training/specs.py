@@ -123,6 +123,42 @@ class LoraSpec(BaseModel):
         "all-linear", description="Module names to adapt, or 'all-linear' for every linear layer.")
 
 
+# TRL 1.16 GRPOConfig.loss_type values, and the ones rlcore adds (rlcore.training.objectives)
+TRL_LOSS_TYPES = ("grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo")
+RLCORE_LOSS_TYPES = ("dhpo",)
+LossType = Literal["grpo", "dr_grpo", "dapo", "bnpo", "cispo", "sapo", "luspo", "vespo", "dhpo"]
+
+
+class DHPOSpec(BaseModel):
+    """DHPO (Min et al. 2026, arXiv:2601.05607): token- and sequence-level importance ratios, each clipped in its
+    own range, mixed per token (see rlcore.training.objectives.dhpo_per_token_loss and docs/training.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mixing: Literal["average", "entropy"] = Field(
+        "average", description="average: weight 1/2 on each branch; entropy: token weight H_t / (H_t + mean H of "
+                               "its sequence), so high-entropy (forking) tokens lean on their own ratio.")
+    epsilon_token: float = Field(0.2, gt=0, description="Lower clip of the token-level ratio (1 - this).")
+    epsilon_token_high: float = Field(0.28, gt=0, description="Upper clip of the token-level ratio (1 + this).")
+    epsilon_sequence: float = Field(3e-4, gt=0, description="Lower clip of the sequence-level ratio (GSPO's range).")
+    epsilon_sequence_high: float = Field(4e-4, gt=0, description="Upper clip of the sequence-level ratio.")
+
+
+class DivergenceSpec(BaseModel):
+    """A mass-covering f-divergence to the initial policy (DPH-RL, Li et al., arXiv:2509.07430), estimated on
+    completions the initial policy sampled once before training (no online reference model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["forward_kl", "js"] = Field(
+        "forward_kl", description="forward_kl: KL(pi_0 || pi_theta), generator f(u) = -log u; js: Jensen-Shannon, "
+                                  "f(u) = (u log u - (1+u) log((1+u)/2)) / 2, with u = pi_theta/pi_0 on pi_0's tokens.")
+    coef: float = Field(0.05, gt=0, description="Weight of the divergence term added to the policy loss.")
+    num_samples: int = Field(16, gt=0, description="Completions sampled from the initial policy before training "
+                                                   "(one per prompt, the first prompts of the snapshot).")
+    batch_size: int = Field(4, gt=0, description="Initial-policy completions the term is estimated on each step.")
+
+
 class GRPOTrainSpec(_TrainSpec):
     """A GRPO policy trained with TRL's GRPOTrainer against a hybrid reward."""
 
@@ -138,6 +174,49 @@ class GRPOTrainSpec(_TrainSpec):
     beta: float | None = Field(None, ge=0, description="KL coefficient; None takes the preset's value.")
     epsilon: float | None = Field(None, gt=0, description="Lower clip range; None takes the preset's value.")
     epsilon_high: float | None = Field(None, gt=0, description="Upper clip range; None takes the preset's value.")
+    loss_type: LossType | None = Field(
+        None, description="Policy loss, overriding the preset's: TRL's grpo, dr_grpo, dapo, bnpo, cispo, sapo, luspo "
+                          "(needs sequence-level ratios), vespo, or rlcore's dhpo (see the dhpo block); None takes "
+                          "the preset's.")
+    scale_rewards: Literal["group", "batch", "none"] | None = Field(
+        None, description="Advantage scaling, overriding the preset's: group std, batch std (PPO Lite) or none "
+                          "(Dr. GRPO); None takes the preset's.")
+    importance_sampling_level: Literal["token", "sequence"] | None = Field(
+        None, description="Importance ratio per token or one per sequence (GSPO), overriding the preset's.")
+    mask_truncated_completions: bool | None = Field(
+        None, description="Leave completions cut at max_completion_length out of the loss (DAPO), overriding the "
+                          "preset's.")
+    delta: float | None = Field(
+        None, gt=1, description="Two-sided clip: cap the ratio at delta also for negative advantages (INTELLECT-2; "
+                                "use > 1 + epsilon_high); None is one-sided clipping.")
+    top_entropy_quantile: float = Field(
+        1.0, ge=0, le=1, description="Keep only the top share of tokens by entropy in the policy loss (0.2 in "
+                                     "'Beyond the 80/20 Rule'); 1 keeps all.")
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus coefficient (mean per-token entropy); 0 is off.")
+    off_policy_mask_threshold: float | None = Field(
+        None, gt=0, description="Drop negative-advantage sequences whose mean KL to the sampling policy exceeds this "
+                                "(DeepSeek-V3.2 off-policy mask, e.g. 0.5); None is off.")
+    dhpo: DHPOSpec | None = Field(
+        None, description="DHPO's mixing and per-branch clip ranges; used with loss_type 'dhpo' (defaults if unset).")
+    divergence: DivergenceSpec | None = Field(
+        None, description="Add a forward-KL or Jensen-Shannon term to the initial policy (DPH-RL) when set.")
+    use_liger_kernel: bool = Field(
+        False, description="Liger's fused layer kernels (RMSNorm, RoPE, SwiGLU) through TRL; needs the liger-kernel "
+                           "and triton packages (a GPU); refused here when they are absent.")
+    generation_backend: Literal["auto", "generate", "continuous_batching", "vllm"] = Field(
+        "auto", description="How completions are generated: generate (model.generate), continuous_batching "
+                            "(transformers' paged engine, TRL use_transformers_continuous_batching), vllm (needs "
+                            "pip install vllm where the workers run); auto is continuous_batching on a GPU, generate "
+                            "on CPU.")
+    vllm_mode: Literal["colocate", "server"] = Field(
+        "colocate", description="With vllm: colocate shares this process's GPU; server talks to trl vllm-serve.")
+    gradient_checkpointing: bool | None = Field(
+        None, description="Trade compute for memory; None decides at launch: off on CPU, and on a GPU off when the "
+                          "model, its AdamW state and the batch fit in the device's memory (the log says which and "
+                          "why; spec.json records it for a resume).")
+    load_in_training_precision: bool = Field(
+        True, description="Load the policy's weights in the training precision (bf16 weights when training in "
+                          "bf16) instead of fp32 master weights under autocast.")
     num_generations: int = Field(8, ge=2, description="Completions sampled per prompt (the group size).")
     steps_per_generation: int | None = Field(
         None, gt=0, description="Optimizer steps per generation batch (TRL steps_per_generation); None takes the "
@@ -172,6 +251,48 @@ class GRPOTrainSpec(_TrainSpec):
         return inert_clip_warning(self.preset, gradient_accumulation_steps=self.gradient_accumulation_steps,
                                   steps_per_generation=self.steps_per_generation, num_iterations=self.num_iterations,
                                   epsilon=self.epsilon, epsilon_high=self.epsilon_high)
+
+    def objective_settings(self) -> dict[str, Any]:
+        """The preset's GRPOConfig objective fields with this spec's overrides (``loss_type`` may be rlcore's)."""
+        from rlcore.training.presets import OVERRIDABLE, grpo_preset
+
+        return grpo_preset(self.preset, **{name: getattr(self, name) for name in OVERRIDABLE})
+
+    @field_validator("use_liger_kernel")
+    @classmethod
+    def _liger_is_installed(cls, value: bool) -> bool:
+        from importlib.util import find_spec
+
+        missing = [name for name in ("liger_kernel", "triton") if value and find_spec(name) is None]
+        if missing:
+            raise ValueError(f"use_liger_kernel needs {' and '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} "
+                             "not installed here (Liger's kernels are Triton GPU kernels): pip install liger-kernel "
+                             "on a GPU machine where the workers run, or turn use_liger_kernel off")
+        return value
+
+    @field_validator("generation_backend")
+    @classmethod
+    def _vllm_is_installed(cls, value: str) -> str:
+        from importlib.util import find_spec
+
+        if value == "vllm" and find_spec("vllm") is None:
+            raise ValueError("generation_backend 'vllm' needs vLLM, which is not installed here: pip install vllm "
+                             "where the workers run (a CUDA GPU), or choose 'auto', 'continuous_batching' or 'generate'")
+        return value
+
+    @model_validator(mode="after")
+    def _objective_fields_fit(self) -> GRPOTrainSpec:
+        settings = self.objective_settings()
+        if settings["loss_type"] == "luspo" and settings["importance_sampling_level"] != "sequence":
+            raise ValueError("loss_type 'luspo' scales GSPO's sequence-level loss by length: it needs "
+                             "importance_sampling_level 'sequence' (preset 'gspo' has it)")
+        if self.dhpo is not None and settings["loss_type"] != "dhpo":
+            raise ValueError(f"the dhpo block only acts with loss_type 'dhpo' (the loss is {settings['loss_type']!r}); "
+                             "set loss_type 'dhpo' or remove the block")
+        if settings["loss_type"] == "dr_grpo" and settings["scale_rewards"] != "none":
+            raise ValueError(f"loss_type 'dr_grpo' drops the standard-deviation scaling that scale_rewards "
+                             f"{settings['scale_rewards']!r} puts back; use scale_rewards 'none' with it")
+        return self
 
     @model_validator(mode="after")
     def _normalisation_fits_the_preset(self) -> GRPOTrainSpec:
