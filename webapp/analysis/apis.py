@@ -73,3 +73,18 @@ def drill(request, project_id: int, comparison_id: int, a: int, b: int, top: int
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
     comparison = get_object_or_404(SourceComparison, project=project, pk=comparison_id)
     return selectors.comparison_drill(comparison=comparison, a=a, b=b, top=max(1, min(top, 200))).model_dump(mode="json")
+
+
+@router.get("/{project_id}/analysis/reward-models/{reward_model_id}/evaluation",
+            summary="A reward model's accuracy on held-out human labels (its training labels excluded), by group")
+def evaluate_reward_model(request, project_id: int, reward_model_id: int, min_pairs: int = 10):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return selectors.reward_model_evaluation(project=project, reward_model_id=reward_model_id,
+                                             min_pairs=max(2, min_pairs))
+
+
+@router.get("/{project_id}/analysis/judges/evaluation",
+            summary="Each LM judge's agreement with the human labels of the same comparisons, by group")
+def evaluate_judges(request, project_id: int, min_pairs: int = 10):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return selectors.judge_evaluation(project=project, min_pairs=max(2, min_pairs))

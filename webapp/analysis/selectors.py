@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 
 from webapp.analysis.models import SourceComparison
@@ -112,3 +113,126 @@ def heatmap_cells(*, comparison: SourceComparison, cell: int = 56) -> dict[str, 
     labels = [{"name": n, "pos": margin + k * cell + cell // 2} for k, n in enumerate(names)]
     size = margin + cell * len(names) + 4
     return {"cells": cells, "labels": labels, "size": size, "cell": cell, "margin": margin}
+
+
+# ---------------------------------------------------------------- reward-model evaluation
+
+
+def training_label_ids(*, reward_model) -> tuple[set[str], str]:
+    """Label ids of the snapshot rows the model trained on, replaying its split (rlcore's held_out_groups
+    and split_held_out with the spec's split_by, eval_fraction and seed), and a note on how it was found."""
+    from rlcore.training.snapshot import held_out_groups, read_preferences, read_records, split_held_out
+
+    spec = reward_model.spec or {}
+    path = spec.get("preference_snapshot") or reward_model.snapshot_path
+    try:
+        records = read_records(path)
+        snapshot = read_preferences(path, bool(spec.get("use_margin", False)))
+    except Exception as exc:  # a missing or unreadable snapshot: nothing can be excluded, so nothing is evaluated
+        raise ValidationError({"reward_model": f"RM {reward_model.name}: its training snapshot {path} cannot be "
+                                               f"read ({exc}); without it the labels it saw are unknown."}) from None
+    if spec.get("eval_snapshot"):
+        train_index = range(len(snapshot.rows))
+        note = "trained on every row of its snapshot (held-out pairs came from a separate file)"
+    else:
+        groups, _ = held_out_groups(snapshot, spec.get("split_by", "comparison"))
+        train, _ = split_held_out(snapshot.rows, float(spec.get("eval_fraction", 0.1)), int(spec.get("seed", 42)),
+                                  groups=groups)
+        kept = {id(r) for r in train}
+        train_index = [i for i, r in enumerate(snapshot.rows) if id(r) in kept]
+        note = (f"split by {spec.get('split_by', 'comparison')}, eval_fraction {spec.get('eval_fraction', 0.1)}, "
+                f"seed {spec.get('seed', 42)}")
+    return {str(records[i][1].get("label_id", "")) for i in train_index} - {""}, note
+
+
+def _label_groups(labels) -> dict[int, dict[str, str]]:
+    """Per label: annotator, prompt category (routing's LM PromptTag) and response-length bucket."""
+    from rlcore.analysis.evaluation import length_bucket
+    from webapp.datasets.models import Response
+    from webapp.routing.models import PromptTag
+
+    prompt_ids = {lb.comparison.prompt_id for lb in labels}
+    tags = dict(PromptTag.objects.filter(prompt_id__in=prompt_ids).values_list("prompt_id", "tags"))
+    response_ids = {rid for lb in labels for rid in lb.comparison.response_ids[:2]}
+    lengths = {pk: len(text) for pk, text in Response.objects.filter(pk__in=response_ids).values_list("pk", "text")}
+    out = {}
+    for lb in labels:
+        a, b = lb.comparison.response_ids[:2]
+        category = ", ".join(tags.get(lb.comparison.prompt_id) or []) or "(untagged)"
+        out[lb.pk] = {"annotator": lb.annotator.username if lb.annotator else "(deleted)", "category": category,
+                      "length": length_bucket((lengths.get(a, 0) + lengths.get(b, 0)) / 2)}
+    return out
+
+
+def _human_pair_labels(*, project):
+    from webapp.annotation.models import Choice, LabelSource, PreferenceLabel
+
+    return [lb for lb in (PreferenceLabel.objects.filter(comparison__project=project, source=LabelSource.HUMAN)
+                          .exclude(choice=Choice.RANKING).select_related("comparison", "annotator").order_by("id"))
+            if len(lb.comparison.response_ids) == 2]
+
+
+def reward_model_evaluation(*, project, reward_model_id: int, min_pairs: int = 10) -> dict[str, Any]:
+    """rlcore's evaluation of one registered reward model on the project's human pair labels it never saw:
+    labels in its training rows are excluded and counted; per annotator, prompt category, length bucket."""
+    from django.shortcuts import get_object_or_404
+
+    from rlcore.analysis.evaluation import EvaluatedPair, evaluate_pairs
+    from rlcore.errors import UserError
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.models import RewardModel
+
+    model = get_object_or_404(RewardModel, project=project, pk=reward_model_id, deleted_at__isnull=True)
+    name = f"RM {model.name} #{model.pk}"
+    trained, split_note = training_label_ids(reward_model=model)
+    labels = _human_pair_labels(project=project)
+    held = [lb for lb in labels if str(lb.pk) not in trained]
+    scores = dict(ResponseRewardScore.objects.filter(reward_model=model).values_list("response_id", "score"))
+    groups = _label_groups(held)
+    pairs, unscored = [], 0
+    for lb in held:
+        a, b = lb.comparison.response_ids[:2]
+        if a not in scores or b not in scores:
+            unscored += 1
+            continue
+        margin = scores[a] - scores[b] if lb.choice != "b" else scores[b] - scores[a]
+        pairs.append(EvaluatedPair(margin=margin, tie=lb.choice == "tie", groups=groups[lb.pk]))
+    try:
+        result = evaluate_pairs(pairs, source=name, min_pairs=min_pairs, n_pairs_unscored=unscored)
+    except UserError as exc:
+        raise ValidationError({"reward_model": f"{exc}; {len(labels) - len(held)} of {len(labels)} human labels "
+                                               f"were in its training rows and are excluded, {unscored} held-out "
+                                               "pairs are not scored (Routing: score with the registry)."}) from None
+    return {"evaluation": result.model_dump(mode="json"), "n_labels": len(labels),
+            "n_excluded_training": len(labels) - len(held), "n_unscored": unscored, "split": split_note}
+
+
+def judge_evaluation(*, project, min_pairs: int = 10) -> list[dict[str, Any]]:
+    """Per LM judge (model_version): its a/b/tie labels against the human labels of the same comparisons,
+    as rlcore evaluations (margin +1 agrees, -1 opposite, 0 the judge said tie); judges below min_pairs
+    are listed with the reason instead of a figure."""
+    from rlcore.analysis.evaluation import EvaluatedPair, evaluate_pairs
+    from rlcore.errors import UserError
+    from webapp.annotation.models import Choice, LabelSource, PreferenceLabel
+
+    humans = _human_pair_labels(project=project)
+    by_comparison: dict[int, list] = {}
+    for lb in humans:
+        by_comparison.setdefault(lb.comparison_id, []).append(lb)
+    groups = _label_groups(humans)
+    judged: dict[str, list] = {}
+    for lm in (PreferenceLabel.objects.filter(comparison__project=project, source=LabelSource.LM,
+                                              comparison_id__in=by_comparison)
+               .exclude(choice=Choice.RANKING).order_by("id")):
+        for human in by_comparison[lm.comparison_id]:
+            agree = 0.0 if lm.choice == "tie" else (1.0 if lm.choice == human.choice else -1.0)
+            judged.setdefault(lm.model_version or "(unnamed judge)", []).append(
+                EvaluatedPair(margin=agree, tie=human.choice == "tie", groups=groups[human.pk]))
+    out = []
+    for version, pairs in sorted(judged.items()):
+        try:
+            out.append({"judge": version, "evaluation": evaluate_pairs(pairs, source=version, min_pairs=min_pairs)
+                        .model_dump(mode="json"), "error": None})
+        except UserError as exc:
+            out.append({"judge": version, "evaluation": None, "error": str(exc)})
+    return out

@@ -58,3 +58,15 @@ def comparison_drill(request: HttpRequest, project_id: int, comparison_id: int) 
         return render(request, "analysis/drill.html", {"project": project, "comparison": comparison,
                                                        "error": message}, status=422)
     return render(request, "analysis/drill.html", {"project": project, "comparison": comparison, "drill": drill})
+
+
+@login_required
+def reward_model_evaluation(request: HttpRequest, project_id: int, reward_model_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    context = {"project": project}
+    try:
+        context.update(selectors.reward_model_evaluation(project=project, reward_model_id=reward_model_id))
+    except ValidationError as exc:
+        context["error"] = "; ".join(exc.messages)
+    context["judges"] = selectors.judge_evaluation(project=project)
+    return render(request, "analysis/evaluation.html", context, status=422 if "error" in context else 200)
