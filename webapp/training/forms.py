@@ -20,6 +20,12 @@ GRPO_FIELDS = [
     "preset", "beta", "num_generations", "max_completion_length", "temperature", "learning_rate", "max_steps",
     "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "num_iterations",
     "sample_every", "seed", "save_steps", "report_to",
+    # objectives: blank keeps the preset's value (each help text lists the presets'); a__b is field b of block a
+    "loss_type", "scale_rewards", "importance_sampling_level", "mask_truncated_completions", "epsilon", "epsilon_high",
+    "delta", "top_entropy_quantile", "entropy_coef", "off_policy_mask_threshold", "dhpo__mixing", "divergence__kind",
+    "divergence__coef",
+    # speed
+    "generation_backend", "use_liger_kernel", "load_in_training_precision",
 ]
 
 
@@ -30,13 +36,34 @@ def _unwrap_optional(annotation) -> tuple[Any, bool]:
     return annotation, False
 
 
+def _preset_values(model, name: str) -> str:
+    """' Presets: grpo 0.04, dr_grpo 0.0, ...' for a field a GRPO preset fixes, so a blank field says what it takes."""
+    from rlcore.training.presets import OVERRIDABLE, PRESETS
+
+    if getattr(model, "__name__", "") != "GRPOTrainSpec" or name not in OVERRIDABLE:
+        return ""
+    return " Presets: " + ", ".join(f"{preset} {values[name]}" for preset, values in PRESETS.items()) + "."
+
+
 def spec_form_field(model, name: str) -> forms.Field:
+    label = name.replace("__", " ").replace("_", " ").capitalize()
+    block_optional = False
+    if "__" in name:  # a field of a nested block (dhpo__mixing): blank leaves the whole block out
+        block, name = name.split("__", 1)
+        model, block_optional = _unwrap_optional(model.model_fields[block].annotation)
     info = model.model_fields[name]
     annotation, optional = _unwrap_optional(info.annotation)
+    optional = optional or block_optional
     default = info.get_default(call_default_factory=True)
-    kwargs = {"required": False, "help_text": info.description or "", "label": name.replace("_", " ").capitalize()}
-    if default is not None and not isinstance(default, type(...)):
+    kwargs = {"required": False, "help_text": (info.description or "") + _preset_values(model, name), "label": label}
+    if default is not None and not isinstance(default, type(...)) and not block_optional:
         kwargs["initial"] = default
+    if optional and typing.get_origin(annotation) is Literal:
+        return forms.ChoiceField(choices=[("", "(preset's)" if not block_optional else "(off)")]
+                                 + [(v, v) for v in typing.get_args(annotation)], **kwargs)
+    if optional and annotation is bool:
+        return forms.NullBooleanField(widget=forms.Select(choices=[("unknown", "(preset's)"), ("true", "yes"),
+                                                                   ("false", "no")]), **kwargs)
     if typing.get_origin(annotation) is list and typing.get_origin(typing.get_args(annotation)[0]) is Literal:
         choices = typing.get_args(typing.get_args(annotation)[0])  # e.g. report_to: list[Literal[...]]
         return forms.MultipleChoiceField(choices=[(v, v) for v in choices], widget=forms.CheckboxSelectMultiple,
@@ -53,9 +80,14 @@ def spec_form_field(model, name: str) -> forms.Field:
 
 
 def spec_params(form: forms.Form, names: list[str]) -> dict[str, Any]:
-    """The spec fields the user filled in; blanks fall back to the spec's defaults."""
-    return {name: form.cleaned_data[name] for name in names
-            if name in form.cleaned_data and form.cleaned_data[name] not in (None, "")}
+    """The spec fields the user filled in; blanks fall back to the spec's defaults. ``block__field`` names fill a
+    nested block, which is sent only when one of its fields is filled in."""
+    params: dict[str, Any] = {}
+    for name in names:
+        if name in form.cleaned_data and form.cleaned_data[name] not in (None, ""):
+            block, _, field = name.rpartition("__")
+            (params.setdefault(block, {}) if block else params)[field] = form.cleaned_data[name]
+    return params
 
 
 class RewardModelLaunchForm(forms.Form):

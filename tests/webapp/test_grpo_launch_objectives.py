@@ -1,0 +1,54 @@
+"""The GRPO launch form's objective and speed fields: derived from rlcore's GRPOTrainSpec, checked by it."""
+
+import pytest
+from pydantic import ValidationError
+
+from webapp.training.forms import GRPO_FIELDS, GRPOLaunchForm, spec_params
+
+REWARD_SPEC = {"name": "r", "components": [{"kind": "length_penalty", "name": "long", "max_length": 8,
+                                            "cache_length": 4}]}
+
+
+def _params(people, **data):
+    form = GRPOLaunchForm(data, project=people.project)
+    form.is_valid()  # dataset and spec version are missing; the spec fields still clean
+    return spec_params(form, GRPO_FIELDS)
+
+
+def _spec(params):
+    from rlcore.training.specs import GRPOTrainSpec
+
+    return GRPOTrainSpec(**params, output_dir="/x", policy="p", prompt_snapshot="s.jsonl", reward_spec=REWARD_SPEC)
+
+
+def test_the_page_offers_every_loss_and_shows_the_presets_values(client, people):
+    client.force_login(people.users["bob"])
+    page = client.get(f"/projects/{people.project.pk}/training/grpo/new/").content.decode()
+    for loss in ("bnpo", "cispo", "sapo", "luspo", "vespo", "dhpo"):
+        assert f'<option value="{loss}">{loss}</option>' in page
+    assert "Presets: grpo grpo, dr_grpo dr_grpo, dapo dapo, gspo grpo." in page  # loss_type's help
+    assert "Presets: grpo group, dr_grpo none, dapo group, gspo group." in page  # scale_rewards's help
+    assert 'name="divergence__kind"' in page and 'name="generation_backend"' in page
+
+
+def test_blank_objective_fields_keep_the_preset_and_blocks_stay_out(people):
+    params = _params(people, preset="gspo")
+    assert not {"loss_type", "scale_rewards", "dhpo", "divergence", "mask_truncated_completions"} & set(params)
+    assert _spec(params).objective_settings()["importance_sampling_level"] == "sequence"
+
+
+def test_filled_objective_fields_reach_the_spec_and_its_nested_blocks(people):
+    params = _params(people, preset="dapo", loss_type="dhpo", dhpo__mixing="entropy", divergence__kind="js",
+                     divergence__coef="0.1", scale_rewards="batch", mask_truncated_completions="false")
+    spec = _spec(params)
+    assert spec.dhpo.mixing == "entropy" and (spec.divergence.kind, spec.divergence.coef) == ("js", 0.1)
+    assert spec.objective_settings()["scale_rewards"] == "batch"
+    assert spec.objective_settings()["mask_truncated_completions"] is False
+
+
+def test_the_same_spec_refuses_what_the_cli_refuses(people):
+    with pytest.raises(ValidationError, match="luspo.*importance_sampling_level 'sequence'"):
+        _spec(_params(people, preset="grpo", loss_type="luspo"))
+    if __import__("importlib.util").util.find_spec("vllm") is None:
+        with pytest.raises(ValidationError, match="vLLM, which is not installed"):
+            _spec(_params(people, generation_backend="vllm"))
