@@ -241,3 +241,36 @@ def test_the_pages_remove_a_rubric_or_say_what_still_uses_it(designer, client, p
     assert client.post(f"{base}/reward-specs/{spec.pk}/delete/").status_code == 302
     assert client.post(f"{base}/rubrics/{rubric.pk}/delete/").status_code == 302
     assert not Rubric.objects.exists() and not RewardSpec.objects.exists()
+
+
+def test_it_previews_a_registered_reward_model_with_the_scores_a_worker_stored(designer, people, tmp_path):
+    """The web process loads no model: the preview shows what 'Score responses with the registry' stored,
+    and says what is missing until then."""
+    from webapp.datasets.models import Response
+    from webapp.jobs.models import Job
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.models import RewardModel
+
+    folder = tmp_path / "helpful-rm"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer.json"):  # never loaded: the preview reads stored scores
+        (folder / name).write_text("{}")
+    job = Job.objects.create(project=people.project, kind="train_reward_model", created_by=people.users["alice"])
+    model = RewardModel.objects.create(project=people.project, job=job, name="helpful-rm", path=str(folder),
+                                       backbone="b", snapshot_path="/s.jsonl", spec={})
+    rm = {"kind": "reward_model", "name": "rm", "path": model.path, "weight": 2.0}
+    definition = {"definition": _spec(PENALTY, rm)}
+    before = designer("post", _url(people, "/preview"), definition).json()
+    assert before["skipped"] == ["rm"] and "not scored by helpful-rm yet" in before["skipped_reasons"]["rm"]
+
+    responses = list(Response.objects.filter(prompt__dataset__project=people.project).order_by("id"))
+    for i, response in enumerate(responses):
+        ResponseRewardScore.objects.create(response=response, reward_model=model, score=0.25 * i)
+    after = designer("post", _url(people, "/preview"), definition).json()
+    assert after["skipped"] == [] and after["stored"] == ["rm"] and after["components"] == ["overlong", "rm"]
+    by_id = {item["id"]: item for item in after["items"]}
+    for i, response in enumerate(responses):
+        item = by_id[response.pk]
+        assert item["components"]["rm"] == 0.25 * i
+        # normalisation "none": total = 0.5 * length penalty + 2.0 * rm score
+        assert item["total"] == pytest.approx(0.5 * item["components"]["overlong"] + 2.0 * 0.25 * i)

@@ -296,7 +296,7 @@ def preview_spec(request, project_id: int, body: SpecPreviewIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     definition, _used = services.resolve_rubric_refs(project=project, definition=body.definition)
     contract = parse_spec(definition, selectors.project_columns(project=project))
-    return selectors.spec_preview(contract=contract, rows=_rows(body.rows, project, body.limit))
+    return selectors.spec_preview(contract=contract, rows=_rows(body.rows, project, body.limit), project=project)
 
 
 @router.get("/{project_id}/reward-specs/{spec_id}", response=SpecOut)

@@ -195,37 +195,85 @@ def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judge
             "budget": budget}
 
 
-def spec_preview(*, contract, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Score ``rows`` with a (valid) RewardSpec: total and every component. Components that need a model
-    (reward model, LM judge) are left out of a preview and listed in ``skipped``.
+def _stored_model_scores(project, component, rows: list[dict[str, Any]]) -> tuple[list[float] | None, str]:
+    """A registered reward model's scores of the previewed responses, as a worker stored them (the web
+    process never loads a model), or None with the reason they cannot be shown."""
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.models import RewardModel
 
+    model = (RewardModel.objects.filter(project=project, path=component.path, deleted_at__isnull=True)
+             .order_by("-pk").first() if project is not None else None)
+    if model is None:
+        return None, "not a reward model of this project's registry: only a worker can score with it"
+    ids = [row.get("id") for row in rows]
+    if any(i is None for i in ids):
+        return None, "rows given without response ids have no stored scores"
+    stored = dict(ResponseRewardScore.objects.filter(reward_model=model, response_id__in=ids)
+                  .values_list("response_id", "score"))
+    missing = sum(1 for i in ids if i not in stored)
+    if missing:
+        return None, (f"{missing} of {len(ids)} previewed responses are not scored by {model.name} yet: run "
+                      "'Score responses with the registry' on the Routing page (a worker job)")
+    return [stored[i] for i in ids], ""
+
+
+def spec_preview(*, contract, rows: list[dict[str, Any]], project=None) -> dict[str, Any]:
+    """Score ``rows`` with a (valid) RewardSpec: total and every component.
+
+    The web process loads no model: a reward-model component of the project's registry shows the scores a
+    worker stored for these responses ('Score responses with the registry'); one without stored scores, and
+    an LM judge component, are left out and listed in ``skipped`` with the reason in ``skipped_reasons``.
     Each row's components are computed until the time budget is spent (``budget``); the normalisation then
     runs over the scored rows only (a group cut short is normalised over what was scored)."""
     from rlcore.rewards.engine import RewardEngine, rows_to_batch
     from rlcore.rewards.spec import RewardModelComponent, RubricJudgeComponent
     from rlcore.rules import BudgetExceeded, evaluation_deadline
 
-    slow = [c.name for c in contract.components if isinstance(c, (RewardModelComponent, RubricJudgeComponent))]
-    kept = [c for c in contract.components if c.name not in slow]
+    reasons: dict[str, str] = {}
+    stored: dict[str, list[float]] = {}
+    for c in contract.components:
+        if isinstance(c, RubricJudgeComponent):
+            reasons[c.name] = "an LM judge grades it: use the rubric editor's judged preview"
+        elif isinstance(c, RewardModelComponent):
+            if contract.normalization == "par":
+                reasons[c.name] = "PAR scores the references with the model itself, which only a worker runs"
+                continue
+            values, reason = _stored_model_scores(project, c, rows)
+            if values is None:
+                reasons[c.name] = reason
+            else:
+                stored[c.name] = values
+    shown = [c for c in contract.components if c.name not in reasons]
+    computed = [c for c in shown if c.name not in stored]
     items, budget = [], None
-    if kept and rows and any(c.weight != 0 for c in kept):
-        engine = RewardEngine(contract.model_copy(update={"components": kept}))
+    if shown and rows and any(c.weight != 0 for c in shown):
+        engine = RewardEngine(contract.model_copy(update={"components": shown}))  # models load lazily: never here
+        rules = RewardEngine(contract.model_copy(update={"components": computed})) if computed else None
         plain = [{k: v for k, v in r.items() if k != "id"} for r in rows]
-        per_row, budget = _within_budget(plain, lambda row: engine.component_values(engine.measure(rows_to_batch([row]))))
+        if rules is not None:
+            per_row, budget = _within_budget(plain, lambda row: rules.component_values(rules.measure(rows_to_batch([row]))))
+        else:  # every shown component is stored scores: nothing to compute, nothing to cut
+            per_row = [[] for _ in plain]
+            budget = {"scored": len(plain), "of": len(plain), "budget_seconds": preview_budget_seconds(),
+                      "stopped": False, "message": None}
         n = len(per_row)
-        values = [[v[k][0] for v in per_row] for k in range(len(engine.names))]
+        by_name = {name: [v[k][0] for v in per_row] for k, name in enumerate(rules.names if rules else [])}
+        by_name.update({name: values[:n] for name, values in stored.items()})
+        values = [by_name[name] for name in engine.names]
         batch = engine.measure(rows_to_batch(plain[:n]))
         try:
-            with evaluation_deadline(max(0.1, preview_budget_seconds())):  # PAR scores references too
+            with evaluation_deadline(max(0.1, preview_budget_seconds())):
                 totals = engine.combine(batch, values)[1] if n else []
         except BudgetExceeded:
             totals = [None] * n
-            budget["message"] = ((budget["message"] or "") + " The normalisation's references ran out of time: "
+            budget = budget or {"message": ""}
+            budget["message"] = ((budget["message"] or "") + " The normalisation ran out of time: "
                                  "totals are not shown.").strip()
         for i, row in enumerate(rows[:n]):
             items.append({"id": row.get("id"), "prompt": row.get("prompt", ""), "completion": row.get("completion", ""),
                           "total": totals[i], "components": {name: values[k][i] for k, name in enumerate(engine.names)}})
-    return {"components": [c.name for c in kept], "skipped": slow, "items": items, "budget": budget}
+    return {"components": [c.name for c in shown], "stored": sorted(stored), "skipped": list(reasons),
+            "skipped_reasons": reasons, "items": items, "budget": budget}
 
 
 def rubric_contract(*, version: RubricVersion):

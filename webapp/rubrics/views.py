@@ -292,7 +292,8 @@ def _spec_check(project, text: str) -> dict[str, Any]:
     except ValidationError as exc:
         errors = with_lines(exc, text).message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
     else:
-        preview = selectors.spec_preview(contract=contract, rows=selectors.sample_responses(project=project))
+        preview = selectors.spec_preview(contract=contract, rows=selectors.sample_responses(project=project),
+                                         project=project)
     return {"errors": errors, "preview": preview, "valid": not errors,
             "columns": selectors.project_columns(project=project)}
 
