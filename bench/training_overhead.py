@@ -11,7 +11,7 @@ Both GRPO runs use the same reward functions (built from the same RewardSpec by
 ``rlcore.rewards.trl_adapter``), so the ratio measures the training wrapper alone. Each variant runs
 ``--repeats`` times, alternating, and the fastest wall time counts. Prints JSON lines; target ratio <= 1.05.
 
-usage: python bench/training_overhead.py [--repeats 2] [--rm-steps 30] [--grpo-steps 20]
+usage: python bench/training_overhead.py [--repeats 2] [--rm-steps 30] [--grpo-steps 20] [--presets grpo ...]
 """
 
 from __future__ import annotations
@@ -58,6 +58,7 @@ from transformers import AutoTokenizer
 from trl import GRPOConfig, GRPOTrainer
 from rlcore.rewards import RewardSpec
 from rlcore.rewards.trl_adapter import build_reward_funcs
+from rlcore.training.presets import grpo_preset, preset_steps_per_generation  # the preset's TRL fields, as written
 spec = json.load(open(sys.argv[1]))
 rows = [json.loads(line) for line in open(spec["prompt_snapshot"])]
 funcs, weights = build_reward_funcs(RewardSpec.model_validate(spec["reward_spec"]))
@@ -65,7 +66,7 @@ args = GRPOConfig(output_dir=spec["output_dir"] + "/checkpoints", seed=spec["see
     learning_rate=spec["learning_rate"], per_device_train_batch_size=spec["per_device_train_batch_size"],
     num_generations=spec["num_generations"], max_completion_length=spec["max_completion_length"],
     logging_steps=spec["logging_steps"], save_steps=spec["save_steps"], save_total_limit=2, reward_weights=weights,
-    loss_type="grpo", scale_rewards="group", beta=0.04, epsilon=0.2,
+    steps_per_generation=preset_steps_per_generation(spec["preset"], 1), **grpo_preset(spec["preset"]),
     use_cpu=True, bf16=False, gradient_checkpointing=False, report_to="none", disable_tqdm=True)
 trainer = GRPOTrainer(model=spec["policy"], reward_funcs=funcs, args=args, train_dataset=Dataset.from_list(rows),
                       processing_class=AutoTokenizer.from_pretrained(spec["policy"]))
@@ -117,6 +118,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--rm-steps", type=int, default=30)
     parser.add_argument("--grpo-steps", type=int, default=20)
+    parser.add_argument("--presets", nargs="+", default=["grpo", "dr_grpo", "dapo", "gspo"],
+                        help="GRPO presets to compare (each against plain TRL with the same GRPOConfig fields)")
     options = parser.parse_args()
 
     import tiny_models
@@ -131,11 +134,12 @@ def main() -> None:
 
     policy = tiny_models.build_tiny_causal_lm(work / "policy")
     prompts = tiny_models.write_prompts(work / "prompts.jsonl", 64)
-    grpo_spec = {"policy": str(policy), "prompt_snapshot": str(prompts), "reward_spec": REWARD_SPEC, "seed": 42,
-                 "preset": "grpo", "max_steps": options.grpo_steps, "learning_rate": 1e-5,
+    for preset in options.presets:
+        grpo_spec = {"policy": str(policy), "prompt_snapshot": str(prompts), "reward_spec": REWARD_SPEC, "seed": 42,
+                 "preset": preset, "max_steps": options.grpo_steps, "learning_rate": 1e-5,
                  "per_device_train_batch_size": 8, "num_generations": 4, "max_completion_length": 32,
                  "logging_steps": 1, "save_steps": 10, "sample_every": 5, "device": "cpu", "max_prompt_length": None}
-    compare("grpo", work, grpo_spec, PLAIN_GRPO, "grpo", options.repeats)
+        compare(f"grpo:{preset}", work, grpo_spec, PLAIN_GRPO, "grpo", options.repeats)
 
 
 if __name__ == "__main__":
