@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 
@@ -145,8 +146,43 @@ def training_label_ids(*, reward_model) -> tuple[set[str], str]:
     return {str(records[i][1].get("label_id", "")) for i in train_index} - {""}, note
 
 
+# Routing features are cut into this many quantile bins (tertiles, as routing itself bins them), fitted on the
+# comparisons being evaluated; a value equal to a cut point goes to the lower bin (rlcore's rule).
+ROUTING_FEATURE_BINS = 3
+
+
+def _routing_feature_groups(labels) -> dict[int, dict[str, str]]:
+    """Per label: the tertile of each numeric routing feature of its comparison (rlcore's extract_features on
+    the texts, routing's tags, judge confidence and reward-model margins; no embeddings, so no cosine_sim),
+    as ``{"routing: <feature> (tertiles)": "1 low (≤ 3)"}``."""
+    from rlcore.routing.features import CONTINUOUS_FEATURES, bin_labels, extract_features, fit_bins
+    from webapp.routing.services import _routing_comparisons
+
+    comparisons = list({lb.comparison_id: lb.comparison for lb in labels}.values())
+    if not comparisons:
+        return {}
+    raw = {r.comparison_id: r for r in extract_features(_routing_comparisons(comparisons))}
+    bins = fit_bins(list(raw.values()), n_bins=ROUTING_FEATURE_BINS)
+    names = bin_labels(ROUTING_FEATURE_BINS)
+    out: dict[int, dict[str, str]] = {}
+    for lb in labels:
+        features = raw[str(lb.comparison_id)]
+        groups = {}
+        for name in CONTINUOUS_FEATURES:
+            value, cuts = getattr(features, name), bins.edges.get(name)
+            if value is None or cuts is None:
+                continue
+            k = int(np.searchsorted(np.asarray(cuts), value, side="left"))
+            span = (f"≤ {cuts[0]:.3g}" if k == 0 else f"> {cuts[-1]:.3g}" if k == len(cuts)
+                    else f"{cuts[k - 1]:.3g} to {cuts[k]:.3g}")
+            groups[f"routing: {name} (tertiles)"] = f"{k + 1} {names[k]} ({span})"
+        out[lb.pk] = groups
+    return out
+
+
 def _label_groups(labels) -> dict[int, dict[str, str]]:
-    """Per label: annotator, prompt category (routing's LM PromptTag) and response-length bucket."""
+    """Per label: annotator, prompt category (routing's LM PromptTag), response-length bucket and the tertile
+    of each routing feature."""
     from rlcore.analysis.evaluation import length_bucket
     from webapp.datasets.models import Response
     from webapp.routing.models import PromptTag
@@ -155,12 +191,13 @@ def _label_groups(labels) -> dict[int, dict[str, str]]:
     tags = dict(PromptTag.objects.filter(prompt_id__in=prompt_ids).values_list("prompt_id", "tags"))
     response_ids = {rid for lb in labels for rid in lb.comparison.response_ids[:2]}
     lengths = {pk: len(text) for pk, text in Response.objects.filter(pk__in=response_ids).values_list("pk", "text")}
+    routing = _routing_feature_groups(labels)
     out = {}
     for lb in labels:
         a, b = lb.comparison.response_ids[:2]
         category = ", ".join(tags.get(lb.comparison.prompt_id) or []) or "(untagged)"
         out[lb.pk] = {"annotator": lb.annotator.username if lb.annotator else "(deleted)", "category": category,
-                      "length": length_bucket((lengths.get(a, 0) + lengths.get(b, 0)) / 2)}
+                      "length": length_bucket((lengths.get(a, 0) + lengths.get(b, 0)) / 2), **routing.get(lb.pk, {})}
     return out
 
 
@@ -168,7 +205,8 @@ def _human_pair_labels(*, project):
     from webapp.annotation.models import Choice, LabelSource, PreferenceLabel
 
     return [lb for lb in (PreferenceLabel.objects.filter(comparison__project=project, source=LabelSource.HUMAN)
-                          .exclude(choice=Choice.RANKING).select_related("comparison", "annotator").order_by("id"))
+                          .exclude(choice=Choice.RANKING).select_related("comparison__prompt", "annotator")
+                          .order_by("id"))
             if len(lb.comparison.response_ids) == 2]
 
 
@@ -236,3 +274,29 @@ def judge_evaluation(*, project, min_pairs: int = 10) -> list[dict[str, Any]]:
         except UserError as exc:
             out.append({"judge": version, "evaluation": None, "error": str(exc)})
     return out
+
+
+def reliability_diagram(*, evaluation: dict[str, Any], width: int = 320, height: int = 240) -> dict[str, Any]:
+    """Geometry for the server-drawn SVG reliability diagram of a dumped ``RewardModelEvaluation``: x is the
+    confidence max(p, 1 - p) over [0.5, 1], y the accuracy over [0, 1]; one bar per non-empty bin (its
+    accuracy, its count written above), a dot at the bin's mean confidence, and the diagonal (perfect
+    calibration, accuracy = confidence)."""
+    left, top, plot_w, plot_h = 44, 16, width - 60, height - 52
+
+    def x(conf: float) -> float:
+        return round(left + (conf - 0.5) / 0.5 * plot_w, 2)
+
+    def y(acc: float) -> float:
+        return round(top + (1.0 - acc) * plot_h, 2)
+
+    bars = []
+    for b in evaluation.get("reliability") or []:
+        x0, x1 = x(b["low"]), x(b["high"])
+        bars.append({**b, "x": x0, "w": round(x1 - x0 - 1, 2), "y": y(b["accuracy"]),
+                     "h": round(top + plot_h - y(b["accuracy"]), 2), "cx": x(b["mean_confidence"]),
+                     "cy": y(b["accuracy"]), "label_x": round((x0 + x1) / 2, 2), "label_y": y(b["accuracy"]) - 4})
+    ticks = [{"value": v, "x": x(v), "y": y(v)} for v in (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)]
+    return {"width": width, "height": height, "bars": bars, "ticks": ticks,
+            "diagonal": {"x1": x(0.5), "y1": y(0.5), "x2": x(1.0), "y2": y(1.0)},
+            "axis": {"left": left, "right": left + plot_w, "top": top, "bottom": top + plot_h},
+            "n_pairs": sum(b["count"] for b in bars)}

@@ -68,5 +68,8 @@ def reward_model_evaluation(request: HttpRequest, project_id: int, reward_model_
         context.update(selectors.reward_model_evaluation(project=project, reward_model_id=reward_model_id))
     except ValidationError as exc:
         context["error"] = "; ".join(exc.messages)
-    context["judges"] = selectors.judge_evaluation(project=project)
+    else:
+        context["diagram"] = selectors.reliability_diagram(evaluation=context["evaluation"])
+    context["judges"] = [{**j, "diagram": selectors.reliability_diagram(evaluation=j["evaluation"]) if j["evaluation"]
+                          else None} for j in selectors.judge_evaluation(project=project)]
     return render(request, "analysis/evaluation.html", context, status=422 if "error" in context else 200)
