@@ -164,3 +164,34 @@ def test_it_checks_roles(client, people, pool):
     assert client.get(f"/projects/{people.project.pk}/analysis/").status_code == 404
     client.force_login(people.users["dave"])
     assert "Analysis</a>" in client.get(f"/projects/{people.project.pk}/").content.decode()
+
+
+def test_it_compares_an_lm_judges_rubric_grades_as_a_source(client, people, pool):
+    from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel
+    from webapp.rubrics.services import rubric_create
+
+    dataset, responses, models = pool
+    definition = rubric_definition(criteria=[
+        {"name": "helpful", "weight": 2, "scale_min": 1, "scale_max": 5},
+        {"name": "honest", "weight": 1, "scale_min": 0, "scale_max": 10}])
+    version = rubric_create(project=people.project, user=people.users["alice"], name="Judged", definition=definition)
+    grades = {r.pk: {"helpful": 1 + (k * 7) % 5, "honest": (k * 3) % 11} for k, r in enumerate(responses)}
+    for x, y in zip(responses[::2], responses[1::2]):  # one LM label per pair of neighbours, grading both
+        c = Comparison.objects.create(project=people.project, prompt_id=x.prompt_id, response_ids=[x.pk, y.pk])
+        PreferenceLabel.objects.create(comparison=c, source=LabelSource.LM, choice="a", model_version="judge-x",
+                                       rubric_version=version,
+                                       criterion_scores={str(x.pk): grades[x.pk], str(y.pk): grades[y.pk]})
+    call, base = _api(client, people)
+    key = f"judge:{version.pk}:judge-x"
+    listed = {s["key"]: s for s in call("get", f"{base}/sources").json()}
+    assert listed[key]["name"] == "judge judge-x grades on Judged v1"
+    assert f"{len(responses)} responses graded" in listed[key]["note"]
+    answer = call("post", f"{base}/comparisons", {"dataset_id": dataset.pk, "sources": [key, f"rm:{models['base'].pk}"]})
+    assert answer.status_code == 201, answer.content
+    # the rubric's weighted mean of each criterion normalised to its scale, by hand
+    judged = {rid: (2 * (g["helpful"] - 1) / 4 + 1 * g["honest"] / 10) / 3 for rid, g in grades.items()}
+    scores = {"judge": judged, **_scores({"base": models["base"]})}
+    expected = starc_reference(scores, {r.pk: r.prompt_id for r in responses})
+    starc = answer.json()["result"]["starc"]
+    assert starc["n_responses"] == len(responses)
+    assert starc["distances"][0][1] == pytest.approx(expected[tuple(scores)], abs=1e-6)

@@ -16,7 +16,8 @@ router = Router(tags=["analysis"])
 
 
 class SourceOut(Schema):
-    key: str = Field(description="What POST .../analysis/comparisons takes: rubric:<id>, spec:<id>, rm:<id>.")
+    key: str = Field(description="What POST .../analysis/comparisons takes: rubric:<id>, spec:<id>, rm:<id>, "
+                                 "judge:<rubric version id>:<judge model_version> (an LM judge's rubric grades).")
     name: str
     kind: str
     note: str

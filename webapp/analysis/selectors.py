@@ -35,6 +35,55 @@ def source_choices(*, project) -> list[dict[str, Any]]:
         member = f" member {m.member}" if m.member is not None else ""
         out.append({"key": f"rm:{m.pk}", "name": f"RM {m.name}{member} #{m.pk}", "kind": "reward_model",
                     "note": f"{scored.get(m.pk, 0)} responses scored (Routing: score with the registry)"})
+    for g in judge_grade_sources(project=project):
+        out.append({"key": g["key"], "name": g["name"], "kind": "judge_grades",
+                    "note": f"{g['n_responses']} responses graded by the LM judge on the rubric's judged criteria"})
+    return out
+
+
+def judge_grade_sources(*, project) -> list[dict[str, Any]]:
+    """LM judges' per-response rubric grades (``PreferenceLabel.criterion_scores`` of LM labels from a labelling
+    run that asked for them): one source per (rubric version, judge model_version), key
+    ``judge:<rubric version id>:<model_version>``, with how many responses carry a grade."""
+    from webapp.annotation.models import LabelSource, PreferenceLabel
+    from webapp.rubrics.models import RubricVersion
+
+    graded: dict[tuple[int, str], set[str]] = {}
+    for version_id, judge, scores in (PreferenceLabel.objects.filter(comparison__project=project, source=LabelSource.LM,
+                                                                      rubric_version__isnull=False)
+                                      .exclude(criterion_scores={})
+                                      .values_list("rubric_version_id", "model_version", "criterion_scores")):
+        graded.setdefault((version_id, judge or ""), set()).update((scores or {}).keys())
+    versions = {v.pk: v for v in RubricVersion.objects.filter(pk__in={v for v, _ in graded}).select_related("rubric")}
+    return [{"key": f"judge:{version_id}:{judge}", "n_responses": len(ids),
+             "name": f"judge {judge or '(unnamed)'} grades on {versions[version_id]}"}
+            for (version_id, judge), ids in sorted(graded.items())]
+
+
+def judge_grade_scores(*, project, version_id: int, judge: str) -> dict[str, float]:
+    """``{response id: score}`` from one judge's grades on one rubric version: each graded criterion normalised
+    to its scale ((score - scale_min) / (scale_max - scale_min)), combined by the rubric's own aggregation
+    (weights, vetoes; criteria the judge did not grade, such as rule criteria, left out). A response graded in
+    several labels keeps its latest grades."""
+    from rlcore.rubric import CompiledRubric
+    from webapp.annotation.models import LabelSource, PreferenceLabel
+    from webapp.rubrics.models import RubricVersion
+    from webapp.rubrics.selectors import rubric_contract
+
+    version = RubricVersion.objects.get(pk=version_id, rubric__project=project)
+    compiled = CompiledRubric(rubric_contract(version=version))
+    latest: dict[str, dict[str, float]] = {}
+    for scores in (PreferenceLabel.objects.filter(comparison__project=project, source=LabelSource.LM,
+                                                  rubric_version=version, model_version=judge)
+                   .order_by("id").values_list("criterion_scores", flat=True)):
+        latest.update(scores or {})
+    out = {}
+    for response_id, per in latest.items():
+        normalised = [None if c.name not in per else (per[c.name] - c.scale_min) / (c.scale_max - c.scale_min)
+                      for c in compiled.criteria]
+        total, _ = compiled.aggregate(normalised)
+        if total is not None:
+            out[response_id] = total
     return out
 
 

@@ -55,8 +55,12 @@ def _scores_for(*, project, key: str, name: str, rows: list[dict[str, Any]]) -> 
         return [[wanted[rid], str(rid), score] for rid, score in
                 ResponseRewardScore.objects.filter(reward_model_id=int(ident), reward_model__project=project,
                                                    response_id__in=wanted).values_list("response_id", "score")]
-    raise ValidationError({"sources": f"Unknown source {key!r}: use rubric:<version id>, spec:<version id> "
-                                      "or rm:<reward model id>."})
+    if kind == "judge":
+        version_id, _, judge = ident.partition(":")
+        graded = selectors.judge_grade_scores(project=project, version_id=int(version_id), judge=judge)
+        return [[r["prompt_id"], r["response_id"], graded[r["response_id"]]] for r in rows if r["response_id"] in graded]
+    raise ValidationError({"sources": f"Unknown source {key!r}: use rubric:<version id>, spec:<version id>, "
+                                      "rm:<reward model id> or judge:<rubric version id>:<judge>."})
 
 
 def source_comparison_create(*, project, user, dataset_id: int, source_keys: list[str]) -> SourceComparison:
@@ -78,12 +82,13 @@ def source_comparison_create(*, project, user, dataset_id: int, source_keys: lis
     names = {c["key"]: c["name"] for c in selectors.source_choices(project=project)}
     unknown = [k for k in keys if k not in names]
     if unknown:
-        raise ValidationError({"sources": f"Unknown source {unknown[0]!r}: use rubric:<version id>, "
-                                          "spec:<version id> or rm:<reward model id> of this project."})
+        raise ValidationError({"sources": f"Unknown source {unknown[0]!r}: use rubric:<version id>, spec:<version "
+                                          "id>, rm:<reward model id> or judge:<rubric version id>:<judge> of this "
+                                          "project."})
     rows = selectors.dataset_responses(dataset=dataset)
     if not rows:
         raise ValidationError({"dataset_id": f"Dataset {dataset.name!r} has no responses to score."})
-    needs_scoring = [k for k in keys if not k.startswith("rm:")]
+    needs_scoring = [k for k in keys if k.startswith(("rubric:", "spec:"))]
     if needs_scoring and len(rows) > selectors.SYNC_RESPONSE_LIMIT:
         raise ValidationError({"sources": f"{names[needs_scoring[0]]}: dataset {dataset.name!r} has {len(rows)} "
                                           f"responses, more than the {selectors.SYNC_RESPONSE_LIMIT} scored during "
