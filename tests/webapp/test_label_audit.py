@@ -141,3 +141,86 @@ def test_it_gives_each_judge_template_version_its_agreement_with_people(client, 
     assert (got["judge@1"]["ci_low"], got["judge@1"]["ci_high"]) == pytest.approx(wilson(1, 3))
     assert (got["judge@2"]["n_pairs"], got["judge@2"]["agreement"]) == (3, 1.0)
     assert got["judge@3"]["agreement"] is None and "shares a comparison with a human label" in got["judge@3"]["message"]
+
+
+# ------------------------------------------------------------------ pages, adaptive margin export, UserError as 422
+
+
+@pytest.mark.django_db
+def test_its_audit_page_shows_the_flagged_labels_with_counts_and_sends_them_only_after_confirming(client, people):
+    comparisons = _labelled(people)
+    job = _ensemble(people, comparisons)
+    url = f"/projects/{people.project.pk}/quality/audit/"
+    client.force_login(people.users["bob"])
+    page = client.get(url, {"ensemble_job_id": job.pk}).content.decode()
+    ids = [comparisons[i].pk for i in (1, 4, 6, 7)]
+    for cid in ids:
+        assert f'data-comparison="{cid}"' in page
+    assert 'data-count="probably_wrong">3<' in page and 'data-count="ambiguous">1<' in page
+    assert "Send 4 comparisons back for adjudication" in page
+    first = client.post(url, {"ensemble_job_id": job.pk, "flags": ["probably_wrong", "ambiguous"]}).content.decode()
+    assert 'data-count="comparisons">4<' in first and 'data-count="labels">4<' in first
+    assert set(Comparison.objects.values_list("overlap", flat=True)) == {1}  # the first step changed nothing
+    done = client.post(url, {"ensemble_job_id": job.pk, "flags": ["probably_wrong", "ambiguous"], "confirm": "1"})
+    assert done.status_code == 302
+    assert {c.pk for c in Comparison.objects.filter(overlap=2)} == set(ids)
+
+
+@pytest.mark.django_db
+def test_its_audit_page_offers_the_send_only_to_designers_and_names_a_bad_field(client, people):
+    comparisons = _labelled(people)
+    job = _ensemble(people, comparisons)
+    url = f"/projects/{people.project.pk}/quality/audit/"
+    client.force_login(people.users["dave"])  # viewer: sees the audit, cannot send
+    page = client.get(url, {"ensemble_job_id": job.pk}).content.decode()
+    assert 'data-count="probably_wrong">3<' in page and "back for adjudication" not in page
+    assert client.post(url, {"ensemble_job_id": job.pk, "confirm": "1"}).status_code == 403
+    assert set(Comparison.objects.values_list("overlap", flat=True)) == {1}
+    bad = client.get(url, {"ensemble_job_id": job.pk, "z": "wide"})
+    assert bad.status_code == 422 and "z: &#x27;wide&#x27; is not a number." in bad.content.decode()
+    client.force_login(people.users["carol"])  # annotator: no dashboards
+    assert client.get(url, {"ensemble_job_id": job.pk}).status_code == 403
+    client.force_login(people.users["dave"])
+    agreement = client.get(f"/projects/{people.project.pk}/agreement/").content.decode()
+    assert url in agreement and "Adjudicate disagreements" not in agreement
+
+
+@pytest.mark.django_db
+def test_it_exports_the_ensemble_mean_as_the_margin_and_counts_rows_without_a_score(client, people):
+    import json
+
+    comparisons = _labelled(people)
+    job = _ensemble(people, comparisons)
+    tie = pair_project(people, 1)[-1]  # a ninth comparison, scored by no member: its tie gives a row with no mu
+    label_next(people.project, people.users["carol"], "tie")
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.models import RewardModel
+
+    for model in RewardModel.objects.filter(job=job):  # scores for the tie's responses, so the audit can run
+        for r in tie.response_ids:
+            ResponseRewardScore.objects.create(response_id=r, reward_model=model, score=0.0)
+    r = client.get(f"/api/v1/projects/{people.project.pk}/export?margin=ensemble&ensemble_job_id={job.pk}"
+                   "&tie_policy=keep", headers=auth(people.users["dave"]))
+    assert r.status_code == 200, r.content
+    rows = [json.loads(line) for line in b"".join(r.streaming_content).decode().splitlines()]
+    assert r.headers["X-Rows-Without-Ensemble-Score"] == "1" and r.headers["X-Rows-Out"] == "9"
+    assert "3 members" in r.headers["X-Margin"]
+    by_comparison = {row["comparison_id"]: row for row in rows}
+    for i, (c, choice) in enumerate(zip(comparisons, CAROL)):
+        diffs = [(s[i][0] - s[i][1]) * (1 if choice == "a" else -1) for s in SCORES.values()]
+        assert by_comparison[str(c.pk)]["margin"] == pytest.approx(statistics.mean(diffs))
+    assert by_comparison[str(tie.pk)]["margin"] == 0 and by_comparison[str(tie.pk)]["tie"] is True
+    missing = client.get(f"/api/v1/projects/{people.project.pk}/export?margin=ensemble",
+                         headers=auth(people.users["dave"]))
+    assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "ensemble_job_id"
+
+
+@pytest.mark.django_db
+def test_it_answers_an_rlcore_user_error_with_a_422_naming_what_to_fix(client, people):
+    """audit/send calls the service directly; rlcore refuses z < 0 with a UserError, which no endpoint catches."""
+    comparisons = _labelled(people)
+    job = _ensemble(people, comparisons)
+    r = client.post(f"/api/v1/projects/{people.project.pk}/audit/send", {"ensemble_job_id": job.pk, "z": -1},
+                    content_type="application/json", headers=auth(people.users["bob"]))
+    assert r.status_code == 422, r.content
+    assert r.json()["detail"] == [{"field": "__all__", "message": "z and t must be non-negative (got z=-1.0, t=0.0)"}]

@@ -181,12 +181,18 @@ def agreement(request, project_id: int):
                         "(keep: one row marked tie=true, trained with the Bradley-Terry tie target 1/2; split: both "
                         "orders, marked tie), source=human|lm (default both). Columns: prompt, chosen, rejected, "
                         "margin, tie and provenance. Headers X-Labels-In, X-Rows-Out, X-Tie-Rows and "
-                        "X-Labels-Dropped (JSON: reason -> labels) say what the file rests on.")
+                        "X-Labels-Dropped (JSON: reason -> labels) say what the file rests on. "
+                        "margin=ensemble&ensemble_job_id=J: each row's margin is the ensemble audit's adaptive "
+                        "margin (the members' mean reward difference, chosen minus rejected); "
+                        "X-Rows-Without-Ensemble-Score counts the rows that kept their strength (ties, rankings, "
+                        "adjudications).")
 def export(request, project_id: int, format: str = "jsonl", conversational: bool = False, tie_policy: str = "drop",
-           source: str = "", dataset_id: int | None = None):
+           source: str = "", dataset_id: int | None = None, margin: str = "strength",
+           ensemble_job_id: int | None = None):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
     path, summary = services.labels_export(project=project, fmt=format, conversational=conversational,
-                                           tie_policy=tie_policy, source=source or None, dataset_id=dataset_id)
+                                           tie_policy=tie_policy, source=source or None, dataset_id=dataset_id,
+                                           margin=margin, ensemble_job_id=ensemble_job_id)
     return services.export_download(
         path, summary, asynchronous=isinstance(request, ASGIRequest),
         content_type="application/x-ndjson" if format == "jsonl" else "application/vnd.apache.parquet")
@@ -266,17 +272,7 @@ def adjudication_list(request, project_id: int):
              summary="Send comparisons to one more, different, annotator (confirm=false: counts only)")
 def adjudication_request(request, project_id: int, body: ComparisonIdsIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    return _adjudication_send(project, body.comparison_ids, body.confirm)
-
-
-def _adjudication_send(project, comparison_ids: list[int], confirm: bool) -> dict:
-    from django.db import transaction
-
-    with transaction.atomic():
-        counts = services.adjudication_request(project=project, comparison_ids=comparison_ids)
-        if not confirm:
-            transaction.set_rollback(True)  # the preview counts exactly what the action would do, then undoes it
-    return {**counts, "done": confirm}
+    return services.adjudication_send(project=project, comparison_ids=body.comparison_ids, confirm=body.confirm)
 
 
 @router.post("/{project_id}/adjudication/resolve", response={201: LabelOut},
@@ -305,19 +301,9 @@ def audit(request, project_id: int, ensemble_job_id: int, z: float = 1.0, t: flo
 @router.post("/{project_id}/audit/send", summary="Send the audit's flagged comparisons to adjudication "
                                                  "(confirm=false: counts only)")
 def audit_send(request, project_id: int, body: AuditSendIn):
-    from django.core.exceptions import ValidationError
-
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    unknown = sorted(set(body.flags) - {"probably_wrong", "ambiguous"})
-    if unknown or not body.flags:
-        raise ValidationError({"flags": "Flags are 'probably_wrong' and/or 'ambiguous'."})
-    result, comparison_of = _user_errors(selectors.ensemble_audit)(project=project, job_id=body.ensemble_job_id,
-                                                                   z=body.z, t=body.t, field="ensemble_job_id")
-    preview = selectors.audit_preview(result, comparison_of, flags=tuple(body.flags))
-    if not preview["comparisons"]:
-        return {**preview, "overlap_raised": 0, "done": body.confirm}
-    sent = _adjudication_send(project, preview["comparison_ids"], body.confirm)
-    return {**preview, "overlap_raised": sent["overlap_raised"], "done": body.confirm}
+    return services.audit_send(project=project, ensemble_job_id=body.ensemble_job_id, z=body.z, t=body.t,
+                               flags=body.flags, confirm=body.confirm)
 
 
 @router.get("/{project_id}/agreement/judge-templates",

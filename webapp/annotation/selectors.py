@@ -271,6 +271,18 @@ def ensemble_members(*, project, job_id: int):
                                            deleted_at__isnull=True).order_by("member"))
 
 
+def ensembles(*, project) -> list[dict]:
+    """The project's registered ensembles (jobs whose RewardModel rows have ``member`` set), newest job first,
+    each with its member names, for the audit page's picker."""
+    from webapp.training.models import RewardModel
+
+    out: dict[int, dict] = {}
+    for job_id, name in (RewardModel.objects.filter(project=project, member__isnull=False, deleted_at__isnull=True)
+                         .order_by("-job_id", "member").values_list("job_id", "name")):
+        out.setdefault(job_id, {"job_id": job_id, "members": []})["members"].append(name)
+    return list(out.values())
+
+
 def ensemble_audit(*, project, job_id: int, z: float = 1.0, t: float = 0.0):
     """The ensemble audit ("Secrets of RLHF ... Part II", rlcore.analysis.audit) of the project's decisive
     human and LM pair labels, from the members' stored response scores (the reward-scores worker job,

@@ -26,6 +26,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, OuterRef
 from django.utils import timezone
 
+from rlcore.datasets.trl_export import ExportSummary
 from webapp.annotation.models import (
     Assignment, AssignmentStatus, Choice, Comparison, ComparisonKind, LabelSource, PreferenceLabel,
 )
@@ -591,16 +592,39 @@ def lm_label_create(*, comparison: Comparison, choice: str, strength: int = 1, r
 EXPORT_FORMATS = ("jsonl", "parquet")
 
 
+MARGINS = ("strength", "ensemble")
+
+
+def _ensemble_margins(rows, margins: dict[str, float], summary):
+    """Each row's margin replaced by the audit's adaptive margin (the ensemble's mean reward difference,
+    chosen minus rejected) of its label; rows the audit did not score (ties, rankings, adjudications)
+    keep their margin and are counted, so the file says what it rests on."""
+    for row in rows:
+        mu = margins.get(row["label_id"])
+        if mu is None:
+            summary.rows_without_ensemble_score += 1
+        else:
+            row["margin"] = mu
+        yield row
+
+
 def labels_export(*, project, fmt: str = "jsonl", conversational: bool = False, tie_policy: str = "drop",
-                  source: str | None = None, dataset_id: int | None = None):
+                  source: str | None = None, dataset_id: int | None = None, margin: str = "strength",
+                  ensemble_job_id: int | None = None):
     """Write the project's labels as a TRL preference dataset; returns (path, ExportSummary): labels in,
-    rows written, and the labels that gave no row, by reason."""
+    rows written, and the labels that gave no row, by reason. ``margin="ensemble"`` writes the ensemble
+    audit's adaptive margin of job ``ensemble_job_id`` instead of the strength (see _ensemble_margins)."""
     from pathlib import Path
 
-    from rlcore.datasets import TIE_POLICIES, ExportSummary, preference_rows, write_preferences
-    from webapp.annotation.selectors import export_labels
+    from rlcore.datasets import TIE_POLICIES, preference_rows, write_preferences
+    from webapp.annotation.selectors import ensemble_audit, export_labels
 
     errors = {}
+    margin = margin or "strength"
+    if margin not in MARGINS:
+        errors["margin"] = f"Unknown margin '{margin}': choose strength or ensemble."
+    elif margin == "ensemble" and not ensemble_job_id:
+        errors["ensemble_job_id"] = "An ensemble margin needs the ensemble's job (ensemble_job_id)."
     if fmt not in EXPORT_FORMATS:
         errors["format"] = f"Unknown format '{fmt}': choose jsonl or parquet."
     if tie_policy not in TIE_POLICIES:
@@ -613,11 +637,26 @@ def labels_export(*, project, fmt: str = "jsonl", conversational: bool = False, 
     folder.mkdir(parents=True, exist_ok=True)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S-%f")
     path = folder / f"preferences-{stamp}{'-chat' if conversational else ''}.{fmt}"
-    summary = ExportSummary()
+    audit = None
+    if margin == "ensemble":
+        audit, _ = ensemble_audit(project=project, job_id=ensemble_job_id)  # refuses a missing score first
+    summary = ExportSummary() if audit is None else EnsembleMarginSummary(ensemble_job_id=ensemble_job_id,
+                                                                          n_members=audit.n_members)
     rows = preference_rows(export_labels(project=project, source=source or None, dataset_id=dataset_id),
                            tie_policy=tie_policy, conversational=conversational, summary=summary)
+    if audit is not None:
+        rows = _ensemble_margins(rows, {p.pair_id: p.adaptive_margin for p in audit.pairs}, summary)
     write_preferences(rows, path, fmt)
     return path, summary
+
+
+class EnsembleMarginSummary(ExportSummary):
+    """An export whose margins are an ensemble's: which one, and the rows it gave no score."""
+
+    margin: str = "ensemble"
+    ensemble_job_id: int
+    n_members: int
+    rows_without_ensemble_score: int = 0
 
 
 EXPORT_READ_BYTES = 1 << 16
@@ -652,7 +691,10 @@ def export_summary_headers(summary) -> dict[str, str]:
 
     return {"X-Labels-In": str(summary.labels_in), "X-Rows-Out": str(summary.rows_out),
             "X-Labels-Dropped": json.dumps(summary.labels_dropped, sort_keys=True),
-            "X-Tie-Rows": str(summary.tie_rows), "X-Tie-Policy": summary.tie_policy}
+            "X-Tie-Rows": str(summary.tie_rows), "X-Tie-Policy": summary.tie_policy,
+            **({"X-Margin": f"ensemble job {summary.ensemble_job_id} ({summary.n_members} members)",
+                "X-Rows-Without-Ensemble-Score": str(summary.rows_without_ensemble_score)}
+               if isinstance(summary, EnsembleMarginSummary) else {"X-Margin": "strength"})}
 
 
 # ------------------------------------------------------------------ label quality: gold items, adjudication
@@ -708,6 +750,35 @@ def adjudication_request(*, project, comparison_ids: list[int]) -> dict:
     labels = PreferenceLabel.objects.filter(comparison_id__in=[r[0] for r in rows]).exclude(
         source=LabelSource.ADJUDICATION).count()
     return {"comparisons": len(rows), "overlap_raised": raised, "labels": labels}
+
+
+def adjudication_send(*, project, comparison_ids: list[int], confirm: bool) -> dict:
+    """adjudication_request, or (confirm=False) only its counts: the preview runs the same service in a
+    transaction that is rolled back, so what it says is exactly what the action would do."""
+    with transaction.atomic():
+        counts = adjudication_request(project=project, comparison_ids=comparison_ids)
+        if not confirm:
+            transaction.set_rollback(True)
+    return {**counts, "done": confirm}
+
+
+AUDIT_FLAGS = ("probably_wrong", "ambiguous")
+
+
+def audit_send(*, project, ensemble_job_id: int, z: float = 1.0, t: float = 0.0,
+               flags: list[str] | tuple[str, ...] = AUDIT_FLAGS, confirm: bool = False) -> dict:
+    """Send the ensemble audit's flagged comparisons to adjudication (confirm=False: the counts only).
+    Returns the preview (flags, labels, comparisons, comparison_ids), overlap_raised and done."""
+    from webapp.annotation.selectors import audit_preview, ensemble_audit
+
+    if not flags or set(flags) - set(AUDIT_FLAGS):
+        raise ValidationError({"flags": "Flags are 'probably_wrong' and/or 'ambiguous'."})
+    result, comparison_of = ensemble_audit(project=project, job_id=ensemble_job_id, z=z, t=t)
+    preview = audit_preview(result, comparison_of, flags=tuple(flags))
+    if not preview["comparisons"]:
+        return {**preview, "overlap_raised": 0, "done": confirm}
+    sent = adjudication_send(project=project, comparison_ids=preview["comparison_ids"], confirm=confirm)
+    return {**preview, "overlap_raised": sent["overlap_raised"], "done": confirm}
 
 
 def adjudication_record(*, project, user, comparison_id: int, choice: str, strength: int = 1,

@@ -10,4 +10,8 @@ urlpatterns = [
     path("comparisons/", views.comparison_list, name="comparison_list"),
     path("agreement/", views.agreement, name="agreement"),
     path("export/", views.export, name="export"),
+    path("quality/", views.label_quality, name="label_quality"),
+    path("quality/audit/", views.label_audit, name="label_audit"),
+    path("quality/gold/", views.gold_mark, name="gold_mark"),
+    path("quality/adjudication/", views.adjudication, name="adjudication"),
 ]

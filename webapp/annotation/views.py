@@ -6,6 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from rlcore.errors import UserError
 from webapp.annotation import selectors, services
 from webapp.annotation.rendering import render_markdown, render_turns
 from webapp.annotation.services import LabelConflict
@@ -170,13 +171,153 @@ def export(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     if "format" not in request.GET:
         return render(request, "annotation/export.html", {"project": project, "membership": membership,
-                                                          "preview": selectors.export_preview(project=project)})
+                                                          "preview": selectors.export_preview(project=project),
+                                                          "ensembles": selectors.ensembles(project=project)})
     try:
+        job = request.GET.get("ensemble_job_id") or None
         path, summary = services.labels_export(project=project, fmt=request.GET.get("format", "jsonl"),
                                                conversational=request.GET.get("conversational") == "on",
                                                tie_policy=request.GET.get("tie_policy", "drop"),
-                                               source=request.GET.get("source") or None)
-    except ValidationError as exc:
+                                               source=request.GET.get("source") or None,
+                                               margin=request.GET.get("margin", "strength"),
+                                               ensemble_job_id=int(job) if job and job.isdigit() else None)
+    except (ValidationError, UserError) as exc:
         return render(request, "annotation/export.html", {"project": project, "membership": membership,
-                                                          "errors": exc.messages}, status=422)
+                                                          "ensembles": selectors.ensembles(project=project),
+                                                          "errors": _field_errors(exc)}, status=422)
     return services.export_download(path, summary, asynchronous=isinstance(request, ASGIRequest))
+
+
+# ------------------------------------------------------------------ label quality: audit, gold, raters, adjudication
+# The pages call the selectors and services the API calls (webapp/annotation/apis.py); they hold no logic.
+
+
+def _field_errors(exc: ValidationError | UserError) -> list[str]:
+    if isinstance(exc, UserError):
+        return [str(exc)]
+    if hasattr(exc, "error_dict"):
+        return [f"{field}: {m}" for field, ms in exc.message_dict.items() for m in ms]
+    return list(exc.messages)
+
+
+def _audit_params(data) -> dict:
+    """The audit's inputs from a query or form; a value that is not a number is a ValidationError naming it."""
+    params, errors = {}, {}
+    for field, key, cast, default in (("ensemble_job_id", "job_id", int, None), ("z", "z", float, 1.0),
+                                      ("t", "t", float, 0.0)):
+        raw = (data.get(field) or "").strip()
+        try:
+            params[key] = cast(raw) if raw else default
+        except ValueError:
+            errors[field] = f"'{raw}' is not a number."
+    if errors:
+        raise ValidationError(errors)
+    return params
+
+
+@login_required
+def label_audit(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Audit labels with a registered ensemble; POST sends the flagged comparisons back, in two steps: the
+    first answers with what it would touch, the second (confirm=1) does it."""
+    capability = Capability.DESIGN if request.method == "POST" else Capability.VIEW_DASHBOARDS
+    project, membership = project_for_user(request.user, project_id, capability)
+    data = request.POST if request.method == "POST" else request.GET
+    flags = data.getlist("flags") or list(services.AUDIT_FLAGS)
+    context = {"project": project, "membership": membership, "ensembles": selectors.ensembles(project=project),
+               "params": {"job_id": None, "z": 1.0, "t": 0.0}, "flags": flags, "errors": [], "audit": None,
+               "pending": None, "can_design": role_allows(membership.role, Capability.DESIGN)}
+    try:
+        params = context["params"] = _audit_params(data)
+    except ValidationError as exc:
+        context["errors"] = _field_errors(exc)
+        return render(request, "annotation/label_audit.html", context, status=422)
+    if params["job_id"] is None:
+        if "ensemble_job_id" in data:
+            context["errors"] = ["ensemble_job_id: pick a registered ensemble."]
+        return render(request, "annotation/label_audit.html", context, status=422 if context["errors"] else 200)
+    try:
+        if request.method == "POST":
+            sent = services.audit_send(project=project, ensemble_job_id=params["job_id"], z=params["z"],
+                                       t=params["t"], flags=flags, confirm=data.get("confirm") == "1")
+            if sent["done"]:
+                messages.success(request, f"Sent {sent['comparisons']} comparisons ({sent['labels']} flagged labels) "
+                                          f"back for adjudication; overlap raised on {sent['overlap_raised']}.")
+                return redirect(f"{request.path}?ensemble_job_id={params['job_id']}&z={params['z']}&t={params['t']}")
+            context["pending"] = sent
+        result, comparison_of = selectors.ensemble_audit(project=project, **params)
+    except (ValidationError, UserError) as exc:
+        context["errors"] = _field_errors(exc)
+        return render(request, "annotation/label_audit.html", context, status=422)
+    context["audit"] = result
+    context["flagged"] = [(p, comparison_of[p.pair_id]) for p in result.pairs if p.flag != "ok"]
+    context["send_back"] = selectors.audit_preview(result, comparison_of)
+    return render(request, "annotation/label_audit.html", context)
+
+
+@login_required
+def label_quality(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Raters: gold accuracy per annotator, Dawid-Skene per rater, LM judges per template version."""
+    from webapp.judging.selectors import template_version_agreement
+
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    context = {"project": project, "membership": membership, "errors": [],
+               "can_design": role_allows(membership.role, Capability.DESIGN),
+               "gold": selectors.gold_scores(project=project),
+               "templates": template_version_agreement(project=project)}
+    try:
+        context["raters"] = selectors.rater_reliability(project=project)
+    except UserError as exc:
+        context["raters"], context["raters_error"] = None, str(exc)
+    return render(request, "annotation/label_quality.html", context)
+
+
+@login_required
+@require_POST
+def gold_mark(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Mark comparisons as gold (from the comparisons, audit or raters page); back to where it was sent from."""
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    raw = request.POST.getlist("comparison_ids") or request.POST.get("comparison_id_list", "").replace(",", " ").split()
+    try:
+        ids = [int(x) for x in raw]
+    except ValueError:
+        messages.error(request, "comparison_ids: give comparison numbers, separated by commas or spaces.")
+    else:
+        try:
+            n = services.gold_set(project=project, comparison_ids=ids, answer=request.POST.get("answer", ""))
+        except ValidationError as exc:
+            for message in _field_errors(exc):
+                messages.error(request, message)
+        else:
+            answer = request.POST.get("answer", "").strip().lower()
+            messages.success(request, f"{n} comparisons marked gold (answer {answer.upper()})." if answer
+                             else f"{n} comparisons are normal items again.")
+    back = request.POST.get("next", "")
+    return redirect(back if back.startswith(f"/projects/{project.pk}/") else f"/projects/{project.pk}/quality/")
+
+
+@login_required
+def adjudication(request: HttpRequest, project_id: int) -> HttpResponse:
+    """Disagreements side by side; a designer records the resolution (a label of kind 'adjudication')."""
+    capability = Capability.DESIGN if request.method == "POST" else Capability.VIEW_DASHBOARDS
+    project, membership = project_for_user(request.user, project_id, capability)
+    errors = []
+    if request.method == "POST":
+        try:
+            services.adjudication_record(project=project, user=request.user,
+                                         comparison_id=int(request.POST.get("comparison_id") or 0),
+                                         choice=request.POST.get("choice", ""),
+                                         strength=int(request.POST.get("strength") or 1),
+                                         rationale=request.POST.get("rationale", ""))
+        except ValueError:
+            errors = ["comparison_id / strength: whole numbers."]
+        except ValidationError as exc:
+            errors = _field_errors(exc)
+        except LabelConflict as exc:
+            errors = [str(exc)]
+        else:
+            messages.success(request, f"Resolution of comparison {request.POST.get('comparison_id')} recorded.")
+            return redirect("adjudication", project_id=project.pk)
+    return render(request, "annotation/adjudication.html", {
+        "project": project, "membership": membership, "errors": errors,
+        "items": selectors.disagreements(project=project),
+        "can_design": role_allows(membership.role, Capability.DESIGN)}, status=422 if errors else 200)

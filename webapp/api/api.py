@@ -17,6 +17,7 @@ from ninja.errors import AuthenticationError
 from ninja.errors import ValidationError as RequestValidationError
 from ninja.security import HttpBearer, django_auth
 
+from rlcore.errors import UserError
 from webapp.accounts.services import api_token_authenticate
 from webapp.forms_util import pydantic_errors
 
@@ -86,6 +87,14 @@ def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
 @api.exception_handler(ValidationError)
 def on_validation_error(request, exc: ValidationError):
     return api.create_response(request, {"detail": validation_errors(exc)}, status=422)
+
+
+@api.exception_handler(UserError)
+def on_user_error(request, exc: UserError):
+    # rlcore's refusals (too little to fit, an ensemble of one, a bad spec) are the user's to fix, never a 500;
+    # an error that knows its field (a `field` attribute) names it.
+    return api.create_response(
+        request, {"detail": [{"field": getattr(exc, "field", None) or "__all__", "message": str(exc)}]}, status=422)
 
 
 # Where ninja found a wrong parameter; the field is named without it, as the services name theirs.
