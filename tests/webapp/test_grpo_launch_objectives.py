@@ -52,3 +52,16 @@ def test_the_same_spec_refuses_what_the_cli_refuses(people):
     if __import__("importlib.util").util.find_spec("vllm") is None:
         with pytest.raises(ValidationError, match="vLLM, which is not installed"):
             _spec(_params(people, generation_backend="vllm"))
+
+
+def test_a_clone_prefills_the_nested_objective_fields(client, people):
+    from webapp.jobs.models import Job
+
+    job = Job.objects.create(project=people.project, kind="train_grpo", created_by=people.users["alice"],
+                             title="GRPO: mixed", spec={"loss_type": "dhpo", "dhpo": {"mixing": "entropy"},
+                                                        "divergence": {"kind": "js", "coef": 0.1}})
+    client.force_login(people.users["bob"])
+    page = client.get(f"/projects/{people.project.pk}/training/grpo/new/?clone={job.pk}").content.decode()
+    assert '<option value="entropy" selected>' in page
+    assert '<option value="js" selected>' in page
+    assert 'name="divergence__coef" value="0.1"' in page

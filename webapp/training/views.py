@@ -20,7 +20,12 @@ def _clone_initial(project, request, kind: str, names: list[str]) -> dict:
         return {}
     source = get_object_or_404(Job, project=project, pk=int(clone_id), kind=kind)
     spec = source.spec or {}
-    initial = {name: spec[name] for name in names if name in spec}
+    initial = {}
+    for name in names:  # ``block__field`` is field ``field`` of the spec's nested block ``block`` (forms.py)
+        block, _, field = name.rpartition("__")
+        holder = (spec.get(block) or {}) if block else spec
+        if isinstance(holder, dict) and field in holder and holder[field] is not None:
+            initial[name] = holder[field]
     initial["queue"] = source.queue
     if kind == services.GRPO_KIND:
         initial.update(policy=spec.get("policy", ""), dataset=spec.get("dataset_id"),
