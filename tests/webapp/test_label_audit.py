@@ -224,3 +224,48 @@ def test_it_answers_an_rlcore_user_error_with_a_422_naming_what_to_fix(client, p
                     content_type="application/json", headers=auth(people.users["bob"]))
     assert r.status_code == 422, r.content
     assert r.json()["detail"] == [{"field": "__all__", "message": "z and t must be non-negative (got z=-1.0, t=0.0)"}]
+
+
+@pytest.mark.django_db
+def test_its_adjudication_page_shows_labels_side_by_side_and_records_a_designers_resolution(client, people):
+    from tests.webapp.test_adjudication import _disagreeing
+    from webapp.annotation.models import PreferenceLabel
+
+    comparisons = _disagreeing(people)
+    url = f"/projects/{people.project.pk}/quality/adjudication/"
+    client.force_login(people.users["dave"])
+    page = client.get(url).content.decode()
+    assert "1 comparisons with disagreeing labels" in page and "carol says a" in page and "bob says b" in page
+    assert "B is better" not in page  # a viewer sees, cannot resolve
+    assert client.post(url, {"comparison_id": comparisons[0].pk, "choice": "b"}).status_code == 403
+    client.force_login(people.users["alice"])
+    assert client.post(url, {"comparison_id": comparisons[0].pk, "choice": "c"}).status_code == 422
+    assert client.post(url, {"comparison_id": comparisons[0].pk, "choice": "b", "rationale": "B is right"}).status_code == 302
+    label = PreferenceLabel.objects.get(source="adjudication")
+    assert (label.comparison_id, label.choice, label.rationale) == (comparisons[0].pk, "b", "B is right")
+    assert "Resolved by alice" in client.get(url).content.decode()
+
+
+@pytest.mark.django_db
+def test_its_raters_page_gives_gold_accuracy_with_its_count_and_interval(client, people):
+    """carol labels 3 gold items (answer a): right on 2, so 2/3 with the Wilson interval; Dawid-Skene lists her."""
+    from tests.webapp.test_gold_items import wilson
+
+    comparisons = pair_project(people, 3)
+    client.force_login(people.users["bob"])
+    r = client.post(f"/projects/{people.project.pk}/quality/gold/",
+                    {"comparison_id_list": " ".join(str(c.pk) for c in comparisons), "answer": "a",
+                     "next": f"/projects/{people.project.pk}/comparisons/"})
+    assert r.status_code == 302 and r["Location"] == f"/projects/{people.project.pk}/comparisons/"
+    assert set(Comparison.objects.values_list("gold_answer", flat=True)) == {"a"}
+    for choice in ["a", "b", "a"]:
+        label_next(people.project, people.users["carol"], choice)
+    page = client.get(f"/projects/{people.project.pk}/quality/").content.decode()
+    low, high = wilson(2, 3)
+    assert "3 gold items, 3 of them labelled" in page
+    assert (f'<tr data-rater="carol"><td>carol</td><td>3</td><td>2</td><td>0</td>\n    <td>0.667</td>'
+            f"<td>{low:.3f} – {high:.3f}</td></tr>") in page
+    assert 'id="raters"' in page and '<tr data-rater="carol"><td>carol</td><td>3</td><td>3</td>' in page
+    tie = client.post(f"/projects/{people.project.pk}/quality/gold/",
+                      {"comparison_id_list": str(comparisons[0].pk), "answer": "tie"}, follow=True)
+    assert "cannot be a tie" in tie.content.decode()
