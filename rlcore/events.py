@@ -25,6 +25,11 @@ import sys
 from typing import Any, TextIO
 
 
+# rlcore's own lines for people (stderr): options chosen and why, rows dropped, warnings. Workers keep them
+# and the job page shows them as the run's notes.
+NOTE_PREFIX = "rlcore: "
+
+
 def _emit(record: dict[str, Any], stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     try:

@@ -25,12 +25,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
 
-from rlcore.events import parse_line
+from rlcore.events import NOTE_PREFIX, parse_line
 
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.5
 FLUSH_SECONDS = 0.25
+LOG_TAIL_LINES = 200
+NOTE_LINES = 50
 PR_SET_PDEATHSIG = 1
 
 
@@ -82,7 +84,10 @@ def run_child(
         start_new_session=True, preexec_fn=_die_with_parent, text=True, bufsize=1, errors="replace",
     )
     events: queue.Queue = queue.Queue()
-    log = collections.deque(maxlen=200)
+    log = collections.deque(maxlen=LOG_TAIL_LINES)
+    # rlcore's own lines (``rlcore: ...``: what it chose and why, what it dropped, warnings) are kept even
+    # after they scroll out of the tail; the job page shows them as the run's notes.
+    notes = collections.deque(maxlen=NOTE_LINES)
 
     def read_output() -> None:
         assert child.stdout is not None
@@ -91,8 +96,14 @@ def run_child(
             event = parse_line(line)
             if event is None:
                 log.append(line.rstrip("\n"))
+                if line.startswith(NOTE_PREFIX):
+                    notes.append(line.rstrip("\n"))
             else:
                 events.put(event)
+
+    def log_text() -> str:
+        shown = set(log)
+        return "\n".join([note for note in notes if note not in shown] + list(log))
 
     reader = threading.Thread(target=read_output, daemon=True)
     reader.start()
@@ -114,7 +125,7 @@ def run_child(
             drain()
             if time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + POLL_SECONDS
-                if on_tick(child.pid, "\n".join(log)) and not cancelled:
+                if on_tick(child.pid, log_text()) and not cancelled:
                     cancelled = True
                     kill_process_group(child, kill_grace_seconds)
             time.sleep(FLUSH_SECONDS)
@@ -128,7 +139,7 @@ def run_child(
         except ProcessLookupError:
             pass
         child.wait()
-    return ChildResult(returncode=child.returncode, cancelled=cancelled, log_tail="\n".join(log))
+    return ChildResult(returncode=child.returncode, cancelled=cancelled, log_tail=log_text())
 
 
 def child_argv(argv: list[str], processes_per_job: int) -> list[str]:

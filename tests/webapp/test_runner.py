@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import workers.runner
 from workers.runner import run_child
 
@@ -160,3 +162,28 @@ run_child([sys.executable, "-m", "rlcore", "train", "reward-model", {str(tmp_pat
     steps = [e["step"] for e in map(parse_line, done.stdout.splitlines())
              if e and e["kind"] == "metric" and e["name"] == "loss"]
     assert steps == [saved_at + 1, saved_at + 2]
+
+
+@pytest.mark.django_db
+def test_rlcores_notes_outlive_the_log_tail_and_show_on_the_job_page(tmp_path: Path, client, people):
+    """A choice made at the start (a fallback and its reason) must still be on the job page after 300 lines."""
+    from webapp.jobs.models import Job
+    from workers.runner import LOG_TAIL_LINES
+
+    script = ("import sys\n"
+              "print('rlcore: generation_backend auto: model.generate (no GPU)', file=sys.stderr)\n"
+              "print('rlcore: warning: the clip range is inert with one step per rollout', file=sys.stderr)\n"
+              f"for i in range({LOG_TAIL_LINES + 100}): print('step', i)\n")
+    result = run_child([sys.executable, "-c", script], cwd=tmp_path, env=dict(os.environ), on_events=lambda b: None,
+                       on_tick=lambda pid, tail: False, kill_grace_seconds=1)
+    lines = result.log_tail.splitlines()
+    assert lines[:2] == ["rlcore: generation_backend auto: model.generate (no GPU)",
+                         "rlcore: warning: the clip range is inert with one step per rollout"]
+    assert lines[-1] == f"step {LOG_TAIL_LINES + 99}" and "step 0" not in lines
+    job = Job.objects.create(project=people.project, kind="selfcheck", created_by=people.users["alice"],
+                             state="succeeded", log_tail=result.log_tail)
+    client.force_login(people.users["dave"])
+    page = client.get(f"/projects/{people.project.pk}/jobs/{job.pk}/").content.decode()
+    notes = page[page.index('id="job-notes"'):page.index("</details>", page.index('id="job-notes"'))]
+    assert "Notes from rlcore (2)" in notes and "generation_backend auto: model.generate (no GPU)" in notes
+    assert '<li class="error">warning: the clip range is inert' in notes
