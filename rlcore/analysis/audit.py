@@ -78,8 +78,8 @@ def audit_labels(member_margins: Sequence[Sequence[float]] | np.ndarray, pair_id
     if not np.isfinite(d).all():
         j, i = np.argwhere(~np.isfinite(d))[0]
         raise UserError(f"{names[j]}: margin of pair {pair_ids[i]!r} is not finite")
-    if z < 0 or t < 0:
-        raise UserError(f"z and t must be non-negative (got z={z}, t={t})")
+    if not (np.isfinite(z) and np.isfinite(t)) or z < 0 or t < 0:  # nan passes `< 0`
+        raise UserError(f"z and t must be finite and non-negative (got z={z}, t={t})")
     mu = d.mean(axis=0)
     sigma = d.std(axis=0, ddof=1)
     wrong = (mu < -t) & (np.abs(mu) > z * sigma)

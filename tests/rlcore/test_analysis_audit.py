@@ -54,6 +54,12 @@ def test_its_mean_and_spread_are_the_plain_sample_statistics():
     assert audit_labels(margins, ["x", "y"], z=2.0).pairs[1].flag == "ambiguous"
 
 
+@pytest.mark.parametrize("z, t", [(float("nan"), 0.0), (1.0, float("nan")), (-1.0, 0.0), (1.0, float("inf"))])
+def test_it_refuses_thresholds_that_are_not_finite_and_non_negative(z, t):
+    with pytest.raises(UserError, match="z and t must be finite and non-negative"):
+        audit_labels([[1.0, -2.0], [2.0, -1.0]], ["x", "y"], z=z, t=t)
+
+
 def test_it_refuses_an_ensemble_of_one_naming_the_member():
     member = ScoreTable.from_rows("rm-only", [("p", "y1", 1.0), ("p", "y2", 0.0)])
     pairs = [LabelledPair(prompt_id="p", chosen_id="y1", rejected_id="y2")]
