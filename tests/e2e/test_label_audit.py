@@ -6,7 +6,8 @@ none of them offered to the annotator who labelled them, each offered to a diffe
 import pytest
 
 from tests.conftest import sign_in
-from tests.webapp.test_label_audit import _ensemble, _labelled
+from tests.webapp.label_quality_helpers import audited_ensemble as _ensemble
+from tests.webapp.label_quality_helpers import carol_labelled as _labelled
 from webapp.annotation.models import Comparison
 from webapp.annotation.services import assignment_next_item
 

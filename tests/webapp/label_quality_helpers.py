@@ -35,3 +35,40 @@ def auth(user) -> dict:
     from tests.conftest import token_for
 
     return {"Authorization": f"Bearer {token_for(user)}"}
+
+
+# member scores (r(first), r(second)) per comparison: the ensemble prefers the first response on 0-5,
+# the second on 6, and its members disagree on 7.
+SCORES = {
+    "m0": [(2.0, 0.0)] * 6 + [(0.0, 2.0), (3.0, 0.0)],
+    "m1": [(2.5, 0.0)] * 6 + [(0.0, 2.5), (0.0, 3.0)],
+    "m2": [(1.5, 0.0)] * 6 + [(0.0, 1.5), (0.5, 0.0)],
+}
+# carol's labels: 0-5 agree except 1 and 4 (planted flips: "b"), 6 says "a" (flipped), 7 says "a"
+CAROL = ["a", "b", "a", "a", "b", "a", "a", "a"]
+
+
+def audited_ensemble(people, comparisons):
+    """A three-member ensemble (one job, RewardModel rows with `member`) with stored scores per SCORES."""
+    from webapp.jobs.models import Job
+    from webapp.routing.models import ResponseRewardScore
+    from webapp.training.models import RewardModel
+
+    job = Job.objects.create(project=people.project, kind="train_reward_model", created_by=people.users["alice"],
+                             state="succeeded")
+    for j, (name, scores) in enumerate(SCORES.items()):
+        model = RewardModel.objects.create(project=people.project, job=job, name=name, path=f"/m/{name}",
+                                           backbone="b", snapshot_path="/s", spec={}, member=j)
+        for comparison, (first, second) in zip(comparisons, scores):
+            ResponseRewardScore.objects.create(response_id=comparison.response_ids[0], reward_model=model, score=first)
+            ResponseRewardScore.objects.create(response_id=comparison.response_ids[1], reward_model=model,
+                                               score=second)
+    return job
+
+
+def carol_labelled(people):
+    """len(CAROL) pair comparisons, labelled by carol through the queue as CAROL says."""
+    comparisons = pair_project(people, len(CAROL))
+    for choice in CAROL:
+        label_next(people.project, people.users["carol"], choice)
+    return comparisons

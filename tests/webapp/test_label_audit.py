@@ -6,43 +6,10 @@ import statistics
 
 import pytest
 
-from tests.webapp.label_quality_helpers import auth, label_next, pair_project
+from tests.webapp.label_quality_helpers import CAROL, SCORES, auth, label_next, pair_project
+from tests.webapp.label_quality_helpers import audited_ensemble as _ensemble
+from tests.webapp.label_quality_helpers import carol_labelled as _labelled
 from webapp.annotation.models import Comparison
-
-# member scores (r(first), r(second)) per comparison: the ensemble prefers the first response on 0-5,
-# the second on 6, and its members disagree on 7.
-SCORES = {
-    "m0": [(2.0, 0.0)] * 6 + [(0.0, 2.0), (3.0, 0.0)],
-    "m1": [(2.5, 0.0)] * 6 + [(0.0, 2.5), (0.0, 3.0)],
-    "m2": [(1.5, 0.0)] * 6 + [(0.0, 1.5), (0.5, 0.0)],
-}
-# carol's labels: 0-5 agree except 1 and 4 (planted flips: "b"), 6 says "a" (flipped), 7 says "a"
-CAROL = ["a", "b", "a", "a", "b", "a", "a", "a"]
-
-
-def _ensemble(people, comparisons):
-    from webapp.jobs.models import Job
-    from webapp.routing.models import ResponseRewardScore
-    from webapp.training.models import RewardModel
-
-    job = Job.objects.create(project=people.project, kind="train_reward_model", created_by=people.users["alice"],
-                             state="succeeded")
-    for j, (name, scores) in enumerate(SCORES.items()):
-        model = RewardModel.objects.create(project=people.project, job=job, name=name, path=f"/m/{name}",
-                                           backbone="b", snapshot_path="/s", spec={}, member=j)
-        for comparison, (first, second) in zip(comparisons, scores):
-            ResponseRewardScore.objects.create(response_id=comparison.response_ids[0], reward_model=model, score=first)
-            ResponseRewardScore.objects.create(response_id=comparison.response_ids[1], reward_model=model,
-                                               score=second)
-    return job
-
-
-def _labelled(people):
-    comparisons = pair_project(people, len(CAROL))
-    for choice in CAROL:
-        label_next(people.project, people.users["carol"], choice)
-    return comparisons
-
 
 @pytest.mark.django_db
 def test_it_gives_each_label_the_ensembles_mean_and_spread_and_flags_the_planted_flips(client, people):
