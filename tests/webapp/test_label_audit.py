@@ -190,7 +190,7 @@ def test_it_answers_an_rlcore_user_error_with_a_422_naming_what_to_fix(client, p
     r = client.post(f"/api/v1/projects/{people.project.pk}/audit/send", {"ensemble_job_id": job.pk, "z": -1},
                     content_type="application/json", headers=auth(people.users["bob"]))
     assert r.status_code == 422, r.content
-    assert r.json()["detail"] == [{"field": "__all__", "message": "z and t must be non-negative (got z=-1.0, t=0.0)"}]
+    assert r.json()["detail"] == [{"field": "__all__", "message": "z and t must be finite and non-negative (got z=-1.0, t=0.0)"}]
 
 
 @pytest.mark.django_db
