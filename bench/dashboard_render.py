@@ -6,7 +6,12 @@ with two reward functions), starts uvicorn, opens /projects/<p>/jobs/compare/?id
 navigation start to the first panel drawn, to every point received over SSE, and to every panel drawn
 with every point (the last redraw, ``data-last-draw-ms``). Target: all panels drawn in < 1,000 ms.
 
-usage: python bench/dashboard_render.py [--runs 10] [--steps 2000] [--repeats 3]
+Each repeat also reports where the time went: the history requests (server time to first byte, bytes on
+the wire and decoded, from the Resource Timing entries) and the page's own ``dashboard:*`` performance
+measures (parse, build, draw). ``--serve-from DIR`` serves another checkout of the app (e.g. the commit
+before a change, from ``git archive``) with the same seed and browser, for a fair before/after.
+
+usage: python bench/dashboard_render.py [--runs 10] [--steps 2000] [--repeats 3] [--serve-from DIR] [--database NAME]
 Needs PostgreSQL and Redis (bin/test starts them).
 """
 
@@ -26,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-DB_NAME = "reward_studio_bench_dashboard"
+DB_NAME = "reward_studio_bench_dashboard"  # --database changes it (two benches at once need two)
 
 # What TRL 1.x GRPOTrainer logs per step with two reward functions (format, length) and default settings.
 GRPO_METRICS = [
@@ -45,9 +50,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def prepare_database(env: dict[str, str]) -> None:
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], check=True, env=env)
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True, env=env)
+def prepare_database(env: dict[str, str], db_name: str) -> None:
+    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", db_name], check=True, env=env)
+    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db_name], check=True, env=env)
     subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
 
 
@@ -75,17 +80,28 @@ def seed(runs: int, steps: int):
     return user, project, jobs
 
 
+def _summed(measures: list[dict]) -> dict[str, int]:
+    """The page's performance measures by name, summed over their occurrences (one per run or per panel)."""
+    total: dict[str, int] = {}
+    for measure in measures:
+        total[measure["name"]] = total.get(measure["name"], 0) + measure["ms"]
+    return total
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--serve-from", type=Path, default=ROOT, help="the checkout uvicorn serves (default: this one)")
+    parser.add_argument("--database", default=DB_NAME)
     args = parser.parse_args()
+    db_name = args.database
 
-    env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
+    env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
            "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/8", "DJANGO_SETTINGS_MODULE": "webapp.settings"}
-    prepare_database(env)
+    prepare_database(env, db_name)
     os.environ.update(env)
     import django
 
@@ -102,7 +118,7 @@ def main() -> None:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
                                "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                              cwd=ROOT, env=env, start_new_session=True)
+                              cwd=args.serve_from, env=env, start_new_session=True)
     try:
         base = f"http://127.0.0.1:{port}"
         for _ in range(200):
@@ -138,17 +154,32 @@ def main() -> None:
                         break  # everything arrived, the streams are closed and nothing was redrawn for 300 ms
                     time.sleep(0.02)
                 panels = page.evaluate("() => Object.values(window.jobDashboard.charts).filter((c) => c.plot).length")
+                profile = page.evaluate("""() => ({
+                    history: performance.getEntriesByType('resource').filter((e) => e.name.includes('/metrics/')).map((e) => ({
+                        start: Math.round(e.startTime), ttfb: Math.round(e.responseStart - e.requestStart),
+                        end: Math.round(e.responseEnd), wire: e.transferSize, decoded: e.decodedBodySize })),
+                    measures: performance.getEntriesByType('measure').filter((e) => e.name.startsWith('dashboard:')).map((e) => ({
+                        name: e.name, start: Math.round(e.startTime), ms: Math.round(e.duration) })),
+                    page_ttfb: Math.round(performance.getEntriesByType('navigation')[0].responseStart),
+                    dom_content_loaded: Math.round(performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd) })""")
                 context.close()
                 if repeat:
                     results.append({"first_panel_ms": first_panel[0] if first_panel else None,
                                     "points_received_ms": round(received_at) if received_at else None,
-                                    "all_panels_drawn_ms": state[3], "points_seen": state[0], "panels": panels})
+                                    "all_panels_drawn_ms": state[3], "points_seen": state[0], "panels": panels,
+                                    "page_ttfb_ms": profile["page_ttfb"], "dom_content_loaded_ms": profile["dom_content_loaded"],
+                                    "history_last_byte_ms": max((h["end"] for h in profile["history"]), default=None),
+                                    "history_start_ms": min((h["start"] for h in profile["history"]), default=None),
+                                    "history_ttfb_ms": [h["ttfb"] for h in profile["history"]],
+                                    "history_wire_bytes": sum(h["wire"] for h in profile["history"]),
+                                    "history_decoded_bytes": sum(h["decoded"] for h in profile["history"]),
+                                    "measures": _summed(profile["measures"])})
             browser.close()
         drawn = [r["all_panels_drawn_ms"] for r in results]
         print(json.dumps({
-            "bench": "dashboard_render", "runs": args.runs, "steps": args.steps, "metrics_per_run": len(GRPO_METRICS),
+            "bench": "dashboard_render", "served_from": str(args.serve_from), "load": os.getloadavg(), "runs": args.runs, "steps": args.steps, "metrics_per_run": len(GRPO_METRICS),
             "points": points, "repeats": results,
-            "median_all_panels_drawn_ms": statistics.median(drawn), "target_ms": 1000,
+            "median_all_panels_drawn_ms": statistics.median(drawn), "range_ms": [min(drawn), max(drawn)], "target_ms": 1000,
         }))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -156,7 +187,7 @@ def main() -> None:
         from django.db import connections
 
         connections.close_all()
-        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], env=env)
+        subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", db_name], env=env)
 
 
 if __name__ == "__main__":

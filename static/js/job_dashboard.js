@@ -90,10 +90,13 @@
     try { window.localStorage.setItem(layoutKey, JSON.stringify(layout)); } catch (e) { /* storage off: not remembered */ }
   }
 
-  // ---- Data: per job, the time of each step (its first point's); per panel, series (job, metric) -> step -> value.
+  // ---- Data: per job, the time of each step (its first point's); per panel, series (job, metric) in two
+  // columns, `steps` ascending without repeats and `values` (null: NaN/inf logged). Columns, not a Map or an
+  // object per point: 540,000 points of a ten-run compare page are adopted from the history response as
+  // they are, and a panel whose runs share their steps hands them to uPlot without a merge.
   const stepTimes = new Map(jobs.map((job) => [job.id, new Map()]));
   const firstTime = new Map();
-  const charts = {};  // panel key -> {series: Map(seriesKey -> {job, name, points: Map}), plot, el, group, ...}
+  const charts = {};  // panel key -> {series: Map(seriesKey -> {job, name, steps, values}), plot, el, group, ...}
   const groupEls = {};
   let dirty = new Set();
   let zoom = null;    // {min, max} on the x scale of every panel, or null
@@ -154,17 +157,33 @@
   }
   const PANEL_ORDER = (group) => group.panels.filter((p) => !p.each).map((p) => p.id);
 
-  function addPoints(job, points) {
+  function seriesFor(chart, job, name) {
+    const key = job.id + "\u0000" + name;
+    if (!chart.series.has(key)) chart.series.set(key, { job: job, name: name, steps: [], values: [] });
+    return chart.series.get(key);
+  }
+  function putPoint(series, step, value) {  // a step seen again keeps its latest value, as a run's log does
+    const steps = series.steps;
+    let at = steps.length;
+    if (at && steps[at - 1] >= step) {  // out of order (rare): find its place
+      let lo = 0, hi = steps.length;
+      while (lo < hi) { const mid = (lo + hi) >> 1; if (steps[mid] < step) lo = mid + 1; else hi = mid; }
+      if (steps[lo] === step) { series.values[lo] = value; return; }
+      at = lo;
+    }
+    if (at === steps.length) { steps.push(step); series.values.push(value); } else { steps.splice(at, 0, step); series.values.splice(at, 0, value); }
+  }
+  function putTime(job, step, time) {
     const times = stepTimes.get(job.id);
+    if (time === undefined || time === null || times.has(step)) return;
+    times.set(step, time);
+    if (!firstTime.has(job.id) || time < firstTime.get(job.id)) firstTime.set(job.id, time);
+  }
+  function addPoints(job, points) {  // live points from the stream
     for (const p of points) {
-      if (p.time !== undefined && p.time !== null && !times.has(p.step)) {
-        times.set(p.step, p.time);
-        if (!firstTime.has(job.id) || p.time < firstTime.get(job.id)) firstTime.set(job.id, p.time);
-      }
+      putTime(job, p.step, p.time);
       const chart = chartFor(p.name);
-      const key = job.id + "\u0000" + p.name;
-      if (!chart.series.has(key)) chart.series.set(key, { job: job, name: p.name, points: new Map() });
-      chart.series.get(key).points.set(p.step, p.value);
+      putPoint(seriesFor(chart, job, p.name), p.step, p.value);
       chart.lastPoint = { name: p.name, step: p.step, value: p.value, label: job.label };
       dirty.add(chart);
     }
@@ -224,25 +243,31 @@
     return list.sort((a, b) => jobIndex.get(a.job.id) - jobIndex.get(b.job.id) || rank(a).localeCompare(rank(b)));
   }
 
+  const sameSteps = (a, b) => a === b || (a.length === b.length && a.every((step, i) => step === b[i]));
+  const forLog = (values) => values.map((v) => (v !== null && v <= 0 ? null : v));  // not drawn: counted in the note
+
+  // uPlot's data: one x column and a value column per series. Every point is kept (uPlot itself draws
+  // a min/max per pixel column), so the cursor and the CSV read exact values.
   function buildData(chart, list, logY) {
-    const xs = new Set();
-    const perSeries = list.map((s) => {
-      const rows = [];
-      for (const [step, value] of s.points) {
-        const x = xOf(s.job.id, step);
-        if (x !== null) { rows.push([x, value, step]); xs.add(x); }
-      }
-      return rows;
-    });
-    const x = Float64Array.from(xs).sort();
+    if (layout.x === "step" && list.every((s) => sameSteps(s.steps, list[0].steps))) {  // runs logged the same steps
+      return { x: list[0].steps.slice(), raw: list.map((s) => (logY ? forLog(s.values) : s.values.slice())) };
+    }
+    const xs = list.map((s) => s.steps.map((step) => xOf(s.job.id, step)));
+    const x = Float64Array.from(new Set(xs.flat().filter((v) => v !== null))).sort();
     const index = new Map();
     x.forEach((v, i) => index.set(v, i));
-    const raw = perSeries.map((rows) => {
+    const raw = list.map((s, k) => {
       const column = new Array(x.length).fill(undefined);  // undefined: no point there (the line spans it)
-      for (const [px, value] of rows) column[index.get(px)] = logY && value !== null && value <= 0 ? null : value;
+      const values = logY ? forLog(s.values) : s.values;
+      xs[k].forEach((px, i) => { if (px !== null) column[index.get(px)] = values[i]; });
       return column;
     });
     return { x: Array.from(x), raw };
+  }
+  function countWhere(values, test) {
+    let n = 0;
+    for (let i = 0; i < values.length; i++) if (test(values[i], i)) n += 1;
+    return n;
   }
 
   function render(chart) {
@@ -254,8 +279,9 @@
     const metricNames = Array.from(new Set(list.map((s) => s.name)));
     const data = [x];
     for (const column of raw) {
-      if (smoothing) data.push(column.map((v) => (v === undefined ? null : v)));
-      data.push(ema(column.map((v) => (v === undefined ? null : v)), smoothing).map((v, i) => (column[i] === undefined ? undefined : v)));
+      if (!smoothing) { data.push(column); continue; }
+      data.push(column.map((v) => (v === undefined ? null : v)));
+      data.push(ema(data[data.length - 1], smoothing).map((v, i) => (column[i] === undefined ? undefined : v)));
     }
     chart.lastData = { list, x, raw, data, smoothing };
     const shape = [list.map((s) => s.job.id + s.name).join("|"), smoothing > 0, logY, layout.x].join("#");
@@ -271,10 +297,10 @@
     chart.el.querySelector(".last").textContent =
       `${compare ? last.label + " · " : ""}${last.name} = ${last.value === null ? "NaN" : formatValue(last.value)} at step ${last.step}`;
     // What the panel rests on: points per series, and what it does not draw and why.
-    const counts = list.map((s) => s.points.size);
-    const missing = list.reduce((n, s) => n + Array.from(s.points.values()).filter((v) => v === null).length, 0);
-    const nonPositive = logY ? list.reduce((n, s) => n + Array.from(s.points.values()).filter((v) => v !== null && v <= 0).length, 0) : 0;
-    const untimed = layout.x === "step" ? 0 : list.reduce((n, s) => n + Array.from(s.points.keys()).filter((step) => xOf(s.job.id, step) === null).length, 0);
+    const counts = list.map((s) => s.steps.length);
+    const missing = list.reduce((n, s) => n + countWhere(s.values, (v) => v === null), 0);
+    const nonPositive = logY ? list.reduce((n, s) => n + countWhere(s.values, (v) => v !== null && v <= 0), 0) : 0;
+    const untimed = layout.x === "step" ? 0 : list.reduce((n, s) => n + countWhere(s.steps, (step) => xOf(s.job.id, step) === null), 0);
     chart.el.querySelector(".note").textContent = [
       `${list.length} series, ${Math.min(...counts)}${Math.max(...counts) !== Math.min(...counts) ? "–" + Math.max(...counts) : ""} points each`,
       missing ? `${missing} NaN/inf values not drawn` : "",
@@ -374,8 +400,7 @@
     const smoothing = Number(layout.smoothing) || 0;
     const lines = [["job", "run", "metric", "step", "time", "value"].concat(smoothing ? [`ema_${smoothing}`] : []).join(",")];
     for (const s of seriesList(chart)) {
-      const steps = Array.from(s.points.keys()).sort((a, b) => a - b);
-      const values = steps.map((step) => s.points.get(step));
+      const steps = s.steps, values = s.values;  // every point, in step order, whatever the chart draws
       const smooth = ema(values, smoothing);
       steps.forEach((step, i) => {
         const t = stepTimes.get(s.job.id).get(step);
@@ -420,11 +445,15 @@
 
   function flush() {
     if (dirty.size && !historiesPending) {
+      const start = performance.now();
       for (const chart of dirty) render(chart);
       dirty = new Set();
+      performance.measure("dashboard:draw", { start: start });  // the bench reports these measures
       root.dataset.lastDrawMs = String(Math.round(performance.now()));  // bench/dashboard_render.py reads it
     }
-    root.dataset.pointsSeen = String(Object.values(charts).reduce((n, c) => n + Array.from(c.series.values()).reduce((m, s) => m + s.points.size, 0), 0));
+    let seen = 0;
+    for (const chart of Object.values(charts)) for (const s of chart.series.values()) seen += s.steps.length;
+    root.dataset.pointsSeen = String(seen);
     root.dataset.panelsDrawn = String(Object.values(charts).filter((c) => c.plot).length);
     root.dataset.streamsOpen = String(openStreams);
     window.requestAnimationFrame(flush);
@@ -433,22 +462,40 @@
 
   // First everything recorded so far, in columns (one request per run, built by the database), then the
   // live stream from the last point that included; without the history, the stream replays it all.
+  // The columns are adopted as they come (ascending steps, no repeats: selectors.metric_history_json sorts
+  // them), and any other order goes through putPoint point by point.
   function addHistory(job, history) {
-    const point = { step: 0, name: "", value: null, time: null };
-    for (const [name, [steps, values, times]] of Object.entries(history.series)) {
-      point.name = name;
-      for (let i = 0; i < steps.length; i++) {
-        point.step = steps[i]; point.value = values[i]; point.time = times[i];
-        addPoints(job, [point]);
+    const [timeSteps, times] = history.times;
+    for (let i = 0; i < timeSteps.length; i++) putTime(job, timeSteps[i], times[i]);
+    for (const [name, [steps, values]] of Object.entries(history.series)) {
+      if (!steps.length) continue;
+      const chart = chartFor(name);
+      const series = seriesFor(chart, job, name);
+      if (!series.steps.length && steps.every((step, i) => i === 0 || step > steps[i - 1])) {
+        series.steps = steps; series.values = values;
+      } else {
+        for (let i = 0; i < steps.length; i++) putPoint(series, steps[i], values[i]);
       }
+      const last = series.steps.length - 1;
+      chart.lastPoint = { name: name, step: series.steps[last], value: series.values[last], label: job.label };
+      dirty.add(chart);
     }
   }
   let openStreams = jobs.length;
   let historiesPending = jobs.length;  // panels are drawn once every run's history is in, not once per run
   for (const job of jobs) {
-    fetch(job.history, { credentials: "same-origin", headers: { Accept: "application/json" } })
-      .then((response) => (response.ok ? response.json() : Promise.reject(new Error(String(response.status)))))
-      .then((history) => { addHistory(job, history); return history.last_id; })
+    fetch(job.history, { credentials: "same-origin" })  // as preloaded by _dashboard.html (an extra header would miss it)
+      .then((response) => {
+        if (!response.ok) return Promise.reject(new Error(String(response.status)));
+        const start = performance.now();
+        return response.json().then((history) => { performance.measure("dashboard:body+parse", { start: start }); return history; });
+      })
+      .then((history) => {
+        const start = performance.now();
+        addHistory(job, history);
+        performance.measure("dashboard:adopt", { start: start });
+        return history.last_id;
+      })
       .catch(() => 0)
       .then((lastId) => { historiesPending -= 1; listen(job, lastId); });
   }

@@ -76,6 +76,8 @@ def test_it_sends_back_to_the_jobs_page_with_fewer_than_two_runs(people):
     assert response.status_code == 302 and response["Location"].endswith(f"/projects/{people.project.pk}/jobs/")
 
 
+# The history is read on the shared thread pool (its own database connection): the rows must be committed.
+@pytest.mark.django_db(transaction=True)
 def test_it_serves_a_jobs_metric_history_in_columns_to_members_only(people):
     from webapp.jobs.models import MetricPoint
 
@@ -87,6 +89,22 @@ def test_it_serves_a_jobs_metric_history_in_columns_to_members_only(people):
     url = f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/"
     body = _client(people.users["dave"]).get(url).json()
     assert body["last_id"] == last.pk
-    assert body["series"]["reward"][:2] == [[1, 2], [0.5, -0.25]] and body["series"]["kl"][:2] == [[1], [None]]
-    assert body["series"]["reward"][2][0] == pytest.approx(last.created_at.timestamp(), abs=5)
+    assert body["series"]["reward"] == [[1, 2], [0.5, -0.25]] and body["series"]["kl"] == [[1], [None]]
+    # One time per step (its first point's), not one per metric.
+    assert body["times"][0] == [1, 2]
+    assert body["times"][1][1] == pytest.approx(last.created_at.timestamp(), abs=5)
     assert _client(people.users["eve"]).get(url).status_code == 404
+    assert Client().get(url).status_code == 302  # signed out: to the sign-in page
+
+
+# The history is read on the shared thread pool (its own database connection): the rows must be committed.
+@pytest.mark.django_db(transaction=True)
+def test_it_sends_a_history_in_step_order_with_a_rewritten_step_last(people):
+    from webapp.jobs.models import MetricPoint
+
+    job = _job(people, {})
+    for step, value in [(2, 0.2), (1, 0.1), (3, 0.3), (2, 0.25)]:  # step 2 written again (a resumed run)
+        MetricPoint.objects.create(job=job, step=step, name="reward", value=value)
+    body = _client(people.users["dave"]).get(f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/").json()
+    assert body["series"]["reward"] == [[1, 2, 2, 3], [0.1, 0.2, 0.25, 0.3]]
+    assert body["last_id"] == MetricPoint.objects.filter(job=job).order_by("-pk").first().pk
