@@ -24,9 +24,11 @@ import argparse
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -88,6 +90,31 @@ SEED_SQL = [
 ]
 
 
+def database_defaults(tables: list[str], *, on: bool) -> None:
+    """Give (or take back) every column that has a Django default that default in the database too, so the
+    SQL seed need not list fields added later (Django applies defaults in Python, not in the table)."""
+    from django.apps import apps
+    from django.db import connection
+
+    with connection.cursor() as cur:
+        for model in apps.get_models():
+            if model._meta.db_table not in tables:
+                continue
+            for field in model._meta.concrete_fields:
+                if field.primary_key or not field.has_default():
+                    continue
+                column = f"{connection.ops.quote_name(model._meta.db_table)} ALTER COLUMN " \
+                         f"{connection.ops.quote_name(field.column)}"
+                if on:
+                    cur.execute(f"ALTER TABLE {column} SET DEFAULT %s",
+                                [field.get_db_prep_save(field.get_default(), connection=connection)])
+                else:
+                    cur.execute(f"ALTER TABLE {column} DROP DEFAULT")
+
+
+SEED_TABLES = ["datasets_prompt", "datasets_response", "annotation_comparison", "annotation_preferencelabel"]
+
+
 def seed(n: int, n_annotators: int) -> dict:
     """Accounts through the services, the bulk through SQL; returns ids, tokens and a session key."""
     from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
@@ -115,10 +142,12 @@ def seed(n: int, n_annotators: int) -> dict:
         Membership.objects.create(project=project, user=user, role="annotator")
         tokens.append(api_token_create(user=user, name="bench")[1])
     started = time.perf_counter()
+    database_defaults(SEED_TABLES, on=True)
     with transaction.atomic(), connection.cursor() as cur:
         for sql in SEED_SQL:
             cur.execute(sql, {"n": n, "dataset": dataset.pk, "project": project.pk, "raters": raters,
                               "n_raters": len(raters)})
+    database_defaults(SEED_TABLES, on=False)
     with connection.cursor() as cur:
         cur.execute("ANALYZE")  # what autovacuum would do after a bulk load
         cur.execute("SELECT count(*) FROM annotation_preferencelabel")
@@ -156,7 +185,10 @@ def measured(pids: list[int], fn) -> dict:
         except OSError:
             pass
     started = time.perf_counter()
-    out = fn()
+    try:
+        out = fn()
+    except (OSError, http.client.HTTPException) as exc:  # e.g. the worker died: record it, measure the rest
+        out = {"error": repr(exc)}
     seconds = time.perf_counter() - started
     peaks = {pid: _status_kb(pid, "VmHWM") for pid in pids}
     return {"seconds": round(seconds, 2), "server_peak_rss_mb": round(max(peaks.values()) / 1024, 1),
@@ -273,8 +305,11 @@ def main() -> None:
     args = parser.parse_args()
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
+    # exports at 1M comparisons are about 650 MB each: they go to a folder removed at the end
+    artifacts = tempfile.mkdtemp(prefix="reward-studio-scale-")
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
-           "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING", "DATABASE_POOL_SIZE": "8"}
+           "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING", "DATABASE_POOL_SIZE": "8",
+           "ARTIFACT_ROOT": artifacts}
     os.environ.update(env)
     # this process drops and recreates the database between sizes: no pooled connections here
     os.environ.pop("DATABASE_POOL_SIZE")
@@ -282,9 +317,12 @@ def main() -> None:
 
     django.setup()
     out: dict = {"sizes": {}}
-    for n in sizes:
-        out["sizes"][str(n)] = run_size(n, args, env)
-        print(json.dumps({str(n): out["sizes"][str(n)]}), file=sys.stderr, flush=True)
+    try:
+        for n in sizes:
+            out["sizes"][str(n)] = run_size(n, args, env)
+            print(json.dumps({str(n): out["sizes"][str(n)]}), file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(artifacts, ignore_errors=True)
     first, last = out["sizes"][str(sizes[0])], out["sizes"][str(sizes[-1])]
     label_ratio = last["labels_seeded"] / max(first["labels_seeded"], 1)
     out["targets"] = {
