@@ -21,6 +21,7 @@ MODULES = [
     "rlcore.judges.outcomes",
     "rlcore.judges.testing_server",
     "rlcore.rules",
+    "rlcore.steps",
     "rlcore.rubric",
     "rlcore.rewards.spec",
     "rlcore.rewards.check",
