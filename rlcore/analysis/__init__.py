@@ -10,7 +10,8 @@ result model that carries the counts each figure rests on, so a page can show th
 - ``evaluation``: accuracy with Wilson interval and pair count per group; a reliability diagram.
 - ``audit``: the ensemble label audit of "Secrets of RLHF Part II" (mean/std of reward differences).
 - ``raters``: Dawid-Skene (1979) rater model and gold-item scoring.
-- ``cli``: ``python -m rlcore analysis starc|audit|raters|evaluate``.
+- ``overoptimization``: proxy and gold reward against sqrt(KL) per checkpoint (Gao et al. 2022).
+- ``cli``: ``python -m rlcore analysis starc|audit|raters|evaluate|overopt``.
 
 docs/analysis.md gives every formula.
 """
@@ -28,6 +29,8 @@ _EXPORTS = {
     "score_gold": "raters",
     "RewardComparison": "starc", "compare_sources": "starc", "drill_down": "starc",
     "starc_distance_matrix": "starc",
+    "OveroptimizationReport": "overoptimization", "SampleScore": "overoptimization",
+    "analyse_overoptimization": "overoptimization",
 }
 
 

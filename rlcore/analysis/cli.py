@@ -4,7 +4,9 @@
   matrix, per-prompt rank correlations, agreement with the labels, the drill-down of two sources;
 - ``analysis evaluate --scores NAME=SCORES.jsonl --labels PAIRS.jsonl [--group annotator --group length ...]``;
 - ``analysis audit --labels PAIRS.jsonl MEMBER=SCORES.jsonl ... [--z 1 --t 0]``;
-- ``analysis raters --labels LABELS.jsonl [--gold GOLD.jsonl]``: Dawid-Skene and gold scores.
+- ``analysis raters --labels LABELS.jsonl [--gold GOLD.jsonl]``: Dawid-Skene and gold scores;
+- ``analysis overopt --samples SCORED.jsonl [--rule NAME ...]``: proxy and gold against sqrt(KL) per
+  checkpoint, the gold peak, symptoms and the largest proxy - gold gaps (docs/rounds.md).
 
 Score files have rows ``{"prompt_id", "response_id", "score"}``; docs/analysis.md lists every input.
 """
@@ -70,6 +72,13 @@ def run_raters(args) -> int:
     return _print(payload)
 
 
+def run_overopt(args) -> int:
+    from rlcore.analysis.overoptimization import OveroptSettings, analyse_overoptimization, read_samples
+
+    settings = OveroptSettings(rule_components=args.rule or [], top_gaps=args.top)
+    return _print(analyse_overoptimization(read_samples(args.samples), settings).model_dump())
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("analysis", help="compare rewards (STARC), evaluate, audit labels, model raters")
     commands = parser.add_subparsers(dest="analysis_command", metavar="SUBCOMMAND")
@@ -104,3 +113,9 @@ def register(subparsers) -> None:
     raters.add_argument("--max-iter", type=int, default=200, help="EM iterations at most (default 200)")
     raters.add_argument("--items", action="store_true", help="also print each item's posterior")
     raters.set_defaults(handler=run_raters)
+
+    overopt = commands.add_parser("overopt", help="proxy vs gold reward against sqrt(KL) per checkpoint (Gao et al. 2022)")
+    overopt.add_argument("--samples", required=True, help="scored samples (JSONL): checkpoint, step, proxy, components, gold, kl")
+    overopt.add_argument("--rule", action="append", help="a component that is a rule check (repeatable)")
+    overopt.add_argument("--top", type=int, default=20, help="largest proxy - gold gap samples listed (default 20)")
+    overopt.set_defaults(handler=run_overopt)

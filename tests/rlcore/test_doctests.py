@@ -42,6 +42,7 @@ MODULES = [
     "rlcore.analysis.evaluation",
     "rlcore.analysis.audit",
     "rlcore.analysis.raters",
+    "rlcore.analysis.overoptimization",
 ]
 
 
