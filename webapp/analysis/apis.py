@@ -9,7 +9,7 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from webapp.analysis import selectors, services
-from webapp.analysis.models import SourceComparison
+from webapp.analysis.models import ComparisonState, SourceComparison
 from webapp.projects.permissions import Capability, project_for_user
 
 router = Router(tags=["analysis"])
@@ -33,12 +33,17 @@ class ComparisonOut(Schema):
     dataset_id: int
     sources: list[dict[str, str]]
     n_labelled_pairs: int = Field(description="Human a/b/tie labels on the dataset given for agreement.")
-    result: dict[str, Any] = Field(description="rlcore RewardComparison: starc, rank_correlations, label_agreement.")
+    state: str = Field(description="ready; pending while worker jobs score rubric/spec sources; failed (see error).")
+    error: str = Field(description="Why it failed: the source, its scoring job and that job's error.")
+    jobs: list[dict[str, Any]] = Field(description="Scoring jobs: job_id, source, state, progress, error.")
+    result: dict[str, Any] | None = Field(
+        description="rlcore RewardComparison: starc, rank_correlations, label_agreement; null unless ready.")
     created_at: datetime
 
 
 def _out(c: SourceComparison) -> dict:
     return {"id": c.pk, "dataset_id": c.dataset_id, "sources": c.sources, "n_labelled_pairs": c.n_labelled_pairs,
+            "state": c.state, "error": c.error, "jobs": selectors.comparison_progress(comparison=c),
             "result": c.result, "created_at": c.created_at}
 
 
@@ -48,12 +53,14 @@ def list_sources(request, project_id: int):
     return selectors.source_choices(project=project)
 
 
-@router.post("/{project_id}/analysis/comparisons", response={201: ComparisonOut},
-             summary="Compare reward sources on a dataset's responses (STARC distances, rank correlation, agreement)")
+@router.post("/{project_id}/analysis/comparisons", response={201: ComparisonOut, 202: ComparisonOut},
+             summary="Compare reward sources on a dataset's responses (STARC distances, rank correlation, agreement); "
+                     "202 and state pending when worker jobs score its rubric/spec sources (poll GET .../{id})")
 def create_comparison(request, project_id: int, body: ComparisonIn):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
-    return Status(201, _out(services.source_comparison_create(project=project, user=request.auth,
-                                                              dataset_id=body.dataset_id, source_keys=body.sources)))
+    comparison = services.source_comparison_create(project=project, user=request.auth, dataset_id=body.dataset_id,
+                                                   source_keys=body.sources)
+    return Status(202 if comparison.state == ComparisonState.PENDING else 201, _out(comparison))
 
 
 @router.get("/{project_id}/analysis/comparisons", response=list[ComparisonOut], summary="Stored comparisons, newest first")

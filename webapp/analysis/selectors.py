@@ -11,9 +11,22 @@ from django.db.models import Count, QuerySet
 
 from webapp.analysis.models import SourceComparison
 
-# Rubrics and rule-only specs are scored during the request; above this many responses the page refuses
-# (a scoring job for them is not built yet) rather than hold a web worker for minutes.
-SYNC_RESPONSE_LIMIT = 5000
+
+
+def inline_response_limit() -> int:
+    """Rubrics and rule-only specs are scored during the request up to this many responses (setting
+    ANALYSIS_INLINE_RESPONSES, default 5,000); above it a worker job scores them, so no web worker is held for
+    minutes."""
+    from django.conf import settings
+
+    return int(getattr(settings, "ANALYSIS_INLINE_RESPONSES", 5000))
+
+
+def comparison_progress(*, comparison: SourceComparison) -> list[dict[str, Any]]:
+    """Per scoring job of a comparison: the source it scores, its state, progress and error."""
+    return [{"job_id": j.pk, "source": (j.spec or {}).get("source_name", ""), "state": j.state,
+             "progress_step": j.progress_step, "progress_total": j.progress_total, "error": j.error}
+            for j in comparison.jobs.order_by("pk")]
 
 
 def source_choices(*, project) -> list[dict[str, Any]]:
@@ -137,6 +150,9 @@ def comparison_drill(*, comparison: SourceComparison, a: int, b: int, top: int =
 
     from rlcore.analysis.starc import drill_down
 
+    if comparison.result is None:
+        raise ValidationError({"comparison": f"Comparison {comparison.pk} is {comparison.state}: there is nothing "
+                                             "to drill into yet."})
     names = [s["name"] for s in comparison.sources]
     for field, index in (("a", a), ("b", b)):
         if not 0 <= index < len(names):

@@ -2,9 +2,10 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django_htmx.http import HttpResponseClientRefresh
 
 from webapp.analysis import selectors, services
-from webapp.analysis.models import SourceComparison
+from webapp.analysis.models import ComparisonState, SourceComparison
 from webapp.projects.permissions import Capability, project_for_user
 
 DRILL_TOP = 20
@@ -36,15 +37,21 @@ def analysis_home(request: HttpRequest, project_id: int) -> HttpResponse:
         "project": project, "choices": selectors.source_choices(project=project), "chosen": chosen,
         "datasets": Dataset.objects.filter(project=project, status=DatasetStatus.READY).order_by("name"),
         "comparisons": selectors.comparison_list(project=project)[:30], "errors": errors,
-        "sync_limit": selectors.SYNC_RESPONSE_LIMIT}, status=422 if errors else 200)
+        "sync_limit": selectors.inline_response_limit()}, status=422 if errors else 200)
 
 
 @login_required
 def comparison_detail(request: HttpRequest, project_id: int, comparison_id: int) -> HttpResponse:
     project, comparison = _comparison(request, project_id, comparison_id)
-    return render(request, "analysis/comparison.html", {
-        "project": project, "comparison": comparison, "result": comparison.result,
-        "heatmap": selectors.heatmap_cells(comparison=comparison)})
+    context = {"project": project, "comparison": comparison, "result": comparison.result,
+               "progress": selectors.comparison_progress(comparison=comparison)}
+    if request.htmx and request.GET.get("part") == "status":
+        if comparison.state != ComparisonState.PENDING:  # scoring ended: show the whole page as it now is
+            return HttpResponseClientRefresh()
+        return render(request, "analysis/comparison.html#status", context)
+    if comparison.state == ComparisonState.READY:
+        context["heatmap"] = selectors.heatmap_cells(comparison=comparison)
+    return render(request, "analysis/comparison.html", context)
 
 
 @login_required

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
@@ -42,17 +43,28 @@ def reward_scores_job_create(*, project, user) -> Job:
         job = job_create(project=project, user=user, kind=SCORE_KIND, argv=[], queue=Queue.GPU,
                          title=f"score {len(responses)} responses with {len(models)} reward model(s)",
                          spec={"reward_model_ids": [m.pk for m in models], "response_ids": [r.pk for r in responses]})
-        folder = Path(job.output_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / SPEC_FILE).write_text(json.dumps(spec), encoding="utf-8")
-        with (folder / ROWS_FILE).open("w", encoding="utf-8") as out:
-            for response in responses:
-                out.write(json.dumps({"prompt": response.prompt.messages or response.prompt.text,
-                                      "completion": response.messages or response.text}) + "\n")
-        job.argv = ["reward", "score", "--spec", str(folder / SPEC_FILE), "--input", str(folder / ROWS_FILE),
-                    "--output", str(folder / SCORES_FILE)]
+        job.argv = write_scoring_files(Path(job.output_dir), spec=spec, rows=(
+            {"prompt": response.prompt.messages or response.prompt.text,
+             "completion": response.messages or response.text} for response in responses))
         job.save(update_fields=["argv"])
     return job
+
+
+def write_scoring_files(folder: Path, *, spec: dict, rows: Iterable[dict]) -> list[str]:
+    """Freeze a scoring job's inputs in ``folder`` (the spec, the rows in order) and return the rlcore argv that
+    scores them; its output line ``index`` is the row's position. Analysis scores its sources the same way."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SPEC_FILE).write_text(json.dumps(spec), encoding="utf-8")
+    with (folder / ROWS_FILE).open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+    return ["reward", "score", "--spec", str(folder / SPEC_FILE), "--input", str(folder / ROWS_FILE),
+            "--output", str(folder / SCORES_FILE)]
+
+
+def read_scored_rows(folder: Path) -> list[dict]:
+    """What ``reward score`` wrote: ``{"index", "total", "components": {name: value}}`` per row."""
+    return [json.loads(line) for line in (folder / SCORES_FILE).read_text(encoding="utf-8").splitlines() if line]
 
 
 def record_reward_scores(sender, job: Job, **kwargs) -> int:
@@ -66,8 +78,7 @@ def record_reward_scores(sender, job: Job, **kwargs) -> int:
     model_ids = set(RewardModel.objects.filter(pk__in=job.spec["reward_model_ids"]).values_list("pk", flat=True))
     alive = set(Response.objects.filter(pk__in=response_ids).values_list("pk", flat=True))
     rows = []
-    for line in (Path(job.output_dir) / SCORES_FILE).read_text(encoding="utf-8").splitlines():
-        scored = json.loads(line)
+    for scored in read_scored_rows(Path(job.output_dir)):
         response_id = response_ids[scored["index"]]
         for model_id in model_ids:
             value = scored["components"].get(_component_name(model_id))
