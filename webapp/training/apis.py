@@ -85,15 +85,63 @@ def resume_job(request, project_id: int, job_id: int):
 
 
 class PolicyOut(Schema):
-    path: str = Field(description="The folder to pass as a GRPO launch's policy.")
+    id: int | None = Field(None, description="Registry id (None only for the unregistered demo policy).")
+    path: str = Field(description="What loads it: a model folder, a hub id, or the model name at endpoint_url.")
     label: str = Field(description="What it is: 'demo policy: random weights', or the GRPO run it came from.")
+    name: str = ""
+    source: str = Field("", description="grpo_run | checkpoint | folder | hub | endpoint | demo")
+    endpoint_url: str = ""
+    key_source: str = Field("none", description="Where the endpoint key comes from; the key is never shown.")
+    job_id: int | None = Field(None, description="The GRPO run that produced it.")
+    step: int | None = Field(None, description="Training step of the checkpoint / final policy.")
+    reward_spec_version_id: int | None = None
+    snapshot_path: str = Field("", description="The prompt snapshot the run trained on.")
+    metrics: dict[str, Any] = Field(default_factory=dict, description="The run's reward/KL figures at that step.")
+    created_at: datetime | None = None
+
+    @staticmethod
+    def of(policy) -> "PolicyOut":
+        return PolicyOut(id=policy.pk, path=policy.location, label=selectors.policy_label(policy), name=policy.name,
+                         source=policy.source, endpoint_url=policy.endpoint_url, key_source=policy.key_source,
+                         job_id=policy.job_id, step=policy.step, reward_spec_version_id=policy.reward_spec_version_id,
+                         snapshot_path=policy.snapshot_path, metrics=policy.metrics, created_at=policy.created_at)
+
+
+class PolicyRegisterIn(Schema):
+    source: str = Field(description="checkpoint | folder | hub | endpoint (run policies register themselves)")
+    name: str = ""
+    location: str = Field("", description="folder: absolute model folder; hub: hub id; endpoint: model name")
+    job_id: int | None = Field(None, description="checkpoint: the GRPO run")
+    step: int | None = Field(None, description="checkpoint: its step (checkpoints/checkpoint-<step>)")
+    endpoint_url: str = Field("", description="endpoint: API root, e.g. http://127.0.0.1:8000/v1")
+    api_key: str = Field("", description="endpoint: stored encrypted, never shown back")
+    api_key_env: str = Field("", description="endpoint: or an operator-allowed variable (JUDGE_KEY_ENV_ALLOWLIST)")
 
 
 @router.get("/{project_id}/policies", response=list[PolicyOut],
-            summary="Policies a GRPO launch can start from (the demo policy, this project's finished GRPO runs)")
+            summary="The policy registry (demo policy, GRPO runs and their checkpoints, folders, hub ids, endpoints)")
 def list_policies(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
-    return [PolicyOut(path=path, label=label) for path, label in selectors.known_policies(project=project)]
+    return [PolicyOut.of(policy) for policy in selectors.policy_list(project=project)]
+
+
+@router.post("/{project_id}/policies", response={201: PolicyOut}, summary="Register a policy")
+def register_policy(request, project_id: int, body: PolicyRegisterIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    job = get_object_or_404(Job, project=project, pk=body.job_id) if body.job_id is not None else None
+    policy = services.policy_register(
+        project=project, user=request.auth, name=body.name, source=body.source, location=body.location,
+        endpoint_url=body.endpoint_url, api_key=body.api_key, api_key_env=body.api_key_env, job=job, step=body.step)
+    return Status(201, PolicyOut.of(policy))
+
+
+@router.delete("/{project_id}/policies/{policy_id}", response={204: None})
+def delete_policy(request, project_id: int, policy_id: int):
+    from webapp.training.models import Policy
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    services.policy_delete(policy=get_object_or_404(Policy, project=project, pk=policy_id, deleted_at__isnull=True))
+    return Status(204, None)
 
 
 @router.get("/{project_id}/reward-models", response=list[RewardModelOut], summary="The reward-model registry")

@@ -7,6 +7,7 @@ class TrainingConfig(AppConfig):
 
     def ready(self) -> None:
         from webapp.jobs.services import job_succeeded
-        from webapp.training.services import register_trained_models
+        from webapp.training.services import register_trained_models, register_trained_policies
 
         job_succeeded.connect(register_trained_models, dispatch_uid="training.register_trained_models")
+        job_succeeded.connect(register_trained_policies, dispatch_uid="training.register_trained_policies")

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.db import models
 
 
@@ -26,3 +27,67 @@ class RewardModel(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class PolicySource(models.TextChoices):
+    GRPO_RUN = "grpo_run", "GRPO run (its final policy)"
+    CHECKPOINT = "checkpoint", "Checkpoint of a run"
+    FOLDER = "folder", "Local model folder"
+    HUB = "hub", "Hugging Face hub id"
+    ENDPOINT = "endpoint", "OpenAI-compatible endpoint"
+    DEMO = "demo", "Demo policy (seed_demo)"
+
+
+class Policy(models.Model):
+    """A policy in the registry, beside reward models: something that can answer prompts.
+
+    ``location`` is what loads it: a model folder (grpo_run, checkpoint, folder, demo), a hub id (hub),
+    or the model name at ``endpoint_url`` (endpoint). Run-made entries keep the run (``job``), the
+    checkpoint ``step``, the reward spec version and the prompt snapshot it was trained on, and the
+    run's final metrics. Endpoint keys are handled like judges' keys: stored encrypted
+    (webapp.judging.secrets) or read by the worker from an operator-allowed environment variable.
+    Rows are only created whole (services.policy_register* are atomic); deleted ones stay for provenance.
+    """
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="policies")
+    name = models.CharField(max_length=200)
+    source = models.CharField(max_length=16, choices=PolicySource.choices)
+    location = models.CharField(max_length=1000, help_text="Model folder, hub id, or model name at the endpoint.")
+    endpoint_url = models.CharField(max_length=500, blank=True, help_text="API root, e.g. http://127.0.0.1:8000/v1")
+    api_key_encrypted = models.TextField(blank=True)
+    api_key_env = models.CharField(max_length=100, blank=True)
+    job = models.ForeignKey("jobs.Job", on_delete=models.PROTECT, null=True, blank=True, related_name="policies",
+                            help_text="The GRPO run that produced it (grpo_run, checkpoint).")
+    step = models.IntegerField(null=True, blank=True, help_text="Training step of the checkpoint / final policy.")
+    reward_spec_version = models.ForeignKey("rubrics.RewardSpecVersion", on_delete=models.PROTECT, null=True,
+                                            blank=True, related_name="policies")
+    snapshot_path = models.CharField(max_length=1000, blank=True, help_text="Prompt snapshot the run trained on.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="The run's metrics at this step.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                                   related_name="+", help_text="Null for entries registered by a run or seed_demo.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Deleted policies stay for provenance.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "policies"
+        constraints = [models.UniqueConstraint(fields=["project", "source", "endpoint_url", "location"],
+                                               name="policy_unique_location_per_project")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:  # never the key, not even encrypted
+        return f"<Policy {self.pk} {self.name!r} {self.source} {self.location!r}>"
+
+    @property
+    def is_endpoint(self) -> bool:
+        return self.source == PolicySource.ENDPOINT
+
+    @property
+    def key_source(self) -> str:
+        if self.api_key_encrypted:
+            return "stored (encrypted)"
+        if self.api_key_env:
+            return f"environment variable {self.api_key_env}"
+        return "none"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.db.models import QuerySet
 
-from webapp.training.models import RewardModel
+from webapp.training.models import Policy, PolicySource, RewardModel
 
 
 def reward_model_list(*, project, include_deleted: bool = False) -> QuerySet[RewardModel]:
@@ -10,29 +10,45 @@ def reward_model_list(*, project, include_deleted: bool = False) -> QuerySet[Rew
     return models if include_deleted else models.filter(deleted_at__isnull=True)
 
 
-def known_policies(*, project) -> list[tuple[str, str]]:
-    """(folder, label) of the policies a GRPO launch in ``project`` can start from: the demo policy that
-    ``seed_demo`` built, then this project's finished GRPO runs' outputs, newest first. Only folders that
-    still hold a saved model are offered."""
-    from rlcore.training.demo_policy import DEMO_POLICY_LABEL, demo_policy_label
-    from webapp.jobs.models import JobArtifact, JobState
-    from webapp.training.demo import demo_policy_dir
-    from webapp.training.services import GRPO_KIND
+def policy_list(*, project, include_deleted: bool = False) -> QuerySet[Policy]:
+    """The project's policy registry: the demo policy first, then newest first."""
+    from django.db.models import Case, IntegerField, Value, When
 
-    policies: list[tuple[str, str]] = []
-    demo = demo_policy_dir()
-    if demo_policy_label(demo) and (demo / "config.json").is_file():
-        policies.append((str(demo), DEMO_POLICY_LABEL))
-    artifacts = (JobArtifact.objects.filter(job__project=project, job__kind=GRPO_KIND, job__state=JobState.SUCCEEDED,
-                                            type="policy").select_related("job").order_by("-pk"))
-    seen = {path for path, _ in policies}
-    for artifact in artifacts[:50]:
-        if artifact.path in seen or not (Path(artifact.path) / "config.json").is_file():
-            continue
-        seen.add(artifact.path)
-        job = artifact.job
-        started_from = demo_policy_label((job.spec or {}).get("policy", ""))
+    policies = (Policy.objects.filter(project=project).select_related("job", "reward_spec_version__spec")
+                .order_by(Case(When(source=PolicySource.DEMO, then=Value(0)), default=Value(1),
+                               output_field=IntegerField()), "-created_at", "-id"))
+    return policies if include_deleted else policies.filter(deleted_at__isnull=True)
+
+
+def policy_label(policy: Policy) -> str:
+    """How a registry entry is named wherever it is offered: the demo label, or its name and where it came from."""
+    from rlcore.training.demo_policy import DEMO_POLICY_LABEL
+
+    if policy.source == PolicySource.DEMO:
+        return DEMO_POLICY_LABEL
+    if policy.job_id:
+        from rlcore.training.demo_policy import demo_policy_label
+
+        started_from = demo_policy_label((policy.job.spec or {}).get("policy", ""))
         origin = f", from the {started_from}" if started_from else ""
-        policies.append((artifact.path, f"GRPO run #{job.pk}: {job.title.removeprefix('GRPO: ')} "
-                                        f"(step {artifact.data.get('step', '?')}{origin})"))
-    return policies
+        step = policy.step if policy.step is not None else "?"
+        return f"GRPO run #{policy.job_id}: {policy.name} (step {step}{origin})"
+    return f"{policy.name} ({policy.get_source_display().lower()})"
+
+
+def known_policies(*, project) -> list[tuple[str, str]]:
+    """(location, label) of the registered policies a GRPO launch in ``project`` can start from (local folders
+    that still hold a saved model, and hub ids; endpoints cannot be trained). The demo policy seed_demo built is
+    offered too when this project has not registered it."""
+    from rlcore.training.demo_policy import DEMO_POLICY_LABEL, demo_policy_label
+    from webapp.training.demo import demo_policy_dir
+
+    offered: list[tuple[str, str]] = []
+    for policy in policy_list(project=project).exclude(source=PolicySource.ENDPOINT)[:200]:
+        if policy.source != PolicySource.HUB and not (Path(policy.location) / "config.json").is_file():
+            continue
+        offered.append((policy.location, policy_label(policy)))
+    demo = demo_policy_dir()
+    if str(demo) not in dict(offered) and demo_policy_label(demo) and (demo / "config.json").is_file():
+        offered.insert(0, (str(demo), DEMO_POLICY_LABEL))
+    return offered

@@ -300,3 +300,158 @@ def reward_model_delete(*, reward_model: RewardModel) -> None:
 
     reward_spec_serving_withdraw(project=reward_model.project, path=reward_model.path,
                                  reason=f"reward model {reward_model.name!r} was deleted from the registry")
+
+
+# --- the policy registry -------------------------------------------------------------------------------------
+
+def _policy_name(name: str, fallback: str) -> str:
+    return ((name or "").strip() or fallback)[:200]
+
+
+def _grpo_run_context(job: Job) -> dict[str, Any]:
+    """What a run-made policy rests on: the reward spec version and prompt snapshot of its run."""
+    from webapp.rubrics.models import RewardSpecVersion
+
+    spec = job.spec or {}
+    version = RewardSpecVersion.objects.filter(pk=spec.get("reward_spec_version_id"), spec__project=job.project).first()
+    return {"reward_spec_version": version, "snapshot_path": str(spec.get("prompt_snapshot", ""))}
+
+
+def register_trained_policies(sender, job: Job, **kwargs) -> list:
+    """On success of a GRPO run, register the finished policy it announced (a ``policy`` artifact)."""
+    if job.kind != GRPO_KIND:
+        return []
+    from webapp.jobs.models import JobArtifact
+    from webapp.training.models import Policy, PolicySource
+
+    registered = []
+    for artifact in JobArtifact.objects.filter(job__in=_lineage(job), type="policy").order_by("-pk")[:1]:
+        if not (Path(artifact.path) / "config.json").is_file():
+            continue  # announced but gone: never register what cannot be loaded
+        with transaction.atomic():
+            policy, _ = Policy.objects.get_or_create(
+                project=job.project, source=PolicySource.GRPO_RUN, endpoint_url="", location=artifact.path,
+                defaults={"name": _policy_name(job.title.removeprefix("GRPO: "), f"GRPO run #{job.pk}"), "job": job,
+                          "step": artifact.data.get("step"), "metrics": artifact.data.get("metrics") or {},
+                          **_grpo_run_context(job)})
+        registered.append(policy)
+    return registered
+
+
+def run_checkpoints(job: Job) -> list[tuple[int, Path]]:
+    """(step, folder) of each saved ``checkpoints/checkpoint-<step>`` of a GRPO run, oldest first."""
+    root = Path(job.output_dir or "/nonexistent") / "checkpoints"
+    found = []
+    for folder in root.glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        if step.isdigit() and (folder / "config.json").is_file():
+            found.append((int(step), folder))
+    return sorted(found)
+
+
+def _checkpoint_metrics(job: Job, step: int) -> dict[str, float]:
+    """The run's logged figures at the checkpoint's step (the last value of each name at or before it)."""
+    from webapp.jobs.models import MetricPoint
+
+    metrics: dict[str, float] = {}
+    for name, value in (MetricPoint.objects.filter(job__in=_lineage(job), step__lte=step, value__isnull=False)
+                        .order_by("step", "pk").values_list("name", "value")):
+        if name.startswith("reward") or name in ("kl", "entropy", "completions/mean_length"):
+            metrics[name] = value
+    return metrics
+
+
+def _endpoint_key(api_key: str, api_key_env: str) -> tuple[str, str]:
+    from webapp.judging.secrets import encrypt_api_key
+    from webapp.judging.services import api_key_problem, key_env_problem
+
+    api_key, api_key_env = (api_key or "").strip(), (api_key_env or "").strip()
+    if api_key and api_key_env:
+        raise ValidationError({"api_key": "Give the key or the environment variable that holds it, not both."})
+    if api_key and (problem := api_key_problem(api_key)):
+        raise ValidationError({"api_key": problem})
+    if api_key_env and (problem := key_env_problem(api_key_env)):
+        raise ValidationError({"api_key_env": problem})
+    return (encrypt_api_key(api_key) if api_key else ""), api_key_env
+
+
+def _local_policy_problem(project, location: str) -> str | None:
+    from rlcore.generation.models import causal_lm_problem
+    from webapp.training.model_locations import model_location_problem
+
+    return model_location_problem(project=project, location=location) or causal_lm_problem(location)
+
+
+@transaction.atomic
+def policy_register(
+    *, project, user, name: str = "", source: str, location: str = "", endpoint_url: str = "", api_key: str = "",
+    api_key_env: str = "", job: Job | None = None, step: int | None = None,
+):
+    """Add a policy to ``project``'s registry: a run's checkpoint (``job`` + ``step``), a local model folder, a hub
+    id, or an OpenAI-compatible endpoint (``endpoint_url`` + model name in ``location`` + key). Every check runs
+    before the row is written, so a refused registration leaves nothing behind."""
+    from rlcore.training.runtime import looks_like_local_path
+    from webapp.training.models import Policy, PolicySource
+
+    location, endpoint_url = (location or "").strip(), (endpoint_url or "").strip().rstrip("/")
+    extra: dict[str, Any] = {}
+    if source == PolicySource.CHECKPOINT:
+        if job is None or job.project_id != project.pk or job.kind != GRPO_KIND:
+            raise ValidationError({"job": "Pick a GRPO run of this project."})
+        checkpoints = dict(run_checkpoints(job))
+        if step not in checkpoints:
+            have = ", ".join(str(s) for s in checkpoints) or "none left on disk"
+            raise ValidationError({"step": f"GRPO run #{job.pk} has no checkpoint at step {step} "
+                                           f"(checkpoints: {have}); pick one of those."})
+        location = str(checkpoints[step])
+        name = _policy_name(name, f"{job.title.removeprefix('GRPO: ')} @ step {step}")
+        extra = {"job": job, "step": step, "metrics": _checkpoint_metrics(job, step), **_grpo_run_context(job)}
+    elif source == PolicySource.FOLDER:
+        if problem := _local_policy_problem(project, location):
+            raise ValidationError({"location": problem})
+        if not looks_like_local_path(location):
+            raise ValidationError({"location": "Give an absolute model folder (or register a hub id as 'hub')."})
+        location = str(Path(location).resolve())
+        name = _policy_name(name, Path(location).name)
+    elif source == PolicySource.HUB:
+        if not location or looks_like_local_path(location) or location.count("/") > 1 or " " in location:
+            raise ValidationError({"location": "Give a hub id such as Qwen/Qwen2.5-0.5B-Instruct."})
+        name = _policy_name(name, location)
+    elif source == PolicySource.ENDPOINT:
+        if not endpoint_url.startswith(("http://", "https://")):
+            raise ValidationError({"endpoint_url": "Give the API root, e.g. http://127.0.0.1:8000/v1."})
+        if not location:
+            raise ValidationError({"location": "Give the model name the endpoint serves (e.g. Qwen/Qwen2.5-7B)."})
+        encrypted, env = _endpoint_key(api_key, api_key_env)
+        extra = {"api_key_encrypted": encrypted, "api_key_env": env}
+        name = _policy_name(name, f"{location} at {endpoint_url}")
+    else:
+        raise ValidationError({"source": "Register a checkpoint, a folder, a hub id or an endpoint."})
+    existing = Policy.objects.filter(project=project, source=source, endpoint_url=endpoint_url, location=location,
+                                     deleted_at__isnull=True).first()
+    if existing is not None:
+        raise ValidationError({"location": f"Already registered as '{existing.name}'."})
+    # a deleted entry comes back (its generated responses still point at it) with the new settings
+    policy, _ = Policy.objects.update_or_create(
+        project=project, source=source, endpoint_url=endpoint_url, location=location,
+        defaults={"created_by": user, "name": name, "deleted_at": None, **extra})
+    return policy
+
+
+def demo_policy_register(*, project):
+    """Register the demo policy seed_demo built (if it is on disk) in ``project``; idempotent."""
+    from rlcore.training.demo_policy import DEMO_POLICY_LABEL, demo_policy_label
+    from webapp.training.demo import demo_policy_dir
+    from webapp.training.models import Policy, PolicySource
+
+    folder = demo_policy_dir()
+    if not (demo_policy_label(folder) and (folder / "config.json").is_file()):
+        return None
+    policy, _ = Policy.objects.get_or_create(project=project, source=PolicySource.DEMO, endpoint_url="",
+                                             location=str(folder), defaults={"name": DEMO_POLICY_LABEL})
+    return policy
+
+
+def policy_delete(*, policy) -> None:
+    """Hide it from the registry; responses it generated keep pointing at it (provenance)."""
+    type(policy).objects.filter(pk=policy.pk).update(deleted_at=timezone.now())

@@ -62,6 +62,9 @@ class Command(BaseCommand):
         from webapp.training.demo import seed_demo_prompts
 
         seed_demo_prompts(project=project, user=demo)
+        from webapp.training.services import demo_policy_register
+
+        demo_policy_register(project=project)  # in the registry, labelled "demo policy: random weights"
         if created:
             self.stdout.write(self.style.SUCCESS(f"Demo login: username 'demo', password '{password}'"))
         else:
