@@ -255,7 +255,40 @@ def _spec_text(value) -> str:
     return json.dumps(value)
 
 
+HISTORY_CACHE_SECONDS = 3600
+
+
 def metric_history_json(*, job: Job) -> str:
+    """metric_history_text, kept in Redis for a finished job (its points no longer change, and a compare
+    page opened again asks for ten of them: ~100 ms of database time each on a loaded 2-core machine).
+    The key names the job's state and finish time, so a resumed run is read afresh when it ends again;
+    a point written after the text was kept still reaches the page, from the SSE replay after ``last_id``.
+    Without REDIS_URL, or with Redis away, every call reads the database."""
+    from django.conf import settings
+
+    if not (job.is_finished and settings.REDIS_URL):
+        return metric_history_text(job=job)
+    import redis
+
+    from webapp.jobs import live
+
+    key = (f"reward-studio:job:{job.pk}:history:{job.created_at.timestamp()}:{job.state}:"
+           f"{job.finished_at.timestamp() if job.finished_at else ''}")
+    try:
+        kept = live._client().get(key)
+    except redis.RedisError:
+        return metric_history_text(job=job)
+    if kept is not None:
+        return kept.decode()
+    text = metric_history_text(job=job)
+    try:
+        live._client().set(key, text, ex=HISTORY_CACHE_SECONDS)
+    except redis.RedisError:
+        pass  # kept next time, or never: the database stays the record
+    return text
+
+
+def metric_history_text(*, job: Job) -> str:
     """Every metric point of a job as one JSON text in columns (a dashboard's first load; the SSE stream then
     continues after ``last_id``): ``{"last_id": int, "times": [[step...], [unix time...]], "series": {name:
     [[step...], [value...]]}}``. Each series is in step order (a step written twice: both, the later one
