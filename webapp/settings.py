@@ -226,6 +226,8 @@ DATASET_MAX_UPLOAD_BYTES = int(os.environ.get("DATASET_MAX_UPLOAD_BYTES", str(10
 DATASET_INLINE_IMPORT_BYTES = int(os.environ.get("DATASET_INLINE_IMPORT_BYTES", str(2 * 1024**2)))
 # One comparison build creates at most this many (all pairs grow as n²/2); more is refused with the count.
 COMPARISONS_BUILD_MAX = int(os.environ.get("COMPARISONS_BUILD_MAX", "50000"))
+# Reward-source comparisons over more responses than this are scored by worker jobs, not in the request.
+ANALYSIS_INLINE_RESPONSES = int(os.environ.get("ANALYSIS_INLINE_RESPONSES", "5000"))
 # A rubric or reward-spec preview/check stops scoring after this long and says how far it got, so a
 # designer's rubric never holds a web worker.
 RUBRIC_PREVIEW_BUDGET_SECONDS = float(os.environ.get("RUBRIC_PREVIEW_BUDGET_SECONDS", "2"))

@@ -19,7 +19,7 @@ def inline_response_limit() -> int:
     minutes."""
     from django.conf import settings
 
-    return int(getattr(settings, "ANALYSIS_INLINE_RESPONSES", 5000))
+    return settings.ANALYSIS_INLINE_RESPONSES
 
 
 def comparison_progress(*, comparison: SourceComparison) -> list[dict[str, Any]]:
