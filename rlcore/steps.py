@@ -98,7 +98,7 @@ class Step:
     end: int
 
 
-def split_steps(text: str, rule: StepSplit, *, row: int | None = None, field: str = "response") -> list[Step]:
+def split_steps(text: str, rule: StepSplit, *, row: int | str | None = None, field: str = "response") -> list[Step]:
     """Cut ``text`` into steps by ``rule``; refuse a split with too few or too many steps."""
     if rule.kind == "step_header":
         starts = sorted({m.start() for m in _compile(_HEADER).finditer(text)})
@@ -163,7 +163,7 @@ class StepwiseRow:
         return next((i for i, good in enumerate(self.labels or []) if not good), None)
 
 
-def read_stepwise_row(record: dict[str, Any], *, row: int, max_steps: int = STEP_CAP) -> StepwiseRow:
+def read_stepwise_row(record: dict[str, Any], *, row: int | str, max_steps: int = STEP_CAP) -> StepwiseRow:
     """Read one TRL stepwise row; refuse, naming row and field, what a PRM could not learn from.
 
     >>> read_stepwise_row({"prompt": "1+1?", "completions": ["1+1=2", "so 2"], "labels": [True, True]}, row=1).labels
@@ -174,7 +174,7 @@ def read_stepwise_row(record: dict[str, Any], *, row: int, max_steps: int = STEP
     rlcore.steps.StepError: row 9, field 'labels': 1 label for 2 steps; give one label per step
     """
     if not isinstance(record, dict):
-        raise StepError(f"row {row}: expected an object with prompt, completions and labels")
+        raise StepError(f"{_where(row, 'prompt')}: expected an object with prompt, completions and labels")
     prompt = record.get("prompt")
     if not isinstance(prompt, str):
         raise StepError(f"{_where(row, 'prompt')}: expected text, got {_kind(prompt)}")
@@ -214,7 +214,10 @@ def stepwise_row(row: StepwiseRow) -> dict[str, Any]:
     return record
 
 
-def _where(row: int | None, field: str) -> str:
+def _where(row: int | str | None, field: str) -> str:
+    # a str row is already a place ("labels.jsonl:7" from a snapshot reader)
+    if isinstance(row, str):
+        return f"{row}, field {field!r}"
     return f"row {row}, field {field!r}" if row is not None else f"field {field!r}"
 
 

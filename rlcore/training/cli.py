@@ -1,6 +1,6 @@
-"""``python -m rlcore train reward-model SPEC`` and ``python -m rlcore train grpo SPEC``.
+"""``python -m rlcore train reward-model SPEC``, ``... train grpo SPEC`` and ``... train prm SPEC``.
 
-SPEC is a JSON or YAML file holding a ``RewardModelTrainSpec`` / ``GRPOTrainSpec``. The command prints
+SPEC is a JSON or YAML file holding a ``RewardModelTrainSpec`` / ``GRPOTrainSpec`` / ``PRMTrainSpec``. The command prints
 ``rlcore.events`` lines on stdout, logs on stderr, and exits 0 when done, 2 on a user error (the
 message says what to fix), 143 when stopped by SIGTERM after saving a checkpoint. ``--resume``
 overrides the spec's ``resume`` field; ``--output-dir`` its ``output_dir``.
@@ -36,12 +36,19 @@ def run_grpo(args: argparse.Namespace) -> int:
     return train_grpo(_load(args, "grpo"))
 
 
+def run_prm(args: argparse.Namespace) -> int:
+    from rlcore.training.prm import train_prm
+
+    return train_prm(_load(args, "prm"))
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a reward model or a GRPO policy from a spec file")
     commands = parser.add_subparsers(dest="train_command", metavar="WHAT")
     for name, handler, help_text in (
             ("reward-model", run_reward_model, "Bradley-Terry reward model (TRL RewardTrainer)"),
-            ("grpo", run_grpo, "GRPO policy against a RewardSpec (TRL GRPOTrainer)")):
+            ("grpo", run_grpo, "GRPO policy against a RewardSpec (TRL GRPOTrainer)"),
+            ("prm", run_prm, "process reward model: token classification at step separators")):
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("spec", help="spec file (.json / .yaml)")
         sub.add_argument("--resume", action="store_true", help="resume from the last checkpoint in output_dir")

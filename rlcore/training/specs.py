@@ -111,6 +111,33 @@ class RewardModelTrainSpec(_TrainSpec):
     max_length: int = Field(512, gt=0, description="Pairs with either side longer than this (tokens) are dropped.")
 
 
+
+class PRMTrainSpec(_TrainSpec):
+    """A process reward model: token classification at the step separators (TRL's former PRMTrainer
+    formulation) trained with transformers' Trainer from a stepwise snapshot (see rlcore.training.prm)."""
+
+    kind: Literal["prm"] = Field("prm", description="Discriminator: this is a process-reward-model run.")
+    backbone: str = Field(description="Token-classification backbone (a causal LM or encoder checkpoint): a Hugging "
+                                      "Face Hub id or a local directory; a two-label head (0 bad, 1 good) is added.")
+    step_snapshot: Path = Field(
+        description="Stepwise rows, JSONL or Parquet, in TRL's stepwise format: prompt, completions (the list of "
+                    "steps), labels (one bool per step, true = good); optional response_id groups the rows of one "
+                    "response (several annotators) for the held-out split.")
+    step_separator: str = Field(
+        "\n", min_length=1, description="Text put after every step; the label sits on its last token (TRL's "
+                                        "step_separator). The backbone's tokenizer must encode it.")
+    add_separator_token: bool = Field(
+        False, description="When the tokenizer cannot encode step_separator: add it as a special token (and resize "
+                           "the embeddings) instead of refusing.")
+    train_on_last_step_only: bool = Field(
+        False, description="Train on the last step's label only (an outcome label); held-out metrics still use every "
+                           "step.")
+    eval_fraction: float = Field(0.2, gt=0, le=0.5, description="Share of responses held out for evaluation.")
+    per_device_eval_batch_size: int = Field(16, gt=0, description="Batch size for held-out scoring.")
+    max_length: int = Field(512, gt=0, description="Rows longer than this (tokens, prompt + steps + separators) are "
+                                                   "dropped and counted; a single step longer than it is refused.")
+    learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
+
 class LoraSpec(BaseModel):
     """Low-rank adapters via peft instead of full fine-tuning."""
 
@@ -314,8 +341,9 @@ class GRPOTrainSpec(_TrainSpec):
         return self
 
 
-TrainSpec = RewardModelTrainSpec | GRPOTrainSpec
-SPEC_CLASSES: dict[str, type[_TrainSpec]] = {"reward_model": RewardModelTrainSpec, "grpo": GRPOTrainSpec}
+TrainSpec = RewardModelTrainSpec | GRPOTrainSpec | PRMTrainSpec
+SPEC_CLASSES: dict[str, type[_TrainSpec]] = {"reward_model": RewardModelTrainSpec, "grpo": GRPOTrainSpec,
+                                              "prm": PRMTrainSpec}
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:
@@ -352,7 +380,7 @@ def format_validation_error(source: str, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def load_spec(path: str | Path, kind: Literal["reward_model", "grpo"]) -> TrainSpec:
+def load_spec(path: str | Path, kind: Literal["reward_model", "grpo", "prm"]) -> TrainSpec:
     """Read and validate a spec of ``kind`` from a JSON/YAML file; problems raise UserError naming the field."""
     data = read_spec_file(path)
     if data.get("kind", kind) != kind:

@@ -35,6 +35,7 @@ MODULES = [
     "rlcore.training.calibration",
     "rlcore.training.runtime",
     "rlcore.training.reward_model",
+    "rlcore.training.prm",
     "rlcore.training.reporting",
     "rlcore.training.demo_policy",
     "rlcore.analysis.inputs",
