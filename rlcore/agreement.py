@@ -126,13 +126,26 @@ def cohen_kappa(labels_a: Sequence[Value | None], labels_b: Sequence[Value | Non
     """
     if len(labels_a) != len(labels_b):
         raise UserError(f"cohen_kappa: the two label lists differ in length ({len(labels_a)} vs {len(labels_b)})")
-    pairs = [(x, y) for x, y in zip(labels_a, labels_b) if x is not None and y is not None]
-    if not pairs:
+    return cohen_kappa_from_table(Counter((x, y) for x, y in zip(labels_a, labels_b) if x is not None and y is not None))
+
+
+def cohen_kappa_from_table(table: Mapping[tuple[Value, Value], int]) -> float | None:
+    """Cohen's kappa from the two raters' pair counts ``{(label_a, label_b): n}`` (their contingency table).
+
+    The table is all kappa needs, so a report can count pairs as labels stream by and never hold them.
+
+    >>> round(cohen_kappa_from_table({("A", "A"): 1, ("A", "B"): 1, ("B", "B"): 2}), 3)
+    0.5
+    """
+    n = sum(table.values())
+    if not n:
         return None
-    n = len(pairs)
-    p_o = sum(x == y for x, y in pairs) / n
-    freq_a = Counter(x for x, _ in pairs)
-    freq_b = Counter(y for _, y in pairs)
+    p_o = sum(w for (x, y), w in table.items() if x == y) / n
+    freq_a: Counter = Counter()
+    freq_b: Counter = Counter()
+    for (x, y), w in table.items():
+        freq_a[x] += w
+        freq_b[y] += w
     p_e = sum(freq_a[c] * freq_b[c] for c in freq_a) / (n * n)
     if p_e >= 1.0:
         return None
@@ -156,21 +169,22 @@ def coincidence_matrix(
     matrix: dict[tuple[Value, Value], float] = defaultdict(float)
     for unit, values in units.items():
         m = len(values)
-        if m < 2:
-            continue
-        pairs = [
+        _add_unit_coincidences(matrix, values, [
             (i, j)
             for i in range(m)
             for j in range(m)
             if i != j and (pair_filter is None or pair_filter(unit, i, j))
-        ]
-        if not pairs:
-            continue
-        involved = len({i for i, _ in pairs})
-        weight = involved / len(pairs)
-        for i, j in pairs:
-            matrix[(values[i], values[j])] += weight
+        ])
     return dict(matrix)
+
+
+def _add_unit_coincidences(matrix: dict, values: Sequence[Value], pairs: Sequence[tuple[int, int]]) -> None:
+    """One unit's share of the coincidence matrix: its selected ordered pairs (i, j), weighted as above."""
+    if not pairs:
+        return
+    weight = len({i for i, _ in pairs}) / len(pairs)
+    for i, j in pairs:
+        matrix[(values[i], values[j])] += weight
 
 
 def _ordered_categories(categories: Iterable[Value], order: Sequence[Value] | None) -> list[Value]:
@@ -300,14 +314,62 @@ def _index(records: Iterable[LabelRecord]):
     by_unit: dict[str, dict[str, Value]] = defaultdict(dict)
     kinds: dict[str, str] = {}
     for rec in records:
-        previous = kinds.setdefault(rec.rater_id, rec.rater_kind)
-        if previous != rec.rater_kind:
-            raise UserError(
-                f"rater {rec.rater_id!r} is recorded both as {previous!r} and as {rec.rater_kind!r} "
-                f"(comparison {rec.comparison_id!r}): fix rater_kind"
-            )
+        _check_kind(kinds, rec)
         by_unit[rec.comparison_id][rec.rater_id] = rec.value
     return {u: list(r.items()) for u, r in by_unit.items()}, kinds
+
+
+def _check_kind(kinds: dict[str, str], rec: LabelRecord) -> None:
+    previous = kinds.setdefault(rec.rater_id, rec.rater_kind)
+    if previous != rec.rater_kind:
+        raise UserError(
+            f"rater {rec.rater_id!r} is recorded both as {previous!r} and as {rec.rater_kind!r} "
+            f"(comparison {rec.comparison_id!r}): fix rater_kind"
+        )
+
+
+class _View:
+    """Running statistics over the rater pairs one predicate selects (all pairs, a pair kind, one rater).
+
+    It keeps counts only, never labels: agreeing and total pairs, the units that gave a pair, each rater
+    pair's contingency table (Cohen's kappa needs nothing else) and the coincidence matrix (alpha's), each
+    unit added once when it is complete. Size: rater pairs x categories squared, whatever the label count.
+    """
+
+    __slots__ = ("pair_ok", "agree", "total", "used_units", "tables", "matrix")
+
+    def __init__(self, pair_ok: Callable[[str, str], bool]):
+        self.pair_ok = pair_ok
+        self.agree = self.total = self.used_units = 0
+        self.tables: dict[tuple[str, str], Counter] = {}
+        self.matrix: dict[tuple[Value, Value], float] = defaultdict(float)
+
+    def add_unit(self, unit: Sequence[tuple[str, Value]]) -> None:
+        any_pair = False
+        for (ra, va), (rb, vb) in combinations(unit, 2):
+            if not self.pair_ok(ra, rb):
+                continue
+            any_pair = True
+            self.total += 1
+            self.agree += va == vb
+            key, pair = ((ra, rb), (va, vb)) if ra < rb else ((rb, ra), (vb, va))
+            self.tables.setdefault(key, Counter())[pair] += 1
+        self.used_units += any_pair
+        m = len(unit)
+        _add_unit_coincidences(self.matrix, [v for _, v in unit], [
+            (i, j) for i in range(m) for j in range(m) if i != j and self.pair_ok(unit[i][0], unit[j][0])])
+
+    def stats(self, level: Level, order: Sequence[Value] | None, min_shared: int) -> AgreementStats:
+        kappas = [k for table in self.tables.values() if sum(table.values()) >= min_shared
+                  if (k := cohen_kappa_from_table(table)) is not None]
+        return AgreementStats(
+            percent_agreement=self.agree / self.total if self.total else None,
+            cohen_kappa=sum(kappas) / len(kappas) if kappas else None,
+            krippendorff_alpha=alpha_from_coincidences(self.matrix, level, order) if self.matrix else None,
+            n_comparisons=self.used_units,
+            n_pairs=self.total,
+            n_rater_pairs=len(kappas),
+        )
 
 
 def _stats(
@@ -317,37 +379,82 @@ def _stats(
     order: Sequence[Value] | None,
     min_shared: int,
 ) -> AgreementStats:
-    values = {u: [v for _, v in rv] for u, rv in units.items()}
-    raters = {u: [r for r, _ in rv] for u, rv in units.items()}
-    agree = total = 0
-    used_units = 0
-    shared: dict[tuple[str, str], list[tuple[Value, Value]]] = defaultdict(list)
-    for u, rv in units.items():
-        any_pair = False
-        for (ra, va), (rb, vb) in combinations(rv, 2):
-            if not pair_ok(ra, rb):
-                continue
-            any_pair = True
-            total += 1
-            agree += va == vb
-            key, pair = ((ra, rb), (va, vb)) if ra < rb else ((rb, ra), (vb, va))
-            shared[key].append(pair)
-        used_units += any_pair
-    kappas = []
-    for pairs in shared.values():
-        if len(pairs) >= min_shared:
-            k = cohen_kappa([a for a, _ in pairs], [b for _, b in pairs])
-            if k is not None:
-                kappas.append(k)
-    matrix = coincidence_matrix(values, lambda u, i, j: pair_ok(raters[u][i], raters[u][j]))
-    return AgreementStats(
-        percent_agreement=agree / total if total else None,
-        cohen_kappa=sum(kappas) / len(kappas) if kappas else None,
-        krippendorff_alpha=alpha_from_coincidences(matrix, level, order) if matrix else None,
-        n_comparisons=used_units,
-        n_pairs=total,
-        n_rater_pairs=len(kappas),
-    )
+    view = _View(pair_ok)
+    for unit in units.values():
+        view.add_unit(unit)
+    return view.stats(level, order, min_shared)
+
+
+class AgreementAccumulator:
+    """:func:`agreement_report` one label at a time, in memory that does not grow with the labels.
+
+    Records must come grouped by comparison (all labels of one comparison one after another, e.g. a
+    query ordered by comparison id): a comparison is complete when the next one starts, and is then
+    added to every statistic and forgotten. A comparison that came back later would count as a second
+    unit, so an unordered source must go through ``agreement_report(..., grouped=False)``.
+
+    >>> acc = AgreementAccumulator()
+    >>> for c, r, v in [("c1", "ann", "A"), ("c1", "bob", "A"), ("c2", "ann", "A"), ("c2", "bob", "B")]:
+    ...     acc.add(LabelRecord(comparison_id=c, rater_id=r, rater_kind="human", value=v))
+    >>> acc.report().overall.percent_agreement
+    0.5
+    """
+
+    def __init__(self, level: Level = "nominal", order: Sequence[Value] | None = None, min_shared: int = 2):
+        self.level, self.order, self.min_shared = level, order, min_shared
+        self._kinds: dict[str, str] = {}
+        self._n_labels: Counter = Counter()
+        kinds = self._kinds
+        self._overall = _View(lambda a, b: True)
+        self._by_kind = {pk: _View(lambda a, b, pk=pk: _pair_kind(kinds[a], kinds[b]) == pk) for pk in PAIR_KINDS}
+        self._per_rater: dict[str, _View] = {}
+        self._unit_id: str | None = None
+        self._unit: dict[str, Value] = {}  # the open comparison: rater -> value (a repeated label keeps the last)
+
+    def add(self, rec: LabelRecord) -> None:
+        if rec.comparison_id != self._unit_id:
+            self._close_unit()
+            self._unit_id = rec.comparison_id
+        _check_kind(self._kinds, rec)
+        self._unit[rec.rater_id] = rec.value
+
+    def _close_unit(self) -> None:
+        if not self._unit:
+            return
+        unit = list(self._unit.items())
+        self._unit = {}
+        self._overall.add_unit(unit)
+        for view in self._by_kind.values():
+            view.add_unit(unit)
+        for rater, _ in unit:
+            self._n_labels[rater] += 1
+            view = self._per_rater.get(rater)
+            if view is None:
+                view = self._per_rater[rater] = _View(lambda a, b, me=rater: me in (a, b))
+            view.add_unit(unit)
+
+    def report(self) -> AgreementReport:
+        self._close_unit()
+        args = (self.level, self.order, self.min_shared)
+        return AgreementReport(
+            level=self.level,
+            overall=self._overall.stats(*args),
+            by_pair_kind={pk: view.stats(*args) for pk, view in self._by_kind.items()},
+            per_annotator=[
+                AnnotatorAgreement(rater_id=rater, rater_kind=self._kinds[rater], n_labels=self._n_labels[rater],
+                                   stats=self._per_rater[rater].stats(*args))
+                for rater in sorted(self._kinds)
+            ],
+        )
+
+
+def _by_comparison(records: Iterable[LabelRecord]) -> Iterable[LabelRecord]:
+    """The records regrouped by comparison, comparisons in order of first appearance (held in memory)."""
+    by_unit: dict[str, list[LabelRecord]] = defaultdict(list)
+    for rec in records:
+        by_unit[rec.comparison_id].append(rec)
+    for recs in by_unit.values():
+        yield from recs
 
 
 def agreement_report(
@@ -355,11 +462,15 @@ def agreement_report(
     level: Level = "nominal",
     order: Sequence[Value] | None = None,
     min_shared: int = 2,
+    grouped: bool = False,
 ) -> AgreementReport:
     """All agreement statistics for a set of label records, split by pair kind and by annotator.
 
     Pairs are two different raters on the same comparison. ``min_shared`` is how many
     comparisons two raters must share before their Cohen's kappa enters the mean.
+    ``grouped=True`` promises the records come grouped by comparison; they are then streamed through
+    :class:`AgreementAccumulator` and never held (flat memory at a million labels). Otherwise they are
+    regrouped in memory first.
 
     >>> recs = [LabelRecord(comparison_id=c, rater_id=r, rater_kind=k, value=v) for c, r, k, v in [
     ...     ("c1", "ann", "human", "A"), ("c1", "gpt", "lm", "A"),
@@ -368,23 +479,10 @@ def agreement_report(
     >>> report.by_pair_kind["human-lm"].percent_agreement, report.by_pair_kind["human-human"].n_pairs
     (0.5, 0)
     """
-    units, kinds = _index(records)
-    overall = _stats(units, lambda a, b: True, level, order, min_shared)
-    by_kind = {
-        pk: _stats(units, lambda a, b, pk=pk: _pair_kind(kinds[a], kinds[b]) == pk, level, order, min_shared)
-        for pk in PAIR_KINDS
-    }
-    n_labels = Counter(r for rv in units.values() for r, _ in rv)
-    per_annotator = [
-        AnnotatorAgreement(
-            rater_id=rater,
-            rater_kind=kinds[rater],
-            n_labels=n_labels[rater],
-            stats=_stats(units, lambda a, b, me=rater: me in (a, b), level, order, min_shared),
-        )
-        for rater in sorted(kinds)
-    ]
-    return AgreementReport(level=level, overall=overall, by_pair_kind=by_kind, per_annotator=per_annotator)
+    acc = AgreementAccumulator(level=level, order=order, min_shared=min_shared)
+    for rec in records if grouped else _by_comparison(records):
+        acc.add(rec)
+    return acc.report()
 
 
 def human_lm_agreement_by_feature(

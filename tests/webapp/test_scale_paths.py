@@ -168,3 +168,34 @@ def test_it_reports_agreement_from_labels_read_a_chunk_at_a_time_as_counted_by_h
     assert (hh.n_pairs, hh.percent_agreement, hl.n_pairs, hl.percent_agreement) == (4, 0.5, 3, 1.0)
     assert {a.rater_id: a.n_labels for a in report.per_annotator} == {"carol": 3, "bob": 2, "imported:zed": 1,
                                                                       "lm:judge": 2}
+
+
+@pytest.mark.django_db
+def test_agreement_streams_comparisons_whatever_order_their_labels_were_written_in(people):
+    """Labels written interleaved (c2, c1, c2, c1) and two rankings of one comparison still pair up by
+    comparison in the one ordered pass. By hand: pairwise c1 carol B / bob B, c2 carol A / bob A: 2 pairs,
+    both agree. Rankings of [r0, r1, r2]: carol r2 > r1 > r0, bob r2 > r0 > r1: units r0-r1 (B vs A),
+    r0-r2 (B, B), r1-r2 (B, B): 3 pairs, 2 agree."""
+    from webapp.annotation.selectors import agreement_for
+
+    dataset = _project_with_labels(people, 0)
+    carol, bob = people.users["carol"], people.users["bob"]
+    comparisons = []
+    for i in range(3):
+        prompt = Prompt.objects.create(dataset=dataset, source_line=i + 1, text=f"q{i}")
+        ids = [Response.objects.create(prompt=prompt, text=f"r{i}{k}").pk for k in range(3 if i == 2 else 2)]
+        comparisons.append(Comparison.objects.create(project=people.project, prompt=prompt, response_ids=ids,
+                                                     kind="ranking" if i == 2 else "pair"))
+    c1, c2, ranked = comparisons
+    r0, r1, r2 = ranked.response_ids
+    human = dict(source="human", strength=1)
+    for comparison, who, choice in [(c2, carol, "a"), (ranked, carol, None), (c1, carol, "b"), (c2, bob, "a"),
+                                    (ranked, bob, None), (c1, bob, "b")]:
+        ranking = None if choice else ([r2, r1, r0] if who == carol else [r2, r0, r1])
+        PreferenceLabel.objects.create(comparison=comparison, annotator=who, choice=choice or "ranking",
+                                       ranking=ranking, **human)
+    result = agreement_for(project=people.project)
+    overall, rankings = result["report"].overall, result["rankings"].overall
+    assert (overall.n_comparisons, overall.n_pairs, overall.percent_agreement) == (2, 2, 1.0)
+    assert (rankings.n_comparisons, rankings.n_pairs, rankings.percent_agreement) == (3, 3, pytest.approx(2 / 3))
+    assert (result["n_labels"], result["n_rankings"]) == (4, 2)
