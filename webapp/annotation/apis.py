@@ -17,8 +17,9 @@ router = Router(tags=["annotation"])
 
 class BuildIn(Schema):
     dataset_id: int
-    strategy: str = Field("all_pairs", description="all_pairs | sampled_pairs | ranking")
-    pairs_per_prompt: int = Field(1, description="sampled_pairs: pairs drawn per prompt")
+    strategy: str = Field("all_pairs", description="all_pairs | sampled_pairs | ranking | head_to_head")
+    pairs_per_prompt: int = Field(1, description="sampled_pairs: pairs drawn per prompt; head_to_head: pairs at most")
+    policies: list[int] | None = Field(None, description="head_to_head: two registry policy ids, the first is 'a'")
     ranking_size: int = Field(0, description="ranking: responses per ranking (0 = all, at least 3)")
     overlap: int = Field(1, description="distinct annotators wanted per comparison")
     seed: int = 0
@@ -100,7 +101,8 @@ def build_comparisons(request, project_id: int, body: BuildIn):
     dataset = dataset_get(project=project, dataset_id=body.dataset_id)
     created = services.comparisons_build(project=project, dataset=dataset, strategy=body.strategy,
                                          pairs_per_prompt=body.pairs_per_prompt, ranking_size=body.ranking_size,
-                                         overlap=body.overlap, seed=body.seed)
+                                         overlap=body.overlap, seed=body.seed,
+                                         policies=tuple(body.policies) if body.policies else None)
     return Status(201, {"created": created})
 
 
@@ -313,3 +315,119 @@ def judge_template_agreement(request, project_id: int):
 
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
     return template_version_agreement(project=project)
+
+
+# ------------------------------------------------------------------ step items (issue 13)
+
+
+class StepBuildIn(Schema):
+    dataset_id: int
+    overlap: int = Field(1, description="distinct annotators wanted per step item")
+    scale: str = Field("ternary", description="ternary (good 1 / neutral 0 / bad -1) or score5 (1-5)")
+
+
+class StepShown(Schema):
+    index: int
+    text: str
+    start: int = Field(..., description="character span in the response's original text")
+    end: int
+
+
+class StepSuggestion(Schema):
+    id: int
+    grades: list[int]
+    first_error: int | None
+    model_version: str
+
+
+class StepItemOut(ItemOut):
+    step_split_id: int
+    scale: str
+    steps: list[StepShown]
+    suggestion: StepSuggestion | None = Field(None, description="the LM judge's pre-label, to confirm or correct")
+
+
+class StepLabelIn(Schema):
+    assignment_id: int | None = None
+    comparison_id: int | None = None
+    grades: list[int | str] = Field(..., description="one per step: 1/0/-1 or good/neutral/bad (ternary), 1-5")
+    first_error: int | None = Field(None, description="index of the first wrong step; null: the first bad one")
+    note: str = ""
+    suggestion_id: int | None = Field(None, description="the LM pre-label you were shown (its id), if any")
+
+
+class StepLabelOut(Schema):
+    id: int
+    comparison_id: int
+    step_split_id: int
+    source: str
+    scale: str
+    grades: list[int]
+    first_error: int | None
+    changed_steps: int | None
+    created_at: datetime
+
+
+class StepLMLabelIn(Schema):
+    comparison_id: int
+    grades: list[int | str]
+    first_error: int | None = None
+    model_version: str
+    template_id: int | None = Field(None, description="the judge prompt template (mode 'steps') used")
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
+@router.post("/{project_id}/steps/build", response={201: BuildOut},
+             summary="Build step items (one per response, on its current split) from a dataset")
+def build_step_items(request, project_id: int, body: StepBuildIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    dataset = dataset_get(project=project, dataset_id=body.dataset_id)
+    return Status(201, {"created": services.step_items_build(project=project, dataset=dataset,
+                                                             overlap=body.overlap, scale=body.scale)})
+
+
+@router.post("/{project_id}/annotation/steps/next", response={200: StepItemOut, 204: None},
+             summary="Your current step item, or the next one (204: nothing left for you)")
+def next_step_item(request, project_id: int):
+    try:
+        item = services.step_item_next(project_id=project_id, user=request.auth)
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    return Status(204, None) if item is None else item
+
+
+@router.post("/{project_id}/annotation/steps/labels", response={201: StepLabelOut},
+             summary="Grade every step of your step item (and the first wrong step)")
+def submit_step_label(request, project_id: int, body: StepLabelIn):
+    try:
+        label = services.step_label_submit(project_id=project_id, user=request.auth, **body.dict())
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    return Status(201, label)
+
+
+@router.post("/{project_id}/steps/lm-labels", response={201: StepLabelOut},
+             summary="Record an LM judge's step grades (a pre-label annotators confirm or correct)")
+def create_step_lm_label(request, project_id: int, body: StepLMLabelIn):
+    from django.core.exceptions import ValidationError
+
+    from webapp.annotation.models import Comparison
+    from webapp.judging.models import JudgePromptTemplate, PromptMode
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    comparison = Comparison.objects.select_related("project", "step_split").filter(
+        project=project, pk=body.comparison_id).first()
+    if comparison is None:
+        raise ValidationError({"comparison_id": f"No comparison {body.comparison_id} in this project."})
+    template = None
+    if body.template_id is not None:
+        template = JudgePromptTemplate.objects.filter(project=project, pk=body.template_id).first()
+        if template is None or template.mode != PromptMode.STEPS:
+            raise ValidationError({"template_id": f"No step-grading template {body.template_id} in this project."})
+    try:
+        label = services.step_lm_label_create(comparison=comparison, grades=body.grades, first_error=body.first_error,
+                                              model_version=body.model_version, provenance=body.provenance,
+                                              judge_template=template)
+    except LabelConflict as exc:
+        raise _conflict(exc) from None
+    return Status(201, label)

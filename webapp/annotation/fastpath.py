@@ -45,6 +45,7 @@ SELECT a.id, a.comparison_id, c.kind, a.display_order, a.expires_at, p.text, p.m
   JOIN annotation_comparison c ON c.id = a.comparison_id
   JOIN datasets_prompt p ON p.id = c.prompt_id
  WHERE a.project_id = %(project)s AND a.annotator_id = %(user)s AND a.status = 'active' AND a.expires_at > %(now)s
+   AND c.kind {{kind}}
  ORDER BY a.assigned_at DESC
  LIMIT 1
 """
@@ -55,12 +56,13 @@ WITH held AS (
       FROM annotation_assignment a
      WHERE a.project_id = %(project)s AND a.annotator_id = %(user)s AND a.status = 'active'
        AND a.expires_at > %(now)s AND {MAY_LABEL}
+       AND EXISTS (SELECT 1 FROM annotation_comparison hc WHERE hc.id = a.comparison_id AND hc.kind {{kind}})
      ORDER BY a.assigned_at DESC
      LIMIT 1
 ), picked AS (
     SELECT c.id FROM annotation_comparison c
      WHERE NOT EXISTS (SELECT 1 FROM held) AND {MAY_LABEL}
-       AND c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap {{gold}}
+       AND c.project_id = %(project)s AND c.is_active AND c.taken < c.overlap AND c.kind {{kind}} {{gold}}
        AND NOT EXISTS (SELECT 1 FROM annotation_assignment x
                         WHERE x.comparison_id = c.id AND x.annotator_id = %(user)s)
      ORDER BY c.id
@@ -135,9 +137,15 @@ def _item(row) -> dict | None:
     }
 
 
-def held_item(*, project_id: int, user_id: int, now: datetime) -> dict | None:
+# Step items (kind "steps") are labelled in their own mode of the workbench: the pairwise queue never hands
+# one out, and the step queue hands out nothing else. Both are the same statement with the kind filtered.
+KIND_FILTERS = {False: "<> 'steps'", True: "= 'steps'"}
+
+
+def held_item(*, project_id: int, user_id: int, now: datetime, steps: bool = False) -> dict | None:
     with connection.cursor() as cur:
-        cur.execute(HELD_SQL, {"project": project_id, "user": user_id, "now": now})
+        cur.execute(HELD_SQL.replace("{kind}", KIND_FILTERS[steps]), {"project": project_id, "user": user_id,
+                                                                      "now": now})
         return _item(cur.fetchone())
 
 
@@ -145,17 +153,19 @@ def held_item(*, project_id: int, user_id: int, now: datetime) -> dict | None:
 # comparison, "normal" only a normal one, "any" either. Three texts, so each is a plain index scan (the
 # gold one on the partial index of gold comparisons); the item returned has the same fields whichever it is.
 GOLD_FILTERS = {"any": "", "gold": "AND c.gold_answer <> ''", "normal": "AND c.gold_answer = ''"}
-NEXT_SQL_BY_GOLD = {mode: NEXT_SQL.replace("{gold}", where) for mode, where in GOLD_FILTERS.items()}
+NEXT_SQL_BY_GOLD = {(mode, steps): NEXT_SQL.replace("{gold}", where).replace("{kind}", kind)
+                    for mode, where in GOLD_FILTERS.items() for steps, kind in KIND_FILTERS.items()}
 
 
-def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime, gold: str = "any") -> dict | None:
+def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime, gold: str = "any",
+              steps: bool = False) -> dict | None:
     """The annotator's held item or, if none, a newly claimed one: one statement, atomic.
 
     None: nothing left for them (of the ``gold`` kind asked), or they may not label here (not a member, a
     viewer, a closed project).
     """
     with connection.cursor() as cur:
-        cur.execute(NEXT_SQL_BY_GOLD[gold], {"project": project_id, "user": user_id, "now": now, "expires": expires,
+        cur.execute(NEXT_SQL_BY_GOLD[gold, steps], {"project": project_id, "user": user_id, "now": now, "expires": expires,
                                "labelling_roles": LABELLING_ROLES})
         return _item(cur.fetchone())
 

@@ -5,6 +5,8 @@ from django.db import models
 class ComparisonKind(models.TextChoices):
     PAIR = "pair", "Pair (A / B)"
     RANKING = "ranking", "N-way ranking"
+    # One response's steps, each graded (the split in `step_split`; response_ids holds that one response).
+    STEPS = "steps", "Step labelling"
 
 
 class Comparison(models.Model):
@@ -26,6 +28,10 @@ class Comparison(models.Model):
     # Never shown to annotators: the item they get has the same fields whichever it is.
     gold_answer = models.CharField(max_length=1, blank=True, default="")
     is_active = models.BooleanField(default=True)
+    # Step items only: the split version the steps are graded on, and the scale each step is graded on.
+    step_split = models.ForeignKey("datasets.StepSplit", null=True, blank=True, on_delete=models.PROTECT,
+                                   related_name="comparisons")
+    step_scale = models.CharField(max_length=8, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -141,3 +147,59 @@ class PreferenceLabel(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} label {self.choice} on {self.comparison_id}"
+
+
+class StepScale(models.TextChoices):
+    TERNARY = "ternary", "good (1) / neutral (0) / bad (-1)"
+    SCORE5 = "score5", "a 1-5 score (1 worst)"
+
+
+STEP_SCALE_VALUES = {StepScale.TERNARY: (-1, 0, 1), StepScale.SCORE5: (1, 2, 3, 4, 5)}
+
+
+class StepLabelSource(models.TextChoices):
+    HUMAN = "human", "Human"
+    LM = "lm", "Language-model judge (a pre-label)"
+    # A person's grades given with an LM's pre-label shown as a suggestion (confirmed or corrected): a kind
+    # of its own, because what was shown may lean the person towards it; `suggestion` is the LM label shown.
+    REVIEWED = "reviewed", "Human, from an LM suggestion"
+
+
+class StepLabel(models.Model):
+    """The grades of every step of one step item, by a person or an LM judge.
+
+    `grades[i]` is step i's grade on the item's scale (ternary: -1 bad, 0 neutral, 1 good; score5: 1-5);
+    `first_error` is the index of the first wrong step (null: none is wrong). Steps are those of
+    `step_split` (the version shown), so a later split never re-points an old label.
+    """
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="step_labels")
+    assignment = models.OneToOneField(Assignment, null=True, blank=True, on_delete=models.SET_NULL,
+                                      related_name="step_label")
+    step_split = models.ForeignKey("datasets.StepSplit", on_delete=models.PROTECT, related_name="labels")
+    source = models.CharField(max_length=8, choices=StepLabelSource.choices, default=StepLabelSource.HUMAN)
+    annotator = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                  related_name="step_labels")
+    scale = models.CharField(max_length=8, choices=StepScale.choices)
+    grades = models.JSONField()
+    first_error = models.IntegerField(null=True, blank=True)
+    note = models.TextField(blank=True)
+    suggestion = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    changed_steps = models.IntegerField(null=True, blank=True,
+                                        help_text="Reviewed labels: steps whose grade differs from the suggestion.")
+    model_version = models.CharField(max_length=200, blank=True)
+    judge_template = models.ForeignKey("judging.JudgePromptTemplate", null=True, blank=True,
+                                               on_delete=models.SET_NULL, related_name="+")
+    provenance = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["comparison", "source"])]
+        constraints = [
+            models.UniqueConstraint(fields=["comparison", "annotator"], condition=~models.Q(source="lm"),
+                                    name="one_human_step_label_per_annotator"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source} step label on {self.comparison_id}"

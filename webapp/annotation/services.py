@@ -23,19 +23,20 @@ from itertools import combinations
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Exists, F, OuterRef
+from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
 
 from rlcore.datasets.trl_export import ExportSummary
 from webapp.annotation.models import (
-    Assignment, AssignmentStatus, Choice, Comparison, ComparisonKind, LabelSource, PreferenceLabel,
+    STEP_SCALE_VALUES, Assignment, AssignmentStatus, Choice, Comparison, ComparisonKind, LabelSource,
+    PreferenceLabel, StepScale,
 )
 from webapp.datasets.models import Dataset, DatasetStatus, Response
 from webapp.projects.models import Project
 from webapp.projects.permissions import Capability, project_for_user
 
 BUILD_BATCH = 2000
-STRATEGIES = ("all_pairs", "sampled_pairs", "ranking")
+STRATEGIES = ("all_pairs", "sampled_pairs", "ranking", "head_to_head")
 MAX_STRENGTH = 2
 TOOL_VERSION = "reward-studio-workbench/1"
 
@@ -53,12 +54,16 @@ def assignment_timeout() -> timedelta:
 
 
 def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs", pairs_per_prompt: int = 1,
-                      ranking_size: int = 0, overlap: int = 1, seed: int = 0) -> int:
+                      ranking_size: int = 0, overlap: int = 1, seed: int = 0,
+                      policies: tuple[int, int] | None = None) -> int:
     """Create comparisons from a ready dataset's responses; returns how many were created.
 
     - ``all_pairs``: every pair of responses of each prompt;
     - ``sampled_pairs``: ``pairs_per_prompt`` random pairs per prompt (reproducible with ``seed``);
-    - ``ranking``: one N-way comparison per prompt with ``ranking_size`` responses (0: all; at least 3).
+    - ``ranking``: one N-way comparison per prompt with ``ranking_size`` responses (0: all; at least 3);
+    - ``head_to_head``: ``policies=(a, b)`` (registry Policy ids): the i-th response of policy a to a prompt
+      (by ``sample_index``, then id) against the i-th of policy b, at most ``pairs_per_prompt`` per prompt; a
+      prompt one of them did not answer gets none. Response a comes first in the canonical order.
     A comparison that already exists (same prompt, same responses) is not created again.
     """
     errors = {}
@@ -70,13 +75,23 @@ def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs",
         errors["strategy"] = f"Unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}."
     if not 1 <= overlap <= 100:
         errors["overlap"] = "Overlap must be between 1 and 100 annotators."
-    if strategy == "sampled_pairs" and not 1 <= pairs_per_prompt <= 1000:
+    if strategy == "head_to_head":
+        from webapp.training.models import Policy
+
+        ids = list(policies or ())
+        if len(ids) != 2 or ids[0] == ids[1]:
+            errors["policies"] = "Head-to-head needs two different policies of the registry."
+        elif Policy.objects.filter(project=project, pk__in=ids).count() != 2:
+            errors["policies"] = f"Policies {ids}: not both policies of this project."
+        else:
+            policies = (int(ids[0]), int(ids[1]))
+    if strategy in ("sampled_pairs", "head_to_head") and not 1 <= pairs_per_prompt <= 1000:
         errors["pairs_per_prompt"] = "Pairs per prompt must be between 1 and 1000."
     if strategy == "ranking" and ranking_size and not 3 <= ranking_size <= 26:
         errors["ranking_size"] = "A ranking compares 3 to 26 responses (0 for all of them)."
     if errors:
         raise ValidationError(errors)
-    _check_build_size(dataset=dataset, strategy=strategy, pairs_per_prompt=pairs_per_prompt)
+    _check_build_size(dataset=dataset, strategy=strategy, pairs_per_prompt=pairs_per_prompt, policies=policies)
     existing = {
         (prompt_id, tuple(sorted(ids)))
         for prompt_id, ids in Comparison.objects.filter(prompt__dataset=dataset).values_list("prompt_id", "response_ids")
@@ -114,6 +129,16 @@ def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs",
         for a, b in pairs:
             emit(prompt_id, [a, b])
 
+    if strategy == "head_to_head":
+        with transaction.atomic():
+            for prompt_id, (a_ids, b_ids) in _policy_responses(dataset=dataset, policies=policies).items():
+                for a, b in list(zip(a_ids, b_ids))[:pairs_per_prompt]:
+                    emit(prompt_id, [a, b])
+            if batch:
+                Comparison.objects.bulk_create(batch)
+                created += len(batch)
+        return created
+
     with transaction.atomic():
         rows = (Response.objects.filter(prompt__dataset=dataset).order_by("prompt_id", "id")
                 .values_list("prompt_id", "id").iterator(chunk_size=5000))
@@ -146,12 +171,36 @@ def _pair_at(ids: list[int], index: int) -> tuple[int, int]:
     return ids[first], ids[first + 1 + index - first * (2 * n - first - 1) // 2]
 
 
-def _check_build_size(*, dataset: Dataset, strategy: str, pairs_per_prompt: int) -> None:
+def _policy_responses(*, dataset: Dataset, policies: tuple[int, int]) -> dict[int, tuple[list[int], list[int]]]:
+    """Per prompt of the dataset, the response ids of policy a and of policy b (by sample index, then id)."""
+    found: dict[int, tuple[list[int], list[int]]] = {}
+    rows = (Response.objects.filter(prompt__dataset=dataset, policy_id__in=policies)
+            .order_by("prompt_id", F("sample_index").asc(nulls_last=True), "id")
+            .values_list("prompt_id", "id", "policy_id"))
+    for prompt_id, response_id, policy_id in rows.iterator(chunk_size=5000):
+        found.setdefault(prompt_id, ([], []))[0 if policy_id == policies[0] else 1].append(response_id)
+    return found
+
+
+def _check_build_size(*, dataset: Dataset, strategy: str, pairs_per_prompt: int,
+                      policies: tuple[str, str] | None = None) -> None:
     """Refuse, before any work, a build that would create more comparisons than one request may."""
     from django.db.models import Count
 
     if strategy == "ranking":
         return  # one comparison per prompt: as many as the dataset has rows
+    if strategy == "head_to_head":
+        found = _policy_responses(dataset=dataset, policies=policies)
+        if not any(a and b for a, b in found.values()):
+            raise ValidationError({"policies": (
+                f"No prompt of '{dataset}' has responses from both policies {policies[0]} and {policies[1]}: "
+                "generate with both on this prompt set first.")})
+        total = sum(min(len(a), len(b), pairs_per_prompt) for a, b in found.values())
+        if total > settings.COMPARISONS_BUILD_MAX:
+            raise ValidationError({"pairs_per_prompt": (
+                f"This would build {total:,} comparisons, more than the {settings.COMPARISONS_BUILD_MAX:,} one "
+                "build may create: fewer pairs per prompt.")})
+        return
     # All pairs of one row grow as n²/2 (600 responses gave 179,700 comparisons and a 10 s request): one
     # build creates at most COMPARISONS_BUILD_MAX; sampled pairs stay available.
     limit = settings.COMPARISONS_BUILD_MAX
@@ -232,13 +281,15 @@ def assignments_release_expired(*, project=None, limit: int = 500, throttle: boo
     return len(stale)
 
 
-def assignment_next(*, project, user) -> Assignment | None:
-    """The annotator's current item: the assignment they hold, or a newly claimed comparison, or None."""
+def assignment_next(*, project, user, steps: bool = False) -> Assignment | None:
+    """The annotator's current item: the assignment they hold, or a newly claimed comparison, or None.
+    ``steps``: step items only (the workbench's step mode); otherwise never a step item."""
     _check_open(project)
     now = timezone.now()
+    kind_q = Q(comparison__kind=ComparisonKind.STEPS) if steps else ~Q(comparison__kind=ComparisonKind.STEPS)
     held = (Assignment.objects.select_related("comparison__prompt")
             .filter(project=project, annotator=user, status=AssignmentStatus.ACTIVE, expires_at__gt=now)
-            .order_by("-assigned_at").first())
+            .filter(kind_q).order_by("-assigned_at").first())
     if held is not None:
         return held
     assignments_release_expired(project=project, throttle=True)
@@ -246,6 +297,8 @@ def assignment_next(*, project, user) -> Assignment | None:
         mine = Assignment.objects.filter(comparison=OuterRef("pk"), annotator=user)
         open_items = (Comparison.objects.select_for_update(skip_locked=True, of=("self",)).select_related("prompt")
                       .filter(project=project, is_active=True, taken__lt=F("overlap")).filter(~Exists(mine)))
+        open_items = (open_items.filter(kind=ComparisonKind.STEPS) if steps
+                      else open_items.exclude(kind=ComparisonKind.STEPS))
         mode = gold_mode(project.gold_rate)
         comparison = None
         if mode != "any":
@@ -370,6 +423,8 @@ def _locked_assignment(*, project, user, assignment_id: int | None, comparison_i
 def _validate_choice(assignment: Assignment, choice: str, strength: int | None, ranking: list | None):
     comparison = assignment.comparison
     shown = assignment.display_order
+    if comparison.kind == ComparisonKind.STEPS:
+        raise ValidationError({"choice": "This is a step item: grade its steps (POST .../annotation/steps/labels)."})
     if comparison.kind == ComparisonKind.RANKING:
         if choice not in ("", "ranking", None):
             raise ValidationError({"choice": "This is a ranking: send 'ranking' (response ids, best first)."})
@@ -803,3 +858,182 @@ def adjudication_record(*, project, user, comparison_id: int, choice: str, stren
             comparison=comparison, source=LabelSource.ADJUDICATION, annotator=user, choice=choice,
             strength=0 if choice == Choice.TIE else strength, rationale=(rationale or "").strip(),
             display_order=list(comparison.response_ids), model_version=TOOL_VERSION)
+
+
+# ------------------------------------------------------------------ step items (issue 13)
+# A step item is a Comparison of kind "steps" over one response and one stored split of it; it rides the
+# same queue (the same row locks, `taken <= overlap`, one assignment per annotator, expiry), and its labels
+# are StepLabels: a grade per step and the first wrong step.
+
+STEP_GRADE_WORDS = {"good": 1, "neutral": 0, "bad": -1}
+MAX_NOTE = 10_000
+
+
+def step_items_build(*, project, dataset: Dataset, overlap: int = 1, scale: str = StepScale.TERNARY) -> int:
+    """One step item per response of the dataset, on its current (latest) split; a split that already has
+    an item is not given another. Returns how many were created."""
+    from django.db.models import Max
+
+    from webapp.datasets.models import StepSplit
+
+    errors = {}
+    if dataset.project_id != project.pk:
+        errors["dataset"] = "That dataset belongs to another project."
+    elif dataset.status != DatasetStatus.READY:
+        errors["dataset"] = f"Dataset '{dataset.name}' is {dataset.status}, not ready."
+    if not 1 <= overlap <= 100:
+        errors["overlap"] = "Overlap must be between 1 and 100 annotators."
+    if scale not in StepScale.values:
+        errors["scale"] = f"Unknown scale '{scale}': choose {' or '.join(StepScale.values)}."
+    if errors:
+        raise ValidationError(errors)
+    with transaction.atomic():
+        latest = (StepSplit.objects.filter(response__prompt__dataset=dataset).values("response_id")
+                  .annotate(v=Max("version")))
+        splits = list(StepSplit.objects.filter(response__prompt__dataset=dataset)
+                      .filter(Exists(latest.filter(response_id=OuterRef("response_id"), v=OuterRef("version"))))
+                      .values_list("id", "response_id", "response__prompt_id"))
+        if not splits:
+            raise ValidationError({"dataset": f"Dataset '{dataset.name}' has no steps: split its responses into "
+                                              "steps first (or import a TRL stepwise file)."})
+        have = set(Comparison.objects.filter(project=project, kind=ComparisonKind.STEPS,
+                                             step_split_id__in=[s[0] for s in splits])
+                   .values_list("step_split_id", flat=True))
+        made = Comparison.objects.bulk_create([
+            Comparison(project=project, prompt_id=prompt_id, kind=ComparisonKind.STEPS, response_ids=[response_id],
+                       overlap=overlap, step_split_id=split_id, step_scale=scale)
+            for split_id, response_id, prompt_id in splits if split_id not in have], batch_size=BUILD_BATCH)
+    return len(made)
+
+
+def _step_details(comparison_id: int) -> dict:
+    """The steps, scale and current LM suggestion of a step item (added to the queue's item)."""
+    from webapp.annotation.models import StepLabel, StepLabelSource
+
+    split_id, scale, steps = (Comparison.objects.filter(pk=comparison_id)
+                              .values_list("step_split_id", "step_scale", "step_split__steps").get())
+    suggestion = (StepLabel.objects.filter(comparison_id=comparison_id, source=StepLabelSource.LM)
+                  .order_by("-id").values("id", "grades", "first_error", "model_version").first())
+    return {"step_split_id": split_id, "scale": scale,
+            "steps": [{"index": i, **s} for i, s in enumerate(steps or [])], "suggestion": suggestion}
+
+
+def step_item_next(*, project_id: int, user) -> dict | None:
+    """The annotator's held step item, or a newly claimed one (the queue's guarantees), with its steps;
+    None when none is left for them."""
+    from webapp.annotation import fastpath
+    from webapp.annotation.selectors import item_for
+
+    item = None
+    if fast_path_enabled():
+        assignments_release_expired(project=Project(pk=project_id), throttle=True)
+        now = timezone.now()
+        try:
+            item = fastpath.next_item(project_id=project_id, user_id=user.pk, now=now,
+                                      expires=now + assignment_timeout(), steps=True)
+        except IntegrityError:
+            item = fastpath.held_item(project_id=project_id, user_id=user.pk, now=now, steps=True)
+    if item is None:  # no access, a closed project, nothing left, or another database: the usual path says which
+        project, _ = project_for_user(user, project_id, Capability.LABEL)
+        assignment = assignment_next(project=project, user=user, steps=True)
+        if assignment is None:
+            return None
+        item = item_for(assignment)
+    return {**item, **_step_details(item["comparison_id"])}
+
+
+def _step_grades(grades, *, scale: str, n_steps: int, field: str = "grades") -> list[int]:
+    values = STEP_SCALE_VALUES[scale]
+    if not isinstance(grades, list) or len(grades) != n_steps:
+        got = f"{len(grades)} grade{'s' if len(grades) != 1 else ''}" if isinstance(grades, list) else "no list"
+        raise ValidationError({field: f"Grade every step: {got} for {n_steps} steps."})
+    out = []
+    for i, grade in enumerate(grades):
+        if scale == StepScale.TERNARY and isinstance(grade, str):
+            grade = STEP_GRADE_WORDS.get(grade.strip().lower(), grade)
+        if isinstance(grade, bool) or not isinstance(grade, int) or grade not in values:
+            allowed = "good / neutral / bad (1 / 0 / -1)" if scale == StepScale.TERNARY else "1 to 5"
+            raise ValidationError({field: f"Step {i + 1}: {grade!r} is not a grade; use {allowed}."})
+        out.append(grade)
+    return out
+
+
+def _first_error(first_error, grades: list[int], scale: str) -> int | None:
+    """The first wrong step: as given, or (ternary) the first step graded bad. A given one must not come
+    after a step graded bad, nor be a step graded good."""
+    bad = [i for i, g in enumerate(grades) if scale == StepScale.TERNARY and g == -1]
+    if first_error is None:
+        return bad[0] if bad else None
+    if isinstance(first_error, bool) or not isinstance(first_error, int) or not 0 <= first_error < len(grades):
+        raise ValidationError({"first_error": f"The first wrong step is a step index from 0 to {len(grades) - 1} "
+                                              "(or null: no step is wrong)."})
+    if bad and bad[0] < first_error:
+        raise ValidationError({"first_error": f"Step {bad[0] + 1} is graded bad, so the first wrong step cannot "
+                                              f"be step {first_error + 1}."})
+    if scale == StepScale.TERNARY and grades[first_error] == 1:
+        raise ValidationError({"first_error": f"Step {first_error + 1} is graded good; the first wrong step "
+                                              "cannot be a good one."})
+    return first_error
+
+
+def step_label_submit(*, project_id: int, user, grades, assignment_id: int | None = None,
+                      comparison_id: int | None = None, first_error: int | None = None, note: str = "",
+                      suggestion_id: int | None = None):
+    """Record an annotator's grades of their assigned step item. ``suggestion_id``: the LM pre-label they
+    were shown (then the label is of kind "reviewed", with the steps they changed counted)."""
+    from webapp.annotation.models import StepLabel, StepLabelSource
+
+    project, _ = project_for_user(user, project_id, Capability.LABEL)
+    _check_open(project)
+    if len(note or "") > MAX_NOTE:
+        raise ValidationError({"note": "Keep the note under 10,000 characters."})
+    try:
+        with transaction.atomic():
+            assignment = _locked_assignment(project=project, user=user, assignment_id=assignment_id,
+                                            comparison_id=comparison_id)
+            comparison = assignment.comparison
+            if comparison.kind != ComparisonKind.STEPS:
+                raise ValidationError({"assignment_id": f"Comparison {comparison.pk} is a {comparison.kind}, not a "
+                                                        "step item: label it with .../annotation/labels."})
+            if assignment.status != AssignmentStatus.ACTIVE:
+                raise _status_conflict(comparison.pk, assignment.status)
+            steps = Comparison.objects.filter(pk=comparison.pk).values_list("step_split__steps", flat=True).get()
+            scale = comparison.step_scale or StepScale.TERNARY
+            grades = _step_grades(grades, scale=scale, n_steps=len(steps))
+            first = _first_error(first_error, grades, scale)
+            suggestion = None
+            if suggestion_id is not None:
+                suggestion = StepLabel.objects.filter(pk=suggestion_id, comparison=comparison,
+                                                      source=StepLabelSource.LM).first()
+                if suggestion is None:
+                    raise ValidationError({"suggestion_id": f"No LM pre-label {suggestion_id} on this item."})
+            label = StepLabel.objects.create(
+                comparison=comparison, assignment=assignment, step_split_id=comparison.step_split_id,
+                source=StepLabelSource.REVIEWED if suggestion else StepLabelSource.HUMAN, annotator=user,
+                scale=scale, grades=grades, first_error=first, note=(note or "").strip(), suggestion=suggestion,
+                changed_steps=(sum(a != b for a, b in zip(grades, suggestion.grades)) if suggestion else None),
+                model_version=TOOL_VERSION)
+            Assignment.objects.filter(pk=assignment.pk).update(status=AssignmentStatus.DONE,
+                                                                finished_at=label.created_at)
+            Comparison.objects.filter(pk=comparison.pk).update(human_label_count=F("human_label_count") + 1)
+    except IntegrityError:
+        raise LabelConflict(f"You already labelled comparison {assignment.comparison_id}.") from None
+    return label
+
+
+def step_lm_label_create(*, comparison: Comparison, grades, first_error: int | None = None, model_version: str,
+                         provenance: dict | None = None, judge_template=None, note: str = ""):
+    """An LM judge's grades of a step item: a pre-label, shown to annotators as a suggestion."""
+    from webapp.annotation.models import StepLabel, StepLabelSource
+
+    if comparison.kind != ComparisonKind.STEPS:
+        raise ValidationError({"comparison_id": f"Comparison {comparison.pk} is not a step item."})
+    if comparison.project.is_closed:
+        raise LabelConflict(f"Project '{comparison.project.name}' is closed: it takes no new labels.")
+    steps = comparison.step_split.steps
+    scale = comparison.step_scale or StepScale.TERNARY
+    grades = _step_grades(grades, scale=scale, n_steps=len(steps))
+    return StepLabel.objects.create(
+        comparison=comparison, step_split_id=comparison.step_split_id, source=StepLabelSource.LM, scale=scale,
+        grades=grades, first_error=_first_error(first_error, grades, scale), model_version=model_version[:200],
+        provenance=provenance or {}, judge_template=judge_template, note=note)

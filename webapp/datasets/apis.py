@@ -2,7 +2,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from ninja import File, Form, Router, Schema, Status
+from ninja import Field, File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
 from webapp.api.paging import offset_param
@@ -67,14 +67,16 @@ def list_datasets(request, project_id: int):
                          "imports the good rows and lists the bad ones in row_errors. preference_labels=human|lm "
                          "imports each plain TRL row's chosen-over-rejected as a label of that source (one rater "
                          "per file); none (default) keeps it as response metadata. Rows exported by Reward Studio "
-                         "always bring their own labels.")
+                         "always bring their own labels. step_rule (newline | blank_line | step_header, or rlcore StepSplit "
+                         "JSON with kind, pattern, min_steps, max_steps) splits every response into steps (version "
+                         "1) as the import ends; a response it cannot split fails the import, naming the row.")
 def import_dataset(request, project_id: int, file: File[UploadedFile], name: Form[str] = "",
                    format: Form[str] = "", mode: Form[str] = ImportMode.STRICT, background: Form[bool | None] = None,
-                   preference_labels: Form[str] = PreferenceLabels.NONE):
+                   preference_labels: Form[str] = PreferenceLabels.NONE, step_rule: Form[str] = ""):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     dataset = services.dataset_import_upload(project=project, user=request.auth, uploaded=file, name=name,
                                              source_format=format or None, mode=mode, background=background,
-                                             preference_labels=preference_labels)
+                                             preference_labels=preference_labels, step_rule=step_rule or None)
     if dataset.status == DatasetStatus.FAILED:
         errors = {"file": [dataset.error] + [f"line {e['line']}: {e['message']}" for e in dataset.row_errors]}
         raise ValidationError(errors)
@@ -100,3 +102,22 @@ def delete_dataset(request, project_id: int, dataset_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     services.dataset_delete(dataset=selectors.dataset_get(project=project, dataset_id=dataset_id))
     return Status(204, None)
+
+
+class StepSplitIn(Schema):
+    rule: dict[str, Any] = Field(..., description='rlcore StepSplit: {"kind": "newline" | "blank_line" | '
+                                                  '"step_header" | "regex", "pattern": RE2, "min_steps", "max_steps"}')
+
+
+class StepSplitOut(Schema):
+    responses: int
+    steps: int
+    rule: dict[str, Any]
+
+
+@router.post("/{project_id}/datasets/{dataset_id}/steps", response={201: StepSplitOut},
+             summary="Split every response into steps (a new version each time; the text is kept)")
+def split_steps(request, project_id: int, dataset_id: int, body: StepSplitIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
+    return Status(201, services.steps_split(dataset=dataset, rule=body.rule))

@@ -85,8 +85,10 @@ def _unzip_hf_folder(archive: Path, folder: Path) -> Path:
 @transaction.atomic
 def dataset_create(*, project, user, name: str, path: Path, source_format: str | None = None,
                    mode: str = ImportMode.STRICT, source_name: str = "",
-                   preference_labels: str = PreferenceLabels.NONE) -> Dataset:
-    """Check the source and record a dataset in `importing` state (rows come with dataset_import_run)."""
+                   preference_labels: str = PreferenceLabels.NONE, step_rule=None) -> Dataset:
+    """Check the source and record a dataset in `importing` state (rows come with dataset_import_run).
+    ``step_rule`` (rlcore StepSplit, dict or JSON): split every response into steps as the import ends."""
+    rule = step_rule_parse(step_rule)
     name = (name or "").strip() or (source_name or path.name)
     if len(name) > 200:
         raise ValidationError({"name": "Name is longer than 200 characters."})
@@ -107,12 +109,13 @@ def dataset_create(*, project, user, name: str, path: Path, source_format: str |
     return Dataset.objects.create(
         project=project, name=name, source_format=reader.format, source_name=source_name or path.name, mode=mode,
         preference_labels=preference_labels, upload_path=str(path), created_by=user, bytes_total=reader.total,
+        step_rule=rule.model_dump(exclude_none=True) if rule is not None else None,
     )
 
 
 def dataset_import_upload(*, project, user, uploaded, name: str = "", source_format: str | None = None,
                           mode: str = ImportMode.STRICT, background: bool | None = None,
-                          preference_labels: str = PreferenceLabels.NONE) -> Dataset:
+                          preference_labels: str = PreferenceLabels.NONE, step_rule=None) -> Dataset:
     """Save an uploaded file and import it: during the request if small, else on a worker.
 
     A `.zip` upload is taken as a zipped Hugging Face `save_to_disk` folder.
@@ -130,7 +133,7 @@ def dataset_import_upload(*, project, user, uploaded, name: str = "", source_for
             path, source_format = _unzip_hf_folder(path, folder), "hf"
         dataset = dataset_create(project=project, user=user, name=name, path=path, source_format=source_format,
                                  mode=mode, source_name=Path(uploaded.name or path.name).name,
-                                 preference_labels=preference_labels)
+                                 preference_labels=preference_labels, step_rule=step_rule)
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -150,12 +153,15 @@ def _enqueue_import(dataset_id: int) -> None:
 
 def _purge_rows(dataset_id: int) -> None:
     """Delete every row an import wrote, without loading them (raw deletes, children first)."""
-    from webapp.annotation.models import Assignment, Comparison, PreferenceLabel
+    from webapp.annotation.models import Assignment, Comparison, PreferenceLabel, StepLabel
+    from webapp.datasets.models import StepSplit
 
     with transaction.atomic():
-        for qs in (PreferenceLabel.objects.filter(comparison__prompt__dataset_id=dataset_id),
+        for qs in (StepLabel.objects.filter(comparison__prompt__dataset_id=dataset_id),
+                   PreferenceLabel.objects.filter(comparison__prompt__dataset_id=dataset_id),
                    Assignment.objects.filter(comparison__prompt__dataset_id=dataset_id),
                    Comparison.objects.filter(prompt__dataset_id=dataset_id),
+                   StepSplit.objects.filter(response__prompt__dataset_id=dataset_id),
                    Response.objects.filter(prompt__dataset_id=dataset_id),
                    Prompt.objects.filter(dataset_id=dataset_id)):
             qs._raw_delete(qs.db)
@@ -296,6 +302,11 @@ def dataset_import_run(*, dataset_id: int) -> Dataset:
     if writer.prompts == 0:
         return _fail(dataset, "No valid rows: nothing was imported." if n_errors else "The file has no rows.",
                      errors, n_errors)
+    if dataset.step_rule:
+        try:
+            steps_split(dataset=dataset, rule=dataset.step_rule)
+        except ValidationError as exc:
+            return _fail(dataset, " ".join(exc.message_dict.get("step_rule", [str(exc)])), errors, n_errors)
     Dataset.objects.filter(pk=dataset.pk).update(
         status=DatasetStatus.READY, row_count=writer.prompts, response_count=writer.responses,
         label_count=writer.labels, skipped_count=n_errors, row_errors=errors, metadata_columns=list(writer.columns),
@@ -337,3 +348,69 @@ def _remove_upload(upload_path: str) -> None:
 def error_summary(errors: list[dict]) -> str:
     kinds = Counter(e["message"].split(" (")[0] for e in errors)
     return "; ".join(f"{k} ×{n}" for k, n in kinds.most_common(5))
+
+
+# ------------------------------------------------------------------ steps (issue 13)
+
+
+def step_rule_parse(value, *, field: str = "step_rule"):
+    """The user's split rule (a dict or JSON text) as rlcore's StepSplit; a bad one is a field error."""
+    import json
+
+    from pydantic import ValidationError as PydanticError
+
+    from rlcore.steps import StepSplit as StepRule
+
+    if value in (None, "", {}):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value) if value.strip().startswith("{") else {"kind": value.strip()}
+        except ValueError as exc:
+            raise ValidationError({field: f"Not JSON: {exc}."}) from None
+    try:
+        return StepRule.model_validate(value)
+    except PydanticError as exc:
+        raise ValidationError({field: "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())}) from None
+
+
+def steps_split(*, dataset: Dataset, rule) -> dict:
+    """Split every response of the dataset into steps by ``rule``: a new version per response (older
+    versions, and the labels made on them, stay). All or nothing: one response the rule cannot split
+    (one step, thousands) refuses the whole split, naming the row (the prompt's source line)."""
+    from django.db.models import Max
+
+    from rlcore.steps import StepError, split_steps
+    from webapp.datasets.models import StepSplit, StepSplitSource
+
+    rule = step_rule_parse(rule) if not hasattr(rule, "model_dump") else rule
+    if rule is None:
+        raise ValidationError({"step_rule": "Choose how to split the responses into steps."})
+    rule_json = rule.model_dump(exclude_none=True)
+    with transaction.atomic():
+        latest = dict(StepSplit.objects.filter(response__prompt__dataset=dataset).values("response_id")
+                      .annotate(v=Max("version")).values_list("response_id", "v"))
+        batch, n_steps = [], 0
+        # a plain fetch, not a server-side cursor: a refusal raised mid-loop must not leave one open
+        rows = list(Response.objects.filter(prompt__dataset=dataset).order_by("id")
+                    .values_list("id", "text", "prompt__source_line"))
+        n = 0
+        for response_id, text, line in rows:
+            try:
+                steps = split_steps(text, rule, row=line, field="response")
+            except StepError as exc:
+                raise ValidationError({"step_rule": f"{exc} (response {response_id}); nothing was split."}) from None
+            n_steps += len(steps)
+            batch.append(StepSplit(response_id=response_id, version=latest.get(response_id, 0) + 1,
+                                   source=StepSplitSource.RULE, rule=rule_json,
+                                   steps=[{"text": s.text, "start": s.start, "end": s.end} for s in steps]))
+            if len(batch) >= BATCH_ROWS:
+                StepSplit.objects.bulk_create(batch)
+                n += len(batch)
+                batch.clear()
+        StepSplit.objects.bulk_create(batch)
+        n += len(batch)
+    if not n:
+        raise ValidationError({"step_rule": f"Dataset '{dataset.name}' has no responses to split."})
+    return {"responses": n, "steps": n_steps, "rule": rule_json}
+

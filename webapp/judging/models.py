@@ -54,6 +54,8 @@ class PromptMode(models.TextChoices):
     COMPARE = "compare", "Pairwise comparison"
     GRADE = "grade", "Rubric grading"
     RANK = "rank", "N-way ranking"
+    # Grades each step of one response (good / neutral / bad); its grades are pre-labels annotators review.
+    STEPS = "steps", "Step grading"
 
 
 class JudgePromptTemplate(models.Model):

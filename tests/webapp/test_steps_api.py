@@ -1,0 +1,142 @@
+"""Steps (issue 13), through the REST API: splits stored and versioned on import and later, step items on
+the annotation queue, step labels, LM pre-labels shown as suggestions and reviewed."""
+
+import json
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+
+from tests.conftest import token_for
+from tests.webapp.test_annotation_api import Api
+from webapp.annotation.models import Assignment, Comparison, StepLabel
+from webapp.datasets.models import Dataset, Response, StepSplit
+
+ROWS = [{"prompt": f"What is {i} + {i}?", "responses": [f"Step 1: take {i}\nStep 2: add {i}\nStep 3: get {2 * i}"]}
+        for i in range(3)]
+
+
+def _import(client, people, rows, **fields):
+    content = "".join(json.dumps(r) + "\n" for r in rows).encode()
+    return client.post(f"/api/v1/projects/{people.project.pk}/datasets",
+                       {"file": SimpleUploadedFile("steps.jsonl", content), **fields},
+                       headers={"Authorization": f"Bearer {token_for(people.users['alice'])}"})
+
+
+@pytest.fixture(params=["fast", "orm"])
+def path(request, settings):
+    settings.ANNOTATION_FAST_PATH = request.param == "fast"
+    return request.param
+
+
+@pytest.fixture
+def step_items(client, people):
+    r = _import(client, people, ROWS, step_rule="step_header")
+    assert r.status_code == 201, r.content
+    api = Api(client, people.users["alice"], people.project.pk)
+    built = api.post("/steps/build", {"dataset_id": r.json()["id"], "overlap": 2})
+    assert built.status_code == 201 and built.json() == {"created": 3}
+    return Dataset.objects.get(pk=r.json()["id"])
+
+
+@pytest.mark.django_db
+def test_it_stores_the_split_as_spans_of_the_kept_text_and_versions_a_later_split(client, people, step_items):
+    response = Response.objects.filter(prompt__dataset=step_items).order_by("id").first()
+    split = StepSplit.objects.get(response=response)
+    assert split.version == 1 and split.rule["kind"] == "step_header"
+    assert [s["text"] for s in split.steps] == ["Step 1: take 0", "Step 2: add 0", "Step 3: get 0"]
+    assert all(response.text[s["start"]:s["end"]] == s["text"] for s in split.steps)
+    api = Api(client, people.users["alice"], people.project.pk)
+    r = api.post(f"/datasets/{step_items.pk}/steps", {"rule": {"kind": "regex", "pattern": r"\n"}})
+    assert r.status_code == 201 and r.json()["responses"] == 3 and r.json()["steps"] == 9
+    assert sorted(StepSplit.objects.filter(response=response).values_list("version", flat=True)) == [1, 2]
+    response.refresh_from_db()
+    assert response.text == ROWS[0]["responses"][0]  # the original text is kept
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_separator_that_yields_one_step_naming_the_row_and_imports_nothing(client, people):
+    rows = ROWS + [{"prompt": "Short?", "responses": ["no steps here"]}]
+    r = _import(client, people, rows, step_rule="newline")
+    assert r.status_code == 422
+    message = json.dumps(r.json())
+    assert "row 4" in message and "1 step" in message
+    assert not Response.objects.exists() and not StepSplit.objects.exists()
+    bad = _import(client, people, ROWS, step_rule='{"kind": "regex", "pattern": "(?=x)"}')
+    assert bad.status_code == 422 and bad.json()["detail"][0]["field"] == "step_rule"
+    assert "RE2" in bad.json()["detail"][0]["message"]
+
+
+@pytest.mark.django_db
+def test_it_serves_step_items_only_in_step_mode_with_their_steps(client, people, step_items, path):
+    carol = Api(client, people.users["carol"], people.project.pk)
+    assert carol.post("/annotation/next").status_code == 204  # the pairwise queue never hands out a step item
+    item = carol.post("/annotation/steps/next").json()
+    assert item["kind"] == "steps" and item["scale"] == "ternary" and len(item["steps"]) == 3
+    assert item["suggestion"] is None
+    assert carol.post("/annotation/steps/next").json()["assignment_id"] == item["assignment_id"]  # held
+    pairwise = carol.post("/annotation/labels", {"assignment_id": item["assignment_id"], "choice": "A"})
+    assert pairwise.status_code == 422
+    short = carol.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"], "grades": [1, 1]})
+    assert short.status_code == 422 and short.json()["detail"][0]["field"] == "grades"
+    assert "2 grades for 3 steps" in short.json()["detail"][0]["message"]
+    contradicting = carol.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"],
+                                                            "grades": [-1, 1, -1], "first_error": 2})
+    assert contradicting.status_code == 422 and contradicting.json()["detail"][0]["field"] == "first_error"
+    r = carol.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"],
+                                                "grades": ["good", "bad", "neutral"], "note": "adds wrong"})
+    assert r.status_code == 201, r.content
+    assert r.json()["grades"] == [1, -1, 0] and r.json()["first_error"] == 1 and r.json()["source"] == "human"
+    again = carol.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"], "grades": [1, 1, 1]})
+    assert again.status_code == 409
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_queue_guarantees_for_step_items(client, people, step_items, path):
+    seen = {}
+    for name in ("alice", "bob", "carol"):
+        api = Api(client, people.users[name], people.project.pk)
+        seen[name] = []
+        while (r := api.post("/annotation/steps/next")).status_code == 200:
+            item = r.json()
+            seen[name].append(item["comparison_id"])
+            assert api.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"],
+                                                         "grades": [1, 1, 1]}).status_code == 201
+    assert all(len(v) == len(set(v)) for v in seen.values())  # no repeats
+    assert sum(len(v) for v in seen.values()) == 6  # 3 items x overlap 2, then nothing more
+    assert all(c.human_label_count == 2 and c.taken == 2 for c in Comparison.objects.filter(kind="steps"))
+
+
+@pytest.mark.django_db
+def test_it_shows_an_lm_pre_label_as_a_suggestion_and_stores_the_review_as_its_own_kind(client, people, step_items,
+                                                                                       path):
+    alice = Api(client, people.users["alice"], people.project.pk)
+    comparison = Comparison.objects.filter(kind="steps").order_by("id").first()
+    lm = alice.post("/steps/lm-labels", {"comparison_id": comparison.pk, "grades": [1, -1, -1],
+                                         "model_version": "judge-x"})
+    assert lm.status_code == 201 and lm.json()["first_error"] == 1 and lm.json()["source"] == "lm"
+    mismatch = alice.post("/steps/lm-labels", {"comparison_id": comparison.pk, "grades": [1],
+                                               "model_version": "judge-x"})
+    assert mismatch.status_code == 422
+    carol = Api(client, people.users["carol"], people.project.pk)
+    item = carol.post("/annotation/steps/next").json()
+    assert item["comparison_id"] == comparison.pk
+    assert item["suggestion"]["grades"] == [1, -1, -1] and item["suggestion"]["model_version"] == "judge-x"
+    r = carol.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"], "grades": [1, -1, 0],
+                                                "suggestion_id": item["suggestion"]["id"]})
+    assert r.status_code == 201 and r.json()["source"] == "reviewed" and r.json()["changed_steps"] == 1
+    stored = StepLabel.objects.get(pk=r.json()["id"])
+    assert stored.suggestion_id == lm.json()["id"] and stored.annotator == people.users["carol"]
+
+
+@pytest.mark.django_db
+def test_an_abandoned_step_item_returns_to_the_pool(client, people, step_items, settings):
+    settings.ANNOTATION_ASSIGNMENT_TIMEOUT_SECONDS = 0
+    Comparison.objects.filter(kind="steps").update(overlap=1)
+    bob = Api(client, people.users["bob"], people.project.pk)
+    first = bob.post("/annotation/steps/next").json()
+    Assignment.objects.filter(pk=first["assignment_id"]).update(expires_at="2000-01-01T00:00:00Z")
+    from webapp.annotation.services import assignments_release_expired
+
+    assert assignments_release_expired(project=people.project) == 1
+    carol = Api(client, people.users["carol"], people.project.pk)
+    assert carol.post("/annotation/steps/next").json()["comparison_id"] == first["comparison_id"]
