@@ -140,3 +140,37 @@ def test_an_abandoned_step_item_returns_to_the_pool(client, people, step_items, 
     assert assignments_release_expired(project=people.project) == 1
     carol = Api(client, people.users["carol"], people.project.pk)
     assert carol.post("/annotation/steps/next").json()["comparison_id"] == first["comparison_id"]
+
+
+@pytest.mark.django_db
+def test_it_reports_step_agreement_first_error_agreement_and_human_lm_agreement(client, people, step_items):
+    import krippendorff
+    import numpy as np
+
+    alice = Api(client, people.users["alice"], people.project.pk)
+    comparisons = list(Comparison.objects.filter(kind="steps").order_by("id"))
+    lm_grades = [[1, 1, 1], [1, -1, -1], [1, 1, 1]]
+    for comparison, grades in zip(comparisons, lm_grades):
+        assert alice.post("/steps/lm-labels", {"comparison_id": comparison.pk, "grades": grades,
+                                               "model_version": "judge-x"}).status_code == 201
+    given = {"bob": [[1, 1, 1], [1, -1, 0], [1, 0, -1]], "carol": [[1, 1, 1], [1, 1, -1], [1, 0, 1]]}
+    for name, per_item in given.items():
+        api = Api(client, people.users[name], people.project.pk)
+        for _ in comparisons:
+            item = api.post("/annotation/steps/next").json()
+            grades = per_item[[c.pk for c in comparisons].index(item["comparison_id"])]
+            assert api.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"], "grades": grades,
+                                                         }).status_code == 201
+    report = alice.get("/agreement/steps").json()
+    # reference: the krippendorff package over the 9 step units, raters bob and carol
+    data = np.array([sum(given["bob"], []), sum(given["carol"], [])], dtype=float)
+    assert report["steps"]["n_units"] == 9 and report["n_labels"] == 6
+    assert report["steps"]["alpha_ordinal"] == pytest.approx(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"))
+    # first wrong step by hand: bob (None, 1, 2) vs carol (None, 2, None): one match in three pairs
+    assert report["first_error"] == {"n_pairs": 3, "n_items": 3, "exact_match": pytest.approx(1 / 3)}
+    # human-LM by hand: 18 step grades; bob agrees on 3+2+1, carol on 3+2+2 -> 13 / 18
+    assert report["human_lm"]["n_steps"] == 18
+    assert report["human_lm"]["agreement"] == pytest.approx(13 / 18)
+    assert [p["n_steps"] for p in report["human_lm"]["by_position"]] == [6, 6, 6]
+    assert report["human_lm"]["by_position"][0]["agreement"] == 1.0

@@ -431,3 +431,10 @@ def create_step_lm_label(request, project_id: int, body: StepLMLabelIn):
     except LabelConflict as exc:
         raise _conflict(exc) from None
     return Status(201, label)
+
+
+@router.get("/{project_id}/agreement/steps",
+            summary="Step labels: agreement per step (alpha), on the first wrong step, and with the LM pre-labels")
+def step_agreement(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return selectors.step_agreement(project=project)

@@ -338,3 +338,70 @@ def audit_preview(audit, comparison_of: dict[str, int], flags=("probably_wrong",
     comparisons = sorted({comparison_of[p.pair_id] for p in flagged})
     return {"flags": list(flags), "labels": len(flagged), "comparisons": len(comparisons),
             "comparison_ids": comparisons}
+
+
+# ------------------------------------------------------------------ step labels (issue 13)
+
+
+def step_agreement(*, project) -> dict:
+    """Agreement over step labels, with the counts each figure rests on.
+
+    - per step: Krippendorff's alpha (ordinal: bad < neutral < good, or 1-5) and percent agreement over
+      units (step item, step index) graded by two or more people (human and reviewed labels);
+    - first wrong step: the exact-match rate over pairs of people who labelled the same item (both saying
+      "no wrong step" is a match), with the pair and item counts;
+    - human-LM: per step, how often a person's grade equals the LM pre-label's (latest LM label of the
+      item), overall, by step position and per judge model, with Cohen's kappa over the aligned grades.
+    LM labels never enter the human figures; a reviewed label saw the suggestion, so human-LM is also
+    given for unprompted (human-only) labels.
+    """
+    from itertools import combinations
+
+    from rlcore.agreement import cohen_kappa, krippendorff_alpha, percent_agreement
+    from webapp.annotation.models import StepLabel, StepLabelSource
+
+    rows = list(StepLabel.objects.filter(comparison__project=project).order_by("id")
+                .values_list("comparison_id", "source", "grades", "first_error", "model_version"))
+    people: dict[int, list] = {}
+    lm: dict[int, tuple] = {}
+    for comparison_id, source, grades, first_error, model_version in rows:
+        if source == StepLabelSource.LM:
+            lm[comparison_id] = (grades, model_version)  # the latest pre-label of the item
+        else:
+            people.setdefault(comparison_id, []).append((source, grades, first_error))
+    units = {(cid, i): [g[1][i] for g in labels if i < len(g[1])]
+             for cid, labels in people.items() if len(labels) >= 2 for i in range(len(labels[0][1]))}
+    pairs = [(a[2], b[2]) for labels in people.values() for a, b in combinations(labels, 2)]
+    matches = sum(a == b for a, b in pairs)
+
+    def versus_lm(sources) -> dict:
+        lm_grades, human_grades, by_position, by_model = [], [], {}, {}
+        for cid, labels in people.items():
+            if cid not in lm:
+                continue
+            grades, model = lm[cid]
+            for source, human, _ in labels:
+                if source not in sources:
+                    continue
+                for i, (x, y) in enumerate(zip(grades, human)):
+                    lm_grades.append(x)
+                    human_grades.append(y)
+                    for key, table in ((i, by_position), (model, by_model)):
+                        n, agree = table.get(key, (0, 0))
+                        table[key] = (n + 1, agree + (x == y))
+        n = len(lm_grades)
+        return {"n_steps": n, "agreement": sum(x == y for x, y in zip(lm_grades, human_grades)) / n if n else None,
+                "cohen_kappa": cohen_kappa(lm_grades, human_grades) if n else None,
+                "by_position": [{"step": i, "n_steps": c, "agreement": a / c} for i, (c, a) in sorted(by_position.items())],
+                "by_model": [{"model_version": m, "n_steps": c, "agreement": a / c} for m, (c, a) in sorted(by_model.items())]}
+
+    return {
+        "n_labels": sum(len(v) for v in people.values()), "n_lm_labels": len(lm),
+        "steps": {"n_items": sum(len(v) >= 2 for v in people.values()), "n_units": len(units),
+                  "alpha_ordinal": krippendorff_alpha(units, level="ordinal") if units else None,
+                  "percent_agreement": percent_agreement(units) if units else None},
+        "first_error": {"n_pairs": len(pairs), "n_items": sum(len(v) >= 2 for v in people.values()),
+                        "exact_match": matches / len(pairs) if pairs else None},
+        "human_lm": versus_lm({StepLabelSource.HUMAN, StepLabelSource.REVIEWED}),
+        "human_lm_unprompted": versus_lm({StepLabelSource.HUMAN}),
+    }
