@@ -23,6 +23,7 @@ COMMAND_GROUPS = [
     "rlcore.routing.cli",
     "rlcore.judges.cli",
     "rlcore.analysis.cli",
+    "rlcore.generation.cli",
 ]
 
 
