@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "webapp.judging",
     "webapp.routing",
     "webapp.analysis",
+    "webapp.rounds",
     "axes",
 ]
 
@@ -212,6 +213,9 @@ MODEL_ROOTS = env_list("MODEL_ROOTS", str(VAR_DIR / "models"))
 
 # A user may have at most this many jobs waiting for a worker; more are refused with a message.
 JOB_MAX_QUEUED_PER_USER = int(os.environ.get("JOB_MAX_QUEUED_PER_USER", "20"))
+# A routing plan is computed in the request (about 7 KB per pooled comparison); a larger pool is refused
+# with a message instead of growing the web worker until it is killed (docs/benchmarks.md, scale).
+ROUTING_INLINE_POOL = int(os.environ.get("ROUTING_INLINE_POOL", "200000"))
 # Environment variables a judge config may name as its API key (api_key_env). Anything else, such as
 # DATABASE_URL, would be sent as a bearer token to an endpoint the designer chose.
 JUDGE_KEY_ENV_ALLOWLIST = env_list("JUDGE_KEY_ENV_ALLOWLIST", "")

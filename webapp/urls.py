@@ -23,4 +23,5 @@ urlpatterns = [
     path("projects/<int:project_id>/judging/", include("webapp.judging.urls")),
     path("projects/<int:project_id>/routing/", include("webapp.routing.urls")),
     path("projects/<int:project_id>/analysis/", include("webapp.analysis.urls")),
+    path("projects/<int:project_id>/rounds/", include("webapp.rounds.urls")),
 ]

@@ -438,3 +438,16 @@ def create_step_lm_label(request, project_id: int, body: StepLMLabelIn):
 def step_agreement(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
     return selectors.step_agreement(project=project)
+
+
+@router.get("/{project_id}/steps/export", summary="Step labels as TRL stepwise rows (JSONL)",
+            description="prompt, completions (steps), labels (a step is good unless graded bad); the grades, scale, "
+                        "first_error, source, rater and note as columns, so POST .../steps/import reads it back "
+                        "losslessly. X-Labels-In / X-Rows-Out say what the file rests on.")
+def export_steps(request, project_id: int):
+    from django.http import FileResponse
+
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    path, counts = services.step_labels_export(project=project)
+    return FileResponse(open(path, "rb"), as_attachment=True, filename=path.name, content_type="application/x-ndjson",
+                        headers={"X-Labels-In": str(counts["labels_in"]), "X-Rows-Out": str(counts["rows_out"])})

@@ -161,6 +161,7 @@ from webapp.training.apis import router as training_router  # noqa: E402
 from webapp.projects.apis import router as projects_router  # noqa: E402
 from webapp.rubrics.apis import router as rubrics_router  # noqa: E402
 from webapp.routing.apis import router as routing_router  # noqa: E402
+from webapp.rounds.apis import router as rounds_router  # noqa: E402
 
 api.add_router("/auth", accounts_router)
 api.add_router("/projects", projects_router)
@@ -172,3 +173,4 @@ api.add_router("/projects", annotation_router)
 api.add_router("/projects", judging_router)
 api.add_router("/projects", routing_router)
 api.add_router("/projects", analysis_router)
+api.add_router("/projects", rounds_router)

@@ -1,0 +1,110 @@
+"""Reads for rounds: the round list, win rates against the reference, and the over-optimisation chart."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.db.models import QuerySet
+
+from rlcore.training.calibration import wilson_interval
+from webapp.rounds.models import OveroptimizationReport, Round
+
+UNTAGGED = "(untagged)"
+
+
+def round_list(*, project) -> QuerySet[Round]:
+    return Round.objects.filter(project=project).select_related("policy", "reference", "dataset")
+
+
+def overopt_report_list(*, project) -> QuerySet[OveroptimizationReport]:
+    return OveroptimizationReport.objects.filter(project=project).select_related("run", "round")
+
+
+def _tally(outcomes: list[float]) -> dict:
+    """Wins count 1, ties 1/2, losses 0; Wilson 95% interval on (wins + ties/2) of n."""
+    wins, ties = outcomes.count(1.0), outcomes.count(0.5)
+    n = len(outcomes)
+    low, high = wilson_interval(wins + 0.5 * ties, n) if n else (None, None)
+    return {"n": n, "wins": wins, "ties": ties, "losses": n - wins - ties,
+            "win_rate": (wins + 0.5 * ties) / n if n else None, "low": low, "high": high}
+
+
+def round_win_rates(*, round: Round) -> dict:
+    """Human and LM win rates of the round's policy against its reference, overall and per prompt category.
+
+    Each label of a pair comparison with one response of each policy counts once: a win when it prefers the
+    policy's response, a tie as half a win (the tie count is shown). Adjudications are not raters and are
+    left out; ranking labels are counted as dropped. A prompt with several LM tags counts under each.
+    """
+    from webapp.annotation.models import Comparison, ComparisonKind, LabelSource, PreferenceLabel
+    from webapp.datasets.models import Response
+    from webapp.routing.tagging import lm_tags_by_prompt
+
+    owner = dict(Response.objects.filter(prompt__dataset__project=round.project,
+                                         policy_id__in=[round.policy_id, round.reference_id])
+                 .values_list("id", "policy_id"))
+    prompt_ids = set(Response.objects.filter(pk__in=owner).values_list("prompt_id", flat=True))
+    comparisons = {}
+    for c in Comparison.objects.filter(project=round.project, prompt_id__in=prompt_ids, kind=ComparisonKind.PAIR):
+        ids = list(c.response_ids)
+        if len(ids) == 2 and {owner.get(ids[0]), owner.get(ids[1])} == {round.policy_id, round.reference_id}:
+            comparisons[c.pk] = (c.prompt_id, 0 if owner[ids[0]] == round.policy_id else 1)
+    tags = lm_tags_by_prompt({p for p, _ in comparisons.values()})
+    outcomes: dict[str, dict[str, list[float]]] = {"human": defaultdict(list), "lm": defaultdict(list)}
+    dropped = defaultdict(int)
+    labels = PreferenceLabel.objects.filter(comparison_id__in=comparisons).values_list("comparison_id", "source", "choice")
+    for comparison_id, source, choice in labels:
+        if source == LabelSource.ADJUDICATION:
+            dropped["adjudications (not a rater)"] += 1
+            continue
+        if choice not in ("a", "b", "tie"):
+            dropped[f"{choice} labels"] += 1
+            continue
+        prompt_id, policy_side = comparisons[comparison_id]
+        value = 0.5 if choice == "tie" else float((choice == "a") == (policy_side == 0))
+        key = "human" if source == LabelSource.HUMAN else "lm"
+        outcomes[key]["__all__"].append(value)
+        for tag in tags.get(prompt_id) or [UNTAGGED]:
+            outcomes[key][tag].append(value)
+    categories = sorted({t for o in outcomes.values() for t in o if t != "__all__"})
+    return {
+        "round": round.number, "policy": {"id": round.policy_id, "name": round.policy.name},
+        "reference": {"id": round.reference_id, "name": round.reference.name},
+        "n_comparisons": len(comparisons), "dropped": dict(dropped),
+        "overall": {k: _tally(outcomes[k]["__all__"]) for k in ("human", "lm")},
+        "categories": [{"category": t, **{k: _tally(outcomes[k][t]) for k in ("human", "lm")}} for t in categories],
+        "tie_rule": "a tie counts as half a win; Wilson 95% interval on (wins + ties/2) of n labels",
+    }
+
+
+CHART_W, CHART_H, PAD = 560, 280, 48
+
+
+def overopt_chart(*, report: dict) -> dict:
+    """Server-drawn chart of proxy (left axis) and gold (right axis) against sqrt(KL): each on its own
+    axis because they are on different scales; the flagged peak gets a vertical line. Coordinates only,
+    the template draws the SVG (no script, so the strict CSP holds)."""
+    points = report["checkpoints"]
+    xs = [p["sqrt_kl"] for p in points]
+    x_low, x_high = min(xs), max(xs)
+
+    def x_of(v):
+        return PAD + (CHART_W - 2 * PAD) * ((v - x_low) / (x_high - x_low) if x_high > x_low else 0.5)
+
+    def series(values):
+        known = [v for v in values if v is not None]
+        low, high = (min(known), max(known)) if known else (0.0, 1.0)
+
+        def y_of(v):
+            return CHART_H - PAD - (CHART_H - 2 * PAD) * ((v - low) / (high - low) if high > low else 0.5)
+        pts = [{"x": round(x_of(x), 1), "y": round(y_of(v), 1), "value": v, "sqrt_kl": x, "checkpoint": p["checkpoint"]}
+               for x, v, p in zip(xs, values, points) if v is not None]
+        return {"points": pts, "path": " ".join(f"{q['x']},{q['y']}" for q in pts), "low": low, "high": high}
+
+    peak = report["peak"]
+    peak_x = next((x_of(p["sqrt_kl"]) for p in points if p["checkpoint"] == peak["checkpoint"]), None)
+    return {"width": CHART_W, "height": CHART_H, "pad": PAD, "x_low": x_low, "x_high": x_high,
+            "proxy": series([p["proxy"]["mean"] for p in points]),
+            "gold": series([p["gold"]["mean"] if p["gold"] else None for p in points]),
+            "peak_x": round(peak_x, 1) if peak_x is not None and peak["flagged"] else None,
+            "bottom": CHART_H - PAD, "right": CHART_W - PAD}

@@ -1,0 +1,71 @@
+"""Pages: rounds (create, win rates, head-to-head build) and over-optimisation reports."""
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+
+from webapp.projects.permissions import Capability, project_for_user
+from webapp.rounds import selectors, services
+from webapp.rounds.models import OveroptimizationReport, Round
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value and value.strip().isdigit() else None
+
+
+@login_required
+def round_list(request: HttpRequest, project_id: int) -> HttpResponse:
+    """The project's rounds and over-optimisation reports; a designer starts the next round here."""
+    from webapp.datasets.models import Dataset
+    from webapp.training.models import Policy
+
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+        try:
+            r = services.round_create(project=project, user=request.user,
+                                      policy_id=_int_or_none(request.POST.get("policy_id")) or 0,
+                                      reference_id=_int_or_none(request.POST.get("reference_id")),
+                                      dataset_id=_int_or_none(request.POST.get("dataset_id")),
+                                      notes=request.POST.get("notes", ""))
+        except ValidationError as exc:
+            errors = exc.message_dict
+        else:
+            return redirect("round_detail", project_id=project.pk, number=r.number)
+    return render(request, "rounds/round_list.html", {
+        "project": project, "rounds": selectors.round_list(project=project), "errors": errors,
+        "policies": Policy.objects.filter(project=project, deleted_at__isnull=True).order_by("name"),
+        "datasets": Dataset.objects.filter(project=project, status="ready").order_by("name", "version"),
+        "reports": selectors.overopt_report_list(project=project)[:50]}, status=422 if errors else 200)
+
+
+@login_required
+def round_detail(request: HttpRequest, project_id: int, number: int) -> HttpResponse:
+    """Win rates of the round's policy against its reference; a designer builds the head-to-head pairs."""
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    r = get_object_or_404(Round.objects.select_related("policy", "reference", "dataset"), project=project, number=number)
+    errors: dict[str, list[str]] = {}
+    created = None
+    if request.method == "POST":
+        project_for_user(request.user, project_id, Capability.DESIGN)
+        try:
+            created = services.round_build_comparisons(
+                round=r, pairs_per_prompt=_int_or_none(request.POST.get("pairs_per_prompt")) or 1,
+                overlap=_int_or_none(request.POST.get("overlap")) or 1)
+        except ValidationError as exc:
+            errors = exc.message_dict
+    return render(request, "rounds/round_detail.html", {
+        "project": project, "round": r, "rates": selectors.round_win_rates(round=r), "errors": errors,
+        "created": created, "reports": r.overopt_reports.all()}, status=422 if errors else 200)
+
+
+@login_required
+def overopt_detail(request: HttpRequest, project_id: int, report_id: int) -> HttpResponse:
+    """Proxy and gold against sqrt(KL), the flagged peak, the symptoms, and the largest proxy - gold gaps."""
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    report = get_object_or_404(OveroptimizationReport.objects.select_related("run", "round"), project=project,
+                               pk=report_id)
+    return render(request, "rounds/overopt_detail.html", {
+        "project": project, "report": report, "r": report.report, "chart": selectors.overopt_chart(report=report.report)})
