@@ -174,3 +174,41 @@ def test_it_reports_step_agreement_first_error_agreement_and_human_lm_agreement(
     assert report["human_lm"]["agreement"] == pytest.approx(13 / 18)
     assert [p["n_steps"] for p in report["human_lm"]["by_position"]] == [6, 6, 6]
     assert report["human_lm"]["by_position"][0]["agreement"] == 1.0
+
+
+@pytest.mark.django_db
+def test_it_exports_step_labels_as_trl_stepwise_rows_and_imports_them_back_without_loss(client, people, step_items):
+    alice = Api(client, people.users["alice"], people.project.pk)
+    first = Comparison.objects.filter(kind="steps").order_by("id").first()
+    assert alice.post("/steps/lm-labels", {"comparison_id": first.pk, "grades": [1, 0, -1],
+                                           "model_version": "judge-x"}).status_code == 201
+    for name, grades in (("bob", [1, -1, -1]), ("carol", [0, 1, 1])):
+        api = Api(client, people.users[name], people.project.pk)
+        item = api.post("/annotation/steps/next").json()
+        assert api.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"], "grades": grades,
+                                                     "note": f"by {name}"}).status_code == 201
+    r = alice.get("/steps/export")
+    assert r.status_code == 200 and r.headers["X-Rows-Out"] == "3"
+    content = b"".join(r.streaming_content)
+    rows = [json.loads(line) for line in content.decode().splitlines()]
+    bob_row = next(row for row in rows if row["rater"] == "bob")
+    assert bob_row["completions"] == ["Step 1: take 0", "Step 2: add 0", "Step 3: get 0"]
+    assert bob_row["labels"] == [True, False, False] and bob_row["first_error"] == 1  # TRL's stepwise shape
+    assert next(row for row in rows if row["rater"] == "carol")["labels"] == [True, True, True]  # neutral is not wrong
+    back = client.post(f"/api/v1/projects/{people.project.pk}/steps/import",
+                       {"file": SimpleUploadedFile("steps.jsonl", content)},
+                       headers={"Authorization": f"Bearer {token_for(people.users['alice'])}"})
+    assert back.status_code == 201, back.content
+    imported = StepLabel.objects.filter(comparison__prompt__dataset_id=back.json()["id"]).order_by("id")
+    keys = ("source", "scale", "grades", "first_error", "note")
+    originals = StepLabel.objects.filter(comparison__prompt__dataset=step_items).order_by("id")
+    assert [tuple(getattr(x, k) for k in keys) + (x.annotator_id,) for x in imported] == \
+           [tuple(getattr(x, k) for k in keys) + (x.annotator_id,) for x in originals]
+    assert [[s["text"] for s in x.step_split.steps] for x in imported] == \
+           [[s["text"] for s in x.step_split.steps] for x in originals]
+    bad = json.dumps({"prompt": "p", "completions": ["a", "b"], "labels": [True]}).encode()
+    refused = client.post(f"/api/v1/projects/{people.project.pk}/steps/import",
+                          {"file": SimpleUploadedFile("bad.jsonl", bad)},
+                          headers={"Authorization": f"Bearer {token_for(people.users['alice'])}"})
+    assert refused.status_code == 422 and "row 1, field 'labels'" in json.dumps(refused.json())
+    assert Dataset.objects.count() == 2  # nothing half-imported

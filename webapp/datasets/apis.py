@@ -121,3 +121,24 @@ def split_steps(request, project_id: int, dataset_id: int, body: StepSplitIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
     return Status(201, services.steps_split(dataset=dataset, rule=body.rule))
+
+
+@router.post("/{project_id}/steps/import", response={201: DatasetOut},
+             summary="Import a TRL stepwise JSONL file (prompt, completions as steps, labels) with its step labels")
+def import_stepwise(request, project_id: int, file: File[UploadedFile], name: Form[str] = ""):
+    import shutil
+    import uuid
+    from pathlib import Path
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    folder = services.upload_root() / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    try:
+        target = folder / Path(file.name or "steps.jsonl").name
+        with open(target, "wb") as out:
+            for chunk in file.chunks():
+                out.write(chunk)
+        dataset = services.stepwise_import(project=project, user=request.auth, path=target, name=name)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return Status(201, dataset)

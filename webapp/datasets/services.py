@@ -414,3 +414,67 @@ def steps_split(*, dataset: Dataset, rule) -> dict:
         raise ValidationError({"step_rule": f"Dataset '{dataset.name}' has no responses to split."})
     return {"responses": n, "steps": n_steps, "rule": rule_json}
 
+
+
+@transaction.atomic
+def stepwise_import(*, project, user, path: Path, name: str = "") -> Dataset:
+    """Import a TRL stepwise JSONL file (``prompt``, ``completions`` as a list of steps, ``labels``): each row a
+    prompt, its response (the steps joined by a newline, each step a span of it) and a split of source "file";
+    a labelled row also becomes a step item with its label (the exported grades, first wrong step, kind, rater
+    and note when the file carries them, else good 1 / bad -1 from the booleans). All or nothing: a bad row
+    refuses the file, naming row and field."""
+    import json
+
+    from rlcore.steps import StepError, read_stepwise_row, steps_from_list
+    from webapp.annotation.models import Comparison, ComparisonKind, StepLabel, StepLabelSource, StepScale
+    from webapp.datasets.models import StepSplit, StepSplitSource
+
+    rows = []
+    with open(path) as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                rows.append((line_no, read_stepwise_row(record, row=line_no)))
+            except ValueError as exc:
+                raise ValidationError({"file": f"row {line_no}: not JSON ({exc})"}) from None
+            except StepError as exc:
+                raise ValidationError({"file": str(exc)}) from None
+    if not rows:
+        raise ValidationError({"file": f"{path.name} has no rows."})
+    dataset = Dataset.objects.create(project=project, name=(name or path.name)[:200], source_format="jsonl",
+                                     source_name=path.name, created_by=user, status=DatasetStatus.READY,
+                                     finished_at=timezone.now())
+    members = dict(get_user_model().objects.filter(memberships__project=project).values_list("username", "id"))
+    n_labels = 0
+    for line_no, row in rows:
+        meta = dict(row.metadata)
+        prompt = Prompt.objects.create(dataset=dataset, source_line=line_no, text=row.prompt)
+        text, steps = steps_from_list(row.steps)
+        response = Response.objects.create(prompt=prompt, text=text)
+        split = StepSplit.objects.create(response=response, version=1, source=StepSplitSource.FILE, steps=[
+            {"text": s.text, "start": s.start, "end": s.end} for s in steps])
+        if row.labels is None:
+            continue
+        scale = meta.get("scale") if meta.get("scale") in StepScale.values else StepScale.TERNARY
+        grades = meta.get("step_grades") or [1 if good else -1 for good in row.labels]
+        if not isinstance(grades, list) or len(grades) != len(row.steps):
+            raise ValidationError({"file": f"row {line_no}, field 'step_grades': {len(grades)} grades for "
+                                           f"{len(row.steps)} steps"})
+        source = meta.get("source") if meta.get("source") in StepLabelSource.values else StepLabelSource.HUMAN
+        annotator_id = members.get(meta.get("rater")) if source != StepLabelSource.LM else None
+        human = source != StepLabelSource.LM
+        comparison = Comparison.objects.create(project=project, prompt=prompt, kind=ComparisonKind.STEPS,
+                                               response_ids=[response.pk], overlap=1, taken=int(human),
+                                               human_label_count=int(human), step_split=split, step_scale=scale)
+        StepLabel.objects.create(
+            comparison=comparison, step_split=split, source=source, annotator_id=annotator_id, scale=scale,
+            grades=grades, first_error=meta.get("first_error", row.first_error), note=meta.get("note") or "",
+            model_version=meta.get("rater") if source == StepLabelSource.LM else "",
+            provenance={"imported": {"dataset_id": dataset.pk, "line": line_no, "rater": meta.get("rater"),
+                                     "label_id": meta.get("label_id")}})
+        n_labels += 1
+    Dataset.objects.filter(pk=dataset.pk).update(row_count=len(rows), response_count=len(rows), label_count=n_labels)
+    dataset.refresh_from_db()
+    return dataset
