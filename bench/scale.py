@@ -101,7 +101,8 @@ def database_defaults(tables: list[str], *, on: bool) -> None:
             if model._meta.db_table not in tables:
                 continue
             for field in model._meta.concrete_fields:
-                if field.primary_key or not field.has_default():
+                # A text column without a default still gets "" from Django (get_default), so the seed needs it too.
+                if field.primary_key or not (field.has_default() or (field.empty_strings_allowed and not field.null)):
                     continue
                 column = f"{connection.ops.quote_name(model._meta.db_table)} ALTER COLUMN " \
                          f"{connection.ops.quote_name(field.column)}"

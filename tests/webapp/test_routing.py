@@ -61,6 +61,21 @@ def test_it_names_the_budget_problem_and_stores_nothing(client, people, pool):
     assert RoutingPlan.objects.count() == 0
 
 
+
+def test_it_refuses_a_pool_above_the_inline_limit_with_a_message_instead_of_planning_in_the_request(
+        client, people, pool, settings):
+    """A pool larger than ROUTING_INLINE_POOL (at 500k pooled comparisons the request grew the worker past
+    2.2 GB until it was killed) is refused with a 422 naming the pool, the limit and the setting."""
+    settings.ROUTING_INLINE_POOL = 11
+    api = Api(client, people.users["bob"], people.project.pk)
+    refused = api.post("/routing/plans", {"budget": "25%", "strategy": "random"})
+    assert refused.status_code == 422
+    message = _errors(refused)["budget"]
+    assert "12 pairwise comparisons" in message and "at most 11 (ROUTING_INLINE_POOL)" in message
+    assert RoutingPlan.objects.count() == 0
+    settings.ROUTING_INLINE_POOL = 12
+    assert api.post("/routing/plans", {"budget": "25%", "strategy": "random"}).status_code == 201
+
 def test_it_routes_a_share_and_shows_how_many_go_where_and_why(client, people, pool):
     # Judge signals from earlier LM labels: position bias on every third comparison.
     for i, c in enumerate(pool):

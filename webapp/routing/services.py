@@ -20,6 +20,7 @@ import re
 from collections import defaultdict
 
 import numpy as np
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -43,10 +44,14 @@ TOP_FEATURES = 6
 _WORD = re.compile(r"\w+", re.UNICODE)
 
 
+def routing_pool_queryset(*, project):
+    """Pairwise comparisons no person has labelled yet, in id order (count it before loading it)."""
+    return (Comparison.objects.select_related("prompt")
+            .filter(project=project, kind=ComparisonKind.PAIR, human_label_count=0).order_by("id"))
+
+
 def routing_pool(*, project) -> list[Comparison]:
-    """Pairwise comparisons no person has labelled yet, in id order."""
-    return list(Comparison.objects.select_related("prompt")
-                .filter(project=project, kind=ComparisonKind.PAIR, human_label_count=0).order_by("id"))
+    return list(routing_pool_queryset(project=project))
 
 
 def _latest_lm_labels(comparison_ids) -> dict[int, PreferenceLabel]:
@@ -210,6 +215,16 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
         errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
+    # A plan is computed in the request, holding every pooled comparison and its features (about 7 KB
+    # each): a pool of 500k grew a web worker past 2.2 GB until it was killed (bench/scale.py). Above the
+    # limit the request is refused, counted before anything is loaded, instead of taking the worker down.
+    pool_size = routing_pool_queryset(project=project).count()
+    limit = settings.ROUTING_INLINE_POOL
+    if pool_size > limit:
+        raise ValidationError({"budget": (
+            f"The pool is {pool_size} pairwise comparisons without a human label; a plan is computed in the "
+            f"request for at most {limit} (ROUTING_INLINE_POOL). Label or deactivate part of the pool, or ask "
+            "the operator to raise the limit on a web worker with about 7 KB of memory per comparison.")})
     comparisons = routing_pool(project=project)
     if not comparisons:
         raise ValidationError({"budget": "There are no pairwise comparisons without a human label to route."})

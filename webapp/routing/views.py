@@ -42,7 +42,7 @@ def routing_home(request: HttpRequest, project_id: int) -> HttpResponse:
 def _home(request, project, *, form, tag_form, can_design: bool, status: int = 200) -> HttpResponse:
     return render(request, "routing/home.html", {
         "project": project, "form": form, "plans": selectors.plan_list(project=project)[:30],
-        "pool_size": len(services.routing_pool(project=project)),
+        "pool_size": services.routing_pool_queryset(project=project).count(),  # not loaded: 1M rows
         "missing_embeddings": responses_without_embedding(project=project).count(),
         **_reward_model_counts(project), "tag_form": tag_form,
         "tags": tag_summary(project=project), "untagged": untagged_prompts(project=project, limit=20),
