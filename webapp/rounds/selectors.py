@@ -108,3 +108,19 @@ def overopt_chart(*, report: dict) -> dict:
             "gold": series([p["gold"]["mean"] if p["gold"] else None for p in points]),
             "peak_x": round(peak_x, 1) if peak_x is not None and peak["flagged"] else None,
             "bottom": CHART_H - PAD, "right": CHART_W - PAD}
+
+
+def overopt_preview_row(*, project, ref: str) -> dict | None:
+    """``overopt:<report id>:<index>`` as a rubric-preview row (prompt, completion, the sample's ids), or None
+    when it names no gap sample of this project's reports."""
+    kind, _, rest = ref.partition(":")
+    report_id, _, index = rest.partition(":")
+    if kind != "overopt" or not report_id.isdigit() or not index.isdigit():
+        return None
+    report = OveroptimizationReport.objects.filter(project=project, pk=int(report_id)).only("report").first()
+    gaps = report.report.get("gap_samples", []) if report else []
+    if int(index) >= len(gaps):
+        return None
+    g = gaps[int(index)]
+    return {"id": f"flagged {g['checkpoint']} {g['prompt_id']}", "prompt": g.get("prompt") or g["prompt_id"],
+            "completion": g["completion"], "checkpoint": g["checkpoint"]}

@@ -59,9 +59,19 @@ def rubric_list(request: HttpRequest, project_id: int) -> HttpResponse:
 # ---------------------------------------------------------------- the rubric editor
 
 
-def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_config=None) -> dict[str, Any]:
+def _pinned_rows(project, ref: str) -> list[dict[str, Any]]:
+    """Rows put first in the live preview: ``overopt:<report id>:<gap sample index>`` is a flagged sample of
+    an over-optimisation report (the designer came from it to change the rubric); anything else, none."""
+    from webapp.rounds.selectors import overopt_preview_row
+
+    row = overopt_preview_row(project=project, ref=ref) if ref else None
+    return [row] if row else []
+
+
+def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_config=None,
+                   pinned: str = "") -> dict[str, Any]:
     """Validate the editor state with rlcore; when valid, preview it on the project's sample responses
-    (with ``judge_config``: fewer of them, its judge grading the criteria without a rule)."""
+    (with ``judge_config``: fewer of them, its judge grading the criteria without a rule), ``pinned`` first."""
     definition, errors = editor.definition_from_state(state)
     contract = None
     if not errors:
@@ -87,8 +97,8 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
                 rest = [*rest, ("judge_config", " ".join(exc.messages))]
         preview = selectors.rubric_preview(
             contract=contract, baseline=parse_rubric(baseline.definition) if baseline else None, judge=judge,
-            rows=selectors.sample_responses(project=project, limit=selectors.JUDGED_PREVIEW_LIMIT if judge
-                                            else selectors.PREVIEW_LIMIT))
+            rows=_pinned_rows(project, pinned) + selectors.sample_responses(
+                project=project, limit=selectors.JUDGED_PREVIEW_LIMIT if judge else selectors.PREVIEW_LIMIT))
         if judge is None and preview["judged_criteria"] and preview["items"]:
             from webapp.judging.models import JudgeBackend
             from webapp.judging.selectors import judge_config_list
@@ -97,12 +107,12 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
     n = len(state["criteria"])
     return {"errors": errors, "rows": list(zip(range(n), state["criteria"], [per[i] for i in range(n)])),
             "rubric_errors": rest, "to_fill": to_fill, "preview": preview, "baseline": baseline if preview and preview["has_baseline"]
-            else None, "valid": contract is not None, "judges": judges}
+            else None, "valid": contract is not None, "judges": judges, "pinned": pinned}
 
 
-def _editor_context(project, state, rubric, **extra) -> dict[str, Any]:
+def _editor_context(project, state, rubric, pinned: str = "", **extra) -> dict[str, Any]:
     return {"project": project, "rubric": rubric, "state": state, "rule_kinds": editor.RULE_KINDS,
-            "format_checks": editor.FORMAT_CHECKS, **_check_context(project, state, rubric), **extra}
+            "format_checks": editor.FORMAT_CHECKS, **_check_context(project, state, rubric, pinned=pinned), **extra}
 
 
 def _editing(request, project_id: int, rubric_id: int | None):
@@ -137,7 +147,7 @@ def _rubric_editor(request: HttpRequest, project_id: int, rubric_id: int | None)
                 version = services.rubric_version_create(rubric=rubric, user=request.user, definition=definition,
                                                          note=note)
         except ValidationError as exc:
-            context = _editor_context(project, state, rubric, note=note)
+            context = _editor_context(project, state, rubric, pinned=request.POST.get("pinned", ""), note=note)
             if hasattr(exc, "error_dict"):
                 n = len(state["criteria"])
                 per, context["rubric_errors"] = editor.errors_by_criterion(exc.message_dict, n)
@@ -153,7 +163,8 @@ def _rubric_editor(request: HttpRequest, project_id: int, rubric_id: int | None)
     else:
         state = editor.state_from_definition({"name": "", "criteria": []})
         state["criteria"].append(editor.blank_criterion(1))
-    return render(request, "rubrics/rubric_editor.html", _editor_context(project, state, rubric))
+    return render(request, "rubrics/rubric_editor.html",
+                  _editor_context(project, state, rubric, pinned=request.GET.get("pinned", "")))
 
 
 @login_required
@@ -164,7 +175,8 @@ def rubric_check(request: HttpRequest, project_id: int) -> HttpResponse:
     rubric = Rubric.objects.filter(project=project, pk=request.POST.get("rubric_id") or 0).first()
     state = editor.state_from_post(request.POST)
     return render(request, "rubrics/rubric_editor.html#check", {
-        "project": project, "state": state, "errors_oob": True, **_check_context(project, state, rubric)})
+        "project": project, "state": state, "errors_oob": True,
+        **_check_context(project, state, rubric, pinned=request.POST.get("pinned", ""))})
 
 
 @login_required
@@ -179,7 +191,7 @@ def rubric_judge_preview(request: HttpRequest, project_id: int) -> HttpResponse:
     state = editor.state_from_post(request.POST)
     return render(request, "rubrics/rubric_editor.html#check", {
         "project": project, "state": state, "errors_oob": True,
-        **_check_context(project, state, rubric, judge_config=config)})
+        **_check_context(project, state, rubric, judge_config=config, pinned=request.POST.get("pinned", ""))})
 
 
 @login_required
