@@ -20,6 +20,7 @@ from rlcore.rubric import check_rubric, load_contract, save_contract
 from rlcore.rules import AnswerMatchRule, Problem
 from rlcore.rewards.spec import (
     LengthPenaltyComponent,
+    ProcessRewardModelComponent,
     RewardModelComponent,
     RewardSpec,
     RubricJudgeComponent,
@@ -61,6 +62,33 @@ def reward_model_problems(path: str) -> list[str]:
         return out + [f"{path}/config.json is not valid JSON"]
     if architectures and not any(a.endswith("ForSequenceClassification") for a in architectures):
         out.append(f"{path} is a {architectures[0]}, not a sequence-classification (reward) model")
+    return out
+
+
+def _process_problems(spec: RewardSpec, c: ProcessRewardModelComponent, where: str, field: str) -> list[Problem]:
+    from rlcore.rewards.process import process_model_problems
+
+    out = []
+    if c.scorer == "model":
+        if not c.path:
+            out.append(Problem(where=where, field=field + "path", message="scorer 'model' needs the path of a "
+                                                                         "process reward model"))
+        else:
+            out.extend(Problem(where=where, field=field + "path", message=m) for m in process_model_problems(c.path))
+    names = {o.name: o for o in spec.components}
+    if c.combine == "renorm":
+        outcome = names.get(c.outcome_component or "")
+        if outcome is None:
+            out.append(Problem(where=where, field=field + "outcome_component",
+                               message=f"renorm needs the name of an outcome component of this spec (one of "
+                                       f"{', '.join(n for n in names if n != c.name)})"))
+        elif isinstance(outcome, ProcessRewardModelComponent):
+            out.append(Problem(where=where, field=field + "outcome_component",
+                               message=f"{outcome.name!r} is a process component; renorm needs an outcome one "
+                                       "(a verifier, rule or reward model)"))
+    elif c.outcome_component is not None:
+        out.append(Problem(where=where, field=field + "outcome_component",
+                           message="outcome_component only acts with combine 'renorm'; set it or remove this field"))
     return out
 
 
@@ -111,6 +139,8 @@ def check_spec(spec: RewardSpec, dataset_columns: Iterable[str] | None = None) -
                 out.append(Problem(where=where, field=field + "path", message=message))
         elif isinstance(c, VerifierComponent):
             column_problem(where, field + "reference_column", c.reference_column)
+        elif isinstance(c, ProcessRewardModelComponent):
+            out.extend(_process_problems(spec, c, where, field))
         elif isinstance(c, LengthPenaltyComponent) and c.cache_length > c.max_length:
             out.append(Problem(where=where, field=field + "cache_length",
                                message=f"cache_length ({c.cache_length}) exceeds max_length ({c.max_length})"))

@@ -28,6 +28,7 @@ from rlcore.rewards.check import validate_spec
 from rlcore.rewards.combine import group_zscore, par, soft_overlong_penalty, weighted_sum
 from rlcore.rewards.spec import (
     LengthPenaltyComponent,
+    ProcessRewardModelComponent,
     RewardModelComponent,
     RewardSpec,
     RubricJudgeComponent,
@@ -282,13 +283,21 @@ class RewardEngine:
             return _VerifierScorer(component)
         if isinstance(component, LengthPenaltyComponent):
             return _LengthPenaltyScorer(component)
+        if isinstance(component, ProcessRewardModelComponent):
+            from rlcore.rewards.process import ProcessScorer
+
+            return ProcessScorer(component, self.judge)
         raise TypeError(f"unknown component {component!r}")
 
     def load(self) -> None:
         """Load every reward model now (a server does so before its first request, not racing inside one)."""
+        from rlcore.rewards.process import ProcessScorer
+
         for scorer in self.scorers:
             if isinstance(scorer, _RewardModelScorer) and scorer._model is None:
                 scorer._load()
+            elif isinstance(scorer, ProcessScorer) and scorer.c.scorer == "model" and scorer._model is None:
+                scorer.load()
 
     def __reduce__(self):  # compiled checks are closures; rebuild them from the spec
         return (_rebuild_engine, (self.spec, self.judge, self.token_counter))
@@ -306,8 +315,16 @@ class RewardEngine:
         return values
 
     def component_values(self, batch: Batch) -> list[list[float | None]]:
-        """Every component for every row: ``values[k][i]``."""
-        return [self.component(k, batch) for k in range(len(self.scorers))]
+        """Every component for every row: ``values[k][i]``. A process component with ``combine: renorm`` is
+        combined with its outcome component's values here, so its logged value is the reward it adds."""
+        values = [self.component(k, batch) for k in range(len(self.scorers))]
+        for k, component in enumerate(self.spec.components):
+            if isinstance(component, ProcessRewardModelComponent) and component.combine == "renorm":
+                from rlcore.rewards.process import renorm
+
+                outcome = values[self.names.index(component.outcome_component)]
+                values[k] = [renorm(o, p) for o, p in zip(outcome, values[k])]
+        return values
 
     def groups(self, batch: Batch) -> list[Any]:
         """The group of each row: the group column's value, else the prompt."""

@@ -7,7 +7,10 @@ Components (tagged by ``kind``):
 - ``reward_model``: a trained sequence-classification checkpoint, scored in batches;
 - ``verifier``: the final answer checked against a reference column (exact / numeric / math);
 - ``length_penalty``: DAPO's soft overlong penalty, 0 up to ``max_length - cache_length``, then falling
-  linearly to ``-penalty`` at ``max_length`` and beyond.
+  linearly to ``-penalty`` at ``max_length`` and beyond;
+- ``process_reward_model``: each step of the completion scored in [0, 1] by a process reward model (or an LM
+  step judge), aggregated by min / mean / last / product, optionally combined with an outcome component by
+  ``renorm`` (see rlcore.rewards.process and docs/process_rewards.md).
 
 Each component may carry a condition on a dataset column (``when``); on rows where it does not hold the
 component gives None — so math prompts get a verifier and chat prompts a reward model, in one spec.
@@ -37,6 +40,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rlcore.rubric import Rubric
+from rlcore.steps import StepSplit
 
 Normalization = Literal["none", "group_zscore", "normalize_then_sum", "par"]
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
@@ -126,8 +130,39 @@ class LengthPenaltyComponent(_Component):
     penalty: float = Field(1.0, ge=0, description="size of the full penalty")
 
 
+class ProcessRewardModelComponent(_Component):
+    """Every step of the completion scored in [0, 1], the scores aggregated into one reward per completion."""
+
+    kind: Literal["process_reward_model"] = Field(description="component type tag")
+    scorer: Literal["model", "judge"] = Field(
+        "model", description="model: a process reward model (token classifier, P(good) at each step separator); "
+                             "judge: the LM judge grades each step on [0, 1]")
+    path: str | None = Field(None, description="the process reward model's directory or hub id (scorer 'model')")
+    split: StepSplit = Field(default_factory=lambda: StepSplit(kind="newline", min_steps=1),
+                             description="how a completion is cut into steps; a completion outside its "
+                                         "min_steps..max_steps gets no reward (None)")
+    aggregation: Literal["min", "mean", "last", "product"] = Field(
+        "min", description="min: weakest step; mean: share of good steps; last: the final step's score; "
+                           "product: every step good (independence assumed)")
+    combine: Literal["none", "renorm"] = Field(
+        "none", description="none: the aggregated score as it is; renorm: outcome + process - 1 with the outcome "
+                            "component's value (after PPR's ReNorm; see docs/process_rewards.md)")
+    outcome_component: str | None = Field(
+        None, description="name of the outcome component (a verifier, rule or reward model with values in [0, 1]) "
+                          "that renorm combines with; give it weight 0 to use the renormalised reward alone")
+    step_separator: str | None = Field(
+        None, description="separator token text the PRM was trained with; None reads it from rlcore_prm.json "
+                          "(else '\\n')")
+    judge_instruction: str = Field("Is this step correct and does it move towards the answer? 1 yes, 0 no.",
+                                   description="what the step judge is asked (scorer 'judge')")
+    batch_size: int = Field(16, ge=1, description="completions scored per forward pass")
+    max_length: int = Field(1024, ge=8, description="tokens kept per completion (later steps are cut and unscored)")
+    device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+
+
 Component = Annotated[
-    RubricRulesComponent | RubricJudgeComponent | RewardModelComponent | VerifierComponent | LengthPenaltyComponent,
+    RubricRulesComponent | RubricJudgeComponent | RewardModelComponent | VerifierComponent | LengthPenaltyComponent
+    | ProcessRewardModelComponent,
     Field(discriminator="kind"),
 ]
 

@@ -2,7 +2,6 @@
 held out by response, saved as a plain token classifier; bad input refused with row and field."""
 
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 
 import tiny_models
+from step_data import synthetic_steps
 from rlcore.errors import UserError
 from rlcore.events import parse_line
 from rlcore.steps import StepwiseRow
@@ -17,25 +17,6 @@ from rlcore.training.prm import first_error, separator_ids, step_metrics, tokeni
 from rlcore.training.specs import PRMTrainSpec
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def synthetic_steps(n: int, seed: int = 0) -> list[dict]:
-    """Stepwise rows whose steps are bad from the first one saying "sorry" on (a wrong step spoils the rest,
-    as in Math-Shepherd labels); about a third of the responses are right throughout."""
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        k = rng.randint(2, 5)
-        wrong_at = rng.choice([None, None] + list(range(k)))
-        steps = []
-        for j in range(k):
-            words = rng.sample(tiny_models.WORDS[:300], 3)
-            if j == wrong_at:
-                words.insert(rng.randint(0, 3), "sorry")
-            steps.append(" ".join(words))
-        labels = [wrong_at is None or j < wrong_at for j in range(k)]
-        rows.append({"prompt": f"question {i}", "completions": steps, "labels": labels, "response_id": f"r{i}"})
-    return rows
 
 
 @pytest.fixture(scope="module")
