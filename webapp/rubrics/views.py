@@ -201,7 +201,8 @@ def rubric_rows(request: HttpRequest, project_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     rubric = Rubric.objects.filter(project=project, pk=request.POST.get("rubric_id") or 0).first()
     state = editor.apply_action(editor.state_from_post(request.POST), request.POST.get("action", ""))
-    return render(request, "rubrics/rubric_editor.html#rows", {**_editor_context(project, state, rubric), "oob": True})
+    return render(request, "rubrics/rubric_editor.html#rows", {
+        **_editor_context(project, state, rubric, pinned=request.POST.get("pinned", "")), "oob": True})
 
 
 # ---------------------------------------------------------------- rubric versions
