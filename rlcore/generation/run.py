@@ -252,7 +252,19 @@ def _generate_local(spec: GenerationSpec, policy: PolicyRef, key: str, todo: lis
 
 # --- endpoints ----------------------------------------------------------------------------------------------
 
-def _endpoint_client(spec: GenerationSpec, policy: PolicyRef, seed: int):
+def _read_key_file(policy: PolicyRef) -> str | None:
+    """The key a worker handed over in a file; the file is deleted once read, so it never outlives the start."""
+    if policy.api_key_file is None:
+        return None
+    try:
+        key = policy.api_key_file.read_text().strip()
+    except OSError as exc:
+        raise UserError(f"policy {policy.label!r}: cannot read api_key_file ({exc.strerror})") from None
+    policy.api_key_file.unlink(missing_ok=True)
+    return key or None
+
+
+def _endpoint_client(spec: GenerationSpec, policy: PolicyRef, seed: int, key: str | None):
     from rlcore.judges.openai_compat import ChatCompletionsClient, OpenAICompatSettings
 
     class GenerationClient(ChatCompletionsClient):
@@ -262,7 +274,7 @@ def _endpoint_client(spec: GenerationSpec, policy: PolicyRef, seed: int):
             return {**super()._body(messages), "top_p": spec.top_p, "seed": seed}
 
     settings = OpenAICompatSettings(
-        base_url=policy.base_url, model=policy.location, api_key_env=policy.api_key_env,
+        base_url=policy.base_url, model=policy.location, api_key_env=policy.api_key_env, api_key=key,
         max_concurrency=policy.max_concurrency, timeout_s=policy.timeout_s, max_retries=policy.max_retries,
         temperature=spec.temperature, max_tokens=spec.max_new_tokens, logprobs=False, top_logprobs=0)
     return GenerationClient(settings)
@@ -276,8 +288,10 @@ def _messages(work: Work) -> list[dict[str, str]]:
 def _generate_endpoint(spec: GenerationSpec, policy: PolicyRef, key: str, todo: list[Work], write) -> None:
     failures: list[tuple[Work, str]] = []
     written = 0
-    round_size = max(spec.batch_size, policy.max_concurrency * 4)  # keep max_concurrency requests in flight
+    # a round fills every concurrency slot; its answers are written (and counted) before the next round starts
+    round_size = max(spec.batch_size, policy.max_concurrency)
     # each sample index has its own seed (seed + index), so the samples of one prompt differ yet repeat on a re-run
+    key = _read_key_file(policy)
     clients: dict[int, Any] = {}
     for batch in _batches(sorted(todo, key=lambda w: w.sample_index), round_size):
         by_index: dict[int, list[Work]] = {}
@@ -285,7 +299,9 @@ def _generate_endpoint(spec: GenerationSpec, policy: PolicyRef, key: str, todo: 
             by_index.setdefault(work.sample_index, []).append(work)
         lines: list[dict[str, Any]] = []
         for index, works in by_index.items():
-            client = clients.setdefault(index, _endpoint_client(spec, policy, spec.seed + index))
+            if index not in clients:
+                clients[index] = _endpoint_client(spec, policy, spec.seed + index, key)
+            client = clients[index]
             outcomes = client.chat_batch([_messages(w) for w in works])
             lines += [_line(spec, policy, key, w, o.content or "", o.finish_reason)
                       for w, o in zip(works, outcomes) if o.error is None]

@@ -31,6 +31,8 @@ class PolicyRef(BaseModel):
     name: str = Field("", description="how responses name it (provenance); defaults to location")
     base_url: str = Field("", description="endpoint: API root, e.g. http://127.0.0.1:8000/v1")
     api_key_env: str | None = Field(None, description="endpoint: environment variable holding the key")
+    api_key_file: Path | None = Field(None, description="endpoint: a file holding the key, deleted once read "
+                                                        "(how a worker hands a stored key over; never in argv)")
     max_concurrency: int = Field(8, ge=1, description="endpoint: requests in flight at once")
     timeout_s: float = Field(60.0, gt=0, description="endpoint: seconds one attempt may take")
     max_retries: int = Field(4, ge=0, description="endpoint: retries (timeouts, 5xx, 429, network)")

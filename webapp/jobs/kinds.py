@@ -15,3 +15,11 @@ def serve_reward_argv(*, spec_path: str, token_file: str, withdrawn_file: str, h
     """A reward server on a free port (the child reports it as a ``reward_server`` artifact)."""
     return ["reward", "serve", "--spec", spec_path, "--host", host, "--port", "0", "--token-file", token_file,
             "--withdrawn-file", withdrawn_file]
+
+
+GENERATE_KIND = "generate"
+
+
+def generate_argv(*, spec_path: str) -> list[str]:
+    """Sample responses from policies (rlcore.generation): resumable, so a resumed job appends what is missing."""
+    return ["generate", "--spec", spec_path]

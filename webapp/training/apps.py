@@ -11,3 +11,7 @@ class TrainingConfig(AppConfig):
 
         job_succeeded.connect(register_trained_models, dispatch_uid="training.register_trained_models")
         job_succeeded.connect(register_trained_policies, dispatch_uid="training.register_trained_policies")
+        from webapp.jobs.services import job_finished
+        from webapp.training.services import generation_record
+
+        job_finished.connect(generation_record, dispatch_uid="training.generation_record")

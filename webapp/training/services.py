@@ -455,3 +455,182 @@ def demo_policy_register(*, project):
 def policy_delete(*, policy) -> None:
     """Hide it from the registry; responses it generated keep pointing at it (provenance)."""
     type(policy).objects.filter(pk=policy.pk).update(deleted_at=timezone.now())
+
+
+# --- generation: policies answer a prompt set; the answers become a new dataset version ----------------------
+
+GENERATION_OUTPUT = "responses.jsonl"
+
+
+def _policy_ref(policy, folder: Path) -> dict[str, Any]:
+    """The rlcore PolicyRef of a registry entry; a stored endpoint key goes into a file the child deletes once
+    read (never argv), as judges' keys do."""
+    from webapp.training.models import PolicySource
+
+    ref: dict[str, Any] = {"name": policy.name, "location": policy.location, "registry_id": policy.pk,
+                           "step": policy.step}
+    if policy.source == PolicySource.ENDPOINT:
+        ref.update(kind="endpoint", base_url=policy.endpoint_url)
+        if policy.api_key_encrypted:
+            from webapp.judging.secrets import decrypt_api_key
+
+            key = decrypt_api_key(policy.api_key_encrypted)
+            if key is None:
+                raise ValidationError({"policies": f"The stored API key of policy '{policy.name}' cannot be "
+                                                   "decrypted (SECRET_KEY changed?): register the endpoint again."})
+            key_file = folder / f"policy-{policy.pk}.key"
+            key_file.write_text(key)
+            key_file.chmod(0o600)
+            ref["api_key_file"] = str(key_file)
+        elif policy.api_key_env:
+            from webapp.judging.services import key_env_problem
+
+            if problem := key_env_problem(policy.api_key_env):  # the allow-list may have shrunk since
+                raise ValidationError({"policies": f"Policy '{policy.name}': {problem}"})
+            ref["api_key_env"] = policy.api_key_env
+    else:
+        ref["kind"] = "hub" if policy.source == PolicySource.HUB else "folder"
+    return ref
+
+
+def _policy_gone(policy) -> str | None:
+    from webapp.training.models import PolicySource
+
+    if policy.source in (PolicySource.ENDPOINT, PolicySource.HUB):
+        return None
+    if not (Path(policy.location) / "config.json").is_file():
+        return (f"Policy '{policy.name}' is no longer on disk ({policy.location} is gone): pick another checkpoint "
+                "or register the folder again.")
+    return None
+
+
+def generation_job_create(*, project, user, dataset, policies: list, params: dict[str, Any],
+                          round: int | None = None) -> Job:
+    """Queue a generation job: ``policies`` (registry entries) answer ``dataset``'s prompts. Local models go to
+    the gpu queue, endpoint-only jobs to the default queue. The responses become a new version of ``dataset``
+    when the job ends (a cancelled or failed job's responses too, marked partial)."""
+    from rlcore.generation.spec import GenerationSpec
+    from webapp.datasets.models import DatasetStatus
+    from webapp.jobs.kinds import GENERATE_KIND, generate_argv
+    from webapp.training.models import PolicySource
+
+    if dataset.project_id != project.pk or dataset.status != DatasetStatus.READY:
+        raise ValidationError({"dataset": "Pick a ready prompt set of this project."})
+    if not policies:
+        raise ValidationError({"policies": "Pick at least one registered policy."})
+    for policy in policies:
+        if policy.project_id != project.pk or policy.deleted_at is not None:
+            raise ValidationError({"policies": f"Policy '{policy.name}' is not in this project's registry."})
+        if problem := _policy_gone(policy):
+            raise ValidationError({"policies": problem})
+    managed = sorted(set(params) & {"prompts", "output", "policies"})
+    if managed:
+        raise ValidationError({managed[0]: f"'{managed[0]}' is set by Reward Studio; leave it out."})
+    try:
+        GenerationSpec(**params, prompts="/x", output="/x", policies=[{"kind": "hub", "location": "a/b"}])
+    except PydanticValidationError as exc:
+        raise pydantic_errors(exc.errors()) from None
+    prompts = list(dataset.prompts.order_by("source_line", "pk").only("pk", "text", "messages"))
+    if not prompts:
+        raise ValidationError({"dataset": f"Dataset '{dataset.name}' has no prompts."})
+    local = any(p.source != PolicySource.ENDPOINT for p in policies)
+    names = ", ".join(p.name for p in policies)
+    with _OutputDirCleanup() as cleanup, transaction.atomic():
+        job = job_create(project=project, user=user, kind=GENERATE_KIND, argv=[],
+                         queue=Queue.GPU if local else Queue.DEFAULT, title=f"generate: {names} on {dataset.name}")
+        folder = cleanup.path = Path(job.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        snapshot = folder / "prompts.jsonl"
+        with snapshot.open("w") as out:  # the prompt's id is its key: the responses find their prompt by it
+            for prompt in prompts:
+                out.write(json.dumps({"id": prompt.pk, "prompt": prompt.messages or prompt.text}) + "\n")
+        spec = GenerationSpec(**params, prompts=snapshot, output=folder / GENERATION_OUTPUT,
+                              policies=[_policy_ref(p, folder) for p in policies])
+        spec_path = folder / "generation.json"
+        spec_path.write_text(spec.model_dump_json(indent=2))
+        job.argv = generate_argv(spec_path=str(spec_path))
+        job.spec = {**json.loads(spec.model_dump_json(exclude={"policies": {"__all__": {"api_key_file"}}})),
+                    "dataset_id": dataset.pk, "policy_ids": [p.pk for p in policies], "round": round}
+        job.save(update_fields=["argv", "spec"])
+        return job
+
+
+def generation_rerun(*, job: Job, user) -> Job:
+    """Run a stopped generation job again in its folder: it generates only what is missing (never duplicates)."""
+    from webapp.training.models import Policy
+
+    folder = Path(job.output_dir)
+    spec = json.loads((folder / "generation.json").read_text())
+    policies = {p.pk: p for p in Policy.objects.filter(project=job.project, pk__in=job.spec.get("policy_ids", []))}
+    for ref in spec["policies"]:
+        if (policy := policies.get(ref.get("registry_id"))) is None:
+            raise ValidationError({"job": f"Policy '{ref.get('name')}' was removed from the registry."})
+        if problem := _policy_gone(policy):
+            raise ValidationError({"job": problem})
+        ref.update({k: v for k, v in _policy_ref(policy, folder).items() if k == "api_key_file"})
+    (folder / "generation.json").write_text(json.dumps(spec, indent=2))
+    return job_create(project=job.project, user=user, kind=job.kind, argv=job.argv, spec=job.spec, queue=job.queue,
+                      title=job.title, parent=job, output_dir=job.output_dir)
+
+
+def generation_record(sender, job: Job, **kwargs):
+    """When a generation job ends — succeeded, failed or cancelled — its JSONL enters the project as a version
+    of the prompt set. A re-run in the same folder fills the same version; responses already there are skipped
+    (one per prompt, generation key and sample index), so nothing is duplicated."""
+    from webapp.jobs.kinds import GENERATE_KIND
+
+    if job.kind != GENERATE_KIND:
+        return None
+    folder = Path(job.output_dir)
+    for key_file in folder.glob("policy-*.key"):
+        key_file.unlink(missing_ok=True)
+    output = folder / GENERATION_OUTPUT
+    if not output.is_file() or not output.stat().st_size:
+        return None
+    return _record_generated(job, output)
+
+
+@transaction.atomic
+def _record_generated(job: Job, output: Path):
+    from datetime import datetime
+
+    from rlcore.generation.run import existing_keys
+    from rlcore.jsonl import read_jsonl_objects
+    from webapp.datasets.models import Dataset, DatasetStatus, Prompt, Response
+    from webapp.jobs.models import JobState
+    from webapp.training.models import Policy
+
+    existing_keys(output)  # drops a last line cut off by a kill, so every line below is whole
+    lines = [row for _, row in read_jsonl_objects(output)]
+    parent = Dataset.objects.select_for_update().get(pk=job.spec["dataset_id"])
+    version = Dataset.objects.filter(generation__output=str(output)).first()
+    if version is None:
+        number = 1 + max([parent.version, *parent.versions.values_list("version", flat=True)])
+        version = Dataset.objects.create(
+            project=job.project, name=parent.name, source_format=parent.source_format, created_by=job.created_by,
+            source_name=f"generated by job #{job.pk}", parent=parent, version=number, job=job,
+            status=DatasetStatus.READY, generation={k: v for k, v in job.spec.items() if k != "prompts"},
+            finished_at=timezone.now())
+    prompts = {}
+    for source in parent.prompts.filter(pk__in={int(row["prompt_key"]) for row in lines}):
+        prompts[str(source.pk)], _ = Prompt.objects.get_or_create(
+            dataset=version, source_line=source.source_line, defaults={
+                "text": source.text, "messages": source.messages,
+                "metadata": {**(source.metadata or {}), "source_prompt_id": source.pk}})
+    policies = {p.pk: p for p in Policy.objects.filter(project=job.project)}
+    Response.objects.bulk_create([Response(
+        prompt=prompts[row["prompt_key"]], text=row["response"], model_name=row["policy"]["name"][:200],
+        policy=policies.get(row["policy"].get("registry_id")), checkpoint_step=row["policy"].get("step"),
+        round=job.spec.get("round"), sample_index=row["sample_index"], sampling=row["sampling"],
+        generation_key=row["generation_key"], generated_at=datetime.fromisoformat(row["generated_at"]),
+        metadata={"finish_reason": row.get("finish_reason"), "prompt_tokens": row.get("prompt_tokens"),
+                  "truncated_tokens": row.get("truncated_tokens", 0), "job_id": job.pk},
+    ) for row in lines if row["prompt_key"] in prompts], ignore_conflicts=True)
+    expected = len(job.spec.get("policy_ids", [])) * job.spec.get("samples_per_prompt", 1) * parent.row_count
+    count = Response.objects.filter(prompt__dataset=version).count()
+    version.row_count = version.prompts.count()
+    version.response_count = count
+    version.partial = job.state != JobState.SUCCEEDED or count < expected
+    version.job = job
+    version.save(update_fields=["row_count", "response_count", "partial", "job"])
+    return version
