@@ -462,12 +462,26 @@
 
   // First everything recorded so far, in columns (one request per run, built by the database), then the
   // live stream from the last point that included; without the history, the stream replays it all.
-  // The columns are adopted as they come (ascending steps, no repeats: selectors.metric_history_json sorts
-  // them), and any other order goes through putPoint point by point.
+  // A history column is base64 of big-endian numbers (selectors.metric_history_text: the exact float64
+  // bits, decoded here in milliseconds where JSON numbers took ~500 ms to parse); NaN -> null, a gap.
+  function decodeColumn(text, bytes, float) {
+    const binary = atob(text);
+    const view = new DataView(new ArrayBuffer(binary.length));
+    for (let i = 0; i < binary.length; i++) view.setUint8(i, binary.charCodeAt(i));
+    const column = new Array(binary.length / bytes);
+    for (let i = 0; i < column.length; i++) {
+      const v = float ? view.getFloat64(i * 8) : view.getInt32(i * 4);
+      column[i] = Number.isNaN(v) ? null : v;
+    }
+    return column;
+  }
+  // The columns are adopted as they come (ascending steps, no repeats: the selector sorts them), and any
+  // other order goes through putPoint point by point.
   function addHistory(job, history) {
     const [timeSteps, times] = history.times;
     for (let i = 0; i < timeSteps.length; i++) putTime(job, timeSteps[i], times[i]);
-    for (const [name, [steps, values]] of Object.entries(history.series)) {
+    for (const [name, encoded] of Object.entries(history.series)) {
+      const steps = decodeColumn(encoded[0], 4, false), values = decodeColumn(encoded[1], 8, true);
       if (!steps.length) continue;
       const chart = chartFor(name);
       const series = seriesFor(chart, job, name);

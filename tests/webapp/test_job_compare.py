@@ -4,7 +4,8 @@ import pytest
 from django.test import Client
 
 from webapp.jobs.models import Job
-from webapp.jobs.selectors import COMPARE_MAX_RUNS, RUN_PALETTE, run_colour, run_colours, spec_differences
+from webapp.jobs.selectors import (COMPARE_MAX_RUNS, RUN_PALETTE, history_columns, run_colour, run_colours,
+                                   spec_differences)
 
 pytestmark = pytest.mark.django_db
 
@@ -89,7 +90,8 @@ def test_it_serves_a_jobs_metric_history_in_columns_to_members_only(people):
     url = f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/"
     body = _client(people.users["dave"]).get(url).json()
     assert body["last_id"] == last.pk
-    assert body["series"]["reward"] == [[1, 2], [0.5, -0.25]] and body["series"]["kl"] == [[1], [None]]
+    assert history_columns(body["series"]["reward"]) == ([1, 2], [0.5, -0.25])
+    assert history_columns(body["series"]["kl"]) == ([1], [None])
     # One time per step (its first point's), not one per metric.
     assert body["times"][0] == [1, 2]
     assert body["times"][1][1] == pytest.approx(last.created_at.timestamp(), abs=5)
@@ -106,7 +108,12 @@ def test_it_sends_a_history_in_step_order_with_a_rewritten_step_last(people):
     for step, value in [(2, 0.2), (1, 0.1), (3, 0.3), (2, 0.25)]:  # step 2 written again (a resumed run)
         MetricPoint.objects.create(job=job, step=step, name="reward", value=value)
     body = _client(people.users["dave"]).get(f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/").json()
-    assert body["series"]["reward"] == [[1, 2, 2, 3], [0.1, 0.2, 0.25, 0.3]]
+    assert history_columns(body["series"]["reward"]) == ([1, 2, 2, 3], [0.1, 0.2, 0.25, 0.3])
+    # Every bit of a float64 survives (17 significant digits; JSON text of fewer digits would round it).
+    MetricPoint.objects.create(job=job, step=4, name="kl", value=0.1 + 0.2)
+    MetricPoint.objects.create(job=job, step=5, name="kl", value=-1.2345678901234567e-300)
+    body = _client(people.users["dave"]).get(f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/").json()
+    assert history_columns(body["series"]["kl"]) == ([4, 5], [0.30000000000000004, -1.2345678901234567e-300])
     assert body["last_id"] == MetricPoint.objects.filter(job=job).order_by("-pk").first().pk
 
 
@@ -124,15 +131,15 @@ def test_it_keeps_a_finished_jobs_history_until_the_run_is_resumed(people):
     MetricPoint.objects.create(job=job, step=1, name="reward", value=0.5)
     url = f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/"
     client = _client(people.users["dave"])
-    assert client.get(url).json()["series"]["reward"] == [[1], [0.5]]
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1], [0.5])
     # Written behind the kept text's back (a finished run gets no new points): the page would get it from
     # the stream's replay after last_id; the history itself comes from Redis, which is the point.
     MetricPoint.objects.create(job=job, step=2, name="reward", value=0.75)
-    assert client.get(url).json()["series"]["reward"] == [[1], [0.5]]
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1], [0.5])
     job.state, job.finished_at = JobState.RUNNING, None  # resumed: read afresh, and not kept while it runs
     job.save()
-    assert client.get(url).json()["series"]["reward"] == [[1, 2], [0.5, 0.75]]
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2], [0.5, 0.75])
     MetricPoint.objects.create(job=job, step=3, name="reward", value=1.0)
     job.state, job.finished_at = JobState.SUCCEEDED, timezone.now()
     job.save()
-    assert client.get(url).json()["series"]["reward"] == [[1, 2, 3], [0.5, 0.75, 1.0]]
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2, 3], [0.5, 0.75, 1.0])
