@@ -107,18 +107,25 @@ class ProcessScorer:
         self._tokenizer, self._model, self._device = tokenizer, model.to(device).eval(), device
 
     def _model_scores(self, prompts: list[str], steps: list[list[str]]) -> list[list[float]]:
-        from rlcore.steps import StepwiseRow
-        from rlcore.training.prm import predict_steps, tokenize_row
+        from rlcore.training.prm import predict_steps
 
         if self._model is None:
             self.load()
-        encoded = []
-        for prompt, parts in zip(prompts, steps):
-            row = tokenize_row(StepwiseRow(prompt, parts, [True] * len(parts)), self._tokenizer, self._sep_ids)
-            if len(row["input_ids"]) > self.c.max_length:
-                # keep the prompt's end and the first steps that fit: the later steps' labels are cut with them
-                row = {k: v[:self.c.max_length] for k, v in row.items()}
-            encoded.append(row)
+        tokenizer, sep = self._tokenizer, self._sep_ids
+        # one batched tokenizer call for every prompt and step (per-text calls cost more than the tiny forward);
+        # the ids are laid out exactly as rlcore.training.prm.tokenize_row lays them out in training
+        texts = prompts + [step for parts in steps for step in parts]
+        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+        encoded, at = [], len(prompts)
+        for k, parts in enumerate(steps):
+            input_ids, labels = bos + ids[k], [-100] * (len(bos) + len(ids[k]))
+            for step_ids in ids[at:at + len(parts)]:
+                input_ids += step_ids + sep
+                labels += [-100] * (len(step_ids) + len(sep) - 1) + [1]
+            at += len(parts)
+            # too long: keep the first max_length tokens; the steps cut off are left unscored
+            encoded.append({"input_ids": input_ids[:self.c.max_length], "labels": labels[:self.c.max_length]})
         order = sorted(range(len(encoded)), key=lambda k: len(encoded[k]["input_ids"]))
         scored = predict_steps(self._model, self._tokenizer, [encoded[k] for k in order], self.c.batch_size,
                                self._device)

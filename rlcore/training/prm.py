@@ -162,9 +162,11 @@ def predict_steps(model: Any, tokenizer: Any, encoded: list[dict[str, list[int]]
             ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in batch], device=device)
             mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch],
                                 device=device)
-            probs = model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)[..., 1].cpu()
-            for row, e in enumerate(batch):
-                out.append([float(probs[row, i]) for i, label in enumerate(e["labels"]) if label != -100])
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            # P(good) = softmax(...)[1] = sigmoid(l1 - l0); read once into Python (per-element tensor reads are slow)
+            probs = torch.sigmoid(logits[..., 1] - logits[..., 0]).tolist()
+            for row, e in zip(probs, batch):
+                out.append([row[i] for i, label in enumerate(e["labels"]) if label != -100])
     return out
 
 
