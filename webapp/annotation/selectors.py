@@ -50,6 +50,19 @@ def queue_progress(*, project, user=None) -> dict:
     return out
 
 
+def step_queue_progress(*, project, user=None) -> dict:
+    """queue_progress for step items: slots and labels of step items; `mine` counts the user's step labels."""
+    from webapp.annotation.models import ComparisonKind, StepLabel, StepLabelSource
+
+    totals = Comparison.objects.filter(project=project, is_active=True, kind=ComparisonKind.STEPS).aggregate(
+        comparisons=Count("id"), slots=Sum("overlap"), labelled=Sum("human_label_count"))
+    out = {k: v or 0 for k, v in totals.items()}
+    if user is not None:
+        out["mine"] = StepLabel.objects.filter(comparison__project=project, annotator=user).exclude(
+            source=StepLabelSource.LM).count()
+    return out
+
+
 def rater_id(label: PreferenceLabel, usernames: dict[int, str]) -> tuple[str, str]:
     if label.source == LabelSource.LM:
         return f"lm:{label.model_version or 'judge'}", "lm"

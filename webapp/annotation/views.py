@@ -95,6 +95,8 @@ def workbench_label(request: HttpRequest, project_id: int) -> HttpResponse:
 
 
 def _next(request, project, **extra) -> HttpResponse:
+    if request.POST.get("mode") == "steps":
+        return _render_step_item(request, project, **extra)
     try:
         assignment = services.assignment_next(project=project, user=request.user)
     except LabelConflict as exc:
@@ -110,8 +112,83 @@ def workbench_skip(request: HttpRequest, project_id: int) -> HttpResponse:
         services.assignment_skip(project=project, user=request.user,
                                  assignment_id=int(request.POST.get("assignment_id") or 0))
     except (PermissionDenied, LabelConflict, ValidationError) as exc:
+        if request.POST.get("mode") == "steps":
+            return _render_step_item(request, project, error=str(exc))
         return _render_item(request, project, None, error=str(exc))
     return _next(request, project)
+
+
+# ------------------------------------------------------------------ step mode (issue 13)
+# The same page, fragment and key mechanics as pairwise items (static/js/workbench.js); the item is a
+# step item from services.step_item_next and its label goes to services.step_label_submit.
+
+KEYS_STEPS = {"ternary": [("g", "good"), ("n", "neutral"), ("b", "bad")],
+              "score5": [(str(v), str(v)) for v in range(1, 6)]}
+STEP_GRADE_NAMES = {1: "good", 0: "neutral", -1: "bad"}
+
+
+def _step_item_context(project, user, error: str = "") -> dict:
+    context = {"project": project, "error": error, "mode": "steps",
+               "progress": selectors.step_queue_progress(project=project, user=user)}
+    # After a refused label the annotator is shown the item they still hold, with the reason.
+    try:
+        item = services.step_item_next(project_id=project.pk, user=user)
+    except LabelConflict as exc:
+        item, context["error"] = None, error or str(exc)
+    if item is not None:
+        suggestion = item.get("suggestion")
+        steps = []
+        for s in item["steps"]:
+            suggested = suggestion["grades"][s["index"]] if suggestion else None
+            steps.append({**s, "suggested": suggested, "suggested_name": (
+                "" if suggested is None else STEP_GRADE_NAMES.get(suggested, str(suggested))
+                if item["scale"] == "ternary" else str(suggested))})
+        context.update(item=item, steps=steps, suggestion=suggestion, step_keys=KEYS_STEPS.get(item["scale"], []),
+                       prompt_turns=render_turns(item["prompt"]["messages"], item["prompt"]["text"]))
+    return context
+
+
+def _render_step_item(request, project, error: str = "", status: int = 200, **_) -> HttpResponse:
+    return render(request, "annotation/workbench.html#item", _step_item_context(project, request.user, error=error),
+                  status=status)
+
+
+@login_required
+def workbench_steps(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.LABEL)
+    context = _step_item_context(project, request.user)
+    context.update(membership=membership, guidelines=render_markdown(project.guidelines or "_No guidelines yet._"))
+    return render(request, "annotation/workbench.html", context)
+
+
+def _optional_int(post, name: str) -> int | None:
+    value = post.get(name, "").strip()
+    if value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise ValidationError({name: f"'{value}' is not a whole number."}) from None
+
+
+@login_required
+@require_POST
+def workbench_step_label(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.LABEL)
+    post = request.POST
+    try:
+        # grades: one per step, comma-separated, as the keys set them (the service checks each one)
+        grades = [int(g) for g in post.get("grades", "").split(",") if g.strip() != ""]
+        services.step_label_submit(project_id=project.pk, user=request.user,
+                                   assignment_id=_optional_int(post, "assignment_id"), grades=grades,
+                                   first_error=_optional_int(post, "first_error"), note=post.get("note", ""),
+                                   suggestion_id=_optional_int(post, "suggestion_id"))
+    except ValueError:
+        return _render_step_item(request, project, error="Grade every step before you submit.")
+    except (ValidationError, PermissionDenied, LabelConflict) as exc:
+        return _render_step_item(request, project, error="; ".join(_field_errors(exc) if isinstance(
+            exc, ValidationError) else [str(exc)]))
+    return _render_step_item(request, project)
 
 
 @login_required
