@@ -161,7 +161,7 @@ def main() -> None:
                         start: Math.round(e.startTime), ttfb: Math.round(e.responseStart - e.requestStart),
                         end: Math.round(e.responseEnd), wire: e.transferSize, decoded: e.decodedBodySize })),
                     measures: performance.getEntriesByType('measure').filter((e) => e.name.startsWith('dashboard:')).map((e) => ({
-                        name: e.name, start: Math.round(e.startTime), ms: Math.round(e.duration) })),
+                        name: e.name, start: Math.round(e.startTime), ms: Math.round(e.duration), detail: e.detail })),
                     page_ttfb: Math.round(performance.getEntriesByType('navigation')[0].responseStart),
                     dom_content_loaded: Math.round(performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd) })""")
                 context.close()
@@ -175,7 +175,8 @@ def main() -> None:
                                 "history_ttfb_ms": [h["ttfb"] for h in profile["history"]],
                                 "history_wire_bytes": sum(h["wire"] for h in profile["history"]),
                                 "history_decoded_bytes": sum(h["decoded"] for h in profile["history"]),
-                                "measures": _summed(profile["measures"])})
+                                "measures": _summed(profile["measures"]),
+                                "timeline": [(m["name"].removeprefix("dashboard:"), m["start"], m["ms"], m["detail"]) for m in profile["measures"]]})
             browser.close()
         first_load, results = results[0], results[1:]
         drawn = [r["all_panels_drawn_ms"] for r in results]
