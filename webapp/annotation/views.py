@@ -240,7 +240,25 @@ def agreement(request: HttpRequest, project_id: int) -> HttpResponse:
         "annotators": selectors.annotator_stats(project=project),
         "rankings": result["rankings"], "n_rankings": result["n_rankings"],
         "ranking_pair_kinds": [(k, s, None) for k, s in result["rankings"].by_pair_kind.items()],
+        "steps": _with_intervals(selectors.step_agreement(project=project)),
     })
+
+
+def _with_intervals(report: dict) -> dict:
+    """Step agreement with a 95% Wilson interval beside each rate the panel shows (a rate over 3 pairs is not
+    one over 3,000)."""
+    from rlcore.training.calibration import wilson_interval
+
+    def add(block: dict, rate: str, n: str) -> None:
+        if block.get(rate) is not None and block.get(n):
+            block[rate + "_ci"] = wilson_interval(block[rate] * block[n], block[n])
+
+    add(report["first_error"], "exact_match", "n_pairs")
+    for name in ("human_lm", "human_lm_unprompted"):
+        add(report[name], "agreement", "n_steps")
+        for row in report[name]["by_position"] + report[name]["by_model"]:
+            add(row, "agreement", "n_steps")
+    return report
 
 
 @login_required
