@@ -49,8 +49,29 @@ def dataset_detail(request: HttpRequest, project_id: int, dataset_id: int) -> Ht
         if dataset.status != "importing":  # the import ended: show the whole page as it now is
             return HttpResponseClientRefresh()
         return render(request, "datasets/dataset_detail.html#status", context)
-    context.update(build_form=BuildComparisonsForm(), rows=selectors.prompt_list(dataset=dataset, limit=20))
+    context.update(build_form=BuildComparisonsForm(), rows=selectors.prompt_list(dataset=dataset, limit=20),
+                   provenance=_provenance(dataset))
     return render(request, "datasets/dataset_detail.html", context)
+
+
+def _provenance(dataset) -> dict | None:
+    """What a generated version rests on: per policy (and checkpoint step) the responses it holds, the round,
+    the sampling settings, when they were generated, and whether the job stopped early."""
+    if dataset.job_id is None and not dataset.generation:
+        return None
+    from django.db.models import Count, Max, Min
+
+    from webapp.datasets.models import Response
+
+    by_policy = list(Response.objects.filter(prompt__dataset=dataset).values(
+        "model_name", "policy_id", "checkpoint_step", "round").annotate(
+        n=Count("id"), first=Min("generated_at"), last=Max("generated_at")).order_by("model_name", "checkpoint_step"))
+    spec = dataset.generation or {}
+    expected = len(spec.get("policy_ids", [])) * spec.get("samples_per_prompt", 1) * (
+        dataset.parent.row_count if dataset.parent_id else 0)
+    return {"by_policy": by_policy, "spec": spec, "expected": expected,
+            "sampling": {k: spec.get(k) for k in ("samples_per_prompt", "temperature", "top_p", "max_new_tokens",
+                                                  "seed", "prompt_overflow") if k in spec}}
 
 
 @login_required

@@ -5,6 +5,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
 
+from webapp.datasets.apis import DatasetOut
 from webapp.jobs.apis import JobOut
 from webapp.jobs.models import Job, Queue
 from webapp.projects.permissions import Capability, project_for_user
@@ -155,3 +156,71 @@ def delete_reward_model(request, project_id: int, model_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     services.reward_model_delete(reward_model=get_object_or_404(RewardModel, project=project, pk=model_id))
     return Status(204, None)
+
+
+# --- generation: registered policies answer a prompt set (a job); the answers become a dataset version ---------
+
+class GenerationLaunchIn(Schema):
+    dataset_id: int = Field(description="The prompt set (a ready dataset of the project).")
+    policy_ids: list[int] = Field(description="Registered policies (GET .../policies); each answers every prompt.")
+    round: int | None = Field(None, ge=1, description="Design-loop round the responses belong to.")
+    spec: dict[str, Any] = Field(default_factory=dict, description=(
+        "GenerationSpec sampling fields: samples_per_prompt, temperature, top_p, max_new_tokens, seed, batch_size, "
+        "prompt_overflow, backend; prompts, output and policies are set by Reward Studio."))
+
+
+class DatasetVersionOut(DatasetOut):
+    parent_id: int | None = Field(description="The prompt set this version was generated from (null: an import).")
+    version: int = Field(description="1 for an import; each generation job adds the next number.")
+    job_id: int | None = Field(description="The generation job that wrote it (the latest re-run).")
+    partial: bool = Field(description="The job stopped early or wrote fewer responses than policies x samples x "
+                                      "prompts; a re-run of the job fills in what is missing.")
+    generation: dict[str, Any] = Field(description="The GenerationSpec it was made with, the policy ids and round.")
+
+
+@router.post("/{project_id}/generation", response={201: JobOut},
+             summary="Launch a generation job: registered policies answer a prompt set into a new dataset version")
+def launch_generation(request, project_id: int, body: GenerationLaunchIn):
+    from django.core.exceptions import ValidationError
+
+    from webapp.datasets.models import Dataset
+    from webapp.training.models import Policy
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    dataset = Dataset.objects.filter(project=project, pk=body.dataset_id).first()
+    if dataset is None:
+        raise ValidationError({"dataset_id": f"No dataset {body.dataset_id} in this project."})
+    found = {p.pk: p for p in Policy.objects.filter(project=project, pk__in=body.policy_ids, deleted_at__isnull=True)}
+    missing = [pk for pk in body.policy_ids if pk not in found]
+    if missing:
+        raise ValidationError({"policy_ids": f"Not in this project's registry: {', '.join(map(str, missing))}."})
+    try:
+        job = services.generation_job_create(project=project, user=request.auth, dataset=dataset,
+                                             policies=[found[pk] for pk in dict.fromkeys(body.policy_ids)],
+                                             params=body.spec, round=body.round)
+    except ValidationError as exc:  # the service names its arguments; the 422 names this body's fields
+        renamed = {"dataset": "dataset_id", "policies": "policy_ids", "__all__": "__all__"}
+        raise ValidationError({renamed.get(field, f"spec.{field}"): messages
+                               for field, messages in exc.message_dict.items()}) from None
+    return Status(201, job)
+
+
+@router.post("/{project_id}/generation/{job_id}/rerun", response={201: JobOut},
+             summary="Run a stopped generation job again: only what is missing is generated, never duplicated")
+def rerun_generation(request, project_id: int, job_id: int):
+    from webapp.jobs.kinds import GENERATE_KIND
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    job = get_object_or_404(Job, project=project, pk=job_id, kind=GENERATE_KIND)
+    return Status(201, services.generation_rerun(job=job, user=request.auth))
+
+
+@router.get("/{project_id}/datasets/{dataset_id}/versions", response=list[DatasetVersionOut],
+            summary="A prompt set and the versions generated from it, oldest first")
+def list_dataset_versions(request, project_id: int, dataset_id: int):
+    from webapp.datasets.models import Dataset
+
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    dataset = get_object_or_404(Dataset, project=project, pk=dataset_id)
+    root = dataset.parent or dataset
+    return [root, *Dataset.objects.filter(parent=root).order_by("version", "pk")]

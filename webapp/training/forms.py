@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from django import forms
 
-from webapp.jobs.models import Queue
+from webapp.jobs.models import Job, Queue
 
 REWARD_MODEL_FIELDS = [
     "backbone", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length",
@@ -170,3 +170,59 @@ class GRPOLaunchForm(forms.Form):
                 f"{spec.rollout_steps} steps per generation / {spec.num_generations} generations) one rollout needs "
                 f"{spec.prompts_per_rollout()} prompts; a smaller prompt set is refused. Lower the batch size or the "
                 "steps per generation for a smaller set.")
+
+
+GENERATION_FIELDS = ["samples_per_prompt", "temperature", "top_p", "max_new_tokens", "seed", "batch_size",
+                     "prompt_overflow"]
+
+
+class PolicyRegisterForm(forms.Form):
+    """One form for every registration kind; services.policy_register says which fields each kind needs and names
+    the one that is wrong. Run policies register themselves when the run succeeds."""
+
+    source = forms.ChoiceField(choices=[("checkpoint", "Checkpoint of a GRPO run"), ("folder", "Local model folder"),
+                                        ("hub", "Hugging Face hub id"), ("endpoint", "OpenAI-compatible endpoint")])
+    name = forms.CharField(max_length=200, required=False, help_text="Blank: named after what it loads.")
+    job = forms.ModelChoiceField(queryset=None, required=False, label="GRPO run",
+                                 help_text="Checkpoint: the run; its saved checkpoints are under checkpoints/.")
+    step = forms.IntegerField(required=False, min_value=0, help_text="Checkpoint: its step (checkpoint-<step>).")
+    location = forms.CharField(max_length=1000, required=False, help_text=(
+        "Folder: an absolute model folder under MODEL_ROOTS; hub: an id such as Qwen/Qwen2.5-0.5B-Instruct; "
+        "endpoint: the model name it serves."))
+    endpoint_url = forms.CharField(max_length=500, required=False, label="Endpoint URL",
+                                   help_text="Endpoint: the API root, e.g. http://127.0.0.1:8000/v1")
+    api_key = forms.CharField(max_length=500, required=False, label="API key", widget=forms.PasswordInput,
+                              help_text="Endpoint: stored encrypted, never shown back.")
+    api_key_env = forms.CharField(max_length=100, required=False, label="API key variable",
+                                  help_text="Endpoint: or an environment variable the operator allowed "
+                                            "(JUDGE_KEY_ENV_ALLOWLIST).")
+
+    def __init__(self, *args, project, **kwargs):
+        super().__init__(*args, **kwargs)
+        from webapp.training.services import GRPO_KIND
+
+        self.fields["job"].queryset = Job.objects.filter(project=project, kind=GRPO_KIND).order_by("-pk")
+        self.fields["job"].label_from_instance = lambda job: f"#{job.pk} {job.title} ({job.state})"
+
+
+class GenerationLaunchForm(forms.Form):
+    """Sampling fields come from rlcore's GenerationSpec (label, default, help), like the training forms."""
+
+    dataset = forms.ModelChoiceField(queryset=None, label="Prompt set")
+    policies = forms.ModelMultipleChoiceField(queryset=None, widget=forms.CheckboxSelectMultiple,
+                                              help_text="Registered policies; each answers every prompt.")
+    round = forms.IntegerField(required=False, min_value=1, help_text="Round number these responses belong to.")
+
+    def __init__(self, *args, project, **kwargs):
+        super().__init__(*args, **kwargs)
+        from rlcore.generation.spec import GenerationSpec
+
+        from webapp.datasets.models import Dataset, DatasetStatus
+        from webapp.training.selectors import policy_label, policy_list
+
+        self.fields["dataset"].queryset = Dataset.objects.filter(project=project, status=DatasetStatus.READY)
+        self.fields["dataset"].label_from_instance = lambda d: f"{d} ({d.row_count} prompts)"
+        self.fields["policies"].queryset = policy_list(project=project)
+        self.fields["policies"].label_from_instance = policy_label
+        for name in GENERATION_FIELDS:
+            self.fields[name] = spec_form_field(GenerationSpec, name)

@@ -52,3 +52,11 @@ def known_policies(*, project) -> list[tuple[str, str]]:
     if str(demo) not in dict(offered) and demo_policy_label(demo) and (demo / "config.json").is_file():
         offered.insert(0, (str(demo), DEMO_POLICY_LABEL))
     return offered
+
+
+def generated_version(*, job):
+    """The dataset version a generation job (or its re-run, same folder) writes; None until it has responses."""
+    from webapp.datasets.models import Dataset
+
+    output = (job.spec or {}).get("output")
+    return Dataset.objects.filter(project=job.project, generation__output=output).first() if output else None

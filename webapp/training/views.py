@@ -9,8 +9,17 @@ from webapp.forms_util import apply_service_errors
 from webapp.jobs.models import Job
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.training import selectors, services
-from webapp.training.forms import GRPO_FIELDS, REWARD_MODEL_FIELDS, GRPOLaunchForm, RewardModelLaunchForm, spec_params
-from webapp.training.models import RewardModel
+from webapp.training.forms import (
+    GENERATION_FIELDS,
+    GRPO_FIELDS,
+    REWARD_MODEL_FIELDS,
+    GenerationLaunchForm,
+    GRPOLaunchForm,
+    PolicyRegisterForm,
+    RewardModelLaunchForm,
+    spec_params,
+)
+from webapp.training.models import Policy, RewardModel
 
 
 def _clone_initial(project, request, kind: str, names: list[str]) -> dict:
@@ -34,15 +43,93 @@ def _clone_initial(project, request, kind: str, names: list[str]) -> dict:
     return initial
 
 
-@login_required
-def training_home(request: HttpRequest, project_id: int) -> HttpResponse:
-    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+def _home(request: HttpRequest, project, membership, *, register_form=None, generate_form=None) -> HttpResponse:
+    """The Training page; a refused registration or generation re-renders it with the errors (422)."""
+    from webapp.jobs.kinds import GENERATE_KIND
+
+    register_form = register_form or PolicyRegisterForm(project=project)
+    generate_form = generate_form or GenerationLaunchForm(project=project)
     return render(request, "training/home.html", {
         "project": project, "reward_models": selectors.reward_model_list(project=project),
         "policies": selectors.known_policies(project=project),
+        "registry": [(policy, selectors.policy_label(policy)) for policy in selectors.policy_list(project=project)],
+        "register_form": register_form, "generate_form": generate_form,
         "can_launch": role_allows(membership.role, Capability.DESIGN),
         "jobs": Job.objects.filter(project=project, kind__in=services.TRAINING_KINDS)[:50],
-    })
+        "generation_jobs": Job.objects.filter(project=project, kind=GENERATE_KIND)[:20],
+    }, status=422 if register_form.errors or generate_form.errors else 200)
+
+
+@login_required
+def training_home(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    return _home(request, project, membership)
+
+
+@login_required
+@require_POST
+def policy_register(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.DESIGN)
+    form = PolicyRegisterForm(request.POST, project=project)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            policy = services.policy_register(
+                project=project, user=request.user, name=data["name"], source=data["source"],
+                location=data["location"], endpoint_url=data["endpoint_url"], api_key=data["api_key"],
+                api_key_env=data["api_key_env"], job=data["job"], step=data["step"])
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Policy '{policy.name}' registered.")
+            return redirect("training_home", project_id=project.pk)
+    return _home(request, project, membership, register_form=form)
+
+
+@login_required
+@require_POST
+def policy_delete(request: HttpRequest, project_id: int, policy_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    policy = get_object_or_404(Policy, project=project, pk=policy_id, deleted_at__isnull=True)
+    services.policy_delete(policy=policy)
+    messages.success(request, f"Policy '{policy.name}' removed from the registry; responses it wrote keep it.")
+    return redirect("training_home", project_id=project.pk)
+
+
+@login_required
+@require_POST
+def generation_launch(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, membership = project_for_user(request.user, project_id, Capability.DESIGN)
+    form = GenerationLaunchForm(request.POST, project=project)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            job = services.generation_job_create(
+                project=project, user=request.user, dataset=data["dataset"], policies=list(data["policies"]),
+                params=spec_params(form, GENERATION_FIELDS), round=data["round"])
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Generation job {job.pk} queued.")
+            return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+    return _home(request, project, membership, generate_form=form)
+
+
+@login_required
+@require_POST
+def generation_rerun(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    from webapp.jobs.kinds import GENERATE_KIND
+
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    job = get_object_or_404(Job, project=project, pk=job_id, kind=GENERATE_KIND)
+    try:
+        again = services.generation_rerun(job=job, user=request.user)
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
+        return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+    messages.success(request, f"Generating what is missing as job {again.pk}.")
+    return redirect("job_detail", project_id=project.pk, job_id=again.pk)
 
 
 @login_required
@@ -112,3 +199,15 @@ def reward_model_delete(request: HttpRequest, project_id: int, model_id: int) ->
     services.reward_model_delete(reward_model=get_object_or_404(RewardModel, project=project, pk=model_id))
     messages.success(request, "Reward model deleted from the registry.")
     return redirect("training_home", project_id=project.pk)
+
+
+@login_required
+def generation_status(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
+    """The job page's generation fragment: the dataset version it writes (partial or not) and a re-run."""
+    from webapp.jobs.kinds import GENERATE_KIND
+
+    project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    job = get_object_or_404(Job, project=project, pk=job_id, kind=GENERATE_KIND)
+    return render(request, "training/_generation_status.html", {
+        "project": project, "job": job, "version": selectors.generated_version(job=job),
+        "can_rerun": role_allows(membership.role, Capability.DESIGN) and job.state in ("failed", "cancelled")})
