@@ -3,12 +3,17 @@
 - ``routing features comparisons.jsonl -o features.json [--vectors pairs.npy]`` — raw + binned
   features of each comparison (one JSON object per line: comparison_id, prompt, response_a,
   response_b, optional tags / judge_position_disagreement / judge_confidence / reward_margins);
-  with ``--vectors`` also the MiniLM pair vectors emb(A) - emb(B) the proxy reward model uses.
+  with ``--vectors`` also the pair vectors the proxy reward model uses (``features.pair_vectors``:
+  emb(A) - emb(B), or a hashed bag of words with ``--no-embeddings``; plus the log-length difference).
+  The file is read a chunk at a time (``--chunk-size``): texts are never all held at once.
 - ``routing fit features.json labels.jsonl pairs.npy -o model.json`` — simulate mixes on a pool
   with both labels (labels.jsonl: comparison_id, human, lm as A / B / tie) and fit the model.
 - ``routing plan features.json --budget 25% --strategy topk --model model.json -o plan.json`` —
   topk / optimal_pos only when the model shows a gain over random on held-out pilot halves (else
   ``--fallback``, with the reason on stderr and in the plan's ``fallback_reason`` / ``evidence``).
+  With ``--comparisons`` the positional file is a comparisons JSONL: features are built first, as
+  ``routing features`` does (``--no-embeddings``, ``--features-output``), then planned — the webapp's
+  background plan for pools above ROUTING_INLINE_POOL runs this.
 - ``routing tag --endpoint URL --model NAME --categories math,code,other --input prompts.jsonl
   --output tags.jsonl`` — prompt category tags from an LM (prompts.jsonl: id, prompt; one line out
   per prompt: id, tags, error, raw_reply).
@@ -29,19 +34,36 @@ from rlcore.events import emit_artifact, emit_metric, emit_progress
 LABEL_VALUES = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
-def read_comparisons(path: Path):
-    """RoutingComparison rows from JSONL; a bad row raises UserError naming file, line and field."""
+def iter_comparisons(path: Path):
+    """RoutingComparison rows from JSONL, one line at a time (a 1M-row file is never held whole); a bad
+    row raises UserError naming file, line and field."""
     from rlcore.routing.features import RoutingComparison
 
-    out = []
-    for lineno, row in read_jsonl_objects(path):
-        try:
-            out.append(RoutingComparison.model_validate(row))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            field = ".".join(str(p) for p in first["loc"])
-            raise UserError(f"{path}:{lineno}: field {field!r}: {first['msg']}") from exc
-    return out
+    try:
+        handle = Path(path).open(encoding="utf-8")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
+    with handle:
+        for lineno, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                raise UserError(f"{path}:{lineno}: not valid JSON ({exc})") from None
+            if not isinstance(row, dict):
+                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            try:
+                yield RoutingComparison.model_validate(row)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                field = ".".join(str(p) for p in first["loc"])
+                raise UserError(f"{path}:{lineno}: field {field!r}: {first['msg']}") from exc
+
+
+def read_comparisons(path: Path):
+    """All RoutingComparison rows of a JSONL file (see :func:`iter_comparisons`)."""
+    return list(iter_comparisons(path))
 
 
 def read_labelled_pool(path: Path, ids: list[str]):
@@ -74,27 +96,47 @@ def _load_model(path: Path, cls):
         raise UserError(f"{path}: field {'.'.join(map(str, first['loc']))!r}: {first['msg']}") from exc
 
 
-def run_features(args: argparse.Namespace) -> int:
+def _feature_table(args: argparse.Namespace, comparisons_path: Path):
+    """Stream comparisons into a feature table, a chunk at a time; pair vectors too with ``--vectors``."""
     import numpy as np
 
-    from rlcore.routing.features import FeatureTable, build_feature_table, embed_responses, embed_texts, extract_features
+    from rlcore.routing.features import (FeatureTable, build_feature_table, embed_texts, extract_features_chunked,
+                                         pair_vectors)
 
-    comparisons = read_comparisons(Path(args.comparisons))
-    embeddings = None
+    embed = None
     if not args.no_embeddings:
-        embeddings = embed_responses(
-            comparisons, lambda texts: embed_texts(texts, args.embedding_model, batch_size=args.batch_size)
-        )
-    raw = extract_features(comparisons, embeddings=embeddings)
+        def embed(texts):
+            return embed_texts(texts, args.embedding_model, batch_size=args.batch_size)
+    vectors: list = []
+    # A cheap first pass (no parsing) gives the progress events a total.
+    try:
+        with comparisons_path.open(encoding="utf-8") as handle:
+            total = sum(1 for line in handle if line.strip())
+    except OSError as exc:
+        raise UserError(f"{comparisons_path}: cannot read the file ({exc.strerror})") from None
+    done = 0
+
+    def on_chunk(chunk, embeddings):
+        nonlocal done
+        if getattr(args, "vectors", None):
+            vectors.append(pair_vectors(chunk, embeddings))
+        done += len(chunk)
+        emit_progress(done, total)
+
+    raw = list(extract_features_chunked(iter_comparisons(comparisons_path), chunk_size=args.chunk_size,
+                                        embed=embed, on_chunk=on_chunk))
     bins = _load_model(Path(args.bins_from), FeatureTable).bins if args.bins_from else None
     table = build_feature_table(raw, bins, n_bins=args.bins)
-    Path(args.output).write_text(table.model_dump_json(), encoding="utf-8")
-    emit_artifact("routing_features", args.output, n=len(raw))
-    if args.vectors:
-        if embeddings is None:
-            raise UserError("--vectors needs embeddings: drop --no-embeddings")
-        np.save(args.vectors, embeddings[0] - embeddings[1])
+    if getattr(args, "vectors", None):
+        np.save(args.vectors, np.concatenate(vectors) if vectors else pair_vectors([]))
         emit_artifact("pair_vectors", args.vectors, n=len(raw))
+    return table
+
+
+def run_features(args: argparse.Namespace) -> int:
+    table = _feature_table(args, Path(args.comparisons))
+    Path(args.output).write_text(table.model_dump_json(), encoding="utf-8")
+    emit_artifact("routing_features", args.output, n=len(table.raw))
     return 0
 
 
@@ -131,7 +173,12 @@ def run_plan(args: argparse.Namespace) -> int:
 
     from rlcore.routing.predictor import PerformanceModel, RoutingGate, parse_budget, plan_routing, plan_summary
 
-    table = _load_model(Path(args.features), FeatureTable)
+    if args.comparisons:
+        table = _feature_table(args, Path(args.features))
+        if args.features_output:
+            Path(args.features_output).write_text(table.model_dump_json(), encoding="utf-8")
+    else:
+        table = _load_model(Path(args.features), FeatureTable)
     model = _load_model(Path(args.model), PerformanceModel) if args.model else None
     budget = parse_budget(args.budget) if args.budget is not None else None
     gate = RoutingGate(min_pilot=args.min_pilot, min_r2=args.min_r2, fallback=args.fallback)
@@ -238,6 +285,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--bins", type=int, default=3, help="quantile bins per continuous feature")
     p.add_argument("--bins-from", default=None, help="reuse the bins of an earlier feature table JSON")
+    p.add_argument("--chunk-size", type=int, default=2000, help="comparisons read (and embedded) at a time")
     p.set_defaults(handler=run_features)
 
     p = sub.add_parser("embed", help="sentence embeddings of texts (MiniLM by default), for routing features")
@@ -259,7 +307,16 @@ def register(subparsers) -> None:
     p.set_defaults(handler=run_fit)
 
     p = sub.add_parser("plan", help="route a pool for a human budget")
-    p.add_argument("features", help="feature table JSON of the pool to route")
+    p.add_argument("features", help="feature table JSON of the pool to route (comparisons JSONL with --comparisons)")
+    p.add_argument("--comparisons", action="store_true",
+                   help="the file is a comparisons JSONL: build its features first, as 'routing features' does")
+    p.add_argument("--features-output", default=None, help="with --comparisons: also write the feature table here")
+    p.add_argument("--no-embeddings", action="store_true", help="with --comparisons: skip MiniLM (no cosine_sim)")
+    p.add_argument("--embedding-model", default=None, help="with --comparisons: hub id or local path")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--bins", type=int, default=3, help="with --comparisons: quantile bins per continuous feature")
+    p.add_argument("--bins-from", default=None, help="with --comparisons: reuse an earlier table's bins")
+    p.add_argument("--chunk-size", type=int, default=2000, help="with --comparisons: comparisons read at a time")
     p.add_argument("--budget", default=None, help="share (0.25, 25%%) or count (300); optional for optimal_pos")
     p.add_argument("--strategy", choices=["topk", "optimal_pos", "uncertainty", "random"], default="topk")
     p.add_argument("--model", default=None, help="performance model JSON (topk, optimal_pos)")

@@ -25,9 +25,10 @@ margins) of a reward-model ensemble.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -52,6 +53,11 @@ CONTINUOUS_FEATURES = (
 BOOLEAN_FEATURES = ("judge_position_disagreement", "rm_sign_disagreement")
 TAG_PREFIX = "category="
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+_WORD = re.compile(r"\w+", re.UNICODE)
+# Width of the hashed bag of words a pair vector falls back to when responses have no embedding.
+PAIR_VECTOR_DIMS = 256
+# Comparisons held at once while features are built from a file: their texts are dropped after each chunk.
+FEATURE_CHUNK = 2000
 
 
 class RoutingComparison(BaseModel):
@@ -294,6 +300,73 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.einsum("ij,ij->i", a, b) / np.where(norm == 0, 1.0, norm)
 
 
+def _hashed_words(text: str) -> np.ndarray:
+    vec = np.zeros(PAIR_VECTOR_DIMS)
+    for word in _WORD.findall(text.lower()):
+        vec[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little") % PAIR_VECTOR_DIMS] += 1.0
+    norm = np.linalg.norm(vec)
+    return vec / norm if norm else vec
+
+
+def pair_vectors(
+    comparisons: Sequence[RoutingComparison], embeddings: tuple[np.ndarray, np.ndarray] | None = None
+) -> np.ndarray:
+    """Pair vectors for the proxy reward model, the one definition the webapp and the CLI share:
+    emb(A) - emb(B) when embeddings are given, else a hashed bag of words of A minus B (256 dims);
+    then the log-length (words) difference as the last column.
+
+    >>> c = RoutingComparison(comparison_id="1", prompt="p", response_a="a b c", response_b="a")
+    >>> v = pair_vectors([c], (np.array([[1.0, 0.0]]), np.array([[0.0, 1.0]])))
+    >>> v.shape, v[0, :2].tolist(), round(float(v[0, 2]), 4)
+    ((1, 3), [1.0, -1.0], 0.6931)
+    """
+    rows = []
+    for i, c in enumerate(comparisons):
+        la, lb = len(_WORD.findall(c.response_a)), len(_WORD.findall(c.response_b))
+        difference = (embeddings[0][i] - embeddings[1][i]) if embeddings is not None \
+            else _hashed_words(c.response_a) - _hashed_words(c.response_b)
+        rows.append(np.concatenate([difference, [np.log1p(la) - np.log1p(lb)]]))
+    width = (embeddings[0].shape[1] if embeddings is not None else PAIR_VECTOR_DIMS) + 1
+    return np.asarray(rows) if rows else np.zeros((0, width))
+
+
+def extract_features_chunked(
+    comparisons: Iterable[RoutingComparison],
+    *,
+    chunk_size: int = FEATURE_CHUNK,
+    embed: Callable[[list[str]], np.ndarray] | None = None,
+    on_chunk: Callable[[Sequence[RoutingComparison], tuple[np.ndarray, np.ndarray] | None], None] | None = None,
+) -> Iterator[RawFeatures]:
+    """Raw features of a stream of comparisons, ``chunk_size`` at a time, so that only one chunk's texts
+    (and embeddings) are held at once: a 1M-comparison pool keeps its small raw features, not its texts.
+    ``embed`` (e.g. :func:`embed_texts`) embeds each chunk's responses; ``on_chunk(chunk, embeddings)`` sees
+    each chunk before it is dropped (the CLI writes pair vectors from it). Same rows as
+    :func:`extract_features` on the whole list.
+
+    >>> rows = [RoutingComparison(comparison_id=str(i), prompt="p", response_a="a " * i, response_b="b")
+    ...         for i in range(5)]
+    >>> [r.len_longer for r in extract_features_chunked(iter(rows), chunk_size=2)]
+    [1, 1, 2, 3, 4]
+    """
+    if chunk_size < 1:
+        raise UserError(f"chunk_size: need at least 1, got {chunk_size}")
+    chunk: list[RoutingComparison] = []
+
+    def flush() -> list[RawFeatures]:
+        embeddings = embed_responses(chunk, embed) if embed is not None else None
+        if on_chunk is not None:
+            on_chunk(chunk, embeddings)
+        return extract_features(chunk, embeddings=embeddings)
+
+    for comparison in comparisons:
+        chunk.append(comparison)
+        if len(chunk) >= chunk_size:
+            yield from flush()
+            chunk = []
+    if chunk:
+        yield from flush()
+
+
 # --------------------------------------------------------------------------------------------
 # extraction and binning
 # --------------------------------------------------------------------------------------------
@@ -409,10 +482,12 @@ def active_features(raw: RawFeatures, bins: FeatureBins) -> list[str]:
 
 def build_feature_table(raw: Sequence[RawFeatures], bins: FeatureBins | None = None, n_bins: int = 3) -> FeatureTable:
     """Bin a pool's raw features (fitting the bins on it unless given) into a :class:`FeatureTable`."""
-    ids = [r.comparison_id for r in raw]
-    if len(set(ids)) != len(ids):
-        dup = next(i for i in ids if ids.count(i) > 1)
-        raise UserError(f"comparison_id {dup!r} appears more than once in the pool")
+    seen: set[str] = set()
+    for r in raw:
+        if r.comparison_id in seen:
+            dup = r.comparison_id
+            raise UserError(f"comparison_id {dup!r} appears more than once in the pool")
+        seen.add(r.comparison_id)
     bins = bins or fit_bins(raw, n_bins=n_bins)
     return FeatureTable(
         raw=list(raw), bins=bins, feature_names=bins.feature_names(), active=[active_features(r, bins) for r in raw]

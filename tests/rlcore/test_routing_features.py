@@ -114,3 +114,67 @@ def test_it_gives_the_same_embedding_alone_or_in_a_padded_batch(minilm):
     together = minilm(texts)
     alone = minilm(texts[:1])
     assert np.allclose(together[0], alone[0], atol=1e-5)
+
+
+def test_it_builds_the_same_features_a_chunk_at_a_time_as_on_the_whole_pool():
+    from rlcore.routing.features import RoutingComparison, extract_features, extract_features_chunked
+
+    rows = [RoutingComparison(comparison_id=str(i), prompt="q " * (i % 5), response_a="a b c " * (i % 4),
+                              response_b="a x " * (i % 3 + 1), tags=["math"] if i % 2 else [],
+                              judge_confidence=(i % 10) / 10) for i in range(23)]
+    seen = []
+    chunked = list(extract_features_chunked(iter(rows), chunk_size=5, on_chunk=lambda c, e: seen.append(len(c))))
+    assert chunked == extract_features(rows)
+    assert seen == [5, 5, 5, 5, 3]  # never more than a chunk held
+
+
+def test_its_pair_vectors_are_the_hashed_word_difference_and_log_length_difference_by_hand():
+    import hashlib
+
+    import numpy as np
+
+    from rlcore.routing.features import RoutingComparison, pair_vectors
+
+    c = RoutingComparison(comparison_id="1", prompt="p", response_a="Cat cat dog", response_b="dog")
+
+    def slot(word):  # the formula, written out: blake2b-4 little-endian mod 256
+        return int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little") % 256
+
+    a = np.zeros(256)
+    a[slot("cat")] += 2
+    a[slot("dog")] += 1
+    b = np.zeros(256)
+    b[slot("dog")] = 1
+    expected = np.concatenate([a / np.sqrt(5) - b, [np.log(4) - np.log(2)]])
+    assert np.allclose(pair_vectors([c])[0], expected)
+
+
+def test_the_cli_plans_from_comparisons_as_from_its_own_feature_table(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    rows = [{"comparison_id": str(i), "prompt": "q " * (i % 5), "response_a": "a b " * (i % 4),
+             "response_b": "a x " * (i % 3 + 1), "judge_position_disagreement": i % 3 == 0,
+             "judge_confidence": (i % 10) / 10} for i in range(40)]
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def rlcore(*argv):
+        done = subprocess.run([sys.executable, "-m", "rlcore", "routing", *argv], cwd=tmp_path,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done
+
+    rlcore("features", "c.jsonl", "-o", "f.json", "--no-embeddings", "--vectors", "v.npy", "--chunk-size", "7")
+    rlcore("plan", "f.json", "--budget", "10", "--strategy", "uncertainty", "-o", "p1.json")
+    rlcore("plan", "c.jsonl", "--comparisons", "--no-embeddings", "--chunk-size", "3", "--budget", "10",
+           "--strategy", "uncertainty", "-o", "p2.json")
+    one, two = (json.loads((tmp_path / n).read_text()) for n in ("p1.json", "p2.json"))
+    assert one == two and one["n_human"] == 10
+    import numpy as np
+
+    from rlcore.routing.cli import read_comparisons
+    from rlcore.routing.features import pair_vectors
+
+    assert np.allclose(np.load(tmp_path / "v.npy"), pair_vectors(read_comparisons(path)))

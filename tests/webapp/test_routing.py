@@ -62,19 +62,23 @@ def test_it_names_the_budget_problem_and_stores_nothing(client, people, pool):
 
 
 
-def test_it_refuses_a_pool_above_the_inline_limit_with_a_message_instead_of_planning_in_the_request(
+def test_it_sends_a_pool_above_the_inline_limit_to_a_job_instead_of_planning_in_the_request(
         client, people, pool, settings):
     """A pool larger than ROUTING_INLINE_POOL (at 500k pooled comparisons the request grew the worker past
-    2.2 GB until it was killed) is refused with a 422 naming the pool, the limit and the setting."""
+    2.2 GB until it was killed) gets a pending plan and a job (202); at the limit it is planned inline (201).
+    tests/webapp/test_routing_background.py runs the job on a real worker."""
     settings.ROUTING_INLINE_POOL = 11
     api = Api(client, people.users["bob"], people.project.pk)
-    refused = api.post("/routing/plans", {"budget": "25%", "strategy": "random"})
-    assert refused.status_code == 422
-    message = _errors(refused)["budget"]
-    assert "12 pairwise comparisons" in message and "at most 11 (ROUTING_INLINE_POOL)" in message
-    assert RoutingPlan.objects.count() == 0
+    pending = api.post("/routing/plans", {"budget": "25%", "strategy": "random"})
+    assert pending.status_code == 202, pending.content
+    body = pending.json()
+    assert (body["status"], body["n_total"], body["decisions"]) == ("pending", 12, [])
+    job = Job.objects.get(pk=body["planning_job_id"])
+    assert job.kind == "routing_plan" and job.argv[:4] == ["routing", "plan", "comparisons.jsonl", "--comparisons"]
+    assert len((Path(job.output_dir) / "comparisons.jsonl").read_text().splitlines()) == 12
     settings.ROUTING_INLINE_POOL = 12
     assert api.post("/routing/plans", {"budget": "25%", "strategy": "random"}).status_code == 201
+
 
 def test_it_routes_a_share_and_shows_how_many_go_where_and_why(client, people, pool):
     # Judge signals from earlier LM labels: position bias on every third comparison.

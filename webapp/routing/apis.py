@@ -56,7 +56,10 @@ class PlanOut(Schema):
     model_info: dict[str, Any]
     judge_config_id: int | None
     template_id: int | None
-    job_id: int | None
+    job_id: int | None = Field(None, description="The LM labelling job an approval started.")
+    planning_job_id: int | None = Field(None, description=(
+        "The job computing the plan when the pool is above ROUTING_INLINE_POOL (status 'pending' until it ends)."))
+    error: str = Field("", description="Why planning failed (status 'failed').")
     parent_id: int | None
     created_at: datetime
     decision_counts: dict[str, int] = {}
@@ -128,14 +131,17 @@ def list_plans(request, project_id: int):
     return [_out(p) for p in selectors.plan_list(project=project)[:100]]
 
 
-@router.post("/{project_id}/routing/plans", response={201: PlanDetailOut},
-             summary="Compute a draft plan for the comparisons nobody has labelled yet")
+@router.post("/{project_id}/routing/plans", response={201: PlanDetailOut, 202: PlanDetailOut},
+             summary="Compute a draft plan for the comparisons nobody has labelled yet (201); above "
+                     "ROUTING_INLINE_POOL a pending plan computed by a job (202: poll it)")
 def create_plan(request, project_id: int, body: PlanIn):
+    from webapp.routing.models import PlanStatus
+
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     plan = services.routing_plan_create(project=project, user=request.auth, budget=body.budget,
                                         strategy=body.strategy, judge_config_id=body.judge_config_id,
                                         template_id=body.template_id, seed=body.seed)
-    return Status(201, _out(plan, True))
+    return Status(202 if plan.status == PlanStatus.PENDING else 201, _out(plan, True))
 
 
 @router.get("/{project_id}/routing/plans/{plan_id}", response=PlanDetailOut,
@@ -156,11 +162,14 @@ def approve_plan(request, project_id: int, plan_id: int, body: ApproveIn):
     return _out(plan, True)
 
 
-@router.post("/{project_id}/routing/plans/{plan_id}/rerun", response={201: PlanDetailOut},
+@router.post("/{project_id}/routing/plans/{plan_id}/rerun", response={201: PlanDetailOut, 202: PlanDetailOut},
              summary="The same settings on today's pool and signals")
 def rerun_plan(request, project_id: int, plan_id: int):
     plan = _plan(request, project_id, plan_id, Capability.DESIGN)
-    return Status(201, _out(services.routing_plan_rerun(plan=plan, user=request.auth), True))
+    from webapp.routing.models import PlanStatus
+
+    new = services.routing_plan_rerun(plan=plan, user=request.auth)
+    return Status(202 if new.status == PlanStatus.PENDING else 201, _out(new, True))
 
 
 @router.get("/{project_id}/routing/agreement", summary="Agreement split human-human / human-LM / LM-LM, and "

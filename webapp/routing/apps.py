@@ -23,3 +23,9 @@ class RoutingConfig(AppConfig):
         from webapp.routing.tagging import record_prompt_tags
 
         job_succeeded.connect(record_prompt_tags, dispatch_uid="routing.record_prompt_tags")
+
+        from webapp.jobs.services import job_finished
+        from webapp.routing.services import on_planning_job_finished, record_routing_plan
+
+        job_succeeded.connect(record_routing_plan, dispatch_uid="routing.record_routing_plan")
+        job_finished.connect(on_planning_job_finished, dispatch_uid="routing.on_planning_job_finished")

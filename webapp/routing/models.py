@@ -3,6 +3,9 @@ from django.db import models
 
 
 class PlanStatus(models.TextChoices):
+    # A pool above ROUTING_INLINE_POOL is planned by a job (planning_job): pending until it records the plan.
+    PENDING = "pending", "Planning (background job)"
+    FAILED = "failed", "Planning failed"
     DRAFT = "draft", "Draft (not applied)"
     APPROVED = "approved", "Approved (applied)"
     SUPERSEDED = "superseded", "Superseded by a later approved plan"
@@ -36,7 +39,11 @@ class RoutingPlan(models.Model):
     template = models.ForeignKey("judging.JudgePromptTemplate", null=True, blank=True, on_delete=models.SET_NULL,
                                  related_name="+")
     status = models.CharField(max_length=12, choices=PlanStatus.choices, default=PlanStatus.DRAFT)
-    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                            help_text="The LM labelling job an approval started.")
+    planning_job = models.ForeignKey("jobs.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+                                     help_text="The job that computed the plan (pools above ROUTING_INLINE_POOL).")
+    error = models.TextField(blank=True, help_text="Why the planning job gave no plan, when it failed.")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
                                help_text="The plan this one re-ran.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

@@ -14,9 +14,8 @@ labelling job. A comparison the judge could not label is made active again, with
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
+from pathlib import Path
 from collections import defaultdict
 
 import numpy as np
@@ -39,9 +38,7 @@ MIN_FIT_POOL = 10
 # The fit runs in the request (about 1.4 s per 1000 comparisons); a larger pool is sampled down to this.
 MAX_FIT_POOL = 2000
 FIT_SIMULATIONS = 120
-VECTOR_DIMS = 256
 TOP_FEATURES = 6
-_WORD = re.compile(r"\w+", re.UNICODE)
 
 
 def routing_pool_queryset(*, project):
@@ -91,24 +88,11 @@ def _routing_comparisons(comparisons: list[Comparison]):
     return out
 
 
-def _hashed(text: str) -> np.ndarray:
-    vec = np.zeros(VECTOR_DIMS)
-    for word in _WORD.findall(text.lower()):
-        vec[int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "little") % VECTOR_DIMS] += 1.0
-    norm = np.linalg.norm(vec)
-    return vec / norm if norm else vec
-
-
 def pair_vectors(items, embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """Pair vectors for the proxy reward model: emb(A) - emb(B) from stored MiniLM embeddings when
-    every response has one, else a hashed bag of words of A minus B; plus the log-length difference."""
-    rows = []
-    for i, c in enumerate(items):
-        la, lb = len(_WORD.findall(c.response_a)), len(_WORD.findall(c.response_b))
-        difference = (embeddings[0][i] - embeddings[1][i]) if embeddings is not None \
-            else _hashed(c.response_a) - _hashed(c.response_b)
-        rows.append(np.concatenate([difference, [np.log1p(la) - np.log1p(lb)]]))
-    return np.asarray(rows) if rows else np.zeros((0, VECTOR_DIMS + 1))
+    """The proxy reward model's pair vectors: rlcore's one definition, which ``routing features --vectors`` writes too."""
+    from rlcore.routing.features import pair_vectors as rlcore_pair_vectors
+
+    return rlcore_pair_vectors(items, embeddings)
 
 
 _VALUE = {"a": 1.0, "b": 0.0, "tie": 0.5}
@@ -186,7 +170,8 @@ def _project_object(model, project, pk, field: str):
 
 def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertainty", judge_config_id=None,
                         template_id=None, seed: int = 0, parent: RoutingPlan | None = None) -> RoutingPlan:
-    """Compute a draft plan for the current pool. Bad input raises ValidationError naming the field."""
+    """Compute a draft plan for the current pool; above ROUTING_INLINE_POOL, a pending plan and the job that
+    computes it. Bad input raises ValidationError naming the field."""
     from rlcore.errors import UserError
     from rlcore.routing.features import build_feature_table, extract_features
     from rlcore.routing.predictor import STRATEGIES, Budget, parse_budget, plan_routing, resolve_budget
@@ -215,26 +200,30 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
         errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
-    # A plan is computed in the request, holding every pooled comparison and its features (about 7 KB
-    # each): a pool of 500k grew a web worker past 2.2 GB until it was killed (bench/scale.py). Above the
-    # limit the request is refused, counted before anything is loaded, instead of taking the worker down.
+    # Inline, a plan holds every pooled comparison and its features (about 7 KB each): a pool of 500k grew
+    # a web worker past 2.2 GB until it was killed (bench/scale.py). Above the limit, counted before anything
+    # is loaded, the pool is streamed to a file and planned by a job whose child never touches the database.
     pool_size = routing_pool_queryset(project=project).count()
-    limit = settings.ROUTING_INLINE_POOL
-    if pool_size > limit:
-        raise ValidationError({"budget": (
-            f"The pool is {pool_size} pairwise comparisons without a human label; a plan is computed in the "
-            f"request for at most {limit} (ROUTING_INLINE_POOL). Label or deactivate part of the pool, or ask "
-            "the operator to raise the limit on a web worker with about 7 KB of memory per comparison.")})
-    comparisons = routing_pool(project=project)
-    if not comparisons:
+    if not pool_size:
         raise ValidationError({"budget": "There are no pairwise comparisons without a human label to route."})
-    n = len(comparisons)
     if parsed is not None:
         try:
-            resolve_budget(parsed, n)
+            resolve_budget(parsed, pool_size)
         except UserError as exc:
-            raise ValidationError({"budget": f"{exc} (the pool is the {n} pairwise comparisons nobody has "
+            raise ValidationError({"budget": f"{exc} (the pool is the {pool_size} pairwise comparisons nobody has "
                                              "labelled yet)"}) from exc
+    settings_kept = dict(project=project, requested_strategy=strategy, budget_text=budget_text,
+                         budget_share=parsed.share if parsed else None,
+                         budget_count=parsed.count if parsed else None, seed=seed, judge_config=judge_config,
+                         template=template, created_by=user, parent=parent)
+    if pool_size > settings.ROUTING_INLINE_POOL:
+        if strategy in ("topk", "optimal_pos"):
+            raise ValidationError({"strategy": (
+                f"The pool is {pool_size} pairwise comparisons, above the {settings.ROUTING_INLINE_POOL} planned in "
+                f"the request (ROUTING_INLINE_POOL); a background plan routes by 'uncertainty' or 'random' only "
+                f"for now ({strategy} needs the performance model fitted with the pool's bins).")})
+        return _routing_plan_job_create(pool_size=pool_size, strategy=strategy, **settings_kept)
+    comparisons = routing_pool(project=project)
     items = _routing_comparisons(comparisons)
     embeddings = embedding_pairs(comparisons)
     model, bins, info = None, None, {}
@@ -248,20 +237,105 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
         field = "budget" if str(exc).startswith("budget") else "strategy"
         raise ValidationError({field: str(exc)}) from exc
     with transaction.atomic():
-        plan = RoutingPlan.objects.create(
-            project=project, strategy=result.strategy, requested_strategy=strategy,
-            fallback_reason=result.fallback_reason or "",
-            evidence=result.evidence.model_dump() if result.evidence else {}, budget_text=budget_text,
-            budget_share=parsed.share if parsed else None, budget_count=parsed.count if parsed else None, seed=seed,
-            n_total=result.n_total, n_human=result.n_human, n_lm=result.n_lm,
-            predicted_score=result.predicted_score, predicted_score_all_lm=result.predicted_score_all_lm,
-            predicted_gain=result.predicted_gain, top_features=_summarise_features(result.reasons), model_info=info,
-            judge_config=judge_config, template=template, created_by=user, parent=parent)
+        plan = RoutingPlan(**settings_kept)
+        _record_result(plan, result, info)
+    return plan
+
+
+# A background plan (pools above ROUTING_INLINE_POOL): the request streams the pool to COMPARISONS_FILE, the
+# child (`python -m rlcore routing plan --comparisons`) builds features a chunk at a time and writes PLAN_FILE,
+# and record_routing_plan stores it when the job succeeds, in the job's own transaction.
+PLAN_KIND = "routing_plan"
+COMPARISONS_FILE = "comparisons.jsonl"
+PLAN_FILE = "plan.json"
+STREAM_CHUNK = 2000
+DECISION_BATCH = 5000
+
+
+def _routing_plan_job_create(*, pool_size: int, strategy: str, **kept) -> RoutingPlan:
+    from webapp.jobs.models import Queue
+    from webapp.jobs.services import job_create
+
+    project, user = kept["project"], kept["created_by"]
+    # Stored embeddings are not handed over yet (2 x 384 floats a comparison); the child plans without them.
+    argv = ["routing", "plan", COMPARISONS_FILE, "--comparisons", "--no-embeddings", "--chunk-size", str(STREAM_CHUNK),
+            "--strategy", strategy, "--seed", str(kept["seed"]), "-o", PLAN_FILE]
+    if kept["budget_text"]:
+        argv[5:5] = ["--budget", kept["budget_text"]]
+    with transaction.atomic():
+        plan = RoutingPlan.objects.create(status=PlanStatus.PENDING, strategy=strategy, n_total=pool_size, **kept)
+        plan.planning_job = job_create(project=project, user=user, kind=PLAN_KIND, argv=argv, queue=Queue.DEFAULT,
+                                       spec={"plan_id": plan.pk, "n_pool": pool_size, "strategy": strategy},
+                                       title=f"routing plan {plan.pk}: {pool_size} comparisons")
+        plan.save(update_fields=["planning_job"])
+        # Enqueued on commit: the file is complete before a worker can start the job. One server-side
+        # cursor (one snapshot), a chunk of rows and their signals in memory at a time.
+        folder = Path(plan.planning_job.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / COMPARISONS_FILE).open("w", encoding="utf-8") as out:
+            chunk: list[Comparison] = []
+            for comparison in routing_pool_queryset(project=project).iterator(chunk_size=STREAM_CHUNK):
+                chunk.append(comparison)
+                if len(chunk) == STREAM_CHUNK:
+                    _write_rows(out, chunk)
+                    chunk = []
+            _write_rows(out, chunk)
+    return plan
+
+
+def _write_rows(out, comparisons: list[Comparison]) -> None:
+    for item in _routing_comparisons(comparisons):
+        out.write(item.model_dump_json() + "\n")
+
+
+def _record_result(plan: RoutingPlan, result, info: dict) -> None:
+    """Store an rlcore RoutingPlan on ``plan`` (a draft from now on) and write its decisions in batches;
+    comparisons deleted since the pool was frozen are left out and counted."""
+    plan.strategy, plan.fallback_reason = result.strategy, result.fallback_reason or ""
+    plan.evidence = result.evidence.model_dump() if result.evidence else {}
+    plan.n_total, plan.n_human, plan.n_lm = result.n_total, result.n_human, result.n_lm
+    plan.predicted_score, plan.predicted_score_all_lm = result.predicted_score, result.predicted_score_all_lm
+    plan.predicted_gain, plan.top_features = result.predicted_gain, _summarise_features(result.reasons)
+    plan.model_info, plan.status = info, PlanStatus.DRAFT
+    plan.save()
+    dropped = 0
+    for start in range(0, len(result.reasons), DECISION_BATCH):
+        batch = result.reasons[start:start + DECISION_BATCH]
+        alive = set(Comparison.objects.filter(project_id=plan.project_id, pk__in=[int(r.comparison_id) for r in batch])
+                    .values_list("pk", flat=True))
+        dropped += len(batch) - len(alive)
         RoutingDecision.objects.bulk_create([
             RoutingDecision(plan=plan, comparison_id=int(r.comparison_id), route=r.route, score=r.score,
                             top_features=[c.model_dump() for c in r.top_features])
-            for r in result.reasons])
-    return plan
+            for r in batch if int(r.comparison_id) in alive], batch_size=DECISION_BATCH)
+    if dropped:
+        plan.model_info = {**info, "deleted_since_frozen": dropped}
+        plan.save(update_fields=["model_info"])
+
+
+def record_routing_plan(sender, job, **kwargs) -> int:
+    """On success of a planning job, store its plan and decisions (in the job's transaction: a failure
+    here fails the job with the reason)."""
+    if job.kind != PLAN_KIND:
+        return 0
+    from rlcore.routing.predictor import RoutingPlan as PlanResult
+
+    plan = RoutingPlan.objects.select_for_update().filter(planning_job=job, status=PlanStatus.PENDING).first()
+    if plan is None:  # deleted while it was planned
+        return 0
+    folder = Path(job.output_dir)
+    result = PlanResult.model_validate_json((folder / PLAN_FILE).read_text(encoding="utf-8"))
+    _record_result(plan, result, {"embeddings": False, "background_job": job.pk})
+    return plan.n_total
+
+
+def on_planning_job_finished(sender, job, **kwargs) -> None:
+    """A planning job that ended without a plan (failed, cancelled) fails its plan with the reason."""
+    if job.kind != PLAN_KIND or job.state == "succeeded":
+        return
+    reason = (job.error or f"the planning job was {job.state}").strip()
+    RoutingPlan.objects.filter(planning_job=job, status=PlanStatus.PENDING).update(
+        status=PlanStatus.FAILED, error=reason[-4000:])
 
 
 def routing_plan_rerun(*, plan: RoutingPlan, user) -> RoutingPlan:

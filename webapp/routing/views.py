@@ -12,7 +12,7 @@ from webapp.routing import selectors, services
 from webapp.routing.forms import PlanForm, TagForm
 from webapp.routing.embeddings import embeddings_job_create, responses_without_embedding
 from webapp.routing.reward_scores import reward_scores_job_create
-from webapp.routing.models import RoutingPlan
+from webapp.routing.models import PlanStatus, RoutingPlan
 from webapp.routing.tagging import DEFAULT_CATEGORIES, tag_summary, tagging_job_create, untagged_prompts
 
 DECISIONS_SHOWN = 300
@@ -53,7 +53,12 @@ def _home(request, project, *, form, tag_form, can_design: bool, status: int = 2
 def plan_detail(request: HttpRequest, project_id: int, plan_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     lm_runs_reconcile(project=project)
-    plan = get_object_or_404(RoutingPlan, project=project, pk=plan_id)
+    plan = get_object_or_404(RoutingPlan.objects.select_related("planning_job"), project=project, pk=plan_id)
+    if request.htmx and request.GET.get("part") == "status":
+        response = render(request, "routing/_plan_status.html", {"project": project, "plan": plan})
+        if plan.status != PlanStatus.PENDING:
+            response["HX-Refresh"] = "true"  # planned (or failed): the whole page has something new to show
+        return response
     return render(request, "routing/plan.html", {
         "project": project, "plan": plan, "decisions": selectors.plan_decisions(plan=plan)[:DECISIONS_SHOWN],
         "counts": selectors.decision_counts(plan=plan), "shown_limit": DECISIONS_SHOWN,
