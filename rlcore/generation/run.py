@@ -291,7 +291,7 @@ def _generate_endpoint(spec: GenerationSpec, policy: PolicyRef, key: str, todo: 
     # a round fills every concurrency slot; its answers are written (and counted) before the next round starts
     round_size = max(spec.batch_size, policy.max_concurrency)
     # each sample index has its own seed (seed + index), so the samples of one prompt differ yet repeat on a re-run
-    key = _read_key_file(policy)
+    api_key = _read_key_file(policy)  # not `key`: that is the generation key every line carries
     clients: dict[int, Any] = {}
     for batch in _batches(sorted(todo, key=lambda w: w.sample_index), round_size):
         by_index: dict[int, list[Work]] = {}
@@ -300,7 +300,7 @@ def _generate_endpoint(spec: GenerationSpec, policy: PolicyRef, key: str, todo: 
         lines: list[dict[str, Any]] = []
         for index, works in by_index.items():
             if index not in clients:
-                clients[index] = _endpoint_client(spec, policy, spec.seed + index, key)
+                clients[index] = _endpoint_client(spec, policy, spec.seed + index, api_key)
             client = clients[index]
             outcomes = client.chat_batch([_messages(w) for w in works])
             lines += [_line(spec, policy, key, w, o.content or "", o.finish_reason)
