@@ -138,7 +138,8 @@ def test_it_keeps_json_403s_in_the_api_with_the_same_reason(client, people):
 
 NAV_LINKS = {"Comparisons": "view_dashboards", "Annotate": "label", "Agreement": "view_dashboards",
              "Routing": "view_dashboards", "Judges": "view_dashboards", "Training": "view_dashboards",
-             "Jobs": "view_dashboards", "Datasets": "view", "Rubrics": "view"}
+             "Analysis": "view_dashboards", "Rounds": "view_dashboards", "Jobs": "view_dashboards",
+             "Datasets": "view", "Rubrics": "view"}
 
 
 @pytest.mark.django_db
