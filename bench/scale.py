@@ -9,13 +9,16 @@ and measures, each with the web workers' peak RSS during that operation (VmHWM, 
   p50/p99 per request, cycles/s, errors;
 - `agreement_api`, `agreement_page`: GET .../agreement (API) and the agreement page;
 - `export`: GET .../export?format=jsonl, read as a stream (bytes, rows);
-- `routing_plan`: POST .../routing/plans (uncertainty, budget 25 %) on the unlabelled pool.
+- `routing_plan`: POST .../routing/plans (uncertainty, budget 25 %) on the unlabelled pool; above
+  ROUTING_INLINE_POOL that answers 202 and `routing_job` runs the planning job here, as a worker would
+  (workers.runner.execute_job): seconds, the child's peak RSS and this process's growth while recording.
 Prints one JSON object: {"sizes": {"10000": {...}, ...}, "targets": {...}}.
 Targets: queue p99 at the largest size within 1.5x of the smallest; export and agreement peak RSS
 flat (streamed), time at most linear in labels.
 
 usage: python bench/scale.py [--sizes 10000,100000,1000000] [--seconds 15] [--web-workers 2]
-Needs PostgreSQL (bin/test starts it); uses its own database, reward_studio_bench_scale.
+Needs PostgreSQL (bin/test starts it); uses its own database (--db, default reward_studio_bench_scale:
+give each concurrent run its own name, the database is dropped and recreated per size).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.annotation_loop import annotator, audit, free_port, percentile, web_pids  # noqa: E402
 
-DB_NAME = "reward_studio_bench_scale"
+DB_NAME = "reward_studio_bench_scale"  # --db overrides it
 SEED_RATERS = 4
 
 
@@ -247,6 +250,66 @@ def http_get(port: int, path: str, headers: dict, method: str = "GET", body: byt
     return out, first
 
 
+def _child_peaks(marker: str, peaks: dict, stop: threading.Event) -> None:
+    """Watch for processes whose command line holds ``marker`` and keep each one's peak RSS (VmHWM)."""
+    while not stop.is_set():
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                if marker in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                    peaks[proc.name] = max(peaks.get(proc.name, 0), _status_kb(int(proc.name), "VmHWM"))
+            except OSError:
+                continue
+        stop.wait(0.2)
+
+
+def run_planning_job(job_id: int, plan_id: int) -> dict:
+    """Run a planning job as a worker does; this process plays the worker (it records the plan)."""
+    from workers.runner import execute_job
+
+    from webapp.jobs.models import Job
+    from webapp.routing.models import RoutingPlan
+
+    me = os.getpid()
+    before = _status_kb(me, "VmRSS")
+    Path(f"/proc/{me}/clear_refs").write_text("5")
+    peaks: dict = {}
+    stop = threading.Event()
+    watcher = threading.Thread(target=_child_peaks, args=("routing\x00plan", peaks, stop), daemon=True)
+    watcher.start()
+    started = time.perf_counter()
+    execute_job(job_id, worker="bench")
+    seconds = time.perf_counter() - started
+    stop.set()
+    watcher.join()
+    job, plan = Job.objects.get(pk=job_id), RoutingPlan.objects.get(pk=plan_id)
+    return {"seconds": round(seconds, 2), "state": job.state, "plan_status": plan.status, "error": job.error[-300:],
+            "n_human": plan.n_human, "n_lm": plan.n_lm, "decisions": plan.decisions.count(),
+            "child_peak_rss_mb": round(max(peaks.values(), default=0) / 1024, 1),
+            "worker_peak_growth_mb": round((_status_kb(me, "VmHWM") - before) / 1024, 1)}
+
+
+def other_operations(port: int, base: str, api: dict, pids: list[int], project_id: int, seeded: dict, args) -> dict:
+    """The annotation queue, agreement (API and page) and the export, each measured."""
+    result = {"queue": measured(pids, lambda: run_queue(port, project_id, seeded["tokens"], args.seconds))}
+    over, repeats = audit(project_id)
+    result["queue"].update(over_assigned=over, repeat_rows=repeats)
+
+    def agreement_api():
+        out, first = http_get(port, base + "/agreement", api, keep=1 << 24)
+        if out["status"] == 200:
+            body = json.loads(first) if out["bytes"] <= len(first) else {}
+            out.update(n_labels=body.get("n_labels"), alpha=body.get("overall", {}).get("krippendorff_alpha"))
+        return out
+
+    result["agreement_api"] = measured(pids, agreement_api)
+    result["agreement_page"] = measured(pids, lambda: http_get(
+        port, f"/projects/{project_id}/agreement/", {"Cookie": f"sessionid={seeded['session']}"})[0])
+    result["export"] = measured(pids, lambda: http_get(port, base + "/export?format=jsonl", api)[0])
+    return result
+
+
 def run_size(n: int, args, env: dict[str, str]) -> dict:
     prepare_database(env)
     seeded = seed(n, args.annotators)
@@ -270,25 +333,23 @@ def run_size(n: int, args, env: dict[str, str]) -> dict:
         pids = web_pids(server.pid)
         api = {"Authorization": f"Bearer {seeded['owner_token']}"}
         base = f"/api/v1/projects/{project_id}"
-        result["queue"] = measured(pids, lambda: run_queue(port, project_id, seeded["tokens"], args.seconds))
-        over, repeats = audit(project_id)
-        result["queue"].update(over_assigned=over, repeat_rows=repeats)
+        if not args.routing_only:
+            result.update(other_operations(port, base, api, pids, project_id, seeded, args))
 
-        def agreement_api():
-            out, first = http_get(port, base + "/agreement", api, keep=1 << 24)
-            if out["status"] == 200:
-                body = json.loads(first) if out["bytes"] <= len(first) else {}
-                out.update(n_labels=body.get("n_labels"), alpha=body.get("overall", {}).get("krippendorff_alpha"))
-            return out
-
-        result["agreement_api"] = measured(pids, agreement_api)
-        result["agreement_page"] = measured(pids, lambda: http_get(
-            port, f"/projects/{project_id}/agreement/", {"Cookie": f"sessionid={seeded['session']}"})[0])
-        result["export"] = measured(pids, lambda: http_get(port, base + "/export?format=jsonl", api)[0])
         if not args.skip_routing:
-            result["routing_plan"] = measured(pids, lambda: http_get(
-                port, base + "/routing/plans", {**api, "Content-Type": "application/json"}, method="POST",
-                body=json.dumps({"budget": "25%", "strategy": "uncertainty"}).encode())[0])
+            answer: dict = {}
+
+            def plan_request():
+                out, first = http_get(port, base + "/routing/plans", {**api, "Content-Type": "application/json"},
+                                      method="POST", body=json.dumps({"budget": "25%", "strategy": "uncertainty"})
+                                      .encode(), keep=1 << 16)
+                if out["status"] == 202:
+                    answer.update(json.loads(first))
+                return out
+
+            result["routing_plan"] = measured(pids, plan_request)
+            if answer.get("planning_job_id"):
+                result["routing_job"] = run_planning_job(answer["planning_job_id"], answer["id"])
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=60)
@@ -303,14 +364,20 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=8)
     parser.add_argument("--web-workers", type=int, default=2, help="uvicorn worker processes")
     parser.add_argument("--skip-routing", action="store_true", help="leave the routing plan out")
+    parser.add_argument("--routing-only", action="store_true", help="measure the routing plan (and its job) only")
+    parser.add_argument("--db", default="reward_studio_bench_scale", help="PostgreSQL database to (re)create; one per concurrent run")
+    parser.add_argument("--inline-pool", type=int, default=None, help="ROUTING_INLINE_POOL for the server")
     args = parser.parse_args()
+    global DB_NAME
+    DB_NAME = args.db
     sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
 
     # exports at 1M comparisons are about 650 MB each: they go to a folder removed at the end
     artifacts = tempfile.mkdtemp(prefix="reward-studio-scale-")
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING", "DATABASE_POOL_SIZE": "8",
-           "ARTIFACT_ROOT": artifacts}
+           "ARTIFACT_ROOT": artifacts, "CELERY_BROKER_URL": os.environ.get("CELERY_BROKER_URL", "memory://"),
+           **({"ROUTING_INLINE_POOL": str(args.inline_pool)} if args.inline_pool is not None else {})}
     os.environ.update(env)
     # this process drops and recreates the database between sizes: no pooled connections here
     os.environ.pop("DATABASE_POOL_SIZE")
@@ -324,6 +391,9 @@ def main() -> None:
             print(json.dumps({str(n): out["sizes"][str(n)]}), file=sys.stderr, flush=True)
     finally:
         shutil.rmtree(artifacts, ignore_errors=True)
+    if args.routing_only:
+        print(json.dumps(out))
+        return
     first, last = out["sizes"][str(sizes[0])], out["sizes"][str(sizes[-1])]
     label_ratio = last["labels_seeded"] / max(first["labels_seeded"], 1)
     out["targets"] = {
