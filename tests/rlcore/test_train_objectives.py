@@ -10,26 +10,12 @@ from pydantic import ValidationError
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as kl_divergence
 
-import tiny_models
+from tiny_models import SHORT_YES_SPEC as REWARD_SPEC
 from rlcore.errors import UserError
 from rlcore.training.grpo import decide_gradient_checkpointing, grpo_config, train_grpo
 from rlcore.training.objectives import dhpo_per_token_loss, f_divergence
 from rlcore.training.specs import GRPOTrainSpec
 
-REWARD_SPEC = {"name": "short-yes", "components": [
-    {"kind": "verifier", "name": "agrees", "reference_column": "reference", "mode": "exact", "weight": 1.0},
-    {"kind": "length_penalty", "name": "overlong", "max_length": 6, "cache_length": 4, "unit": "tokens",
-     "weight": 0.5}]}
-
-
-@pytest.fixture(scope="module")
-def policy(tmp_path_factory):
-    return tiny_models.build_tiny_causal_lm(tmp_path_factory.mktemp("tiny-policy"))
-
-
-@pytest.fixture(scope="module")
-def prompts(tmp_path_factory):
-    return tiny_models.write_prompts(tmp_path_factory.mktemp("prompts") / "prompts.jsonl", 16)
 
 
 def _spec(tmp_path, policy="p", prompts="s.jsonl", **overrides) -> GRPOTrainSpec:

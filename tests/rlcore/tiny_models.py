@@ -132,3 +132,10 @@ def write_prompts(path: str | Path, n: int, seed: int = 0) -> Path:
     rows = [{"prompt": " ".join(rng.choices(WORDS, k=6)), "reference": rng.choice(["yes", "no"])} for _ in range(n)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
+
+
+# A reward the tiny policy can be trained on: the exact reference answer, and short completions.
+SHORT_YES_SPEC = {"name": "short-yes", "components": [
+    {"kind": "verifier", "name": "agrees", "reference_column": "reference", "mode": "exact", "weight": 1.0},
+    {"kind": "length_penalty", "name": "overlong", "max_length": 6, "cache_length": 4, "unit": "tokens",
+     "weight": 0.5}]}
