@@ -34,7 +34,7 @@ if TYPE_CHECKING:  # prompts imports this module; the annotation needs it only f
     from rlcore.judges.prompts import JudgeTemplates
 
 PairWinner = Literal["A", "B", "tie"]
-JudgeMode = Literal["grade", "compare", "rank"]
+JudgeMode = Literal["grade", "compare", "rank", "steps"]
 
 
 # ---------------------------------------------------------------- requests
@@ -53,6 +53,19 @@ class GradeRequest(BaseModel):
     scale_min: float = Field(0.0, description="lowest score the judge may give")
     scale_max: float = Field(1.0, description="highest score the judge may give")
     reference: str | None = Field(None, description="a reference answer, when the dataset has one")
+
+
+class StepGradeRequest(BaseModel):
+    """Ask a judge to grade one step of a response, with the prompt and the earlier steps as its context."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str | None = Field(None, description="caller's id, copied into the result (e.g. item:step)")
+    prompt: str = Field(description="the prompt the response answers")
+    steps: list[str] = Field(min_length=1, description="every step of the response, in order")
+    index: int = Field(ge=0, description="0-based index of the step to grade; the steps before it are context")
+    scale_min: float = Field(-1.0, description="lowest grade (ternary: -1 bad)")
+    scale_max: float = Field(1.0, description="highest grade (ternary: 1 good)")
 
 
 class PairRequest(BaseModel):
@@ -165,6 +178,26 @@ class PromptedJudge(ABC):
 
         template = self.templates.grade
         rendered = [template.render(**grade_placeholders(r)) for r in requests]
+        replies = self.complete(rendered)
+        _check_count(replies, rendered)
+        results = []
+        for req, text, reply in zip(requests, rendered, replies):
+            if isinstance(reply, BaseException):
+                results.append(GradeResult(request_id=req.request_id, judge=self._label(template), rendered_prompt=text,
+                                           raw_reply=None, verdict=None, error=f"judge call failed: {reply}"))
+                continue
+            parsed = parse_grade_reply(reply, req.scale_min, req.scale_max)
+            results.append(GradeResult(request_id=req.request_id, judge=self._label(template), rendered_prompt=text,
+                                       raw_reply=reply, verdict=parsed.verdict, confidence=parsed.confidence,
+                                       error=parsed.error))
+        return results
+
+    def grade_steps(self, requests: Sequence[StepGradeRequest]) -> list[GradeResult]:
+        """Grade each step with the ``steps`` template; the reply is read like a rubric grade (``Score: x``)."""
+        from rlcore.judges.prompts import parse_grade_reply, step_placeholders
+
+        template = self.templates.steps
+        rendered = [template.render(**step_placeholders(r)) for r in requests]
         replies = self.complete(rendered)
         _check_count(replies, rendered)
         results = []

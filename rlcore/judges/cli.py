@@ -14,11 +14,17 @@
   one JSON line each: ``criteria: {name: {score, confidence, error, rendered_prompt, raw_reply}}``. Input
   lines: ``{"id"?, "prompt", "response", "reference"?, "criteria": [{name, description?, scale_min?,
   scale_max?}]}``.
+- ``judge steps ... --input steps.jsonl [--scale ternary|score5]``: grade every step of each response with
+  the ``steps`` template (the prompt and the earlier steps as context) and write one JSON line each:
+  ``grades`` (one per step: ternary -1 bad / 0 neutral / 1 good, or score5 1-5; null when any step has no
+  grade), ``first_error`` (the first step graded bad: ternary -1, score5 1-2; null: none), ``scale``, and
+  ``steps``: per step ``{score, confidence, error, rendered_prompt, raw_reply}``. Input lines: ``{"id"?,
+  "prompt", "steps": [...]}`` (or TRL stepwise ``completions``).
 
 - ``judge serve-test --port P [--model DIR]``: a loopback OpenAI-compatible server for trying a judge
   setup without a real one: a fixed scripted reply, or a local model.
 
-The three judging commands share their options, backends and output (:func:`_judge_lines`).
+The judging commands share their options, backends and output (:func:`_judge_lines`).
 ``pairwise`` and ``rank`` also take ``--rubric criteria.json``: every response of every line is then
 graded on those criteria too, and each line gets ``criterion_scores``: one ``{name: {score, confidence,
 error, rendered_prompt, raw_reply}}`` per response, in the line's response order.
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -108,6 +115,42 @@ def read_gradings(path: Path) -> list[GradingItem]:
                            criteria=row.get("criteria"))
 
     return _read_requests(path, "responses to grade", "a JSON object with prompt, response, criteria", build)
+
+
+# A step grade's scale: its (lowest, highest) grade, and the grades that count as a wrong step.
+STEP_SCALES: dict[str, tuple[int, int, tuple[int, ...]]] = {"ternary": (-1, 1, (-1,)), "score5": (1, 5, (1, 2))}
+
+
+class StepItem(BaseModel):
+    """One line of ``steps.jsonl``: a response already split into steps."""
+
+    model_config = ConfigDict(frozen=True)
+
+    request_id: str | None = None
+    prompt: str
+    steps: list[str] = Field(min_length=1)
+
+
+def read_step_items(path: Path) -> list[StepItem]:
+    """Read ``steps.jsonl`` (``steps``, or TRL stepwise ``completions``); a bad line names file, line, field."""
+    return _read_requests(path, "responses with steps", "a JSON object with prompt, steps",
+                          lambda request_id, row: StepItem(
+                              request_id=request_id, prompt=row.get("prompt"),
+                              steps=row.get("steps", row.get("completions"))))
+
+
+def step_line(item: StepItem, results: list[Any], scale: str) -> dict:
+    """One output line from a response's step grades. A score between two grades is rounded to the nearest
+    grade (the scale's grades are integers); the line has no ``grades`` unless every step has one, because a
+    pre-label must grade every step (as a person must)."""
+    low, high, bad = STEP_SCALES[scale]
+    steps = [{"score": r.verdict, "confidence": r.confidence, "error": r.error, "rendered_prompt": r.rendered_prompt,
+              "raw_reply": r.raw_reply} for r in results]
+    failed = [f"step {k + 1}: {r.error or 'no score'}" for k, r in enumerate(results) if r.verdict is None]
+    grades = None if failed else [min(high, max(low, int(math.floor(r.verdict + 0.5)))) for r in results]
+    first_error = next((k for k, g in enumerate(grades) if g in bad), None) if grades else None
+    return {"request_id": item.request_id, "judge": results[0].judge if results else None, "scale": scale,
+            "grades": grades, "first_error": first_error, "steps": steps, "error": "; ".join(failed) or None}
 
 
 def read_templates(path: Path | None):
@@ -303,6 +346,20 @@ def _dump_grades(judge, items: list[GradingItem]) -> list[dict]:
     return results
 
 
+def _dump_steps(judge, items: list[StepItem], scale: str) -> list[dict]:
+    """Every step of every item in one batch (the backend's bounded concurrency and retries apply to all)."""
+    from rlcore.judges.base import StepGradeRequest
+
+    low, high, _ = STEP_SCALES[scale]
+    requests = [StepGradeRequest(request_id=f"{item.request_id}:{k}", prompt=item.prompt, steps=item.steps, index=k,
+                                 scale_min=low, scale_max=high)
+                for item in items for k in range(len(item.steps))]
+    if not hasattr(judge, "grade_steps"):
+        raise UserError(f"{judge!r} cannot grade steps (it has no prompt templates)")
+    results = iter(judge.grade_steps(requests))
+    return [step_line(item, [next(results) for _ in item.steps], scale) for item in items]
+
+
 def run_pairwise(args: argparse.Namespace) -> int:
     return _judge_lines(args, "pairwise", read_pairs(args.input), _dump_pairs,
                         lambda pair: (pair.prompt, [pair.response_a, pair.response_b]))
@@ -315,6 +372,11 @@ def run_rank(args: argparse.Namespace) -> int:
 
 def run_grade(args: argparse.Namespace) -> int:
     return _judge_lines(args, "grade", read_gradings(args.input), _dump_grades)
+
+
+def run_steps(args: argparse.Namespace) -> int:
+    return _judge_lines(args, "steps", read_step_items(args.input),
+                        lambda judge, batch: _dump_steps(judge, batch, args.scale))
 
 
 def run_serve_test(args: argparse.Namespace) -> int:
@@ -342,6 +404,13 @@ def register(subparsers) -> None:
             command.add_argument("--rubric", type=Path,
                                  help="JSON criteria (or a rubric): also grade every response on them")
         command.set_defaults(handler=run)
+
+    steps = _add_judging_options(commands.add_parser(
+        "steps", help="grade every step of each response (pre-labels for step items); JSON lines out"),
+        "steps.jsonl: prompt, steps (a list)")
+    steps.add_argument("--scale", choices=sorted(STEP_SCALES), default="ternary",
+                       help="ternary: -1 bad / 0 neutral / 1 good (default); score5: 1-5")
+    steps.set_defaults(handler=run_steps)
 
     serve = commands.add_parser("serve-test", help="serve a loopback OpenAI-compatible test endpoint")
     serve.add_argument("--port", type=int, default=8011, help="port to listen on (0: any free port)")

@@ -44,7 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from rlcore.errors import UserError
 from rlcore.judges.base import GradeRequest, GradeResult, PairRequest, PairVerdict, PromptedJudge, RankingResult, \
-    RankRequest
+    RankRequest, StepGradeRequest
 
 if TYPE_CHECKING:
     import httpx
@@ -282,15 +282,20 @@ class ChatCompletionsClient:
 
     async def achat_batch(self, conversations: Sequence[list[dict[str, str]]]) -> list[ChatOutcome]:
         """The asynchronous form of :meth:`chat_batch`."""
+        slots = asyncio.Semaphore(self.settings.max_concurrency)
+        async with self.http_client() as client:
+            return list(await asyncio.gather(*(self._one(client, slots, c) for c in conversations)))
+
+    def http_client(self) -> "httpx.AsyncClient":
+        """An async HTTP client for this endpoint: its key, timeout, and a pool of ``max_concurrency``
+        connections. Callers that stream many requests (generation) keep one open across all of them."""
         import httpx
 
         s = self.settings
-        slots = asyncio.Semaphore(s.max_concurrency)
         limits = httpx.Limits(max_connections=s.max_concurrency, max_keepalive_connections=s.max_concurrency)
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        async with httpx.AsyncClient(base_url=s.base_url.rstrip("/") + "/", headers=headers, limits=limits,
-                                     timeout=httpx.Timeout(s.timeout_s)) as client:
-            return list(await asyncio.gather(*(self._one(client, slots, c) for c in conversations)))
+        return httpx.AsyncClient(base_url=s.base_url.rstrip("/") + "/", headers=headers, limits=limits,
+                                 timeout=httpx.Timeout(s.timeout_s))
 
     # --- one request ---
 
@@ -503,6 +508,18 @@ class LogprobJudgeMixin:
 
     def grade(self, requests: Sequence[GradeRequest]) -> list[GradeResult]:
         results, outcomes = self._with_outcomes(super().grade, requests)  # type: ignore[misc]
+        out = []
+        for request, result, outcome in zip(requests, results, outcomes):
+            result = _explain(result, outcome)
+            if result.verdict is not None and outcome is not None and outcome.tokens:
+                confidence = grade_confidence(outcome.tokens, request.scale_min, request.scale_max)
+                if confidence is not None:
+                    result = result.model_copy(update={"confidence": confidence})
+            out.append(result)
+        return out
+
+    def grade_steps(self, requests: Sequence[StepGradeRequest]) -> list[GradeResult]:
+        results, outcomes = self._with_outcomes(super().grade_steps, requests)  # type: ignore[misc]
         out = []
         for request, result, outcome in zip(requests, results, outcomes):
             result = _explain(result, outcome)

@@ -38,12 +38,13 @@ from rlcore.errors import UserError
 from rlcore.judges.base import JudgeMode
 
 if TYPE_CHECKING:
-    from rlcore.judges.base import GradeRequest, PairRequest, RankRequest
+    from rlcore.judges.base import GradeRequest, PairRequest, RankRequest, StepGradeRequest
 
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "grade": frozenset({"prompt", "response", "criterion", "description", "scale_min", "scale_max", "reference"}),
     "compare": frozenset({"prompt", "response_a", "response_b", "criterion"}),
     "rank": frozenset({"prompt", "responses", "n", "criterion"}),
+    "steps": frozenset({"prompt", "steps_so_far", "step", "step_number", "n_steps", "scale_min", "scale_max"}),
 }
 
 _FIELD = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -139,19 +140,35 @@ DEFAULT_RANK = JudgePromptTemplate(
 )
 
 
+DEFAULT_STEPS = JudgePromptTemplate(
+    name="default-steps",
+    mode="steps",
+    text=(
+        "You are checking one step of a step-by-step answer. Judge only this step: is it correct and does it "
+        "follow from the prompt and the steps before it?\n\n"
+        "Prompt:\n{prompt}\n\nSteps so far:\n{steps_so_far}\n\n"
+        "Step {step_number} of {n_steps}:\n{step}\n\n"
+        "Think briefly, then end with exactly one line `Score: <number>` between {scale_min} and {scale_max} "
+        "(the lowest: the step is wrong; the highest: the step is right). Optionally add a line "
+        "`Confidence: <0 to 1>`."
+    ),
+)
+
+
 class JudgeTemplates(BaseModel):
-    """The three templates a judge uses, one per mode."""
+    """The templates a judge uses, one per mode."""
 
     model_config = ConfigDict(frozen=True)
 
     grade: JudgePromptTemplate = Field(DEFAULT_GRADE, description="template for rubric grading")
     compare: JudgePromptTemplate = Field(DEFAULT_COMPARE, description="template for pairwise preference")
     rank: JudgePromptTemplate = Field(DEFAULT_RANK, description="template for N-way ranking")
+    steps: JudgePromptTemplate = Field(DEFAULT_STEPS, description="template for grading one step of a response")
 
     def problems(self) -> list[str]:
         """Every problem of every template, plus a template filed under the wrong mode."""
         out = []
-        for mode in ("grade", "compare", "rank"):
+        for mode in ("grade", "compare", "rank", "steps"):
             template: JudgePromptTemplate = getattr(self, mode)
             if template.mode != mode:
                 out.append(f"template {template.name!r} is a {template.mode} template, used for {mode}")
@@ -180,6 +197,20 @@ def pair_placeholders(request: "PairRequest") -> dict[str, object]:
         "response_a": request.response_a,
         "response_b": request.response_b,
         "criterion": request.criterion or "overall quality and helpfulness",
+    }
+
+
+def step_placeholders(request: "StepGradeRequest") -> dict[str, object]:
+    """The step to grade, with the earlier steps numbered as its context ("(none)" for the first step)."""
+    earlier = "\n".join(f"{k}. {text}" for k, text in enumerate(request.steps[:request.index], start=1))
+    return {
+        "prompt": request.prompt,
+        "steps_so_far": earlier or "(none)",
+        "step": request.steps[request.index],
+        "step_number": request.index + 1,
+        "n_steps": len(request.steps),
+        "scale_min": request.scale_min,
+        "scale_max": request.scale_max,
     }
 
 

@@ -151,6 +151,29 @@ def prefers_keyword(keyword: str, confidence: float = 0.9) -> Policy:
     return policy
 
 
+def grades_steps_by_keyword(keyword: str, bad: str = "-1", good: str = "1") -> Policy:
+    """A step judge that reads the default steps prompt (``Step k of n:`` then the step, then a blank line)
+    and answers ``Score: <bad>`` when that step contains ``keyword``, else ``Score: <good>``.
+
+    >>> prompt = "Steps so far:\\n1. fine\\n\\nStep 2 of 2:\\nsorry, 2+2=5\\n\\nThink briefly"
+    >>> grades_steps_by_keyword("sorry")({"messages": [{"role": "user", "content": prompt}]}).content
+    'Score: -1'
+    """
+    import re
+
+    header = re.compile(r"(?m)^Step \d+ of \d+:\n")
+
+    def policy(body: dict[str, Any]) -> ScriptedReply:
+        text = str((body.get("messages") or [{}])[-1].get("content", ""))
+        match = header.search(text)
+        if match is None:
+            return ScriptedReply(content="I can only grade one step.")
+        step = text[match.end():].split("\n\n", 1)[0]
+        return ScriptedReply(content=f"Score: {bad if keyword in step else good}")
+
+    return policy
+
+
 def position_biased(shown: str = "first", strength: int = 2) -> Policy:
     """A judge that ignores the content and always picks the response shown ``first`` (A) or ``second``
     (B): judging both orders then always disagrees (every pair becomes a position-bias tie), which is
