@@ -212,3 +212,34 @@ def test_it_exports_step_labels_as_trl_stepwise_rows_and_imports_them_back_witho
                           headers={"Authorization": f"Bearer {token_for(people.users['alice'])}"})
     assert refused.status_code == 422 and "row 1, field 'labels'" in json.dumps(refused.json())
     assert Dataset.objects.count() == 2  # nothing half-imported
+
+
+@pytest.mark.django_db
+def test_the_fast_path_reads_a_step_item_with_its_steps_and_suggestion_in_one_statement(client, people, step_items,
+                                                                                      settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from webapp.annotation.services import step_item_next
+
+    comparison = Comparison.objects.filter(kind="steps").order_by("id").first()
+    alice = Api(client, people.users["alice"], people.project.pk)
+    assert alice.post("/steps/lm-labels", {"comparison_id": comparison.pk, "grades": [1, 1, 1],
+                                           "model_version": "judge-old"}).status_code == 201
+    latest = alice.post("/steps/lm-labels", {"comparison_id": comparison.pk, "grades": [1, -1, -1],
+                                             "model_version": "judge-new"}).json()
+    carol = people.users["carol"]
+    settings.ANNOTATION_FAST_PATH = True
+    step_item_next(project_id=people.project.pk, user=carol)  # claims; the expiry sweep's throttle is now set
+    with CaptureQueriesContext(connection) as held:
+        fast = step_item_next(project_id=people.project.pk, user=carol)
+    assert [q["sql"] for q in held.captured_queries if "steplabel" in q["sql"] or "stepsplit" in q["sql"]] and \
+        len(held.captured_queries) == 1, [q["sql"][:80] for q in held.captured_queries]
+    settings.ANNOTATION_FAST_PATH = False
+    orm = step_item_next(project_id=people.project.pk, user=carol)  # the same held item, read by the ORM
+    keys = ("assignment_id", "comparison_id", "step_split_id", "scale", "steps", "suggestion")
+    assert {k: fast[k] for k in keys} == {k: orm[k] for k in keys}
+    assert fast["comparison_id"] == comparison.pk and fast["suggestion"]["id"] == latest["id"]
+    assert fast["suggestion"] == {"id": latest["id"], "grades": [1, -1, -1], "first_error": 1,
+                                  "model_version": "judge-new"}
+    assert [s["text"] for s in fast["steps"]] == ["Step 1: take 0", "Step 2: add 0", "Step 3: get 0"]

@@ -40,10 +40,10 @@ _RESPONSES = """
 
 HELD_SQL = f"""
 SELECT a.id, a.comparison_id, c.kind, a.display_order, a.expires_at, p.text, p.messages,
-       {_RESPONSES.format(order="a.display_order")}
+       {_RESPONSES.format(order="a.display_order")} {{step_columns}}
   FROM annotation_assignment a
   JOIN annotation_comparison c ON c.id = a.comparison_id
-  JOIN datasets_prompt p ON p.id = c.prompt_id
+  JOIN datasets_prompt p ON p.id = c.prompt_id {{step_join}}
  WHERE a.project_id = %(project)s AND a.annotator_id = %(user)s AND a.status = 'active' AND a.expires_at > %(now)s
    AND c.kind {{kind}}
  ORDER BY a.assigned_at DESC
@@ -85,11 +85,30 @@ WITH held AS (
     SELECT * FROM made
 )
 SELECT ch.id, ch.comparison_id, c.kind, ch.display_order, ch.expires_at, p.text, p.messages,
-       {_RESPONSES.format(order="ch.display_order")}
+       {_RESPONSES.format(order="ch.display_order")} {{step_columns}}
   FROM chosen ch
   JOIN annotation_comparison c ON c.id = ch.comparison_id
-  JOIN datasets_prompt p ON p.id = c.prompt_id
+  JOIN datasets_prompt p ON p.id = c.prompt_id {{step_join}}
 """
+
+# A step item also carries its split's steps, its scale and the latest LM pre-label (the suggestion shown):
+# read in the same statement, so "next step item" stays one round trip (two more queries per item cost the
+# step bench ~15 % of its web CPU). The pairwise texts get neither.
+STEP_COLUMNS = """, c.step_split_id, c.step_scale, s.steps,
+       (SELECT jsonb_build_object('id', l.id, 'grades', l.grades, 'first_error', l.first_error,
+                                  'model_version', l.model_version)
+          FROM annotation_steplabel l WHERE l.comparison_id = c.id AND l.source = 'lm'
+         ORDER BY l.id DESC LIMIT 1)"""
+STEP_JOIN = "LEFT JOIN datasets_stepsplit s ON s.id = c.step_split_id"
+STEP_PARTS = {False: {"{step_columns}": "", "{step_join}": ""},
+              True: {"{step_columns}": STEP_COLUMNS, "{step_join}": STEP_JOIN}}
+
+
+def _for_kind(sql: str, steps: bool) -> str:
+    sql = sql.replace("{kind}", KIND_FILTERS[steps])
+    for mark, text in STEP_PARTS[steps].items():
+        sql = sql.replace(mark, text)
+    return sql
 
 ASSIGNMENT_SQL = f"""
 SELECT a.id, a.annotator_id, a.status, a.display_order, a.comparison_id, c.kind, c.response_ids
@@ -126,26 +145,31 @@ def _json(value):
 def _item(row) -> dict | None:
     if row is None:
         return None
-    assignment_id, comparison_id, kind, order, expires_at, text, messages, responses = row
+    assignment_id, comparison_id, kind, order, expires_at, text, messages, responses = row[:8]
     responses = _json(responses)
-    return {
+    item = {
         "assignment_id": assignment_id, "comparison_id": comparison_id, "kind": kind, "expires_at": expires_at,
         "display_order": _json(order),
         "prompt": {"text": text, "messages": _json(messages)},
         "responses": [{"letter": chr(65 + i), "response_id": r["id"], "text": r["text"], "messages": r["messages"]}
                       for i, r in enumerate(responses)],
     }
+    if len(row) > 8:  # a step item: the same fields as services.step_details gives on the ORM path
+        split_id, scale, steps, suggestion = row[8:]
+        item.update(step_split_id=split_id, scale=scale, suggestion=_json(suggestion),
+                    steps=[{"index": i, **step} for i, step in enumerate(_json(steps) or [])])
+    return item
 
 
 # Step items (kind "steps") are labelled in their own mode of the workbench: the pairwise queue never hands
 # one out, and the step queue hands out nothing else. Both are the same statement with the kind filtered.
 KIND_FILTERS = {False: "<> 'steps'", True: "= 'steps'"}
+HELD_SQL_BY_KIND = {steps: _for_kind(HELD_SQL, steps) for steps in KIND_FILTERS}
 
 
 def held_item(*, project_id: int, user_id: int, now: datetime, steps: bool = False) -> dict | None:
     with connection.cursor() as cur:
-        cur.execute(HELD_SQL.replace("{kind}", KIND_FILTERS[steps]), {"project": project_id, "user": user_id,
-                                                                      "now": now})
+        cur.execute(HELD_SQL_BY_KIND[steps], {"project": project_id, "user": user_id, "now": now})
         return _item(cur.fetchone())
 
 
@@ -153,8 +177,8 @@ def held_item(*, project_id: int, user_id: int, now: datetime, steps: bool = Fal
 # comparison, "normal" only a normal one, "any" either. Three texts, so each is a plain index scan (the
 # gold one on the partial index of gold comparisons); the item returned has the same fields whichever it is.
 GOLD_FILTERS = {"any": "", "gold": "AND c.gold_answer <> ''", "normal": "AND c.gold_answer = ''"}
-NEXT_SQL_BY_GOLD = {(mode, steps): NEXT_SQL.replace("{gold}", where).replace("{kind}", kind)
-                    for mode, where in GOLD_FILTERS.items() for steps, kind in KIND_FILTERS.items()}
+NEXT_SQL_BY_GOLD = {(mode, steps): _for_kind(NEXT_SQL.replace("{gold}", where), steps)
+                    for mode, where in GOLD_FILTERS.items() for steps in KIND_FILTERS}
 
 
 def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime, gold: str = "any",

@@ -907,7 +907,8 @@ def step_items_build(*, project, dataset: Dataset, overlap: int = 1, scale: str 
 
 
 def _step_details(comparison_id: int) -> dict:
-    """The steps, scale and current LM suggestion of a step item (added to the queue's item)."""
+    """The steps, scale and current LM suggestion of a step item (added to the queue's item on the ORM path;
+    fastpath.STEP_COLUMNS reads the same fields on PostgreSQL)."""
     from webapp.annotation.models import StepLabel, StepLabelSource
 
     split_id, scale, steps = (Comparison.objects.filter(pk=comparison_id)
@@ -939,7 +940,8 @@ def step_item_next(*, project_id: int, user) -> dict | None:
         if assignment is None:
             return None
         item = item_for(assignment)
-    return {**item, **_step_details(item["comparison_id"])}
+        item.update(_step_details(item["comparison_id"]))
+    return item  # the fast path's statement read the steps and the suggestion with the item
 
 
 def _step_grades(grades, *, scale: str, n_steps: int, field: str = "grades") -> list[int]:
