@@ -6,7 +6,9 @@
 - ``analysis audit --labels PAIRS.jsonl MEMBER=SCORES.jsonl ... [--z 1 --t 0]``;
 - ``analysis raters --labels LABELS.jsonl [--gold GOLD.jsonl]``: Dawid-Skene and gold scores;
 - ``analysis overopt --samples SCORED.jsonl [--rule NAME ...]``: proxy and gold against sqrt(KL) per
-  checkpoint, the gold peak, symptoms and the largest proxy - gold gaps (docs/rounds.md).
+  checkpoint, the gold peak, symptoms and the largest proxy - gold gaps (docs/rounds.md);
+- ``analysis overopt-score --spec SCORE.yaml``: generate on a held-out prompt set per checkpoint, k1 KL from
+  the start policy, proxy (the run's spec) and gold scores, into the SampleScore JSONL ``overopt`` reads.
 
 Score files have rows ``{"prompt_id", "response_id", "score"}``; docs/analysis.md lists every input.
 """
@@ -79,6 +81,12 @@ def run_overopt(args) -> int:
     return _print(analyse_overoptimization(read_samples(args.samples), settings).model_dump())
 
 
+def run_overopt_score(args) -> int:
+    from rlcore.analysis.checkpoint_scoring import load_score_spec, score_checkpoints
+
+    return _print(score_checkpoints(load_score_spec(args.spec)))
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("analysis", help="compare rewards (STARC), evaluate, audit labels, model raters")
     commands = parser.add_subparsers(dest="analysis_command", metavar="SUBCOMMAND")
@@ -119,3 +127,9 @@ def register(subparsers) -> None:
     overopt.add_argument("--rule", action="append", help="a component that is a rule check (repeatable)")
     overopt.add_argument("--top", type=int, default=20, help="largest proxy - gold gap samples listed (default 20)")
     overopt.set_defaults(handler=run_overopt)
+
+    score = commands.add_parser("overopt-score", help="generate, KL and proxy/gold scores per checkpoint (the "
+                                                      "rows overopt reads)")
+    score.add_argument("--spec", required=True, help="OveroptScoreSpec (YAML/JSON): prompts, output, start_policy, "
+                                                     "checkpoints, reward, gold, sampling")
+    score.set_defaults(handler=run_overopt_score)
