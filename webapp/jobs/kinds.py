@@ -23,3 +23,11 @@ GENERATE_KIND = "generate"
 def generate_argv(*, spec_path: str) -> list[str]:
     """Sample responses from policies (rlcore.generation): resumable, so a resumed job appends what is missing."""
     return ["generate", "--spec", spec_path]
+
+
+OVEROPT_SCORE_KIND = "overopt_score"
+
+
+def overopt_score_argv(*, spec_path: str) -> list[str]:
+    """Score a GRPO run's checkpoints on held-out prompts (rlcore.analysis.checkpoint_scoring); resumable per checkpoint."""
+    return ["analysis", "overopt-score", "--spec", spec_path]

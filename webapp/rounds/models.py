@@ -46,6 +46,9 @@ class OveroptimizationReport(models.Model):
     gold_kind = models.CharField(max_length=16, choices=GoldKind.choices)
     gold_name = models.CharField(max_length=300, blank=True, help_text="Which judge / reward model / label set.")
     rule_components = models.JSONField(default=list, blank=True)
+    scoring_job = models.ForeignKey("jobs.Job", on_delete=models.SET_NULL, null=True, blank=True, related_name="+",
+                                    help_text="The overopt_score job that scored the checkpoints (None: posted).")
+    partial = models.TextField(blank=True, help_text="Why the report covers fewer checkpoints than asked ('' when whole).")
     samples = models.JSONField(default=list, help_text="The SampleScore rows, as given.")
     report = models.JSONField(help_text="rlcore OveroptimizationReport, dumped.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")

@@ -107,3 +107,122 @@ def overopt_report_create(*, project, user, name: str, gold_kind: str, samples: 
         project=project, run=run, round=round_, name=name.strip(), gold_kind=gold_kind, gold_name=gold_name,
         rule_components=settings.rule_components, samples=[r.model_dump(exclude_none=True) for r in rows],
         report=report.model_dump(), created_by=user)
+
+
+SCORED_OUTPUT = "scored.jsonl"
+
+
+def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], dataset_id: int, gold_kind: str,
+                               name: str = "", gold_spec_version_id: int | None = None,
+                               gold_judge: dict | None = None, round_id: int | None = None,
+                               params: dict | None = None):
+    """Queue the job (gpu queue) that scores checkpoints ``steps`` of GRPO run ``run_id`` on the held-out prompt
+    set ``dataset_id``: generation, KL from the run's start policy, the run's own reward spec (proxy) and the gold.
+    Its rows become an OveroptimizationReport when it succeeds (``record_overopt_scores``). Every check runs before
+    the job is written; a checkpoint no longer on disk is refused by step."""
+    import json
+    from pathlib import Path
+
+    from pydantic import ValidationError as PydanticError
+
+    from rlcore.analysis.checkpoint_scoring import OveroptScoreSpec
+    from webapp.datasets.models import Dataset
+    from webapp.jobs.kinds import OVEROPT_SCORE_KIND, overopt_score_argv
+    from webapp.jobs.models import Job, Queue
+    from webapp.jobs.services import job_create
+    from webapp.rubrics.models import RewardSpecVersion
+    from webapp.training.services import GRPO_KIND, run_checkpoints
+
+    errors = {}
+    run = Job.objects.filter(project=project, pk=run_id, kind=GRPO_KIND).first()
+    if run is None:
+        raise ValidationError({"run_id": f"Job {run_id} is not a GRPO run of this project."})
+    have = dict(run_checkpoints(run))
+    if not steps:
+        errors["steps"] = f"Pick checkpoints to score (on disk: {', '.join(map(str, have)) or 'none'})."
+    elif gone := [s for s in steps if s not in have]:
+        errors["steps"] = (f"Checkpoint(s) {', '.join(f'checkpoint-{s}' for s in gone)} of run {run.pk} are not on "
+                           f"disk (deleted or never saved); on disk: {', '.join(map(str, have)) or 'none'}.")
+    dataset = Dataset.objects.filter(project=project, pk=dataset_id).first()
+    if dataset is None:
+        errors["dataset_id"] = f"Dataset {dataset_id} is not in this project."
+    if gold_kind not in GoldKind.values:
+        errors["gold_kind"] = f"Unknown gold signal '{gold_kind}': choose one of {', '.join(GoldKind.values)}."
+    gold_reward = None
+    if gold_kind in (GoldKind.LM_JUDGE, GoldKind.REWARD_MODEL):
+        version = RewardSpecVersion.objects.filter(pk=gold_spec_version_id, spec__project=project).first()
+        if version is None:
+            errors["gold_spec_version_id"] = ("Pick the reward spec version whose total is the gold (a reward_model "
+                                              "component, or a rubric_judge for an LM judge).")
+        else:
+            gold_reward = version.definition
+    if errors:
+        raise ValidationError(errors)
+    prompts = list(dataset.prompts.order_by("source_line", "pk").only("pk", "text", "messages"))
+    if not prompts:
+        raise ValidationError({"dataset_id": f"Dataset '{dataset.name}' has no prompts."})
+    managed = sorted(set(params or {}) & {"prompts", "output", "start_policy", "checkpoints", "reward", "gold"})
+    if managed:
+        raise ValidationError({managed[0]: f"'{managed[0]}' is set by Reward Studio; leave it out."})
+    gold = {"kind": gold_kind, "reward": gold_reward, "judge": gold_judge}
+    try:
+        spec = OveroptScoreSpec(**(params or {}), prompts="/x", output="/x", start_policy=run.spec["policy"],
+                                checkpoints=[{"path": str(have[s]), "step": s} for s in sorted(steps)],
+                                reward=run.spec["reward_spec"], gold=gold)
+    except PydanticError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"]) or "params"
+        raise ValidationError({field: error["msg"]}) from None
+    with transaction.atomic():
+        job = job_create(project=project, user=user, kind=OVEROPT_SCORE_KIND, argv=[], queue=Queue.GPU,
+                         title=f"score checkpoints {', '.join(map(str, sorted(steps)))} of {run.title or run.pk}")
+        folder = Path(job.output_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        snapshot = folder / "prompts.jsonl"
+        with snapshot.open("w") as out:  # the prompt's id is its key, as in generation jobs
+            for prompt in prompts:
+                out.write(json.dumps({"id": prompt.pk, "prompt": prompt.messages or prompt.text}) + "\n")
+        spec = spec.model_copy(update={"prompts": snapshot, "output": folder / SCORED_OUTPUT})
+        spec_path = folder / "overopt_score.json"
+        spec_path.write_text(spec.model_dump_json(indent=2))
+        job.argv = overopt_score_argv(spec_path=str(spec_path))
+        job.spec = {"run_id": run.pk, "steps": sorted(steps), "dataset_id": dataset.pk, "gold_kind": gold_kind,
+                    "gold_spec_version_id": gold_spec_version_id, "round_id": round_id,
+                    "name": name.strip() or f"{run.title or f'run {run.pk}'}: checkpoints {', '.join(map(str, sorted(steps)))}"}
+        job.save(update_fields=["argv", "spec"])
+        return job
+
+
+def record_overopt_scores(sender, job, **kwargs) -> None:
+    """job_succeeded receiver: the scoring job's rows become its report, in the job's own transaction (a report
+    that cannot be made fails the job with the reason). A checkpoint that vanished mid-run fails the job instead,
+    so no report claims checkpoints it lacks; the rows scored before it stay in the job's folder."""
+    import json
+    from pathlib import Path
+
+    from webapp.jobs.kinds import OVEROPT_SCORE_KIND
+
+    if job.kind != OVEROPT_SCORE_KIND or OveroptimizationReport.objects.filter(scoring_job=job).exists():
+        return
+    path = Path(job.output_dir) / SCORED_OUTPUT
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    scored = {row["checkpoint"] for row in rows}
+    asked = {f"checkpoint-{s}" for s in job.spec["steps"]} | {"start"}
+    partial = ""
+    if missing := sorted(asked - scored):
+        partial = f"not scored: {', '.join(missing)}"
+    with transaction.atomic():
+        report = overopt_report_create(
+            project=job.project, user=job.created_by, name=job.spec["name"], gold_kind=job.spec["gold_kind"],
+            samples=rows, run_id=job.spec["run_id"], round_id=job.spec.get("round_id"),
+            rule_components=_rule_components(job))
+        report.scoring_job, report.partial = job, partial
+        report.save(update_fields=["scoring_job", "partial"])
+
+
+def _rule_components(job) -> list[str]:
+    import json
+    from pathlib import Path
+
+    spec = json.loads((Path(job.output_dir) / "overopt_score.json").read_text())
+    return [c["name"] for c in spec["reward"]["components"] if c["kind"] in ("rubric_rules", "verifier")]
