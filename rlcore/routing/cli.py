@@ -13,7 +13,8 @@
   ``--fallback``, with the reason on stderr and in the plan's ``fallback_reason`` / ``evidence``).
   With ``--comparisons`` the positional file is a comparisons JSONL: features are built first, as
   ``routing features`` does (``--no-embeddings``, ``--features-output``), then planned — the webapp's
-  background plan for pools above ROUTING_INLINE_POOL runs this.
+  background plan for pools above ROUTING_INLINE_POOL runs this, with ``--decisions-output`` (one
+  RoutingReason a line, so that the recorder reads a 1M-row plan in batches).
 - ``routing tag --endpoint URL --model NAME --categories math,code,other --input prompts.jsonl
   --output tags.jsonl`` — prompt category tags from an LM (prompts.jsonl: id, prompt; one line out
   per prompt: id, tags, error, raw_reply).
@@ -185,6 +186,13 @@ def run_plan(args: argparse.Namespace) -> int:
     plan = plan_routing(table, budget, args.strategy, model=model, seed=args.seed, gate=gate)
     # People read this line; the JSON below is for scripts.
     print(f"routing plan: {plan_summary(plan)}", file=sys.stderr)
+    if args.decisions_output:
+        # One reason a line, for a recorder that reads a 1M pool in batches; the plan JSON keeps the summary only.
+        with open(args.decisions_output, "w", encoding="utf-8") as out:
+            for reason in plan.reasons:
+                out.write(reason.model_dump_json() + "\n")
+        emit_artifact("routing_decisions", args.decisions_output, n=len(plan.reasons))
+        plan = plan.model_copy(update={"reasons": [], "human_ids": [], "lm_ids": []})
     text = plan.model_dump_json(indent=2)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
@@ -326,6 +334,9 @@ def register(subparsers) -> None:
     p.add_argument("--min-pilot", type=int, default=100, help="fewest pilot comparisons behind a learned plan")
     p.add_argument("--min-r2", type=float, default=0.0, help="R² cross-validated on the pilot must be above this")
     p.add_argument("-o", "--output", default=None, help="plan JSON to write (default: stdout)")
+    p.add_argument("--decisions-output", default=None,
+                   help="write each comparison's route and reasons here (JSONL, pool order) instead of in the plan "
+                        "JSON, whose reasons, human_ids and lm_ids are then empty")
     p.set_defaults(handler=run_plan)
 
     p = sub.add_parser("tag", help="prompt category tags from an LM (the category=<name> routing feature)")

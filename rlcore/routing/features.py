@@ -28,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import lru_cache
 
@@ -477,7 +478,8 @@ def active_features(raw: RawFeatures, bins: FeatureBins) -> list[str]:
             names.append(f"{name}={labels[_bin_index(value, bins.edges[name])]}")
     names += [b for b in bins.booleans if getattr(raw, b)]
     names += [TAG_PREFIX + t for t in raw.tags if t in bins.tags]
-    return names
+    # The same few dozen names repeat in every row: one string object each keeps a 1M pool's table small.
+    return [sys.intern(n) for n in names]
 
 
 def build_feature_table(raw: Sequence[RawFeatures], bins: FeatureBins | None = None, n_bins: int = 3) -> FeatureTable:

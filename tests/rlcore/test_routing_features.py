@@ -170,8 +170,14 @@ def test_the_cli_plans_from_comparisons_as_from_its_own_feature_table(tmp_path):
     rlcore("plan", "f.json", "--budget", "10", "--strategy", "uncertainty", "-o", "p1.json")
     rlcore("plan", "c.jsonl", "--comparisons", "--no-embeddings", "--chunk-size", "3", "--budget", "10",
            "--strategy", "uncertainty", "-o", "p2.json")
-    one, two = (json.loads((tmp_path / n).read_text()) for n in ("p1.json", "p2.json"))
+    rlcore("plan", "f.json", "--budget", "10", "--strategy", "uncertainty", "-o", "p3.json",
+           "--decisions-output", "d.jsonl")
+    one, two, three = (json.loads((tmp_path / n).read_text()) for n in ("p1.json", "p2.json", "p3.json"))
     assert one == two and one["n_human"] == 10
+    streamed = [json.loads(line) for line in (tmp_path / "d.jsonl").read_text().splitlines()]
+    assert streamed == one["reasons"] and (three["reasons"], three["human_ids"]) == ([], [])
+    assert {k: v for k, v in three.items() if k not in ("reasons", "human_ids", "lm_ids")} == \
+        {k: v for k, v in one.items() if k not in ("reasons", "human_ids", "lm_ids")}
     import numpy as np
 
     from rlcore.routing.cli import read_comparisons

@@ -148,15 +148,18 @@ def _performance_model(project, route_items, route_embeddings, seed: int):
 
 
 def _summarise_features(reasons) -> list[dict]:
-    """The features that sent comparisons to people: how often in a comparison's top reasons, mean weight."""
-    counts: dict[str, list[float]] = defaultdict(list)
+    """The features that sent comparisons to people: how often in a comparison's top reasons, mean weight.
+    Running sums, so that a background plan's decisions can be summarised as they stream past."""
+    counts: dict[str, list[float]] = {}  # feature -> [count, sum of contributions]
     for reason in reasons:
         if reason.route != "human":
             continue
         for contribution in reason.top_features:
-            counts[contribution.feature].append(contribution.contribution)
-    ranked = sorted(counts.items(), key=lambda kv: (-len(kv[1]), -abs(float(np.mean(kv[1])))))
-    return [{"feature": f, "count": len(v), "mean_contribution": float(np.mean(v))} for f, v in ranked[:TOP_FEATURES]]
+            kept = counts.setdefault(contribution.feature, [0, 0.0])
+            kept[0] += 1
+            kept[1] += contribution.contribution
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1][0], -abs(kv[1][1] / kv[1][0])))
+    return [{"feature": f, "count": n, "mean_contribution": total / n} for f, (n, total) in ranked[:TOP_FEATURES]]
 
 
 def _project_object(model, project, pk, field: str):
@@ -248,6 +251,7 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
 PLAN_KIND = "routing_plan"
 COMPARISONS_FILE = "comparisons.jsonl"
 PLAN_FILE = "plan.json"
+DECISIONS_FILE = "decisions.jsonl"
 STREAM_CHUNK = 2000
 DECISION_BATCH = 5000
 
@@ -259,7 +263,7 @@ def _routing_plan_job_create(*, pool_size: int, strategy: str, **kept) -> Routin
     project, user = kept["project"], kept["created_by"]
     # Stored embeddings are not handed over yet (2 x 384 floats a comparison); the child plans without them.
     argv = ["routing", "plan", COMPARISONS_FILE, "--comparisons", "--no-embeddings", "--chunk-size", str(STREAM_CHUNK),
-            "--strategy", strategy, "--seed", str(kept["seed"]), "-o", PLAN_FILE]
+            "--strategy", strategy, "--seed", str(kept["seed"]), "-o", PLAN_FILE, "--decisions-output", DECISIONS_FILE]
     if kept["budget_text"]:
         argv[5:5] = ["--budget", kept["budget_text"]]
     with transaction.atomic():
@@ -288,19 +292,20 @@ def _write_rows(out, comparisons: list[Comparison]) -> None:
         out.write(item.model_dump_json() + "\n")
 
 
-def _record_result(plan: RoutingPlan, result, info: dict) -> None:
+def _record_result(plan: RoutingPlan, result, info: dict, reasons=None) -> None:
     """Store an rlcore RoutingPlan on ``plan`` (a draft from now on) and write its decisions in batches;
-    comparisons deleted since the pool was frozen are left out and counted."""
+    ``reasons`` (an iterable, e.g. streamed from a file) replaces ``result.reasons``. Comparisons deleted
+    since the pool was frozen are left out and counted."""
     plan.strategy, plan.fallback_reason = result.strategy, result.fallback_reason or ""
     plan.evidence = result.evidence.model_dump() if result.evidence else {}
     plan.n_total, plan.n_human, plan.n_lm = result.n_total, result.n_human, result.n_lm
     plan.predicted_score, plan.predicted_score_all_lm = result.predicted_score, result.predicted_score_all_lm
-    plan.predicted_gain, plan.top_features = result.predicted_gain, _summarise_features(result.reasons)
-    plan.model_info, plan.status = info, PlanStatus.DRAFT
+    plan.predicted_gain, plan.model_info, plan.status = result.predicted_gain, info, PlanStatus.DRAFT
     plan.save()
+    human_side: list = []  # only the human side's reasons are summarised (at most the budget)
     dropped = 0
-    for start in range(0, len(result.reasons), DECISION_BATCH):
-        batch = result.reasons[start:start + DECISION_BATCH]
+    for batch in _batches(reasons if reasons is not None else result.reasons, DECISION_BATCH):
+        human_side.extend(r for r in batch if r.route == "human")
         alive = set(Comparison.objects.filter(project_id=plan.project_id, pk__in=[int(r.comparison_id) for r in batch])
                     .values_list("pk", flat=True))
         dropped += len(batch) - len(alive)
@@ -308,14 +313,35 @@ def _record_result(plan: RoutingPlan, result, info: dict) -> None:
             RoutingDecision(plan=plan, comparison_id=int(r.comparison_id), route=r.route, score=r.score,
                             top_features=[c.model_dump() for c in r.top_features])
             for r in batch if int(r.comparison_id) in alive], batch_size=DECISION_BATCH)
+    plan.top_features = _summarise_features(human_side)
     if dropped:
         plan.model_info = {**info, "deleted_since_frozen": dropped}
-        plan.save(update_fields=["model_info"])
+    plan.save(update_fields=["top_features", "model_info"])
+
+
+def _batches(items, size: int):
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _read_reasons(path: Path):
+    from rlcore.routing.predictor import RoutingReason
+
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                yield RoutingReason.model_validate_json(line)
 
 
 def record_routing_plan(sender, job, **kwargs) -> int:
     """On success of a planning job, store its plan and decisions (in the job's transaction: a failure
-    here fails the job with the reason)."""
+    here fails the job with the reason). Decisions are read from DECISIONS_FILE a batch at a time."""
     if job.kind != PLAN_KIND:
         return 0
     from rlcore.routing.predictor import RoutingPlan as PlanResult
@@ -325,7 +351,8 @@ def record_routing_plan(sender, job, **kwargs) -> int:
         return 0
     folder = Path(job.output_dir)
     result = PlanResult.model_validate_json((folder / PLAN_FILE).read_text(encoding="utf-8"))
-    _record_result(plan, result, {"embeddings": False, "background_job": job.pk})
+    _record_result(plan, result, {"embeddings": False, "background_job": job.pk},
+                   reasons=_read_reasons(folder / DECISIONS_FILE))
     return plan.n_total
 
 
