@@ -19,7 +19,7 @@
   ``grades`` (one per step: ternary -1 bad / 0 neutral / 1 good, or score5 1-5; null when any step has no
   grade), ``first_error`` (the first step graded bad: ternary -1, score5 1-2; null: none), ``scale``, and
   ``steps``: per step ``{score, confidence, error, rendered_prompt, raw_reply}``. Input lines: ``{"id"?,
-  "prompt", "steps": [...]}`` (or TRL stepwise ``completions``).
+  "prompt", "steps": [...], "scale"?}`` (or TRL stepwise ``completions``; ``scale`` overrides ``--scale``).
 
 - ``judge serve-test --port P [--model DIR]``: a loopback OpenAI-compatible server for trying a judge
   setup without a real one: a fixed scripted reply, or a local model.
@@ -129,6 +129,14 @@ class StepItem(BaseModel):
     request_id: str | None = None
     prompt: str
     steps: list[str] = Field(min_length=1)
+    scale: str | None = Field(None, description="this line's scale (ternary or score5); None: --scale")
+
+    @field_validator("scale")
+    @classmethod
+    def _known_scale(cls, scale: str | None) -> str | None:
+        if scale is not None and scale not in STEP_SCALES:
+            raise ValueError(f"unknown scale {scale!r}: use {' or '.join(sorted(STEP_SCALES))}")
+        return scale
 
 
 def read_step_items(path: Path) -> list[StepItem]:
@@ -136,7 +144,7 @@ def read_step_items(path: Path) -> list[StepItem]:
     return _read_requests(path, "responses with steps", "a JSON object with prompt, steps",
                           lambda request_id, row: StepItem(
                               request_id=request_id, prompt=row.get("prompt"),
-                              steps=row.get("steps", row.get("completions"))))
+                              steps=row.get("steps", row.get("completions")), scale=row.get("scale")))
 
 
 def step_line(item: StepItem, results: list[Any], scale: str) -> dict:
@@ -350,14 +358,14 @@ def _dump_steps(judge, items: list[StepItem], scale: str) -> list[dict]:
     """Every step of every item in one batch (the backend's bounded concurrency and retries apply to all)."""
     from rlcore.judges.base import StepGradeRequest
 
-    low, high, _ = STEP_SCALES[scale]
     requests = [StepGradeRequest(request_id=f"{item.request_id}:{k}", prompt=item.prompt, steps=item.steps, index=k,
-                                 scale_min=low, scale_max=high)
+                                 scale_min=STEP_SCALES[item.scale or scale][0],
+                                 scale_max=STEP_SCALES[item.scale or scale][1])
                 for item in items for k in range(len(item.steps))]
     if not hasattr(judge, "grade_steps"):
         raise UserError(f"{judge!r} cannot grade steps (it has no prompt templates)")
     results = iter(judge.grade_steps(requests))
-    return [step_line(item, [next(results) for _ in item.steps], scale) for item in items]
+    return [step_line(item, [next(results) for _ in item.steps], item.scale or scale) for item in items]
 
 
 def run_pairwise(args: argparse.Namespace) -> int:

@@ -57,6 +57,7 @@ OUTCOME_TEXT: dict[str, str] = {
 DISAGREEMENTS_BECOME = {
     "pairwise": "recorded as ties (label 'tie', marked position bias): they carry no preference",
     "ranking": "recorded as the average of the two rankings (marked position bias)",
+    "steps": "not possible: each step is graded once, in one order",
 }
 MOST = 0.5  # warn when more than this share of the answered comparisons disagree between orders
 
@@ -104,12 +105,16 @@ def ranking_outcome(*, forward_verdict: list[int] | None, reversed_verdict: list
     return "verdict" if list(forward_verdict) == list(reversed_verdict) else "disagree"
 
 
-def line_outcome(row: dict, mode: Literal["pairwise", "ranking"]) -> Outcome:
+def line_outcome(row: dict, mode: Literal["pairwise", "ranking", "steps"]) -> Outcome:
     """The outcome of one line written by ``rlcore judge pairwise`` / ``judge rank``.
 
     >>> line_outcome({"verdict": None, "forward": {"error": "judge refused: no"}, "swapped": {}}, "pairwise")
     'refused'
     """
+    if mode == "steps":  # ``judge steps``: grades for every step, or why a step has none
+        if row.get("grades") is not None:
+            return "verdict"
+        return order_failure([(step or {}).get("error") for step in row.get("steps") or []] or [row.get("error")])
     second = "swapped" if mode == "pairwise" else "reversed"
     errors = [(row.get(order) or {}).get("error") for order in ("forward", second)]
     if row.get("verdict") is None:
@@ -128,7 +133,8 @@ class LabellingSummary(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    mode: Literal["pairwise", "ranking"] = Field(description="pairwise (both orders) or ranking (as given, reversed)")
+    mode: Literal["pairwise", "ranking", "steps"] = Field(
+        description="pairwise (both orders), ranking (as given, reversed) or steps (each step graded once)")
     n_comparisons: int = Field(description="comparisons with an outcome")
     counts: dict[str, int] = Field(description="comparisons per outcome (every outcome, zeros included)")
     usable: int = Field(description="usable verdicts: both orders gave the same pick or ranking")
@@ -159,7 +165,7 @@ class LabellingSummary(BaseModel):
                 f"(of {self.n_comparisons})")
 
 
-def summarize_outcomes(outcomes: Iterable[str], *, mode: Literal["pairwise", "ranking"]) -> LabellingSummary:
+def summarize_outcomes(outcomes: Iterable[str], *, mode: Literal["pairwise", "ranking", "steps"]) -> LabellingSummary:
     """Count outcomes (see the module) and warn when more than half the answered comparisons disagree
     between orders. An unknown outcome raises ValueError (a caller's bug, not a judge's).
 

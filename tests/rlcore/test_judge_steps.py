@@ -92,3 +92,18 @@ def test_it_reads_a_steps_template_from_a_file_and_refuses_an_unknown_placeholde
         code = main(["judge", "steps", "--endpoint", server.base_url, "--model", "m", "--input", str(items),
                      "--templates", str(bad)])
     assert code == 2 and "unknown placeholder {response}" in capsys.readouterr().err
+
+
+def test_it_takes_each_lines_own_scale_and_counts_its_outcome(tmp_path):
+    from rlcore.judges.outcomes import line_outcome
+
+    items = write_lines(tmp_path / "steps.jsonl", [{"id": "1", "prompt": "p", "steps": ["a"], "scale": "score5"},
+                                                   {"id": "2", "prompt": "p", "steps": ["a"]}])
+    with ChatCompletionsServer(always("Score: 1")) as server:
+        code, lines = judge_steps(server, items, tmp_path)
+    assert code == 0 and [(line["scale"], line["grades"], line["first_error"]) for line in lines] == [
+        ("score5", [1], 0), ("ternary", [1], None)]  # score5's 1 is a wrong step; ternary's 1 a good one
+    assert "between 1 and 5" in lines[0]["steps"][0]["rendered_prompt"]
+    assert [line_outcome(line, "steps") for line in lines] == ["verdict", "verdict"]
+    refused = {"grades": None, "steps": [{"error": None}, {"error": "judge refused: no"}]}
+    assert line_outcome(refused, "steps") == "refused"

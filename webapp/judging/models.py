@@ -81,6 +81,8 @@ class JudgePromptTemplate(models.Model):
 class LabellingMode(models.TextChoices):
     PAIRWISE = "pairwise", "Pairwise comparisons (both orders)"
     RANKING = "ranking", "N-way rankings (as given and reversed)"
+    # Pre-labels of step items (issue 13): every step graded once; StepLabels of kind lm, shown as suggestions.
+    STEPS = "steps", "Step items (each step graded)"
 
 
 class LMLabellingRun(models.Model):
@@ -119,6 +121,8 @@ class LMLabelAttempt(models.Model):
     reason = models.TextField(blank=True)
     label = models.ForeignKey("annotation.PreferenceLabel", null=True, blank=True, on_delete=models.SET_NULL,
                               related_name="+")
+    step_label = models.ForeignKey("annotation.StepLabel", null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+", help_text="A steps run's pre-label.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

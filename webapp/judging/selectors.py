@@ -79,6 +79,22 @@ def rankings_awaiting_label(*, project) -> QuerySet:
             .exclude(pk__in=busy).order_by("id"))
 
 
+def step_items_awaiting_prelabel(*, project) -> QuerySet:
+    """The project's step items an LM judge may pre-label now: in the queue (active), still wanting people's
+    labels (fewer than their overlap), with no LM pre-label yet and in no labelling run still going. An item
+    whose earlier pre-label failed is offered again (a new run may use another judge or template)."""
+    from django.db.models import F
+
+    from webapp.annotation.models import Comparison, ComparisonKind, StepLabel, StepLabelSource
+
+    busy = {cid for ids in LMLabellingRun.objects.filter(project=project, finished=False)
+            .values_list("comparison_ids", flat=True) for cid in ids}
+    return (Comparison.objects.filter(project=project, kind=ComparisonKind.STEPS, is_active=True,
+                                      human_label_count__lt=F("overlap"))
+            .exclude(Exists(StepLabel.objects.filter(comparison=OuterRef("pk"), source=StepLabelSource.LM)))
+            .exclude(pk__in=busy).order_by("id"))
+
+
 def template_version_agreement(*, project) -> list[dict]:
     """LM judges' agreement with people per prompt-template version (name@version), so an edited prompt
     shows whether it got better: over every (LM label, human label) pair on the same pair comparison, the

@@ -42,6 +42,7 @@ JUDGE_LABELS_KIND = "judge_labels"
 LABELS_FILE = "labels.jsonl"
 PAIRS_FILE = "pairs.jsonl"
 RANKINGS_FILE = "rankings.jsonl"
+STEPS_FILE = "steps.jsonl"
 CRITERIA_FILE = "criteria.json"
 KEY_FILE = "api-key"
 MAX_CONCURRENCY = 256
@@ -356,6 +357,16 @@ def rankings_snapshot(comparisons: list[Comparison]) -> list[dict]:
              "responses": [texts.get(rid, "") for rid in c.response_ids]} for c in comparisons]
 
 
+def steps_snapshot(comparisons: list[Comparison]) -> list[dict]:
+    """One line per step item: its prompt, the steps of the split it shows, and its scale."""
+    from webapp.datasets.models import StepSplit
+
+    steps = dict(StepSplit.objects.filter(pk__in=[c.step_split_id for c in comparisons]).values_list("id", "steps"))
+    return [{"id": str(c.pk), "prompt": _prompt_text(c.prompt),
+             "steps": [s["text"] for s in steps.get(c.step_split_id) or []], "scale": c.step_scale or "ternary"}
+            for c in comparisons]
+
+
 # What differs between the modes: which comparisons, which rlcore command, input file, template mode.
 _MODES = {
     LabellingMode.PAIRWISE: {"kind": ComparisonKind.PAIR, "command": "pairwise", "input": PAIRS_FILE,
@@ -364,6 +375,9 @@ _MODES = {
     LabellingMode.RANKING: {"kind": ComparisonKind.RANKING, "command": "rank", "input": RANKINGS_FILE,
                             "template_mode": PromptMode.RANK, "snapshot": rankings_snapshot,
                             "default_template": "default-rank@1", "what": "N-way ranking"},
+    LabellingMode.STEPS: {"kind": ComparisonKind.STEPS, "command": "steps", "input": STEPS_FILE,
+                          "template_mode": PromptMode.STEPS, "snapshot": steps_snapshot,
+                          "default_template": "default-steps@1", "what": "step"},
 }
 
 
@@ -397,13 +411,14 @@ def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_id
     if template is not None:
         argv += ["--templates", "templates.json"]
     rubric_version, criteria = _rubric_to_grade(project) if grade_rubric else (None, [])
-    if rubric_version is not None:
+    if rubric_version is not None and mode != LabellingMode.STEPS:
         argv += ["--rubric", CRITERIA_FILE]
     spec = {"judge_config_id": config.pk, "judge": config.name, "model": config.model, "mode": mode,
             "template": str(template) if template else how["default_template"], "n_pairs": len(comparisons),
             "rubric": str(rubric_version) if rubric_version else None}
-    title = (f"LM labels: {len(comparisons)} comparisons by {config.name}" if mode == LabellingMode.PAIRWISE
-             else f"LM rankings: {len(comparisons)} comparisons by {config.name}")
+    title = {LabellingMode.PAIRWISE: f"LM labels: {len(comparisons)} comparisons by {config.name}",
+             LabellingMode.RANKING: f"LM rankings: {len(comparisons)} comparisons by {config.name}",
+             LabellingMode.STEPS: f"LM step pre-labels: {len(comparisons)} step items by {config.name}"}[mode]
     job = job_create(project=project, user=user, kind=JUDGE_LABELS_KIND, argv=argv, spec=spec, queue="default",
                      title=title)
     # The job is enqueued on commit, so its files are in place before a worker can start it.
@@ -469,6 +484,51 @@ def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | 
                                   template=template, mode=LabellingMode.RANKING, grade_rubric=grade_rubric)
     Comparison.objects.filter(pk__in=ids).update(is_active=False)
     return job
+
+
+@transaction.atomic
+def lm_steps_prelabel(*, project, user, config: JudgeConfig, template_id: int | None = None) -> Job:
+    """Queue a job that grades every step of the project's step items that have no LM pre-label yet and no
+    run going (:func:`webapp.judging.selectors.step_items_awaiting_prelabel`). The items stay in the queue:
+    a pre-label is a suggestion, and an annotator who takes an item before it arrives grades it unprompted."""
+    from webapp.judging.selectors import step_items_awaiting_prelabel
+    from webapp.projects.models import Project
+
+    # One start per project at a time: two clicks at once would both pick the same items.
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if project.is_closed:
+        raise ValidationError({"project": f"Project '{project.name}' is closed: it takes no new labels."})
+    template = None
+    if template_id not in (None, ""):
+        template = (JudgePromptTemplate.objects.filter(project=project, pk=template_id).first()
+                    if str(template_id).isdigit() else None)
+        if template is None or template.mode != PromptMode.STEPS:
+            raise ValidationError({"template_id": f"Template {template_id} is not a step grading (steps) template of "
+                                                  "this project: choose one, or none for default-steps@1."})
+    ids = list(step_items_awaiting_prelabel(project=project).values_list("pk", flat=True))
+    if not ids:
+        raise ValidationError({"comparisons": "No step item of this project is waiting for a pre-label (build step "
+                                              "items on the Annotation page, or they all have one or are being "
+                                              "graded by a judge now)."})
+    return lm_labelling_job_create(project=project, user=user, config=config, comparison_ids=ids, template=template,
+                                   mode=LabellingMode.STEPS)
+
+
+def _record_step_prelabel(row: dict, run: LMLabellingRun, comparison: Comparison, model_version: str):
+    """A ``judge steps`` line as a StepLabel of kind lm; None (with the reason) when it cannot be one."""
+    from webapp.annotation.services import step_lm_label_create
+
+    if row.get("grades") is None:
+        return None, row.get("error") or "the judge graded no step"
+    provenance = {**_provenance(row, run), "scale": row.get("scale"),
+                  "steps": [{k: s.get(k) for k in ("score", "confidence", "error", "rendered_prompt", "raw_reply")}
+                            for s in row.get("steps") or []]}
+    try:
+        label = step_lm_label_create(comparison=comparison, grades=row["grades"], first_error=row.get("first_error"),
+                                     model_version=model_version, provenance=provenance, judge_template=run.template)
+    except ValidationError as exc:  # e.g. the item's split no longer has that many steps
+        return None, " ".join(exc.messages)
+    return label, ""
 
 
 _CHOICE = {"A": "a", "B": "b", "tie": "tie"}
@@ -591,8 +651,17 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
             if cid in done or cid not in wanted or cid not in comparisons:
                 continue
             done.add(cid)
-            fields = None if row.get("error") else _LABEL_FROM_ROW[run.mode](row, run, comparisons[cid])
             outcome = line_outcome(row, run.mode)
+            if run.mode == LabellingMode.STEPS:
+                step_label, reason = _record_step_prelabel(row, run, comparisons[cid], model_version[:200])
+                LMLabelAttempt.objects.create(
+                    run=run, comparison_id=cid, step_label=step_label, reason=reason[:4000],
+                    status=AttemptStatus.LABELLED if step_label else AttemptStatus.FAILED,
+                    outcome=outcome if step_label or outcome in NO_LABEL else "unparseable")
+                run.n_labelled += step_label is not None
+                run.n_failed += step_label is None
+                continue
+            fields = None if row.get("error") else _LABEL_FROM_ROW[run.mode](row, run, comparisons[cid])
             if fields is not None:
                 fields = _with_criterion_scores(fields, row, run, comparisons[cid])
                 label = lm_label_create(comparison=comparisons[cid], model_version=model_version[:200], **fields)
@@ -624,7 +693,8 @@ def lm_labels_record(*, job: Job) -> LMLabellingRun | None:
             # pairs go back through lm_labelling_finished, which also updates the plan.
             Comparison.objects.filter(pk__in=failed_now).update(is_active=True)
         run.save(update_fields=["n_labelled", "n_failed", "finished", "bytes_read"])
-    if finished_now is not None:
+    # A steps run's items never left the queue, so there is nothing for the router to send back.
+    if finished_now is not None and finished_now.mode != LabellingMode.STEPS:
         attempts = LMLabelAttempt.objects.filter(run=finished_now)
         lm_labelling_finished.send(
             sender=LMLabellingRun, run=finished_now,

@@ -6,6 +6,7 @@ urlpatterns = [
     path("", views.judge_home, name="judge_home"),
     path("new/", views.judge_config_new, name="judge_config_new"),
     path("rankings/label/", views.judge_label_rankings, name="judge_label_rankings"),
+    path("steps/prelabel/", views.judge_prelabel_steps, name="judge_prelabel_steps"),
     path("runs/<int:job_id>/", views.judge_run, name="judge_run"),
     path("<int:config_id>/", views.judge_config_edit, name="judge_config_edit"),
     path("<int:config_id>/test/", views.judge_config_test, name="judge_config_test"),

@@ -30,6 +30,8 @@ def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
         "runs": [(run, summaries[run.pk]) for run in runs],
         "rankings_waiting": selectors.rankings_awaiting_label(project=project).count(),
         "rank_templates": [t for t in templates if t.mode == "rank"],
+        "steps_waiting": selectors.step_items_awaiting_prelabel(project=project).count(),
+        "steps_templates": [t for t in templates if t.mode == "steps"],
         "annotation_rubric": annotation_rubric_for(project),
     })
 
@@ -65,6 +67,26 @@ def judge_label_rankings(request: HttpRequest, project_id: int) -> HttpResponse:
     else:
         messages.success(request, f"Job {job.pk} ranks {len(job.lm_labelling.comparison_ids)} comparisons with "
                                   f"'{config.name}'; those it cannot rank go back to people.")
+    return redirect("judge_home", project_id=project.pk)
+
+
+@login_required
+@require_POST
+def judge_prelabel_steps(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    config_id = request.POST.get("judge_config", "")
+    config = JudgeConfig.objects.filter(project=project, pk=config_id).first() if config_id.isdigit() else None
+    if config is None:
+        messages.error(request, "Choose the judge that grades the steps.")
+        return redirect("judge_home", project_id=project.pk)
+    try:
+        job = services.lm_steps_prelabel(project=project, user=request.user, config=config,
+                                         template_id=request.POST.get("template") or None)
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, f"Job {job.pk} pre-labels {len(job.lm_labelling.comparison_ids)} step items with "
+                                  f"'{config.name}'; annotators see its grades as suggestions as they arrive.")
     return redirect("judge_home", project_id=project.pk)
 
 
