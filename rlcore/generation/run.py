@@ -12,6 +12,9 @@ Each output line::
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import contextvars
 import json
 import os
 import sys
@@ -264,14 +267,19 @@ def _read_key_file(policy: PolicyRef) -> str | None:
     return key or None
 
 
-def _endpoint_client(spec: GenerationSpec, policy: PolicyRef, seed: int, key: str | None):
+# the seed of the request a task is sending: each sample index has its own (seed + index), so the samples of one
+# prompt differ yet repeat on a re-run; a context variable, because every request runs in its own asyncio task
+_REQUEST_SEED: contextvars.ContextVar[int] = contextvars.ContextVar("generation_request_seed")
+
+
+def _endpoint_client(spec: GenerationSpec, policy: PolicyRef, key: str | None):
     from rlcore.judges.openai_compat import ChatCompletionsClient, OpenAICompatSettings
 
     class GenerationClient(ChatCompletionsClient):
         """The judges' client (concurrency, retries, 429 handling), asking for samples instead of verdicts."""
 
         def _body(self, messages):
-            return {**super()._body(messages), "top_p": spec.top_p, "seed": seed}
+            return {**super()._body(messages), "top_p": spec.top_p, "seed": _REQUEST_SEED.get()}
 
     settings = OpenAICompatSettings(
         base_url=policy.base_url, model=policy.location, api_key_env=policy.api_key_env, api_key=key,
@@ -285,32 +293,67 @@ def _messages(work: Work) -> list[dict[str, str]]:
     return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else [dict(m) for m in prompt]
 
 
-def _generate_endpoint(spec: GenerationSpec, policy: PolicyRef, key: str, todo: list[Work], write) -> None:
+async def _stream_endpoint(spec: GenerationSpec, policy: PolicyRef, key: str, todo: list[Work], write,
+                           client) -> tuple[int, list[tuple[Work, str]]]:
+    """Keep all ``max_concurrency`` slots busy over the whole of ``todo``: each slot takes the next request as soon
+    as its last one answers, so one slow request holds up one slot, not a round. Answers are written as they
+    come (each line names its prompt and sample, so order does not matter for a re-run) by one writer task that
+    fsyncs on a thread, so the event loop never waits on the disk and a kill loses only what is in hand.
+    Returns (written, failures)."""
+    queue = iter(todo)
+    pending: list[dict[str, Any]] = []
     failures: list[tuple[Work, str]] = []
     written = 0
-    # a round fills every concurrency slot; its answers are written (and counted) before the next round starts
-    round_size = max(spec.batch_size, policy.max_concurrency)
-    # each sample index has its own seed (seed + index), so the samples of one prompt differ yet repeat on a re-run
+    wake, done = asyncio.Event(), False
+
+    async def writer() -> None:
+        nonlocal pending, written
+        while True:
+            await wake.wait()
+            wake.clear()
+            while pending:  # whatever came in while the last write was being fsynced goes out as one batch
+                lines, pending = pending, []
+                await asyncio.to_thread(write, lines)
+                written += len(lines)
+            if done:
+                return
+
+    async def slot(http, slots) -> None:
+        for work in queue:  # a shared iterator: no request is taken twice
+            # nothing gets through (unreachable, wrong key): stop rather than hammer it
+            if not written and not pending and len(failures) >= policy.max_concurrency:
+                return
+            _REQUEST_SEED.set(spec.seed + work.sample_index)
+            outcome = await client._one(http, slots, _messages(work))
+            if outcome.error is None:
+                pending.append(_line(spec, policy, key, work, outcome.content or "", outcome.finish_reason))
+                wake.set()
+            else:
+                failures.append((work, outcome.error))
+
+    slots = asyncio.Semaphore(policy.max_concurrency)
+    writing = asyncio.create_task(writer())
+    async with client.http_client() as http:
+        try:
+            await asyncio.gather(*(slot(http, slots) for _ in range(policy.max_concurrency)))
+        finally:
+            done = True  # a failure elsewhere still writes the answers already in hand
+            wake.set()
+            await writing
+    return written, failures
+
+
+def _generate_endpoint(spec: GenerationSpec, policy: PolicyRef, key: str, todo: list[Work], write) -> None:
     api_key = _read_key_file(policy)  # not `key`: that is the generation key every line carries
-    clients: dict[int, Any] = {}
-    for batch in _batches(sorted(todo, key=lambda w: w.sample_index), round_size):
-        by_index: dict[int, list[Work]] = {}
-        for work in batch:
-            by_index.setdefault(work.sample_index, []).append(work)
-        lines: list[dict[str, Any]] = []
-        for index, works in by_index.items():
-            if index not in clients:
-                clients[index] = _endpoint_client(spec, policy, spec.seed + index, api_key)
-            client = clients[index]
-            outcomes = client.chat_batch([_messages(w) for w in works])
-            lines += [_line(spec, policy, key, w, o.content or "", o.finish_reason)
-                      for w, o in zip(works, outcomes) if o.error is None]
-            failures += [(w, o.error) for w, o in zip(works, outcomes) if o.error is not None]
-        if lines:
-            write(lines)
-            written += len(lines)
-        if not written and failures:
-            break  # nothing gets through (unreachable, wrong key): stop rather than hammer it
+    client = _endpoint_client(spec, policy, api_key)
+    stream = _stream_endpoint(spec, policy, key, todo, write, client)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        written, failures = asyncio.run(stream)
+    else:  # called from inside an event loop (a notebook): run on a thread of its own
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            written, failures = pool.submit(asyncio.run, stream).result()
     if failures:
         work, reason = failures[0]
         raise UserError(

@@ -5,6 +5,7 @@ refused with a message naming the thing to change, and what was generated is kep
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -104,6 +105,39 @@ def test_it_generates_from_an_endpoint_with_bounded_concurrency_and_per_sample_s
     lines = _lines(spec.output)
     assert {l["response"] for l in lines} == {"an answer"} and lines[0]["policy"]["kind"] == "endpoint"
     assert len({(l["prompt_key"], l["sample_index"]) for l in lines}) == 20
+
+
+def test_a_slow_endpoint_request_holds_up_one_slot_not_a_round(tmp_path):
+    # one request (the slow prompt's sample 0) takes 0.8 s, the others 0.05 s, two slots: the other slot must serve every fast prompt while
+    # the slow one is out (waiting for the slowest request of each round would start most of them after it)
+    arrivals: list[tuple[float, str]] = []
+
+    def answer(body):
+        text = body["messages"][-1]["content"]
+        arrivals.append((time.monotonic(), text))
+        return ScriptedReply(content="ok", delay_s=0.8 if "slow" in text and body["seed"] == 7 else 0.0)
+
+    rows = [{"id": "slow", "prompt": "slow one"}] + [{"id": f"f{i}", "prompt": f"fast {i}"} for i in range(8)]
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with ChatCompletionsServer(answer, latency_s=0.05, keep_bodies=True) as server:
+        spec = GenerationSpec(prompts=prompts, output=tmp_path / "o.jsonl", batch_size=2, seed=7,
+                              samples_per_prompt=2, policies=[{"kind": "endpoint", "location": "m",
+                                                               "base_url": server.base_url, "max_concurrency": 2}])
+        assert generate(spec) == {"written": 18, "skipped": 0, "total": 18}
+        stats = server.stats
+    assert stats.max_in_flight <= 2
+    slow_started = min(t for t, text in arrivals if "slow" in text)
+    fast_started = sorted(t for t, text in arrivals if "fast" in text)
+    # the first slow request (sample 0) is out for 0.8 s; the other slot serves fast ones meanwhile (~0.05 s each)
+    assert sum(t < slow_started + 0.75 for t in fast_started) >= 6
+    lines = _lines(spec.output)
+    assert sorted((l["prompt_key"], l["sample_index"]) for l in lines) == sorted(
+        (r["id"], i) for r in rows for i in range(2))
+    # each sample index keeps its own seed (seed + index)
+    seeds = {(b["messages"][-1]["content"], b["seed"]) for b in stats.bodies}
+    assert seeds == {(r["prompt"], 7 + i) for r in rows for i in range(2)}
+    assert generate(spec) == {"written": 0, "skipped": 18, "total": 18}
 
 
 def test_it_retries_a_failing_endpoint_and_keeps_going(tmp_path):

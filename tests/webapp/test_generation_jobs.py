@@ -76,6 +76,67 @@ def test_a_cancelled_endpoint_job_keeps_what_it_generated_marked_partial(people,
     assert not list(Path(job.output_dir).glob("policy-*.key"))  # the key file never outlives the job
 
 
+def _subscribe(job_id):
+    """The job's live channel (what re-renders the job page when it ends), subscribed before the job ends."""
+    import redis
+    from django.conf import settings
+
+    from webapp.jobs import live
+
+    subscription = redis.Redis.from_url(settings.REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    subscription.subscribe(live.channel_for(job_id))
+    return subscription
+
+
+def _check_when_final(subscription, check, timeout=120):
+    """``check()`` the instant the final state is announced, before the worker does anything else."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            message = subscription.get_message(timeout=1.0)
+            if message and json.loads(message["data"]).get("state"):
+                return check()
+    finally:
+        subscription.close()
+    raise AssertionError("no final state was announced")
+
+
+@pytest.mark.parametrize("end", ["cancelled", "succeeded"])
+def test_a_finished_generation_job_has_its_version_the_moment_it_is_seen_finished(people, celery_workers,
+                                                                                  tmp_path, end):
+    # the version is recorded in the transaction that ends the job, so the page never says "No responses were
+    # written" for a job that wrote some, and a test need not wait for the version after the job
+    from webapp.training.selectors import generated_version
+
+    latency, n = (0.3, 30) if end == "cancelled" else (0.0, 6)
+    with ChatCompletionsServer(always("an answer"), latency_s=latency, capacity=1) as server:
+        policy = policy_register(project=people.project, user=people.users["bob"], source="endpoint",
+                                 location="served", endpoint_url=server.base_url)
+        prompts = _prompt_set(people, tmp_path, n)
+        job = generation_job_create(project=people.project, user=people.users["bob"], dataset=prompts,
+                                    policies=[policy], params={"batch_size": 1})
+        subscription = _subscribe(job.pk)
+
+        def seen():
+            state = Job.objects.get(pk=job.pk).state
+            version = generated_version(job=Job.objects.get(pk=job.pk))
+            return state, version and (version.response_count, version.partial)
+
+        if end == "cancelled":
+            wait_for(lambda: Job.objects.get(pk=job.pk).progress_step >= 2, 60, 0.1, "some responses")
+            job_request_cancel(job=Job.objects.get(pk=job.pk))
+        state, recorded = _check_when_final(subscription, seen)
+    assert state == end
+    assert recorded is not None, "the job was seen finished before its dataset version existed"
+    count, partial = recorded
+    if end == "cancelled":
+        assert partial and 2 <= count < n
+    else:
+        assert (count, partial) == (n, False)
+
+
 def test_a_checkpoint_deleted_from_disk_is_refused_by_name(people, tmp_path):
     folder = build_tiny_causal_lm(tmp_path / "ck")
     policy = policy_register(project=people.project, user=people.users["bob"], source="folder",

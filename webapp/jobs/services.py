@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 # Sent inside the transaction that makes a job `succeeded`; receivers record what it made.
 job_succeeded = django.dispatch.Signal()
+# Sent inside the transaction that makes a job `failed` or `cancelled`: receivers record what it kept (the
+# responses a cancelled generation wrote), so whoever sees the job ended sees those too.
+job_stopped = django.dispatch.Signal()
 # Sent after a job reached any final state (succeeded, failed, cancelled): receivers clean up.
 job_finished = django.dispatch.Signal()
 
@@ -75,9 +78,9 @@ def _enqueue(job_id: int, queue: str) -> None:
 def job_request_cancel(*, job: Job) -> Job:
     """A queued job is cancelled at once; a running one is flagged, and its worker kills it."""
     now = timezone.now()
-    if Job.objects.filter(pk=job.pk, state=JobState.QUEUED).update(
-        state=JobState.CANCELLED, cancel_requested=True, finished_at=now, error="Cancelled before it started."
-    ):
+    fields = {"state": JobState.CANCELLED, "cancel_requested": True, "finished_at": now,
+              "error": "Cancelled before it started."}
+    if _stop(job_id=job.pk, from_state=JobState.QUEUED, fields=fields):
         job.refresh_from_db()
         job_finished.send(sender=Job, job=job)
     else:
@@ -158,7 +161,8 @@ def job_finish(*, job_id: int, state: str, error: str = "", log_tail: str | None
 
     A job becomes `succeeded` in the same transaction in which the `job_succeeded` receivers record
     what it made (a registered model, labels, embeddings): whoever sees it succeeded sees its results
-    too. If recording fails, the job is failed instead, with the reason.
+    too. If recording fails, the job is failed instead, with the reason. A job becomes `failed` or `cancelled`
+    in the transaction that sends `job_stopped` (``_stop``), so what it kept is there as soon as it is seen.
     """
     fields: dict[str, Any] = {"state": state, "finished_at": timezone.now(), "error": error[-8000:]}
     if log_tail is not None:
@@ -173,15 +177,30 @@ def job_finish(*, job_id: int, state: str, error: str = "", log_tail: str | None
             logger.exception("recording the results of job %s failed", job_id)
             state = JobState.FAILED
             fields.update(state=state, error=f"The job finished, but recording its results failed: {exc}"[-8000:])
-            moved = bool(Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields))
+            moved = _stop(job_id=job_id, from_state=JobState.RUNNING, fields=fields)
     else:
-        moved = bool(Job.objects.filter(pk=job_id, state=JobState.RUNNING).update(**fields))
+        moved = _stop(job_id=job_id, from_state=JobState.RUNNING, fields=fields)
     if moved:
         from webapp.jobs import live
 
         live.publish_job_update(job_id, state=state)
         job_finished.send(sender=Job, job=Job.objects.get(pk=job_id))
     return moved
+
+
+def _stop(*, job_id: int, from_state: str, fields: dict[str, Any]) -> bool:
+    """Move a job from ``from_state`` to failed/cancelled, sending `job_stopped` in the same transaction (what a
+    stopped job kept is recorded before anyone sees it stopped). If a receiver fails, the job still stops — a
+    job must never stay running because its partial output could not be recorded — and the failure is logged."""
+    try:
+        with transaction.atomic():
+            moved = bool(Job.objects.filter(pk=job_id, state=from_state).update(**fields))
+            if moved:
+                job_stopped.send(sender=Job, job=Job.objects.get(pk=job_id))
+            return moved
+    except Exception:
+        logger.exception("recording what job %s kept failed", job_id)
+        return bool(Job.objects.filter(pk=job_id, state=from_state).update(**fields))
 
 
 def job_reap_stale(*, now=None) -> list[int]:

@@ -11,7 +11,9 @@ class TrainingConfig(AppConfig):
 
         job_succeeded.connect(register_trained_models, dispatch_uid="training.register_trained_models")
         job_succeeded.connect(register_trained_policies, dispatch_uid="training.register_trained_policies")
-        from webapp.jobs.services import job_finished
+        from webapp.jobs.services import job_stopped
         from webapp.training.services import generation_record
 
-        job_finished.connect(generation_record, dispatch_uid="training.generation_record")
+        # inside the finishing transaction, whatever the final state: a finished job always has its version
+        job_succeeded.connect(generation_record, dispatch_uid="training.generation_record")
+        job_stopped.connect(generation_record, dispatch_uid="training.generation_record_stopped")
