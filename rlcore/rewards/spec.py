@@ -160,6 +160,22 @@ class ProcessRewardModelComponent(_Component):
     device: str = Field("auto", description="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
 
 
+# Component kinds that load a model from their ``path`` (a folder or a hub id): what a launch must check a
+# member may use, and what a deleted registry entry takes out of service.
+MODEL_PATH_KINDS = ("reward_model", "process_reward_model")
+
+
+def model_paths(definition: dict) -> list[tuple[int, str]]:
+    """``(component index, path)`` of every component of a spec definition that loads a model from a path.
+
+    >>> model_paths({"components": [{"kind": "length_penalty"}, {"kind": "reward_model", "path": "/m/rm"},
+    ...                             {"kind": "process_reward_model", "path": None, "judge": {}}]})
+    [(1, '/m/rm')]
+    """
+    return [(i, str(c["path"])) for i, c in enumerate(definition.get("components", []))
+            if c.get("kind") in MODEL_PATH_KINDS and c.get("path")]
+
+
 Component = Annotated[
     RubricRulesComponent | RubricJudgeComponent | RewardModelComponent | VerifierComponent | LengthPenaltyComponent
     | ProcessRewardModelComponent,

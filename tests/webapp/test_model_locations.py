@@ -86,3 +86,21 @@ def test_a_local_judge_may_not_probe_server_folders(client, people, roots):
     created = client.post(base, {"name": "local", "backend": "local_hf", "model": str(ok)},
                           content_type="application/json", headers=headers)
     assert created.status_code == 201, created.content
+
+
+def test_a_process_reward_models_path_is_checked_like_a_reward_models(client, people, settings, roots):
+    """Serving (and a GRPO launch, through the same check) refuses a process reward model the project may not use."""
+    from webapp.rubrics.models import RewardSpec, RewardSpecVersion
+
+    theirs = _registered(people.other_project, people.users["eve"], settings, "eve's prm")
+    spec = RewardSpec.objects.create(project=people.project, name="steps", created_by=people.users["bob"])
+    RewardSpecVersion.objects.create(spec=spec, number=1, created_by=people.users["bob"], definition={
+        "name": "steps", "components": [
+            {"kind": "length_penalty", "name": "long", "max_length": 8, "cache_length": 4},
+            {"kind": "process_reward_model", "name": "steps", "path": str(theirs)}]})
+    r = client.post(f"/api/v1/projects/{people.project.pk}/reward-specs/{spec.pk}/versions/1/serve", {},
+                    content_type="application/json", headers={"Authorization": f"Bearer {token_for(people.users['bob'])}"})
+    assert r.status_code == 422
+    assert r.json()["detail"][0]["field"] == "reward_spec.components.1.path"
+    assert "is not a model this project may use" in r.json()["detail"][0]["message"]
+    assert not Job.objects.filter(project=people.project, kind="serve_reward").exists()

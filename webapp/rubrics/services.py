@@ -277,27 +277,17 @@ def reward_spec_serve(*, version: RewardSpecVersion, user):
     from pydantic import ValidationError as PydanticValidationError
     from rlcore.rewards.check import check_spec
     from rlcore.rewards.spec import RewardSpec as RewardSpecContract
+    from rlcore.rewards.spec import model_paths
 
     from webapp.forms_util import pydantic_errors
     from webapp.jobs.kinds import SERVE_REWARD_KIND, serve_reward_argv
     from webapp.jobs.models import Queue
     from webapp.jobs.services import job_create
-    from webapp.training.models import RewardModel
-    from webapp.training.model_locations import model_location_problem
+    from webapp.training.model_locations import check_spec_models
 
     project = version.spec.project
-    components = version.definition.get("components", [])
-    for index, component in enumerate(components):
-        if component.get("kind") == "reward_model":
-            if problem := model_location_problem(project=project, location=str(component.get("path", ""))):
-                raise ValidationError({f"reward_spec.components.{index}.path": problem})
-    paths = {str(c.get("path")) for c in components if c.get("kind") == "reward_model"}
-    deleted = list(RewardModel.objects.filter(project=project, path__in=paths, deleted_at__isnull=False)
-                   .values_list("name", flat=True))
-    if deleted:
-        raise ValidationError({"reward_spec_version": (
-            f"This reward spec version uses deleted reward model(s) {', '.join(deleted)}: save a new version "
-            "without them, or pick another version.")})
+    check_spec_models(project=project, definition=version.definition)
+    paths = model_paths(version.definition)
     try:
         contract = RewardSpecContract.model_validate(version.definition)
     except PydanticValidationError as exc:
@@ -329,12 +319,13 @@ def reward_spec_serving_withdraw(*, project, path: str, reason: str) -> int:
     import os
     from pathlib import Path
 
+    from rlcore.rewards.spec import MODEL_PATH_KINDS
     from webapp.jobs.kinds import SERVE_REWARD_KIND
     from webapp.jobs.models import FINISHED_STATES, Job
 
     told = 0
     for job in Job.objects.filter(project=project, kind=SERVE_REWARD_KIND).exclude(state__in=FINISHED_STATES):
-        if not any(c.get("kind") == "reward_model" and str(c.get("path")) == path
+        if not any(c.get("kind") in MODEL_PATH_KINDS and str(c.get("path")) == path
                    for c in _served_components(job)):
             continue
         target = Path(job.output_dir) / SERVING_WITHDRAWN_FILE

@@ -67,3 +67,23 @@ def model_location_problem(*, project, location: str) -> str | None:
     if not (resolved / "config.json").is_file():
         return f"No model folder at '{location}' (no config.json): give a saved Hugging Face model folder."
     return None
+
+
+def check_spec_models(*, project, definition: dict, prefix: str = "reward_spec.") -> None:
+    """Refuse a reward spec whose models (reward models, process reward models) this project may not use, or
+    that its registry has deleted; the field named is the component's path."""
+    from django.core.exceptions import ValidationError
+
+    from rlcore.rewards.spec import model_paths
+    from webapp.training.models import RewardModel
+
+    paths = model_paths(definition)
+    for index, path in paths:
+        if problem := model_location_problem(project=project, location=path):
+            raise ValidationError({f"{prefix}components.{index}.path": problem})
+    deleted = list(RewardModel.objects.filter(project=project, path__in=[p for _, p in paths], deleted_at__isnull=False)
+                   .values_list("name", flat=True))
+    if deleted:
+        raise ValidationError({"reward_spec_version": (
+            f"This reward spec version uses deleted reward model(s) {', '.join(deleted)}: save a new version of the "
+            "spec without them, or pick another version.")})

@@ -142,12 +142,6 @@ def _prompt_rows(dataset) -> list[dict[str, Any]]:
     return rows
 
 
-def _deleted_reward_models_in(reward_spec: dict[str, Any], project) -> list[str]:
-    paths = {str(c.get("path")) for c in reward_spec.get("components", []) if c.get("kind") == "reward_model"}
-    return list(RewardModel.objects.filter(project=project, path__in=paths, deleted_at__isnull=False)
-                .values_list("name", flat=True))
-
-
 def grpo_job_create(
     *, project, user, name: str, dataset, reward_spec_version, policy: str, params: dict[str, Any],
     queue: str = Queue.GPU,
@@ -162,14 +156,9 @@ def grpo_job_create(
     if not policy:
         raise ValidationError({"policy": "Give the policy model: a local directory or a hub id."})
     _check_model_location("policy", policy, project)
-    for index, component in enumerate(reward_spec_version.definition.get("components", [])):
-        if component.get("kind") == "reward_model":
-            _check_model_location(f"reward_spec.components.{index}.path", str(component.get("path", "")), project)
-    deleted = _deleted_reward_models_in(reward_spec_version.definition, project)
-    if deleted:
-        raise ValidationError({"reward_spec_version": (
-            f"This reward spec version uses deleted reward model(s) {', '.join(deleted)}: "
-            "save a new version of the spec without them, or pick another version.")})
+    from webapp.training.model_locations import check_spec_models
+
+    check_spec_models(project=project, definition=reward_spec_version.definition)
     try:
         reward_spec = RewardSpec.model_validate(reward_spec_version.definition)
     except PydanticValidationError as exc:
