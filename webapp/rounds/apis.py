@@ -59,6 +59,29 @@ class ReportOut(Schema):
     created_at: datetime
 
 
+class ScoringJobIn(Schema):
+    run_id: int = Field(description="The GRPO run whose checkpoints are scored.")
+    steps: list[int] = Field(description="Checkpoint steps on disk (checkpoints/checkpoint-<step>).")
+    dataset_id: int = Field(description="The held-out prompt set, the same for every checkpoint.")
+    gold_kind: str = Field(description="human_win_rate | lm_judge | reward_model")
+    gold_spec_version_id: int | None = Field(None, description="lm_judge / reward_model: the reward spec version "
+                                                               "whose total is the gold.")
+    gold_judge_id: int | None = Field(None, description="lm_judge: the stored judge (its key is handed over in a "
+                                                        "file the job deletes, never on the command line).")
+    round_id: int | None = None
+    name: str = ""
+    params: dict[str, Any] = Field(default_factory=dict, description="Other OveroptScoreSpec fields: "
+                                   "samples_per_prompt, temperature, top_p, max_new_tokens, seed, batch_size.")
+
+
+class ScoringJobOut(Schema):
+    job_id: int
+    queue: str
+    run_id: int
+    steps: list[int]
+    gold_kind: str
+
+
 def _round_out(r: Round) -> dict:
     return {"id": r.pk, "number": r.number, "policy_id": r.policy_id, "reference_id": r.reference_id,
             "dataset_id": r.dataset_id, "notes": r.notes, "created_at": r.created_at}
@@ -108,6 +131,18 @@ def create_report(request, project_id: int, body: ReportIn):
                                        gold_name=body.gold_name, samples=body.samples, run_id=body.run_id,
                                        round_id=body.round_id, rule_components=body.rule_components)
     return Status(201, _report_out(r))
+
+
+@router.post("/{project_id}/overoptimization/scoring-jobs", response={201: ScoringJobOut},
+             summary="Score checkpoints of a GRPO run (proxy, gold, KL) in a job; its report appears when it succeeds")
+def create_scoring_job(request, project_id: int, body: ScoringJobIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    job = services.overopt_scoring_job_create(
+        project=project, user=request.auth, run_id=body.run_id, steps=body.steps, dataset_id=body.dataset_id,
+        gold_kind=body.gold_kind, name=body.name, gold_spec_version_id=body.gold_spec_version_id,
+        gold_judge_id=body.gold_judge_id, round_id=body.round_id, params=body.params)
+    return Status(201, {"job_id": job.pk, "queue": job.queue, "run_id": body.run_id, "steps": job.spec["steps"],
+                        "gold_kind": body.gold_kind})
 
 
 @router.get("/{project_id}/overoptimization/{report_id}", response=ReportOut, summary="An over-optimisation report")

@@ -114,12 +114,16 @@ SCORED_OUTPUT = "scored.jsonl"
 
 def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], dataset_id: int, gold_kind: str,
                                name: str = "", gold_spec_version_id: int | None = None,
-                               gold_judge: dict | None = None, round_id: int | None = None,
-                               params: dict | None = None):
+                               gold_judge: dict | None = None, gold_judge_id: int | None = None,
+                               round_id: int | None = None, params: dict | None = None):
     """Queue the job (gpu queue) that scores checkpoints ``steps`` of GRPO run ``run_id`` on the held-out prompt
     set ``dataset_id``: generation, KL from the run's start policy, the run's own reward spec (proxy) and the gold.
     Its rows become an OveroptimizationReport when it succeeds (``record_overopt_scores``). Every check runs before
-    the job is written; a checkpoint no longer on disk is refused by step."""
+    the job is written; a checkpoint no longer on disk is refused by step.
+
+    An LM-judge gold names a stored judge (``gold_judge_id``, a JudgeConfig): its endpoint settings go into the spec
+    and its stored key is handed over as the judging jobs do it, in the job folder's key file (mode 0600) that the
+    child deletes once read and ``remove_key_file`` removes when the job ends, never on argv or in the spec."""
     import json
     from pathlib import Path
 
@@ -156,6 +160,13 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
                                               "component, or a rubric_judge for an LM judge).")
         else:
             gold_reward = version.definition
+    if round_id is not None and not Round.objects.filter(project=project, pk=round_id).exists():
+        errors["round_id"] = f"Round {round_id} is not in this project."
+    judge_key = None
+    if gold_kind == GoldKind.LM_JUDGE and gold_judge is None:
+        gold_judge, judge_key, problem = _gold_judge(project, gold_judge_id)
+        if problem:
+            errors["gold_judge_id"] = problem
     if errors:
         raise ValidationError(errors)
     prompts = list(dataset.prompts.order_by("source_line", "pk").only("pk", "text", "messages"))
@@ -164,7 +175,8 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
     managed = sorted(set(params or {}) & {"prompts", "output", "start_policy", "checkpoints", "reward", "gold"})
     if managed:
         raise ValidationError({managed[0]: f"'{managed[0]}' is set by Reward Studio; leave it out."})
-    gold = {"kind": gold_kind, "reward": gold_reward, "judge": gold_judge}
+    gold = {"kind": gold_kind, "reward": gold_reward, "judge": gold_judge,
+            "api_key_file": "/x" if judge_key else None}
     try:
         spec = OveroptScoreSpec(**(params or {}), prompts="/x", output="/x", start_policy=run.spec["policy"],
                                 checkpoints=[{"path": str(have[s]), "step": s} for s in sorted(steps)],
@@ -182,15 +194,59 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
         with snapshot.open("w") as out:  # the prompt's id is its key, as in generation jobs
             for prompt in prompts:
                 out.write(json.dumps({"id": prompt.pk, "prompt": prompt.messages or prompt.text}) + "\n")
-        spec = spec.model_copy(update={"prompts": snapshot, "output": folder / SCORED_OUTPUT})
+        update = {"prompts": snapshot, "output": folder / SCORED_OUTPUT}
+        if judge_key:
+            from webapp.judging.services import KEY_FILE, write_key_file
+
+            write_key_file(folder, judge_key)
+            update["gold"] = spec.gold.model_copy(update={"api_key_file": folder / KEY_FILE})
+        spec = spec.model_copy(update=update)
         spec_path = folder / "overopt_score.json"
         spec_path.write_text(spec.model_dump_json(indent=2))
         job.argv = overopt_score_argv(spec_path=str(spec_path))
         job.spec = {"run_id": run.pk, "steps": sorted(steps), "dataset_id": dataset.pk, "gold_kind": gold_kind,
-                    "gold_spec_version_id": gold_spec_version_id, "round_id": round_id,
+                    "gold_spec_version_id": gold_spec_version_id, "gold_judge_id": gold_judge_id, "round_id": round_id,
+                    "gold_name": _gold_name(gold_kind, gold_spec_version_id, gold_judge_id),
                     "name": name.strip() or f"{run.title or f'run {run.pk}'}: checkpoints {', '.join(map(str, sorted(steps)))}"}
         job.save(update_fields=["argv", "spec"])
         return job
+
+
+def _gold_name(gold_kind: str, version_id: int | None, judge_id: int | None) -> str:
+    """What the report says its gold is: the spec version (and judge) it was scored with, or the label source."""
+    from webapp.judging.models import JudgeConfig
+    from webapp.rubrics.models import RewardSpecVersion
+
+    if gold_kind == GoldKind.HUMAN_WIN_RATE:
+        return "people's labels on the annotation queue"
+    version = RewardSpecVersion.objects.filter(pk=version_id).select_related("spec").first()
+    name = f"{version.spec.name} v{version.number}" if version else ""
+    if gold_kind == GoldKind.LM_JUDGE and (judge := JudgeConfig.objects.filter(pk=judge_id).first()):
+        name += f" judged by {judge.name} ({judge.model})"
+    return name
+
+
+def _gold_judge(project, judge_id: int | None) -> tuple[dict | None, str | None, str]:
+    """(OpenAICompatSettings fields without the key, the stored key to hand over, a problem or '') of the project's
+    stored judge ``judge_id``; the key is decrypted here and goes only into the job's key file."""
+    from webapp.judging.models import JudgeBackend, JudgeConfig
+    from webapp.judging.services import _allowed_key_env, _stored_key
+
+    config = JudgeConfig.objects.filter(project=project, pk=judge_id).first() if judge_id is not None else None
+    if config is None:
+        return None, None, "Pick the stored LM judge whose verdicts are the gold (Judging page)."
+    if config.backend == JudgeBackend.LOCAL_HF:
+        return None, None, (f"Judge '{config.name}' is a local model; a gold judge must be an OpenAI-compatible "
+                            "endpoint (the scoring job already holds the policies on the GPU).")
+    try:
+        key = _stored_key(config)
+        settings = {"base_url": config.endpoint, "model": config.model, "max_concurrency": config.max_concurrency,
+                    "timeout_s": config.timeout_s, "max_retries": config.max_retries}
+        if not key and config.api_key_env:
+            settings["api_key_env"] = _allowed_key_env(config)
+    except ValidationError as exc:
+        return None, None, " ".join(m for ms in exc.message_dict.values() for m in ms)
+    return settings, key, ""
 
 
 def record_overopt_scores(sender, job, **kwargs) -> None:
@@ -214,6 +270,7 @@ def record_overopt_scores(sender, job, **kwargs) -> None:
     with transaction.atomic():
         report = overopt_report_create(
             project=job.project, user=job.created_by, name=job.spec["name"], gold_kind=job.spec["gold_kind"],
+            gold_name=job.spec.get("gold_name", ""),
             samples=rows, run_id=job.spec["run_id"], round_id=job.spec.get("round_id"),
             rule_components=_rule_components(job))
         report.scoring_job, report.partial = job, partial

@@ -69,3 +69,49 @@ def overopt_detail(request: HttpRequest, project_id: int, report_id: int) -> Htt
                                pk=report_id)
     return render(request, "rounds/overopt_detail.html", {
         "project": project, "report": report, "r": report.report, "chart": selectors.overopt_chart(report=report.report)})
+
+
+SCORING_PARAMS = ("samples_per_prompt", "max_new_tokens", "temperature", "top_p", "seed")
+
+
+@login_required
+def run_overopt(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse:
+    """A GRPO run's over-optimisation: its reports, and the form that scores chosen checkpoints in a job."""
+    from webapp.datasets.models import Dataset
+    from webapp.jobs.models import Job
+    from webapp.judging.models import JudgeConfig
+    from webapp.rubrics.models import RewardSpecVersion
+    from webapp.training.services import GRPO_KIND, run_checkpoints
+
+    project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
+    run = get_object_or_404(Job, project=project, pk=run_id, kind=GRPO_KIND)
+    errors: dict[str, list[str]] = {}
+    if request.method == "POST":
+        project_for_user(request.user, project_id, Capability.DESIGN)
+        params = {}
+        for name in SCORING_PARAMS:  # typed by OveroptScoreSpec in the service; a bad value is refused on its field
+            if (value := request.POST.get(name, "").strip()):
+                params[name] = value
+        try:
+            job = services.overopt_scoring_job_create(
+                project=project, user=request.user, run_id=run.pk,
+                steps=[int(s) for s in request.POST.getlist("steps") if s.isdigit()],
+                dataset_id=_int_or_none(request.POST.get("dataset_id")) or 0,
+                gold_kind=request.POST.get("gold_kind", ""), name=request.POST.get("name", ""),
+                gold_spec_version_id=_int_or_none(request.POST.get("gold_spec_version_id")),
+                gold_judge_id=_int_or_none(request.POST.get("gold_judge_id")),
+                round_id=_int_or_none(request.POST.get("round_id")), params=params)
+        except ValidationError as exc:
+            errors = exc.message_dict
+        else:
+            return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+    from webapp.rounds.models import GoldKind
+
+    return render(request, "rounds/run_overopt.html", {
+        "project": project, "run": run, "errors": errors, "posted": request.POST,
+        "checkpoints": [step for step, _ in run_checkpoints(run)], "gold_kinds": GoldKind.choices,
+        "datasets": Dataset.objects.filter(project=project, status="ready").order_by("name", "version"),
+        "spec_versions": RewardSpecVersion.objects.filter(spec__project=project).select_related("spec")
+        .order_by("spec__name", "-number"),
+        "judges": JudgeConfig.objects.filter(project=project), "rounds": selectors.round_list(project=project),
+        "reports": selectors.overopt_report_list(project=project).filter(run=run)}, status=422 if errors else 200)
