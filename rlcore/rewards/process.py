@@ -115,7 +115,13 @@ class ProcessScorer:
         # one batched tokenizer call for every prompt and step (per-text calls cost more than the tiny forward);
         # the ids are laid out exactly as rlcore.training.prm.tokenize_row lays them out in training
         texts = prompts + [step for parts in steps for step in parts]
-        ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+        backend = getattr(tokenizer, "backend_tokenizer", None) if getattr(tokenizer, "is_fast", False) else None
+        if backend is not None and backend.truncation is None and backend.padding is None:
+            # the Rust tokenizer straight: the same ids as tokenizer(texts) (which, untruncated and unpadded, calls
+            # it the same way), without building a Python BatchEncoding per text (~20 % of the overhead here)
+            ids = [e.ids for e in backend.encode_batch(texts, add_special_tokens=False)]
+        else:
+            ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
         bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
         encoded, at = [], len(prompts)
         for k, parts in enumerate(steps):

@@ -149,6 +149,9 @@ def _encode(rows: list[StepwiseRow], tokenizer: Any, sep_ids: list[int], spec: P
 def predict_steps(model: Any, tokenizer: Any, encoded: list[dict[str, list[int]]], batch_size: int,
                   device: Any) -> list[list[float]]:
     """P(good) at each labelled position of each encoded row (rows as ``tokenize_row`` returns them)."""
+    from itertools import chain
+
+    import numpy as np
     import torch
 
     out: list[list[float]] = []
@@ -157,16 +160,26 @@ def predict_steps(model: Any, tokenizer: Any, encoded: list[dict[str, list[int]]
     with torch.no_grad():
         for start in range(0, len(encoded), batch_size):
             batch = encoded[start:start + batch_size]
-            width = max(len(e["input_ids"]) for e in batch)
-            # right padding: positions of the labels stay where tokenize_row put them
-            ids = torch.tensor([e["input_ids"] + [pad] * (width - len(e["input_ids"])) for e in batch], device=device)
-            mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in batch],
-                                device=device)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
-            # P(good) = softmax(...)[1] = sigmoid(l1 - l0); read once into Python (per-element tensor reads are slow)
-            probs = torch.sigmoid(logits[..., 1] - logits[..., 0]).tolist()
-            for row, e in zip(probs, batch):
-                out.append([row[i] for i, label in enumerate(e["labels"]) if label != -100])
+            lengths = [len(e["input_ids"]) for e in batch]
+            total, width = sum(lengths), max(lengths)
+            # right padding: positions of the labels stay where tokenize_row put them. The rows go in as one flat
+            # array scattered under the mask: torch.tensor over nested lists cost about as much as the tiny
+            # model's forward (bench/process_reward.py)
+            mask = torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]
+            ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            ids[mask] = torch.from_numpy(np.fromiter(chain.from_iterable(e["input_ids"] for e in batch), np.int64,
+                                                     count=total))
+            labelled = torch.zeros((len(batch), width), dtype=torch.bool)
+            labelled[mask] = torch.from_numpy(np.fromiter(chain.from_iterable(e["labels"] for e in batch), np.int64,
+                                                          count=total) != -100)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.long().to(device)).logits.float()
+            # P(good) = softmax(...)[1] = sigmoid(l1 - l0), at the labelled positions only (row-major, so each row's
+            # in order), read once into Python (per-element tensor reads are slow)
+            probs = torch.sigmoid(logits[..., 1] - logits[..., 0])[labelled.to(device)].tolist()
+            at = 0
+            for n in labelled.sum(dim=1).tolist():
+                out.append(probs[at:at + n])
+                at += n
     return out
 
 

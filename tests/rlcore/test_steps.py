@@ -72,3 +72,19 @@ def test_it_reports_the_first_error_or_none():
 def test_it_refuses_stepwise_rows_a_prm_cannot_learn_from(record, message):
     with pytest.raises(StepError, match=message.replace("(", r"\(")):
         read_stepwise_row(record, row=5)
+
+
+@pytest.mark.parametrize("text", [TEXT, "é\r\n\t\nü ⇒ 2\n\n\n  \t \nstep 9) x\n STEP 10. y", "a\nb", "\n\nx\n\ny\n\n"])
+def test_the_builtin_rules_split_as_re2_runs_the_same_patterns(text):
+    """The builtin patterns run on Python's re for speed; RE2 (what a user's regex runs on) is the reference."""
+    import re2
+
+    from rlcore.steps import _BUILTIN, _HEADER, _builtin
+
+    for kind, pattern in _BUILTIN.items():
+        rule = StepSplit(kind=kind, min_steps=1)
+        as_regex = StepSplit(kind="regex", pattern=pattern, min_steps=1)
+        assert split_steps(text, rule) == split_steps(text, as_regex)
+    for pattern in (_HEADER, *_BUILTIN.values()):
+        assert [m.span() for m in _builtin(pattern).finditer(text)] == [m.span() for m in re2.compile(pattern)
+                                                                        .finditer(text)]
