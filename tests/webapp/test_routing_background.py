@@ -108,3 +108,14 @@ def test_it_refuses_topk_above_the_limit_naming_the_strategy(client, people, poo
     detail = {d["field"]: d["message"] for d in refused.json()["detail"]}
     assert "ROUTING_INLINE_POOL" in detail["strategy"] and "30 pairwise comparisons" in detail["strategy"]
     assert RoutingPlan.objects.count() == 0 and Job.objects.count() == 0
+
+
+def test_it_fails_a_pending_plan_whose_job_is_cancelled_before_it_started(client, people, pool, settings):
+    from webapp.jobs.services import job_request_cancel
+
+    settings.ROUTING_INLINE_POOL = 10
+    api = Api(client, people.users["bob"], people.project.pk)
+    body = api.post("/routing/plans", {"budget": "5", "strategy": "random"}).json()
+    job_request_cancel(job=Job.objects.get(pk=body["planning_job_id"]))
+    plan = RoutingPlan.objects.get(pk=body["id"])
+    assert plan.status == "failed" and "Cancelled before it started" in plan.error

@@ -24,8 +24,10 @@ class RoutingConfig(AppConfig):
 
         job_succeeded.connect(record_prompt_tags, dispatch_uid="routing.record_prompt_tags")
 
-        from webapp.jobs.services import job_finished
+        from webapp.jobs.services import job_finished, job_stopped
         from webapp.routing.services import on_planning_job_finished, record_routing_plan
 
         job_succeeded.connect(record_routing_plan, dispatch_uid="routing.record_routing_plan")
+        # job_stopped covers the reaper and a queued cancel too; a plan already failed is left as it is.
         job_finished.connect(on_planning_job_finished, dispatch_uid="routing.on_planning_job_finished")
+        job_stopped.connect(on_planning_job_finished, dispatch_uid="routing.on_planning_job_stopped")
