@@ -124,3 +124,23 @@ def overopt_preview_row(*, project, ref: str) -> dict | None:
     g = gaps[int(index)]
     return {"id": f"flagged {g['checkpoint']} {g['prompt_id']}", "prompt": g.get("prompt") or g["prompt_id"],
             "completion": g["completion"], "checkpoint": g["checkpoint"]}
+
+
+def run_loop_links(*, job) -> dict:
+    """What a GRPO run is part of: the reward spec version it trained against, the policies it produced, the
+    rounds those policies answer (or are the reference of), and its over-optimisation reports. Empty for
+    other jobs."""
+    from webapp.rubrics.models import RewardSpecVersion
+    from webapp.training.services import GRPO_KIND
+
+    if job.kind != GRPO_KIND:
+        return {"is_run": False}
+    spec = job.spec or {}
+    version = (RewardSpecVersion.objects.filter(pk=spec.get("reward_spec_version_id"), spec__project=job.project)
+               .select_related("spec").first())
+    policies = list(job.policies.filter(deleted_at__isnull=True).order_by("step", "pk"))
+    rounds = list(Round.objects.filter(project=job.project, policy__in=policies)
+                  | Round.objects.filter(project=job.project, reference__in=policies))
+    return {"is_run": True, "spec_version": version, "policies": policies,
+            "rounds": sorted(set(rounds), key=lambda r: r.number),
+            "reports": list(OveroptimizationReport.objects.filter(run=job).only("pk", "name")[:20])}

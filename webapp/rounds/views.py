@@ -68,7 +68,8 @@ def overopt_detail(request: HttpRequest, project_id: int, report_id: int) -> Htt
     report = get_object_or_404(OveroptimizationReport.objects.select_related("run", "round"), project=project,
                                pk=report_id)
     return render(request, "rounds/overopt_detail.html", {
-        "project": project, "report": report, "r": report.report, "chart": selectors.overopt_chart(report=report.report)})
+        "project": project, "report": report, "r": report.report, "chart": selectors.overopt_chart(report=report.report),
+        "loop": selectors.run_loop_links(job=report.run) if report.run else {}})
 
 
 SCORING_PARAMS = ("samples_per_prompt", "max_new_tokens", "temperature", "top_p", "seed")

@@ -9,6 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from webapp.projects.permissions import Capability, project_for_user, role_allows
@@ -344,11 +345,14 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
                 raise with_lines(exc, text) from None
         except ValidationError as exc:
             context = {"project": project, "spec": spec, "yaml": text, "note": note, **_composer_choices(project),
-                   **_spec_check(project, text)}
+                   "relaunch": request.POST.get("relaunch", ""), **_spec_check(project, text)}
             context["errors"] = exc.message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
             context["valid"] = False
             return render(request, "rubrics/spec_composer.html", context, status=422)
         messages.success(request, f"Saved {version.spec.name} version {version.number}.")
+        if (run_id := request.POST.get("relaunch", "")).isdigit():  # save and relaunch is one step (issue 11)
+            return redirect(reverse("grpo_launch", kwargs={"project_id": project.pk})
+                            + f"?clone={run_id}&reward_spec_version={version.pk}")
         return redirect("spec_detail", project_id=project.pk, spec_id=version.spec_id)
     if spec is not None:
         text = dump_yaml(selectors.spec_for_editing(version=selectors.spec_latest(spec=spec)))
@@ -357,6 +361,7 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
         text = SPEC_TEMPLATE.format(name="my-reward", rubric=first.name if first else "<rubric name>")
     return render(request, "rubrics/spec_composer.html", {
         "project": project, "spec": spec, "yaml": text, **_composer_choices(project),
+        "relaunch": request.GET.get("relaunch", "") if request.GET.get("relaunch", "").isdigit() else "",
         **_spec_check(project, text)})
 
 

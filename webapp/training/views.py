@@ -39,6 +39,9 @@ def _clone_initial(project, request, kind: str, names: list[str]) -> dict:
     if kind == services.GRPO_KIND:
         initial.update(policy=spec.get("policy", ""), dataset=spec.get("dataset_id"),
                        reward_spec_version=spec.get("reward_spec_version_id"))
+        # the spec composer's "save and relaunch" hands over the version it just saved (the form checks the project)
+        if (version := request.GET.get("reward_spec_version", "")).isdigit():
+            initial["reward_spec_version"] = int(version)
     initial["name"] = source.title.split(": ", 1)[-1] + " (clone)"
     return initial
 
