@@ -5,7 +5,9 @@
    loading the model; rlcore also writes and fsyncs each batch's JSONL lines, which is part of its cost.
 2. against the loopback OpenAI-compatible server (rlcore.judges.testing_server, what ``python -m rlcore judge
    serve-test`` runs) at its configured capacity: ``capacity`` requests at once, each taking ``latency_s``, so it
-   can serve capacity / latency_s responses/s; target >= 90 % of that.
+   can serve capacity / latency_s responses/s; target >= 90 % of that. Also printed: what one semaphore-bounded
+   ``chat_batch`` of all requests (nothing written) gets from the same server in the same minute, so a shortfall
+   can be told apart from the machine's load.
 
 Prints ONE JSON line. usage: python bench/generation.py [--prompts 64] [--batch 8] [--new-tokens 32]
 [--capacity 8] [--latency 0.05] [--endpoint-prompts 400] [--repeats 2]
@@ -72,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
+    from rlcore.judges.openai_compat import ChatCompletionsClient, OpenAICompatSettings
     from rlcore.judges.testing_server import ChatCompletionsServer, always
 
     result: dict = {"torch_threads": torch.get_num_threads(), "load_1min": os.getloadavg()[0]}
@@ -99,17 +102,34 @@ def main() -> None:
                                         "rlcore": [round(x, 2) for x in ours]}}
 
         endpoint_prompts = _prompts(tmp / "endpoint-prompts.jsonl", args.endpoint_prompts)
+        conversations = [[{"role": "user", "content": json.loads(line)["prompt"]}]
+                         for line in endpoint_prompts.read_text().splitlines()]
+        rates, ceilings = [], []
         with ChatCompletionsServer(always("an answer"), latency_s=args.latency, capacity=args.capacity) as server:
-            spec = GenerationSpec(prompts=endpoint_prompts, output=tmp / "endpoint.jsonl", batch_size=args.capacity,
-                                  policies=[{"kind": "endpoint", "location": "served", "base_url": server.base_url,
-                                             "max_concurrency": args.capacity}])
-            started = time.perf_counter()
-            counts = generate(spec)
-            rate = counts["written"] / (time.perf_counter() - started)
+            for repeat in range(args.repeats):  # interleaved, best of each, as above
+                spec = GenerationSpec(prompts=endpoint_prompts, output=tmp / f"endpoint-{repeat}.jsonl",
+                                      batch_size=args.capacity,
+                                      policies=[{"kind": "endpoint", "location": "served", "base_url": server.base_url,
+                                                 "max_concurrency": args.capacity}])
+                started = time.perf_counter()
+                counts = generate(spec)
+                rates.append(counts["written"] / (time.perf_counter() - started))
+                # what this server serves here and now to the best client we have: every request in one
+                # semaphore-bounded gather, nothing written (scheduling jitter under load hits both alike)
+                client = ChatCompletionsClient(OpenAICompatSettings(
+                    base_url=server.base_url, model="served", max_concurrency=args.capacity, logprobs=False))
+                started = time.perf_counter()
+                outcomes = client.chat_batch(conversations)
+                ceilings.append(sum(o.error is None for o in outcomes) / (time.perf_counter() - started))
         can_serve = args.capacity / args.latency
+        rate = max(rates)
         result["endpoint"] = {"responses": counts["written"], "capacity": args.capacity, "latency_s": args.latency,
                               "server_can_serve_per_s": round(can_serve, 1), "rlcore_responses_per_s": round(rate, 1),
-                              "fraction_of_capacity": round(rate / can_serve, 3), "target": 0.9}
+                              "fraction_of_capacity": round(rate / can_serve, 3), "target": 0.9,
+                              "one_gather_responses_per_s": round(max(ceilings), 1),
+                              "fraction_of_one_gather": round(rate / max(ceilings), 3),
+                              "all_runs": {"rlcore": [round(x, 1) for x in rates],
+                                           "one_gather": [round(x, 1) for x in ceilings]}}
     result["load_1min_after"] = os.getloadavg()[0]
     print(json.dumps(result))
 
