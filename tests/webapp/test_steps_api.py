@@ -243,3 +243,39 @@ def test_the_fast_path_reads_a_step_item_with_its_steps_and_suggestion_in_one_st
     assert fast["suggestion"] == {"id": latest["id"], "grades": [1, -1, -1], "first_error": 1,
                                   "model_version": "judge-new"}
     assert [s["text"] for s in fast["steps"]] == ["Step 1: take 0", "Step 2: add 0", "Step 3: get 0"]
+
+
+@pytest.mark.django_db
+def test_the_fast_path_submits_a_step_label_in_two_statements_storing_what_the_orm_path_stores(client, people,
+                                                                                              step_items, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from webapp.annotation.services import step_item_next, step_label_submit
+
+    settings.ANNOTATION_FAST_PATH = True
+    comparison = Comparison.objects.filter(kind="steps").order_by("id").first()
+    alice = Api(client, people.users["alice"], people.project.pk)
+    lm = alice.post("/steps/lm-labels", {"comparison_id": comparison.pk, "grades": [1, 1, -1],
+                                         "model_version": "judge-x"}).json()
+    carol = people.users["carol"]
+    item = step_item_next(project_id=people.project.pk, user=carol)
+    with CaptureQueriesContext(connection) as queries:
+        label = step_label_submit(project_id=people.project.pk, user=carol, assignment_id=item["assignment_id"],
+                                  grades=["good", "bad", "bad"], note=" off by one ", suggestion_id=lm["id"])
+    assert len(queries.captured_queries) == 2, [q["sql"][:80] for q in queries.captured_queries]
+    stored = StepLabel.objects.get(pk=label.pk)
+    assert (stored.source, stored.grades, stored.first_error, stored.changed_steps, stored.note) == \
+        ("reviewed", [1, -1, -1], 1, 1, "off by one")
+    assert stored.suggestion_id == lm["id"] and stored.annotator == carol and stored.step_split_id == \
+        comparison.step_split_id and stored.assignment_id == item["assignment_id"]
+    assert Assignment.objects.get(pk=item["assignment_id"]).status == "done"
+    comparison.refresh_from_db()
+    assert comparison.human_label_count == 1
+    again = alice.post("/annotation/steps/labels", {"assignment_id": item["assignment_id"], "grades": [1, 1, 1]})
+    assert again.status_code == 403  # not alice's assignment: the ORM path names it
+    bob = Api(client, people.users["bob"], people.project.pk)
+    held = bob.post("/annotation/steps/next").json()
+    wrong = bob.post("/annotation/steps/labels", {"assignment_id": held["assignment_id"], "grades": [1, 1, 1],
+                                                  "suggestion_id": lm["id"] + 999})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["field"] == "suggestion_id"

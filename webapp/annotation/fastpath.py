@@ -225,3 +225,73 @@ def insert_label(*, assignment_id: int, user_id: int, choice: str, ranking, stre
             "rubric_version": rubric_version_id, "now": now})
         row = cur.fetchone()
     return row[0] if row else None
+
+
+# A step label's submit, as the pairwise one: one read of the assignment (with the right to label, the item's
+# step count and scale, and the suggestion's grades when one is named), then one conditional write. Anything
+# but an active step item of the caller's, or a suggestion not found, goes to the ORM path for its exact error.
+STEP_ASSIGNMENT_SQL = f"""
+SELECT a.id, a.annotator_id, a.status, a.comparison_id, c.kind, c.step_split_id, c.step_scale,
+       jsonb_array_length(s.steps),
+       (SELECT l.grades FROM annotation_steplabel l
+         WHERE l.id = %(suggestion)s AND l.comparison_id = c.id AND l.source = 'lm')
+  FROM annotation_assignment a JOIN annotation_comparison c ON c.id = a.comparison_id
+  LEFT JOIN datasets_stepsplit s ON s.id = c.step_split_id
+ WHERE a.project_id = %(project)s AND {{where}} AND {MAY_LABEL}
+"""
+
+STEP_LABEL_SQL = """
+WITH done AS (
+    UPDATE annotation_assignment SET status = 'done', finished_at = %(now)s
+     WHERE id = %(assignment)s AND status = 'active'
+    RETURNING id, comparison_id
+), label AS (
+    INSERT INTO annotation_steplabel (comparison_id, assignment_id, step_split_id, source, annotator_id, scale,
+                                      grades, first_error, note, suggestion_id, changed_steps, model_version,
+                                      provenance, created_at)
+    SELECT d.comparison_id, d.id, %(split)s, %(source)s, %(user)s, %(scale)s, %(grades)s::jsonb, %(first_error)s,
+           %(note)s, %(suggestion)s, %(changed)s, %(model_version)s, '{}'::jsonb, %(now)s
+      FROM done d
+    RETURNING id
+), counted AS (
+    UPDATE annotation_comparison c SET human_label_count = c.human_label_count + 1
+      FROM done d WHERE c.id = d.comparison_id
+)
+SELECT id FROM label
+"""
+
+
+def step_assignment_row(*, project_id: int, assignment_id: int | None, comparison_id: int | None, user_id: int,
+                        suggestion_id: int | None) -> dict | None:
+    """The step assignment to label, or None: no such assignment here, or the user may not label here.
+    ``suggestion_grades`` is None when no suggestion was named or it is not an LM label of this item."""
+    if assignment_id is not None:
+        where, params = "a.id = %(id)s", {"id": assignment_id}
+    else:
+        where, params = "a.comparison_id = %(id)s AND a.annotator_id = %(user)s", {"id": comparison_id,
+                                                                                  "user": user_id}
+    with connection.cursor() as cur:
+        cur.execute(STEP_ASSIGNMENT_SQL.replace("{where}", where),
+                    {"project": project_id, "user": user_id, "labelling_roles": LABELLING_ROLES,
+                     "suggestion": suggestion_id, **params})
+        row = cur.fetchone()
+    if row is None:
+        return None
+    keys = ("id", "annotator_id", "status", "comparison_id", "kind", "step_split_id", "scale", "n_steps",
+            "suggestion_grades")
+    out = dict(zip(keys, row))
+    out["suggestion_grades"] = _json(out["suggestion_grades"])
+    return out
+
+
+def insert_step_label(*, assignment_id: int, user_id: int, split_id: int, source: str, scale: str, grades: list,
+                      first_error: int | None, note: str, suggestion_id: int | None, changed: int | None,
+                      model_version: str, now: datetime) -> int | None:
+    """The step label's id, or None when the assignment was no longer active."""
+    with connection.cursor() as cur:
+        cur.execute(STEP_LABEL_SQL, {
+            "assignment": assignment_id, "user": user_id, "split": split_id, "source": source, "scale": scale,
+            "grades": json.dumps(grades), "first_error": first_error, "note": note, "suggestion": suggestion_id,
+            "changed": changed, "model_version": model_version, "now": now})
+        row = cur.fetchone()
+    return row[0] if row else None

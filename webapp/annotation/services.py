@@ -985,10 +985,16 @@ def step_label_submit(*, project_id: int, user, grades, assignment_id: int | Non
     were shown (then the label is of kind "reviewed", with the steps they changed counted)."""
     from webapp.annotation.models import StepLabel, StepLabelSource
 
-    project, _ = project_for_user(user, project_id, Capability.LABEL)
-    _check_open(project)
     if len(note or "") > MAX_NOTE:
         raise ValidationError({"note": "Keep the note under 10,000 characters."})
+    if fast_path_enabled() and (assignment_id is not None or comparison_id is not None):
+        label = _step_label_submit_fast(project_id=project_id, user=user, grades=grades, assignment_id=assignment_id,
+                                        comparison_id=comparison_id, first_error=first_error, note=note,
+                                        suggestion_id=suggestion_id)
+        if label is not None:
+            return label
+    project, _ = project_for_user(user, project_id, Capability.LABEL)
+    _check_open(project)
     try:
         with transaction.atomic():
             assignment = _locked_assignment(project=project, user=user, assignment_id=assignment_id,
@@ -1021,6 +1027,42 @@ def step_label_submit(*, project_id: int, user, grades, assignment_id: int | Non
     except IntegrityError:
         raise LabelConflict(f"You already labelled comparison {assignment.comparison_id}.") from None
     return label
+
+
+def _step_label_submit_fast(*, project_id: int, user, grades, assignment_id, comparison_id, first_error, note,
+                            suggestion_id):
+    """step_label_submit on PostgreSQL: one read (fastpath.STEP_ASSIGNMENT_SQL), the same validation, one
+    conditional write. None: not the plain case (not the caller's active step item, no such suggestion, or the
+    assignment changed before the write); the ORM path then runs and says exactly why."""
+    from webapp.annotation import fastpath
+    from webapp.annotation.models import StepLabel, StepLabelSource
+
+    row = fastpath.step_assignment_row(project_id=project_id, assignment_id=assignment_id,
+                                       comparison_id=comparison_id, user_id=user.pk, suggestion_id=suggestion_id)
+    if (row is None or row["annotator_id"] != user.pk or row["kind"] != ComparisonKind.STEPS
+            or row["status"] != AssignmentStatus.ACTIVE
+            or (suggestion_id is not None and row["suggestion_grades"] is None)):
+        return None
+    scale = row["scale"] or StepScale.TERNARY
+    grades = _step_grades(grades, scale=scale, n_steps=row["n_steps"] or 0)
+    first = _first_error(first_error, grades, scale)
+    suggested = row["suggestion_grades"]
+    source = StepLabelSource.REVIEWED if suggestion_id is not None else StepLabelSource.HUMAN
+    changed = sum(a != b for a, b in zip(grades, suggested)) if suggestion_id is not None else None
+    now = timezone.now()
+    try:
+        label_id = fastpath.insert_step_label(
+            assignment_id=row["id"], user_id=user.pk, split_id=row["step_split_id"], source=source, scale=scale,
+            grades=grades, first_error=first, note=(note or "").strip(), suggestion_id=suggestion_id,
+            changed=changed, model_version=TOOL_VERSION, now=now)
+    except IntegrityError:
+        raise LabelConflict(f"You already labelled comparison {row['comparison_id']}.") from None
+    if label_id is None:
+        return None
+    return StepLabel(pk=label_id, comparison_id=row["comparison_id"], assignment_id=row["id"],
+                     step_split_id=row["step_split_id"], source=source, annotator=user, scale=scale, grades=grades,
+                     first_error=first, note=(note or "").strip(), suggestion_id=suggestion_id,
+                     changed_steps=changed, model_version=TOOL_VERSION, created_at=now)
 
 
 def step_lm_label_create(*, comparison: Comparison, grades, first_error: int | None = None, model_version: str,
