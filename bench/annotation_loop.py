@@ -21,30 +21,21 @@ import json
 import os
 import random
 import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import fresh_database, free_port, percentile, start_web_server  # noqa: E402,F401 (shared)
+
 DB_NAME = "reward_studio_bench_annotation"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def prepare_database(env: dict[str, str]) -> None:
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], check=True,
-                   env=env, stderr=subprocess.DEVNULL)
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True, env=env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
+    fresh_database(env)
 
 
 def seed(n_comparisons: int, n_annotators: int) -> tuple[int, list[str]]:
@@ -171,11 +162,6 @@ def web_pids(pid: int) -> list[int]:
     return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))] if ordered else 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=20)
@@ -190,21 +176,8 @@ def main() -> None:
     os.environ.update(env)
     project_id, tokens = seed(args.comparisons, args.annotators)
 
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", "--workers", str(args.web_workers)],
-        cwd=ROOT, env=env, start_new_session=True)
+    server, port = start_web_server(env, workers=args.web_workers)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit("uvicorn did not start")
-                time.sleep(0.2)
         latencies: list[float] = []
         counts = {"cycles": 0, "errors": 0, "repeats": 0}
         lock = threading.Lock()

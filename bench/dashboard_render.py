@@ -23,16 +23,16 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import fresh_database, start_web_server  # noqa: E402
 DB_NAME = "reward_studio_bench_dashboard"  # --database changes it (two benches at once need two)
 
 # What TRL 1.x GRPOTrainer logs per step with two reward functions (format, length) and default settings.
@@ -44,18 +44,6 @@ GRPO_METRICS = [
     "clip_ratio/low_mean", "clip_ratio/low_min", "clip_ratio/high_mean", "clip_ratio/high_max", "clip_ratio/region_mean",
     "loss", "grad_norm", "learning_rate", "num_tokens", "step_time", "epoch",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prepare_database(env: dict[str, str], db_name: str) -> None:
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", db_name], check=True, env=env)
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", db_name], check=True, env=env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
 
 
 def seed(runs: int, steps: int):
@@ -103,7 +91,7 @@ def main() -> None:
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
            "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/8", "DJANGO_SETTINGS_MODULE": "webapp.settings"}
-    prepare_database(env, db_name)
+    fresh_database(env)
     os.environ.update(env)
     import django
 
@@ -117,18 +105,9 @@ def main() -> None:
     cookie = client.cookies["sessionid"].value
     points = args.runs * args.steps * len(GRPO_METRICS)
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                              cwd=args.serve_from, env=env, start_new_session=True)
+    server, port = start_web_server(env, cwd=args.serve_from)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         url = f"{base}/projects/{project.pk}/jobs/compare/?ids={','.join(str(job.pk) for job in jobs)}"
         results = []
         with sync_playwright() as pw:

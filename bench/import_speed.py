@@ -24,13 +24,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import fresh_database  # noqa: E402
+
 DB_NAME = "reward_studio_bench_import"
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], check=True, env=env)
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True, env=env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
 
 
 def write_file(path: Path, rows: int) -> None:
@@ -78,7 +76,7 @@ def main() -> None:
         return
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING"}
-    prepare_database(env)
+    fresh_database(env)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pairs.jsonl"
         write_file(path, args.rows)

@@ -29,15 +29,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import fresh_database  # noqa: E402
 DB_NAME = "reward_studio_bench_routing_webapp"
 FIT_POOL = 1000
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], check=True,
-                   env=env, stderr=subprocess.DEVNULL)
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True, env=env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
 
 
 def seed(n: int):
@@ -82,7 +77,7 @@ def main() -> None:
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "ARTIFACT_ROOT": tempfile.mkdtemp(prefix="bench-routing-"), "OMP_NUM_THREADS": "1",
            "OPENBLAS_NUM_THREADS": "1", "CELERY_BROKER_URL": "memory://"}
-    prepare_database(env)
+    fresh_database(env)
     os.environ.update(env)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
     import django

@@ -34,13 +34,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.annotation_loop import annotator, audit, free_port, percentile, web_pids  # noqa: E402
+from bench.annotation_loop import annotator, audit, percentile, start_web_server, web_pids  # noqa: E402
 
 DB_NAME = "reward_studio_bench_scale"  # --db overrides it
 SEED_RATERS = 4
@@ -315,21 +314,8 @@ def run_size(n: int, args, env: dict[str, str]) -> dict:
     seeded = seed(n, args.annotators)
     project_id = seeded["project"]
     result: dict = {"comparisons": n, "labels_seeded": seeded["labels"], "seed_s": seeded["seed_s"]}
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", "--workers", str(args.web_workers)],
-        cwd=ROOT, env=env, start_new_session=True)
+    server, port = start_web_server(env, workers=args.web_workers)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit("uvicorn did not start")
-                time.sleep(0.2)
         pids = web_pids(server.pid)
         api = {"Authorization": f"Bearer {seeded['owner_token']}"}
         base = f"/api/v1/projects/{project_id}"

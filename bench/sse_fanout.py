@@ -16,35 +16,18 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.harness import fresh_database, percentile, start_web_server  # noqa: E402
 DB_NAME = "reward_studio_bench_sse"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", DB_NAME], check=True, env=env)
-    subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", DB_NAME], check=True, env=env)
-    subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, check=True, env=env)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
 async def stream(url: str, cookie: dict, latencies: list[float], ready: asyncio.Event, counter: list[int], n: int,
@@ -79,7 +62,7 @@ def main() -> None:
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
            "CELERY_BROKER_URL": "redis://127.0.0.1:6379/8", "DJANGO_SETTINGS_MODULE": "webapp.settings"}
-    prepare_database(env)
+    fresh_database(env)
     os.environ.update(env)
     import django
 
@@ -99,18 +82,9 @@ def main() -> None:
     client.force_login(user)
     cookie = {"sessionid": client.cookies["sessionid"].value}
 
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1",
-                               "--port", str(port), "--no-access-log", "--log-level", "warning"],
-                              cwd=ROOT, env=env, start_new_session=True)
+    server, port = start_web_server(env, cwd=ROOT)
     try:
         base = f"http://127.0.0.1:{port}"
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(base + "/healthz", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
         url = f"{base}/projects/{project.pk}/jobs/{job.pk}/events/"
         latencies: list[float] = []
 
