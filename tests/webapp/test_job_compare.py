@@ -117,29 +117,101 @@ def test_it_sends_a_history_in_step_order_with_a_rewritten_step_last(people):
     assert body["last_id"] == MetricPoint.objects.filter(job=job).order_by("-pk").first().pk
 
 
+def _metrics(job_id, points):
+    from webapp.jobs.services import job_record_events
+
+    job_record_events(job_id=job_id, events=[{"kind": "metric", "step": step, "name": name, "value": value}
+                                             for step, name, value in points])
+
+
+def _history_queries(job) -> list[str]:
+    """The SQL metric_history_json runs for ``job`` (in this thread) that reads metric points."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from webapp.jobs.models import MetricPoint
+    from webapp.jobs.selectors import metric_history_json
+
+    with CaptureQueriesContext(connection) as queries:
+        metric_history_json(job=job)
+    return [q["sql"] for q in queries.captured_queries if MetricPoint._meta.db_table in q["sql"]]
+
+
+# Rows committed: the history is read on the shared thread pool, and the file is written after the commit.
 @pytest.mark.django_db(transaction=True)
-def test_it_keeps_a_finished_jobs_history_until_the_run_is_resumed(people):
-    from django.conf import settings
+def test_it_serves_a_finished_jobs_history_from_the_file_written_as_it_ended_and_a_resumed_run_its_own(people, tmp_path):
+    from webapp.jobs.models import JobState, MetricPoint
+    from webapp.jobs.selectors import metric_history_path, metric_history_text
+    from webapp.jobs.services import job_claim, job_finish
+    from webapp.training.services import job_resume
+
+    first = Job.objects.create(project=people.project, kind="train_grpo", created_by=people.users["alice"],
+                               state=JobState.RUNNING, output_dir=str(tmp_path), argv=["train", "grpo", "spec.json"])
+    (tmp_path / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    _metrics(first.pk, [(1, "reward", 0.5), (1, "kl", float("nan")), (2, "reward", 0.75)])
+    client = _client(people.users["dave"])
+    url = f"/projects/{people.project.pk}/jobs/{first.pk}/metrics/"
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2], [0.5, 0.75])
+    assert _history_queries(first), "a running job is read from its rows"
+    assert not list(tmp_path.glob("**/metric-history.*"))
+
+    assert job_finish(job_id=first.pk, state=JobState.FAILED, error="killed")
+    first.refresh_from_db()
+    kept = metric_history_path(first)
+    assert kept.is_file()
+    assert kept.read_text() == metric_history_text(job=first)  # what the rows say
+    assert _history_queries(first) == []  # served without reading a metric point
+    body = client.get(url).json()
+    assert history_columns(body["series"]["reward"]) == ([1, 2], [0.5, 0.75])
+    assert history_columns(body["series"]["kl"]) == ([1], [None])
+    assert body["last_id"] == MetricPoint.objects.filter(job=first).order_by("-pk").first().pk
+    # Written behind the file's back: the history is the file's (the page gets this one from the SSE replay).
+    MetricPoint.objects.create(job=first, step=3, name="reward", value=9.0)
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2], [0.5, 0.75])
+    MetricPoint.objects.filter(job=first, step=3).delete()
+    kept_text = kept.read_text()
+
+    # A resume is a new row in the same output folder: its history is its own, from the rows while it runs,
+    # and a file of its own once it ends; the first run's file stays what the first run's rows say.
+    second = job_resume(job=first, user=people.users["bob"])
+    assert second.parent_id == first.pk and second.output_dir == first.output_dir
+    assert job_claim(job_id=second.pk, worker="test")
+    second.refresh_from_db()
+    _metrics(second.pk, [(3, "reward", 1.0)])
+    second_url = f"/projects/{people.project.pk}/jobs/{second.pk}/metrics/"
+    assert history_columns(client.get(second_url).json()["series"]["reward"]) == ([3], [1.0])
+    _metrics(second.pk, [(4, "reward", 1.25)])
+    assert history_columns(client.get(second_url).json()["series"]["reward"]) == ([3, 4], [1.0, 1.25])
+    assert job_finish(job_id=second.pk, state=JobState.SUCCEEDED)
+    second.refresh_from_db()
+    assert metric_history_path(second) != kept and metric_history_path(second).read_text() == metric_history_text(job=second)
+    assert _history_queries(second) == []
+    assert history_columns(client.get(second_url).json()["series"]["reward"]) == ([3, 4], [1.0, 1.25])
+    assert kept.read_text() == kept_text == metric_history_text(job=first)
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2], [0.5, 0.75])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_reads_a_job_afresh_when_its_row_changes_state_and_keeps_a_finished_one_without_a_file(people):
     from django.utils import timezone
 
     from webapp.jobs.models import JobState, MetricPoint
+    from webapp.jobs.selectors import metric_history_path
 
-    assert settings.REDIS_URL, "bin/test sets REDIS_URL"
     job = _job(people, {})
-    job.state, job.finished_at = JobState.SUCCEEDED, timezone.now()
+    job.state, job.finished_at = JobState.SUCCEEDED, timezone.now()  # finished before files were kept
     job.save()
     MetricPoint.objects.create(job=job, step=1, name="reward", value=0.5)
     url = f"/projects/{people.project.pk}/jobs/{job.pk}/metrics/"
     client = _client(people.users["dave"])
     assert history_columns(client.get(url).json()["series"]["reward"]) == ([1], [0.5])
-    # Written behind the kept text's back (a finished run gets no new points): the page would get it from
-    # the stream's replay after last_id; the history itself comes from Redis, which is the point.
-    MetricPoint.objects.create(job=job, step=2, name="reward", value=0.75)
-    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1], [0.5])
-    job.state, job.finished_at = JobState.RUNNING, None  # resumed: read afresh, and not kept while it runs
+    assert metric_history_path(job).is_file() and _history_queries(job) == []  # kept on that first read
+    job.state, job.finished_at = JobState.RUNNING, None  # the row running again: read afresh, no file kept
     job.save()
+    MetricPoint.objects.create(job=job, step=2, name="reward", value=0.75)
     assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2], [0.5, 0.75])
-    MetricPoint.objects.create(job=job, step=3, name="reward", value=1.0)
+    assert not list(metric_history_path(job).parent.glob("metric-history.*.running.*"))
     job.state, job.finished_at = JobState.SUCCEEDED, timezone.now()
     job.save()
-    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2, 3], [0.5, 0.75, 1.0])
+    assert history_columns(client.get(url).json()["series"]["reward"]) == ([1, 2], [0.5, 0.75])
+    assert [path.name for path in metric_history_path(job).parent.glob("metric-history.*")] == [metric_history_path(job).name]

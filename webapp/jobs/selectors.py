@@ -257,37 +257,33 @@ def _spec_text(value) -> str:
     return json.dumps(value)
 
 
-HISTORY_CACHE_SECONDS = 3600
+def metric_history_path(job: Job) -> Path:
+    """Where a finished job's history text is kept (services.metric_history_keep): in the job's own folder,
+    ARTIFACT_ROOT/jobs/<pk>/ (a resumed run shares its parent's output_dir, never this one), named for the row's
+    creation time, state and finish time, so a file left by another database with the same ids, or by an earlier
+    state of the row, is never served for it."""
+    from webapp.jobs.services import job_output_dir
+
+    finished = job.finished_at.timestamp() if job.finished_at else ""
+    return job_output_dir(job) / f"metric-history.{job.created_at.timestamp()}.{job.state}.{finished}.json"
 
 
 def metric_history_json(*, job: Job) -> str:
-    """metric_history_text, kept in Redis for a finished job (its points no longer change, and a compare
-    page opened again asks for ten of them: ~100 ms of database time each on a loaded 2-core machine).
-    The key names the job's state and finish time, so a resumed run is read afresh when it ends again;
-    a point written after the text was kept still reaches the page, from the SSE replay after ``last_id``.
-    Without REDIS_URL, or with Redis away, every call reads the database."""
-    from django.conf import settings
+    """metric_history_text, read from the file written when the job finished (its points no longer change, and a
+    compare page asks for ten of them: ~100 ms of database time each on a loaded 2-core machine, the file a
+    millisecond). A running job is read from the database. A point written after the file (a reaped run whose
+    child still writes) still reaches the page, from the SSE replay after ``last_id``.
 
-    if not (job.is_finished and settings.REDIS_URL):
+    A finished job without its file (finished before files were kept, or the write failed) is read from the
+    database once and kept then, so it stops costing the database too."""
+    if not job.is_finished:
         return metric_history_text(job=job)
-    import redis
-
-    from webapp.jobs import live
-
-    key = (f"reward-studio:job:{job.pk}:history:{job.created_at.timestamp()}:{job.state}:"
-           f"{job.finished_at.timestamp() if job.finished_at else ''}")
     try:
-        kept = live._client().get(key)
-    except redis.RedisError:
-        return metric_history_text(job=job)
-    if kept is not None:
-        return kept.decode()
-    text = metric_history_text(job=job)
-    try:
-        live._client().set(key, text, ex=HISTORY_CACHE_SECONDS)
-    except redis.RedisError:
-        pass  # kept next time, or never: the database stays the record
-    return text
+        return metric_history_path(job).read_text()
+    except OSError:
+        from webapp.jobs.services import metric_history_keep
+
+        return metric_history_keep(job=job)
 
 
 def metric_history_text(*, job: Job) -> str:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -82,6 +84,7 @@ def job_request_cancel(*, job: Job) -> Job:
               "error": "Cancelled before it started."}
     if _stop(job_id=job.pk, from_state=JobState.QUEUED, fields=fields):
         job.refresh_from_db()
+        transaction.on_commit(lambda: _keep_history(job.pk))
         job_finished.send(sender=Job, job=job)
     else:
         Job.objects.filter(pk=job.pk, state=JobState.RUNNING).update(cancel_requested=True)
@@ -184,8 +187,42 @@ def job_finish(*, job_id: int, state: str, error: str = "", log_tail: str | None
         from webapp.jobs import live
 
         live.publish_job_update(job_id, state=state)
+        # After the final state is committed, so the text holds every point the run wrote; the open page
+        # already has them, the next one to open reads the file instead of the rows.
+        transaction.on_commit(lambda: _keep_history(job_id))
         job_finished.send(sender=Job, job=Job.objects.get(pk=job_id))
     return moved
+
+
+def metric_history_keep(*, job: Job) -> str:
+    """Build a finished job's history text (selectors.metric_history_text) from its rows and keep it in the job's
+    folder (selectors.metric_history_path), where the history endpoint reads it without touching the rows; files of
+    the row's earlier states go. The file is written whole under a temporary name and renamed, so a reader sees
+    the old file, none, or the new one. If it cannot be written the text is still returned: the rows stay the
+    record, and the next read tries again."""
+    from webapp.jobs import selectors
+
+    text = selectors.metric_history_text(job=job)
+    path = selectors.metric_history_path(job)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for old in path.parent.glob("metric-history.*.json"):
+            if old != path:
+                old.unlink(missing_ok=True)
+        partial = path.parent / f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp"
+        partial.write_text(text)
+        os.replace(partial, path)
+    except OSError:
+        logger.warning("could not keep the metric history of job %s in %s", job.pk, path, exc_info=True)
+    return text
+
+
+def _keep_history(job_id: int) -> None:
+    # The job is already final and announced: a failure here costs only speed (the rows are read instead).
+    try:
+        metric_history_keep(job=Job.objects.get(pk=job_id))
+    except Exception:
+        logger.exception("keeping the metric history of job %s failed", job_id)
 
 
 def _stop(*, job_id: int, from_state: str, fields: dict[str, Any]) -> bool:
