@@ -56,6 +56,9 @@ class ReportOut(Schema):
     run_id: int | None
     round_id: int | None
     report: dict[str, Any] = Field(description="rlcore OveroptimizationReport: checkpoints, peak, symptoms, gap_samples.")
+    human_gold: dict[str, Any] = Field(description="Gold = human win rate: per checkpoint, people's labels on its "
+                                       "head-to-head comparisons vs the start policy (n, wins, ties, losses, win_rate, "
+                                       "Wilson low/high; win_rate null and 'needed' > 0 while too few); {} otherwise.")
     created_at: datetime
 
 
@@ -89,7 +92,8 @@ def _round_out(r: Round) -> dict:
 
 def _report_out(r: OveroptimizationReport) -> dict:
     return {"id": r.pk, "name": r.name, "gold_kind": r.gold_kind, "gold_name": r.gold_name, "run_id": r.run_id,
-            "round_id": r.round_id, "report": r.report, "created_at": r.created_at}
+            "round_id": r.round_id, "report": r.report, "created_at": r.created_at,
+            "human_gold": selectors.overopt_human_gold(report=r)}
 
 
 @router.get("/{project_id}/rounds", response=list[RoundOut], summary="Rounds of the design loop")

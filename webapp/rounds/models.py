@@ -50,6 +50,9 @@ class OveroptimizationReport(models.Model):
                                     help_text="The overopt_score job that scored the checkpoints (None: posted).")
     partial = models.TextField(blank=True, help_text="Why the report covers fewer checkpoints than asked ('' when whole).")
     samples = models.JSONField(default=list, help_text="The SampleScore rows, as given.")
+    human_gold = models.JSONField(default=dict, blank=True, help_text=(
+        "Gold = human win rate: {'start_policy_id', 'checkpoints': {label: {'policy_id', 'comparison_ids'}}}, the "
+        "head-to-head comparisons (checkpoint vs start) sent to the annotation queue; {} for other gold kinds."))
     report = models.JSONField(help_text="rlcore OveroptimizationReport, dumped.")
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

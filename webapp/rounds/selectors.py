@@ -77,10 +77,57 @@ def round_win_rates(*, round: Round) -> dict:
     }
 
 
+HUMAN_GOLD_MIN_LABELS = 10  # below this a Wilson interval on a win rate is wider than ±0.25: no figure shown
+
+
+def overopt_human_gold(*, report: OveroptimizationReport) -> dict:
+    """Gold = human win rate, on read: per scored checkpoint, people's labels (source human; adjudications and
+    LM labels left out and counted) on its head-to-head comparisons against the start policy, a win when the
+    checkpoint's response is preferred, a tie as half (tie count shown), Wilson 95% interval on (wins + ties/2)
+    of n. Fewer than ``HUMAN_GOLD_MIN_LABELS`` labels: no figure, and how many more are needed."""
+    from django.conf import settings
+
+    from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel
+    from webapp.datasets.models import Response
+
+    gold = report.human_gold or {}
+    if not gold.get("checkpoints"):
+        return {}
+    minimum = int(getattr(settings, "OVEROPT_HUMAN_GOLD_MIN_LABELS", HUMAN_GOLD_MIN_LABELS))
+    all_ids = [i for c in gold["checkpoints"].values() for i in c["comparison_ids"]]
+    pairs = dict(Comparison.objects.filter(pk__in=all_ids).values_list("pk", "response_ids"))
+    owner = dict(Response.objects.filter(pk__in={r for ids in pairs.values() for r in ids})
+                 .values_list("pk", "policy_id"))
+    labels = defaultdict(list)
+    for comparison_id, source, choice in PreferenceLabel.objects.filter(comparison_id__in=all_ids).values_list(
+            "comparison_id", "source", "choice"):
+        labels[comparison_id].append((source, choice))
+    out = {}
+    for label, c in gold["checkpoints"].items():
+        outcomes, dropped = [], defaultdict(int)
+        for comparison_id in c["comparison_ids"]:
+            ids = pairs.get(comparison_id, [])
+            side = 0 if ids and owner.get(ids[0]) == c["policy_id"] else 1
+            for source, choice in labels[comparison_id]:
+                if source != LabelSource.HUMAN:
+                    dropped[f"{source} labels (not people's)"] += 1
+                elif choice not in ("a", "b", "tie"):
+                    dropped[f"{choice} labels"] += 1
+                else:
+                    outcomes.append(0.5 if choice == "tie" else float((choice == "a") == (side == 0)))
+        tally = _tally(outcomes)
+        needed = max(0, minimum - tally["n"])
+        if needed:
+            tally.update(win_rate=None, low=None, high=None)
+        out[label] = {**tally, "needed": needed, "min_labels": minimum, "comparisons": len(c["comparison_ids"]),
+                      "dropped": dict(dropped)}
+    return out
+
+
 CHART_W, CHART_H, PAD = 560, 280, 48
 
 
-def overopt_chart(*, report: dict) -> dict:
+def overopt_chart(*, report: dict, human_gold: dict | None = None) -> dict:
     """Server-drawn chart of proxy (left axis) and gold (right axis) against sqrt(KL): each on its own
     axis because they are on different scales; the flagged peak gets a vertical line. Coordinates only,
     the template draws the SVG (no script, so the strict CSP holds)."""
@@ -105,7 +152,8 @@ def overopt_chart(*, report: dict) -> dict:
     peak_x = next((x_of(p["sqrt_kl"]) for p in points if p["checkpoint"] == peak["checkpoint"]), None)
     return {"width": CHART_W, "height": CHART_H, "pad": PAD, "x_low": x_low, "x_high": x_high,
             "proxy": series([p["proxy"]["mean"] for p in points]),
-            "gold": series([p["gold"]["mean"] if p["gold"] else None for p in points]),
+            "gold": series([(human_gold.get(p["checkpoint"]) or {}).get("win_rate") for p in points] if human_gold
+                           else [p["gold"]["mean"] if p["gold"] else None for p in points]),
             "peak_x": round(peak_x, 1) if peak_x is not None and peak["flagged"] else None,
             "bottom": CHART_H - PAD, "right": CHART_W - PAD}
 

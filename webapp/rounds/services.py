@@ -274,7 +274,87 @@ def record_overopt_scores(sender, job, **kwargs) -> None:
             samples=rows, run_id=job.spec["run_id"], round_id=job.spec.get("round_id"),
             rule_components=_rule_components(job))
         report.scoring_job, report.partial = job, partial
-        report.save(update_fields=["scoring_job", "partial"])
+        if report.gold_kind == GoldKind.HUMAN_WIN_RATE:
+            report.human_gold = _send_to_annotation(job=job, rows=rows)
+        report.save(update_fields=["scoring_job", "partial", "human_gold"])
+
+
+HUMAN_GOLD_PROVENANCE = "overopt_score"
+
+
+def _send_to_annotation(*, job, rows: list[dict]) -> dict:
+    """Gold = human win rate: the job's samples become Responses on the held-out prompts themselves (so each
+    checkpoint's i-th sample meets the start policy's i-th on the same Prompt row), each checkpoint and the start
+    policy a registry Policy, and the head-to-head comparisons of each checkpoint vs ``start`` go onto the
+    annotation queue. Returns what the report's human gold is computed from (selectors.overopt_human_gold)."""
+    import hashlib
+    import json
+    from pathlib import Path
+
+    from django.utils import timezone
+
+    from webapp.annotation.services import comparisons_build
+    from webapp.datasets.models import Dataset, Prompt, Response
+    from webapp.jobs.models import Job
+    from webapp.training.models import Policy, PolicySource
+
+    spec = json.loads((Path(job.output_dir) / "overopt_score.json").read_text())
+    run = Job.objects.get(pk=job.spec["run_id"])
+    dataset = Dataset.objects.get(pk=job.spec["dataset_id"])
+    project = job.project
+
+    def policy_for(location: str, source: str, step: int | None, name: str) -> Policy:
+        # An already registered checkpoint (or start model) is reused: one registry row per location.
+        policy, _ = Policy.objects.get_or_create(
+            project=project, source=source, endpoint_url="", location=location,
+            defaults={"name": name, "job": run if source == PolicySource.CHECKPOINT else None, "step": step,
+                      "reward_spec_version_id": (run.spec or {}).get("reward_spec_version_id")
+                      if source == PolicySource.CHECKPOINT else None})
+        return policy
+
+    start_location = str(spec["start_policy"])
+    start = policy_for(start_location, PolicySource.FOLDER if Path(start_location).is_dir() else PolicySource.HUB,
+                       None, f"start policy of {run.title or f'run {run.pk}'}")
+    policies = {"start": start}
+    for ckpt in spec["checkpoints"]:
+        label = f"checkpoint-{ckpt['step']}"
+        policies[label] = policy_for(str(ckpt["path"]), PolicySource.CHECKPOINT, ckpt["step"],
+                                     f"{run.title or f'run {run.pk}'} step {ckpt['step']}")
+    prompts = set(Prompt.objects.filter(dataset=dataset).values_list("pk", flat=True))
+    sampling = {k: spec.get(k) for k in ("temperature", "top_p", "max_new_tokens", "seed", "samples_per_prompt")}
+    now = timezone.now()
+    new = []
+    for row in rows:
+        prompt_id = int(row["prompt_id"])
+        if prompt_id not in prompts or row["checkpoint"] not in policies:
+            continue
+        key = hashlib.sha256(f"{HUMAN_GOLD_PROVENANCE}:{job.pk}:{row['checkpoint']}".encode()).hexdigest()
+        new.append(Response(prompt_id=prompt_id, text=row["completion"], policy=policies[row["checkpoint"]],
+                            checkpoint_step=row["step"], sample_index=int(row["response_id"].rsplit("/", 1)[1]),
+                            sampling=sampling, generation_key=key, generated_at=now,
+                            model_name=policies[row["checkpoint"]].name,
+                            metadata={"scoring_job": job.pk, "checkpoint": row["checkpoint"]}))
+    Response.objects.bulk_create(new, ignore_conflicts=True)  # a re-recorded job adds nothing twice
+    made = {}
+    for label, policy in policies.items():
+        if label == "start":
+            continue
+        comparisons_build(project=project, dataset=dataset, strategy="head_to_head",
+                          pairs_per_prompt=spec.get("samples_per_prompt") or 1, policies=(policy.pk, start.pk))
+        made[label] = {"policy_id": policy.pk, "comparison_ids": _head_to_head_ids(job, dataset, policy, start)}
+    return {"start_policy_id": start.pk, "checkpoints": made}
+
+
+def _head_to_head_ids(job, dataset, policy, start) -> list[int]:
+    """The comparisons pairing this job's responses of ``policy`` with its ``start`` responses (also ones an
+    earlier build made for the same responses: the builder never duplicates a pair)."""
+    from webapp.annotation.models import Comparison
+    from webapp.datasets.models import Response
+
+    mine = set(Response.objects.filter(prompt__dataset=dataset, metadata__scoring_job=job.pk,
+                                       policy__in=[policy, start]).values_list("pk", flat=True))
+    return sorted(c.pk for c in Comparison.objects.filter(prompt__dataset=dataset).only("pk", "response_ids")
+                  if len(c.response_ids) == 2 and set(c.response_ids) <= mine)
 
 
 def _rule_components(job) -> list[str]:

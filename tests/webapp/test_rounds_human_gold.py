@@ -1,0 +1,90 @@
+"""Gold = held-out human win rate (issue 11): a scoring job's samples become Responses on the held-out prompts
+themselves, each checkpoint's head-to-head comparisons against the start policy go onto the annotation queue when
+the job succeeds (real gpu worker), and labels posted through the API move the report's per-checkpoint gold exactly
+as a Wilson interval written out in the test says; with too few labels no figure is shown, only how many are
+needed."""
+
+import pytest
+
+from tests.conftest import token_for, wait_for
+from tests.webapp.test_rounds import hand_wilson
+from tests.webapp.test_rounds_scoring_job import _grpo_run, _prompt_set
+from webapp.annotation.models import Comparison
+from webapp.datasets.models import Response
+from webapp.jobs.models import Job, JobState
+from webapp.rounds.models import OveroptimizationReport
+from webapp.rounds.services import overopt_scoring_job_create
+from webapp.training.models import Policy
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _label(client, people, user, prefer_checkpoint: bool | None, checkpoint_policy: int) -> None:
+    """carol takes the next queue item and labels it: the checkpoint's response, the start's, or a tie."""
+    headers = {"Authorization": f"Bearer {token_for(people.users[user])}"}
+    base = f"/api/v1/projects/{people.project.pk}/annotation"
+    item = client.post(f"{base}/next", {}, content_type="application/json", headers=headers).json()
+    shown = [r["response_id"] for r in item["responses"]]
+    owner = dict(Response.objects.filter(pk__in=shown).values_list("pk", "policy_id"))
+    if prefer_checkpoint is None:
+        choice = "tie"
+    else:
+        wanted = next(r for r in shown if (owner[r] == checkpoint_policy) == prefer_checkpoint)
+        choice = "A" if shown[0] == wanted else "B"
+    r = client.post(f"{base}/labels", {"assignment_id": item["assignment_id"], "choice": choice},
+                    content_type="application/json", headers=headers)
+    assert r.status_code == 201, r.content
+
+
+def test_labels_posted_through_the_api_move_each_checkpoints_human_gold(client, people, celery_workers, settings,
+                                                                        tmp_path):
+    settings.OVEROPT_HUMAN_GOLD_MIN_LABELS = 4
+    run = _grpo_run(people, settings, tmp_path)
+    prompts = _prompt_set(people, tmp_path)
+    job = overopt_scoring_job_create(project=people.project, user=people.users["bob"], run_id=run.pk, steps=[5],
+                                     dataset_id=prompts.pk, gold_kind="human_win_rate",
+                                     params={"samples_per_prompt": 2, "max_new_tokens": 5, "seed": 2})
+    wait_for(lambda: Job.objects.get(pk=job.pk).is_finished, 180, 0.3, f"job {job.pk} to finish")
+    job.refresh_from_db()
+    assert job.state == JobState.SUCCEEDED, f"{job.error}\n{job.log_tail[-2000:]}"
+    report = OveroptimizationReport.objects.get(scoring_job=job)
+
+    # the samples hang off the held-out prompts themselves, by checkpoint policy, sample index kept
+    checkpoint = Policy.objects.get(project=people.project, source="checkpoint", job=run, step=5)
+    start = Policy.objects.get(pk=report.human_gold["start_policy_id"])
+    assert start.location == run.spec["policy"]
+    responses = Response.objects.filter(prompt__dataset=prompts)
+    assert responses.filter(policy=checkpoint).count() == 6 and responses.filter(policy=start).count() == 6
+    assert set(responses.values_list("sample_index", flat=True)) == {0, 1}
+    comparisons = Comparison.objects.filter(pk__in=report.human_gold["checkpoints"]["checkpoint-5"]["comparison_ids"])
+    assert comparisons.count() == 6  # 3 prompts x 2 samples, i-th vs i-th
+    policy_of = dict(responses.values_list("pk", "policy_id"))
+    for c in comparisons:
+        assert sorted(policy_of[i] for i in c.response_ids) == sorted([checkpoint.pk, start.pk])
+        assert len({Response.objects.get(pk=i).sample_index for i in c.response_ids}) == 1
+
+    api = f"/api/v1/projects/{people.project.pk}/overoptimization/{report.pk}"
+    headers = {"Authorization": f"Bearer {token_for(people.users['bob'])}"}
+    gold = client.get(api, headers=headers).json()["human_gold"]["checkpoint-5"]
+    assert (gold["n"], gold["needed"], gold["win_rate"], gold["low"]) == (0, 4, None, None)
+
+    for prefer in (True, None, True):  # 3 labels: one short of the minimum, still no figure
+        _label(client, people, "carol", prefer, checkpoint.pk)
+    gold = client.get(api, headers=headers).json()["human_gold"]["checkpoint-5"]
+    assert (gold["n"], gold["needed"], gold["win_rate"]) == (3, 1, None)
+    client.force_login(people.users["bob"])
+    page = client.get(f"/projects/{people.project.pk}/rounds/overoptimization/{report.pk}/").content.decode()
+    assert "3 of 4 labels: 1 more needed for a win rate" in page and "win rate 0." not in page
+
+    for prefer in (False, True, None):
+        _label(client, people, "carol", prefer, checkpoint.pk)
+    gold = client.get(api, headers=headers).json()["human_gold"]["checkpoint-5"]
+    # 3 wins, 2 ties, 1 loss of 6: (3 + 2/2) / 6, Wilson on 4 of 6
+    low, high = hand_wilson(4, 6)
+    assert (gold["n"], gold["wins"], gold["ties"], gold["losses"], gold["needed"]) == (6, 3, 2, 1, 0)
+    assert gold["win_rate"] == pytest.approx(4 / 6)
+    assert (gold["low"], gold["high"]) == (pytest.approx(low), pytest.approx(high))
+
+    html = client.get(f"/projects/{people.project.pk}/rounds/overoptimization/{report.pk}/").content.decode()
+    assert f"win rate {4 / 6:.3f} [{low:.3f}, {high:.3f}], n=6 (3 wins, 2 ties, 1 losses)" in html
+    assert "reference (the start policy)" in html
