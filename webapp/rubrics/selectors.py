@@ -226,7 +226,7 @@ def spec_preview(*, contract, rows: list[dict[str, Any]], project=None) -> dict[
     Each row's components are computed until the time budget is spent (``budget``); the normalisation then
     runs over the scored rows only (a group cut short is normalised over what was scored)."""
     from rlcore.rewards.engine import RewardEngine, rows_to_batch
-    from rlcore.rewards.spec import RewardModelComponent, RubricJudgeComponent
+    from rlcore.rewards.spec import ProcessRewardModelComponent, RewardModelComponent, RubricJudgeComponent
     from rlcore.rules import BudgetExceeded, evaluation_deadline
 
     reasons: dict[str, str] = {}
@@ -234,6 +234,9 @@ def spec_preview(*, contract, rows: list[dict[str, Any]], project=None) -> dict[
     for c in contract.components:
         if isinstance(c, RubricJudgeComponent):
             reasons[c.name] = "an LM judge grades it: use the rubric editor's judged preview"
+        elif isinstance(c, ProcessRewardModelComponent):  # loading a model (or calling a judge) is a worker's job
+            reasons[c.name] = ("a process reward model (or step judge) scores it, which only a worker runs: "
+                               "see the GRPO run's rewards/<name>/mean")
         elif isinstance(c, RewardModelComponent):
             if contract.normalization == "par":
                 reasons[c.name] = "PAR scores the references with the model itself, which only a worker runs"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.contrib import messages
@@ -41,6 +42,8 @@ COMPONENT_DEFAULTS: dict[str, dict[str, Any]] = {
     "reward_model": {"path": "{path}"},
     "verifier": {"reference_column": "answer", "mode": "math"},
     "length_penalty": {"max_length": 512, "cache_length": 128, "unit": "tokens"},
+    # a registered PRM (Training page); its step separator is read from the model folder's rlcore_prm.json
+    "process_reward_model": {"path": "{prm_path}", "aggregation": "min", "split": {"kind": "newline", "min_steps": 1}},
 }
 
 
@@ -366,10 +369,10 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
 
 
 def _composer_choices(project) -> dict[str, Any]:
-    from webapp.training.selectors import reward_model_list
+    from webapp.training.selectors import prm_list, reward_model_list
 
     return {"component_kinds": list(COMPONENT_DEFAULTS), "rubrics": selectors.rubric_list(project=project),
-            "reward_models": reward_model_list(project=project)}
+            "reward_models": reward_model_list(project=project), "process_reward_models": prm_list(project=project)}
 
 
 @login_required
@@ -394,8 +397,15 @@ def spec_add_component(request: HttpRequest, project_id: int) -> HttpResponse:
             weight = float(request.POST.get("add_weight") or 1)
         except ValueError:
             weight = 1.0
+        prm_path = request.POST.get("add_prm_path") or ""
+        if not prm_path:  # the newest registered PRM, so the added component runs as it is
+            from webapp.training.selectors import prm_list
+
+            prm_path = next(iter(prm_list(project=project).values_list("path", flat=True)[:1]),
+                            "/path/to/process-reward-model")
         fields = {k: v.format(rubric=request.POST.get("add_rubric") or "<rubric name>",
-                              path=request.POST.get("add_path") or "/path/to/reward-model") if isinstance(v, str) else v
+                              path=request.POST.get("add_path") or "/path/to/reward-model",
+                              prm_path=prm_path) if isinstance(v, str) else copy.deepcopy(v)
                   for k, v in COMPONENT_DEFAULTS[kind].items()}
         data["components"] = [*components, {"kind": kind, "name": name, **fields, "weight": weight}]
         text = dump_yaml(data)

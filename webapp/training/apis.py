@@ -77,6 +77,57 @@ def launch_grpo(request, project_id: int, body: GRPOLaunchIn):
     return Status(201, job)
 
 
+class PRMLaunchIn(Schema):
+    name: str
+    spec: dict[str, Any] = Field(default_factory=dict, description=(
+        "PRMTrainSpec fields (backbone (required), step_separator, learning_rate, max_steps, ...); output_dir and "
+        "step_snapshot are set by Reward Studio."))
+    source: str | None = Field(None, description="'human' (people's labels, reviewed LM suggestions included), "
+                                                 "'lm' (LM pre-labels), or null for both")
+    queue: str = Queue.GPU
+
+
+class ProcessRewardModelOut(Schema):
+    id: int
+    name: str
+    path: str
+    backbone: str
+    step_separator: str
+    job_id: int
+    snapshot_path: str
+    metrics: dict[str, Any] = Field(description=(
+        "Held-out step_accuracy with n_steps and step_accuracy_interval (95% Wilson), first_error_accuracy with "
+        "n_responses and first_error_accuracy_interval, bad_step_share; data: stepwise rows in, train / held-out "
+        "rows kept, dropped by reason, and the split (by response)"))
+    created_at: datetime
+
+
+@router.post("/{project_id}/training/prm", response={201: JobOut},
+             summary="Snapshot the step labels and launch a process-reward-model training job")
+def launch_prm(request, project_id: int, body: PRMLaunchIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    job = services.prm_job_create(project=project, user=request.auth, name=body.name, params=body.spec,
+                                  source=body.source, queue=body.queue)
+    return Status(201, job)
+
+
+@router.get("/{project_id}/process-reward-models", response=list[ProcessRewardModelOut],
+            summary="The process-reward-model registry")
+def list_prms(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return list(selectors.prm_list(project=project))
+
+
+@router.delete("/{project_id}/process-reward-models/{model_id}", response={204: None})
+def delete_prm(request, project_id: int, model_id: int):
+    from webapp.training.models import ProcessRewardModel
+
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    services.prm_delete(prm=get_object_or_404(ProcessRewardModel, project=project, pk=model_id,
+                                              deleted_at__isnull=True))
+    return Status(204, None)
+
+
 @router.post("/{project_id}/jobs/{job_id}/resume", response={201: JobOut},
              summary="Resume a failed or cancelled training job from its last checkpoint")
 def resume_job(request, project_id: int, job_id: int):

@@ -11,6 +11,9 @@ class TrainingConfig(AppConfig):
 
         job_succeeded.connect(register_trained_models, dispatch_uid="training.register_trained_models")
         job_succeeded.connect(register_trained_policies, dispatch_uid="training.register_trained_policies")
+        from webapp.training.services import register_trained_prms
+
+        job_succeeded.connect(register_trained_prms, dispatch_uid="training.register_trained_prms")
         from webapp.jobs.services import job_stopped
         from webapp.training.services import generation_record
 

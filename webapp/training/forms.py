@@ -114,6 +114,32 @@ class RewardModelLaunchForm(forms.Form):
         self.fields["backbone"].help_text = "Sequence-classification backbone: a local directory or a hub id."
 
 
+PRM_FIELDS = [
+    "backbone", "step_separator", "add_separator_token", "train_on_last_step_only", "learning_rate",
+    "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length", "eval_fraction", "seed",
+    "save_steps", "report_to",
+]
+
+
+class PRMLaunchForm(forms.Form):
+    """Train a process reward model on the project's step labels (fields from rlcore's PRMTrainSpec)."""
+
+    name = forms.CharField(max_length=150)
+    source = forms.ChoiceField(choices=[("", "people's and LM step labels"),
+                                        ("human", "people's labels only (reviewed LM suggestions included)"),
+                                        ("lm", "LM pre-labels only")], required=False)
+    queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.GPU)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        from rlcore.training.specs import PRMTrainSpec
+
+        for name in PRM_FIELDS:
+            self.fields[name] = spec_form_field(PRMTrainSpec, name)
+        # no default: the shipped MiniLM's tokenizer drops "\n", and a PRM wants a causal LM or encoder chosen here
+        self.fields["backbone"].required = True
+
+
 class GRPOLaunchForm(forms.Form):
     name = forms.CharField(max_length=150, required=False)
     dataset = forms.ModelChoiceField(queryset=None, label="Prompt set")

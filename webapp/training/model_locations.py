@@ -75,7 +75,7 @@ def check_spec_models(*, project, definition: dict, prefix: str = "reward_spec."
     from django.core.exceptions import ValidationError
 
     from rlcore.rewards.spec import model_paths
-    from webapp.training.models import RewardModel
+    from webapp.training.models import ProcessRewardModel, RewardModel
 
     paths = model_paths(definition)
     for index, path in paths:
@@ -83,6 +83,8 @@ def check_spec_models(*, project, definition: dict, prefix: str = "reward_spec."
             raise ValidationError({f"{prefix}components.{index}.path": problem})
     deleted = list(RewardModel.objects.filter(project=project, path__in=[p for _, p in paths], deleted_at__isnull=False)
                    .values_list("name", flat=True))
+    deleted += ProcessRewardModel.objects.filter(project=project, path__in=[p for _, p in paths],
+                                                 deleted_at__isnull=False).values_list("name", flat=True)
     if deleted:
         raise ValidationError({"reward_spec_version": (
             f"This reward spec version uses deleted reward model(s) {', '.join(deleted)}: save a new version of the "

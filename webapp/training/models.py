@@ -29,6 +29,38 @@ class RewardModel(models.Model):
         return self.name
 
 
+class ProcessRewardModel(models.Model):
+    """A trained process reward model (PRM) in the registry: a token classifier scoring each step at its separator.
+
+    A sibling of RewardModel rather than a ``kind`` on it: a PRM scores steps, not pairs, so the reward-model
+    places (ensembles, label audit, stored scores, the composer's ``reward_model`` choices) must never pick one
+    up by accident, and its metrics are per step and first error rather than pairwise accuracy. Rows are created
+    only after the training job succeeded, from the ``process_reward_model`` artifact rlcore announced once the
+    model directory was fully written.
+    """
+
+    project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="process_reward_models")
+    job = models.ForeignKey("jobs.Job", on_delete=models.PROTECT, related_name="process_reward_models")
+    name = models.CharField(max_length=200)
+    path = models.CharField(max_length=1000, help_text="Model directory: AutoModelForTokenClassification loads it.")
+    backbone = models.CharField(max_length=500)
+    step_separator = models.CharField(max_length=100, help_text="Text after each step; the score sits on it.")
+    snapshot_path = models.CharField(max_length=1000, help_text="The frozen stepwise labels it was trained on.")
+    spec = models.JSONField(help_text="The PRMTrainSpec it was trained with.")
+    metrics = models.JSONField(default=dict, help_text=(
+        "Held-out step_accuracy (n_steps, interval) and first_error_accuracy (n_responses, interval); data: rows "
+        "in, train / held out, dropped by reason, the split."))
+    created_at = models.DateTimeField(auto_now_add=True)
+    deleted_at = models.DateTimeField(null=True, blank=True, help_text="Deleted models stay for provenance.")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["job", "path"], name="prm_unique_path_per_job")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class PolicySource(models.TextChoices):
     GRPO_RUN = "grpo_run", "GRPO run (its final policy)"
     CHECKPOINT = "checkpoint", "Checkpoint of a run"

@@ -10,6 +10,13 @@ def reward_model_list(*, project, include_deleted: bool = False) -> QuerySet[Rew
     return models if include_deleted else models.filter(deleted_at__isnull=True)
 
 
+def prm_list(*, project, include_deleted: bool = False):
+    from webapp.training.models import ProcessRewardModel
+
+    models = ProcessRewardModel.objects.filter(project=project).select_related("job")
+    return models if include_deleted else models.filter(deleted_at__isnull=True)
+
+
 def policy_list(*, project, include_deleted: bool = False) -> QuerySet[Policy]:
     """The project's policy registry: the demo policy first, then newest first."""
     from django.db.models import Case, IntegerField, Value, When

@@ -25,10 +25,13 @@ from webapp.training.models import RewardModel
 
 REWARD_MODEL_KIND = "train_reward_model"
 GRPO_KIND = "train_grpo"
-TRAINING_KINDS = {REWARD_MODEL_KIND: "reward-model", GRPO_KIND: "grpo"}
+PRM_KIND = "train_prm"
+TRAINING_KINDS = {REWARD_MODEL_KIND: "reward-model", GRPO_KIND: "grpo", PRM_KIND: "prm"}
 MIN_PREFERENCE_PAIRS = 8
+MIN_STEPWISE_ROWS = 10  # rlcore.training.prm.load_rows refuses fewer (8 to train, 2 held out)
 # Filled in by the webapp; a user cannot set them.
-MANAGED_FIELDS = {"output_dir", "preference_snapshot", "prompt_snapshot", "reward_spec", "resume", "kind"}
+MANAGED_FIELDS = {"output_dir", "preference_snapshot", "prompt_snapshot", "reward_spec", "resume", "kind",
+                  "step_snapshot"}
 
 
 def default_backbone() -> str:
@@ -289,6 +292,105 @@ def reward_model_delete(*, reward_model: RewardModel) -> None:
 
     reward_spec_serving_withdraw(project=reward_model.project, path=reward_model.path,
                                  reason=f"reward model {reward_model.name!r} was deleted from the registry")
+
+
+# --- process reward models: step labels -> stepwise snapshot -> train prm -> the PRM registry --------------
+
+PRM_SOURCES = {"human": ("human", "reviewed"), "lm": ("lm",)}  # None: every step label
+
+
+def validate_prm_params(params: dict[str, Any]):
+    """Build PRMTrainSpec with placeholder paths: every user-set field is checked by rlcore's model."""
+    from rlcore.training.specs import PRMTrainSpec
+
+    try:
+        return PRMTrainSpec(**_user_params(params), output_dir="/x", step_snapshot="/x")
+    except PydanticValidationError as exc:
+        raise pydantic_errors(exc.errors()) from None
+
+
+def prm_job_create(*, project, user, name: str, params: dict[str, Any], source: str | None = None,
+                   queue: str = Queue.GPU) -> Job:
+    """Freeze the project's step labels as a TRL stepwise snapshot (annotation's step_labels_export, the same
+    file the export gives) and queue ``python -m rlcore train prm``. ``source``: 'human' (people's labels,
+    reviewed LM suggestions included), 'lm' (LM pre-labels only) or None (all). Everything is checked before the
+    job is queued; a refused launch leaves no job and no folder."""
+    from webapp.annotation.services import step_labels_export
+
+    name = (name or "").strip()
+    if not name:
+        raise ValidationError({"name": "Name the process reward model (it appears in the registry)."})
+    if source not in (None, "", *PRM_SOURCES):
+        raise ValidationError({"source": "Pick 'human', 'lm', or leave it blank for both."})
+    if not (params.get("backbone") or "").strip():
+        raise ValidationError({"backbone": "Give the token-classification backbone: a model folder under MODEL_ROOTS "
+                                           "or a hub id (its tokenizer must encode the step separator)."})
+    validate_prm_params(params)
+    _check_model_location("backbone", params["backbone"], project)
+    with _OutputDirCleanup() as cleanup, transaction.atomic():
+        job = job_create(project=project, user=user, kind=PRM_KIND, argv=[], queue=queue,
+                         title=f"process reward model: {name}")
+        cleanup.path = Path(job.output_dir)
+        exported, counts = step_labels_export(project=project)
+        snapshot = cleanup.path / "snapshot" / "steps.jsonl"
+        snapshot.parent.mkdir(parents=True, exist_ok=True)
+        kept, dropped = 0, 0
+        with open(exported) as rows, snapshot.open("w") as out:
+            for line in rows:
+                if source and json.loads(line).get("source") not in PRM_SOURCES[source]:
+                    dropped += 1
+                    continue
+                out.write(line)
+                kept += 1
+        os.remove(exported)
+        if kept < MIN_STEPWISE_ROWS:
+            left_out = f" ({dropped} left out: not {source} labels)" if dropped else ""
+            raise ValidationError({"snapshot": (
+                f"The project has {kept} step labels to train on{left_out}; a process reward model needs at least "
+                f"{MIN_STEPWISE_ROWS} (8 to train, 2 held out). Label more step items first.")})
+        from rlcore.training.specs import PRMTrainSpec
+
+        spec = PRMTrainSpec(**params, output_dir=cleanup.path, step_snapshot=snapshot)
+        job = _finish_launch(job, spec, "prm")
+        job.spec = {**job.spec, "export": {"labels_in": counts["labels_in"], "rows_out": kept,
+                                           "labels_dropped": {f"not {source} labels": dropped} if dropped else {},
+                                           "source": source or "all"}}
+        job.save(update_fields=["spec"])
+        return job
+
+
+def register_trained_prms(sender, job: Job, **kwargs) -> list:
+    """On success of a PRM run, register the finished model directory it announced (``process_reward_model``)."""
+    if job.kind != PRM_KIND:
+        return []
+    from rlcore.training.prm import read_prm_settings
+    from webapp.jobs.models import JobArtifact
+    from webapp.training.models import ProcessRewardModel
+
+    spec = job.spec or {}
+    registered = []
+    for artifact in JobArtifact.objects.filter(job__in=_lineage(job), type="process_reward_model").order_by("-pk")[:1]:
+        if not (Path(artifact.path) / "config.json").is_file():
+            continue  # announced but gone: never register what cannot be loaded
+        separator = read_prm_settings(artifact.path).get("step_separator") or spec.get("step_separator", "\n")
+        model, _ = ProcessRewardModel.objects.get_or_create(job=job, path=artifact.path, defaults={
+            "project": job.project, "name": job.title.removeprefix("process reward model: ")[:200],
+            "backbone": spec.get("backbone", ""), "step_separator": separator,
+            "snapshot_path": str(spec.get("step_snapshot", "")), "spec": spec,
+            "metrics": {**(artifact.data.get("metrics") or {}), "data": artifact.data.get("data") or {},
+                        "step": artifact.data.get("step")}})
+        registered.append(model)
+    return registered
+
+
+def prm_delete(*, prm) -> None:
+    """Hide it from the registry; servers of a spec that uses it refuse from their next request."""
+    from webapp.rubrics.services import reward_spec_serving_withdraw
+    from webapp.training.models import ProcessRewardModel
+
+    ProcessRewardModel.objects.filter(pk=prm.pk).update(deleted_at=timezone.now())
+    reward_spec_serving_withdraw(project=prm.project, path=prm.path,
+                                 reason=f"process reward model {prm.name!r} was deleted from the registry")
 
 
 # --- the policy registry -------------------------------------------------------------------------------------

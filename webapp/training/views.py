@@ -12,14 +12,16 @@ from webapp.training import selectors, services
 from webapp.training.forms import (
     GENERATION_FIELDS,
     GRPO_FIELDS,
+    PRM_FIELDS,
     REWARD_MODEL_FIELDS,
     GenerationLaunchForm,
     GRPOLaunchForm,
     PolicyRegisterForm,
+    PRMLaunchForm,
     RewardModelLaunchForm,
     spec_params,
 )
-from webapp.training.models import Policy, RewardModel
+from webapp.training.models import Policy, ProcessRewardModel, RewardModel
 
 
 def _clone_initial(project, request, kind: str, names: list[str]) -> dict:
@@ -54,6 +56,7 @@ def _home(request: HttpRequest, project, membership, *, register_form=None, gene
     generate_form = generate_form or GenerationLaunchForm(project=project)
     return render(request, "training/home.html", {
         "project": project, "reward_models": selectors.reward_model_list(project=project),
+        "process_reward_models": selectors.prm_list(project=project),
         "policies": selectors.known_policies(project=project),
         "registry": [(policy, selectors.policy_label(policy)) for policy in selectors.policy_list(project=project)],
         "register_form": register_form, "generate_form": generate_form,
@@ -154,6 +157,37 @@ def reward_model_launch(request: HttpRequest, project_id: int) -> HttpResponse:
             return redirect("job_detail", project_id=project.pk, job_id=job.pk)
     return render(request, "training/launch.html", {"project": project, "form": form, "what": "reward model"},
                   status=422 if form.errors else 200)
+
+
+@login_required
+def prm_launch(request: HttpRequest, project_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    form = PRMLaunchForm(request.POST or None,
+                         initial=_clone_initial(project, request, services.PRM_KIND, PRM_FIELDS))
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            job = services.prm_job_create(project=project, user=request.user, name=data["name"],
+                                          params=spec_params(form, PRM_FIELDS), source=data["source"] or None,
+                                          queue=data["queue"])
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Process-reward-model job {job.pk} queued.")
+            return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+    return render(request, "training/launch.html", {"project": project, "form": form,
+                                                    "what": "process reward model"},
+                  status=422 if form.errors else 200)
+
+
+@login_required
+@require_POST
+def prm_delete(request: HttpRequest, project_id: int, model_id: int) -> HttpResponse:
+    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
+    services.prm_delete(prm=get_object_or_404(ProcessRewardModel, project=project, pk=model_id,
+                                              deleted_at__isnull=True))
+    messages.success(request, "Process reward model deleted from the registry.")
+    return redirect("training_home", project_id=project.pk)
 
 
 @login_required
