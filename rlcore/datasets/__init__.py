@@ -1,11 +1,13 @@
 """Datasets in and out: streaming readers with per-row validation for JSONL, CSV, Parquet and
-Hugging Face ``save_to_disk`` folders, and TRL preference-dataset writers."""
+Hugging Face ``save_to_disk`` folders, TRL preference-dataset writers, and TRL stepwise files read as steps
+and written back (``stepwise``)."""
 
 from rlcore.datasets.readers import FORMATS, RowError, SourceError, SourceReader, detect_format
 from rlcore.datasets.rows import (
     ImportedLabel, ImportedResponse, ImportedRow, check_columns, merge_exported_rows, normalize_record,
     preference_label,
 )
+from rlcore.datasets.stepwise import STEPWISE_COLUMNS, is_stepwise, read_stepwise, write_stepwise
 from rlcore.datasets.trl_export import (
     TIE_POLICIES, ExportLabel, ExportResponse, ExportSummary, preference_rows, write_preferences,
 )
@@ -33,4 +35,5 @@ def iter_import_rows(reader: SourceReader):
 
 __all__ = ["FORMATS", "RowError", "SourceError", "SourceReader", "detect_format", "ImportedLabel",
            "ImportedResponse", "ImportedRow", "merge_exported_rows", "normalize_record", "preference_label", "TIE_POLICIES",
-           "ExportLabel", "ExportResponse", "ExportSummary", "preference_rows", "write_preferences", "iter_import_rows", "check_columns"]
+           "ExportLabel", "ExportResponse", "ExportSummary", "preference_rows", "write_preferences", "iter_import_rows", "check_columns",
+           "STEPWISE_COLUMNS", "is_stepwise", "read_stepwise", "write_stepwise"]

@@ -16,7 +16,8 @@ from rlcore.datasets import (
 from rlcore.datasets import readers
 
 
-@pytest.mark.parametrize("module", ["rlcore.datasets.readers", "rlcore.datasets.rows", "rlcore.datasets.trl_export"])
+@pytest.mark.parametrize("module", ["rlcore.datasets.readers", "rlcore.datasets.rows", "rlcore.datasets.trl_export",
+                                    "rlcore.datasets.stepwise"])
 def test_it_runs_the_docstring_examples(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
@@ -160,3 +161,27 @@ def test_a_csv_cell_of_deeply_nested_json_is_a_row_error_not_a_crash(tmp_path):
     with pytest.raises(RowError) as caught:
         normalize_record(deep_record, line_deep)
     assert caught.value.line == 3 and "'responses' must be a list" in caught.value.message
+
+
+def test_it_reads_stepwise_rows_from_parquet_and_writes_them_back_as_trl_jsonl(tmp_path):
+    """pyarrow writes the Parquet file (an independent writer); the JSONL written back is TRL's shape."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rlcore.datasets import is_stepwise, read_stepwise, write_stepwise
+    from rlcore.steps import StepError
+
+    pq.write_table(pa.table({"prompt": ["p1", "p2"], "completions": [["a", "b"], ["c", "d", "e"]],
+                             "labels": [[True, False], [True, True, True]], "rater": ["x", "y"]}),
+                   tmp_path / "steps.parquet")
+    rows = list(read_stepwise(tmp_path / "steps.parquet"))
+    assert [(line, r.prompt, r.steps, r.labels, r.metadata) for line, r in rows] == [
+        (1, "p1", ["a", "b"], [True, False], {"rater": "x"}), (2, "p2", ["c", "d", "e"], [True, True, True],
+                                                                 {"rater": "y"})]
+    assert write_stepwise((r for _, r in rows), tmp_path / "out.jsonl") == 2
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert records[0] == {"prompt": "p1", "completions": ["a", "b"], "labels": [True, False], "rater": "x"}
+    assert all(is_stepwise(r) for r in records) and not is_stepwise({"prompt": "p", "chosen": "a", "rejected": "b"})
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "p", "completions": ["a"]}\nnot json\n')
+    with pytest.raises(StepError, match="row 2: not valid JSON"):
+        list(read_stepwise(tmp_path / "bad.jsonl"))

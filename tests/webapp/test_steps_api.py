@@ -279,3 +279,34 @@ def test_the_fast_path_submits_a_step_label_in_two_statements_storing_what_the_o
     wrong = bob.post("/annotation/steps/labels", {"assignment_id": held["assignment_id"], "grades": [1, 1, 1],
                                                   "suggestion_id": lm["id"] + 999})
     assert wrong.status_code == 422 and wrong.json()["detail"][0]["field"] == "suggestion_id"
+
+
+@pytest.mark.django_db
+def test_it_imports_a_trl_stepwise_parquet_file_through_rlcores_readers(client, people):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def upload(table, name):
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer)
+        return client.post(f"/api/v1/projects/{people.project.pk}/steps/import",
+                           {"file": SimpleUploadedFile(name, buffer.getvalue())},
+                           headers={"Authorization": f"Bearer {token_for(people.users['alice'])}"})
+
+    table = pa.table({"prompt": ["2+2?", "3+3?"], "completions": [["2+2=4", "so 4"], ["3+3=7", "so 7", "done"]],
+                      "labels": [[True, True], [False, False, False]]})
+    r = upload(table, "steps.parquet")
+    assert r.status_code == 201, r.content
+    dataset = Dataset.objects.get(pk=r.json()["id"])
+    assert dataset.source_format == "parquet" and dataset.row_count == 2
+    splits = StepSplit.objects.filter(response__prompt__dataset=dataset).order_by("response_id")
+    assert [[s["text"] for s in x.steps] for x in splits] == [["2+2=4", "so 4"], ["3+3=7", "so 7", "done"]]
+    labels = StepLabel.objects.filter(comparison__prompt__dataset=dataset).order_by("id")
+    assert [(x.grades, x.first_error) for x in labels] == [([1, 1], None), ([-1, -1, -1], 0)]
+    mismatched = pa.table({"prompt": ["a?", "b?"], "completions": [["x", "y"], ["x", "y"]],
+                           "labels": [[True, True], [True]]})
+    refused = upload(mismatched, "bad.parquet")
+    assert refused.status_code == 422 and "row 2, field 'labels'" in json.dumps(refused.json())
+    assert Dataset.objects.count() == 1  # nothing half-imported

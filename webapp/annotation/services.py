@@ -1088,10 +1088,10 @@ def step_labels_export(*, project) -> tuple:
     ``completions`` (the steps), ``labels`` (a step is good unless graded bad: ternary -1, score5 1-2).
     The grades, scale, first wrong step, kind, rater and note ride along as columns, so
     datasets.services.stepwise_import reads the file back without loss. Returns (path, counts)."""
-    import json
     from pathlib import Path
 
-    from rlcore.steps import StepwiseRow, stepwise_row
+    from rlcore.datasets import write_stepwise
+    from rlcore.steps import StepwiseRow
     from webapp.annotation.models import StepLabel
 
     folder = Path(settings.ARTIFACT_ROOT) / "exports" / f"project-{project.pk}"
@@ -1099,17 +1099,17 @@ def step_labels_export(*, project) -> tuple:
     path = folder / f"steps-{timezone.now().strftime('%Y%m%d-%H%M%S-%f')}.jsonl"
     labels = (StepLabel.objects.filter(comparison__project=project).select_related("step_split", "comparison__prompt",
                                                                                   "annotator").order_by("id"))
-    n = 0
-    with open(path, "w") as out:
+
+    def rows():
         for label in labels.iterator(chunk_size=1000):
             good = [g != -1 if label.scale == StepScale.TERNARY else g >= 3 for g in label.grades]
-            row = StepwiseRow(prompt=label.comparison.prompt.text, steps=[s["text"] for s in label.step_split.steps],
+            yield StepwiseRow(prompt=label.comparison.prompt.text, steps=[s["text"] for s in label.step_split.steps],
                               labels=good, metadata={
                                   "step_grades": label.grades, "scale": label.scale, "first_error": label.first_error,
                                   "source": label.source, "rater": (label.annotator.username if label.annotator
                                                                     else label.model_version),
                                   "note": label.note, "label_id": label.pk, "response_id": label.step_split.response_id,
                                   "split_version": label.step_split.version})
-            out.write(json.dumps(stepwise_row(row)) + "\n")
-            n += 1
+
+    n = write_stepwise(rows(), path)
     return path, {"labels_in": n, "rows_out": n}

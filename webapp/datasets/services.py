@@ -418,32 +418,25 @@ def steps_split(*, dataset: Dataset, rule) -> dict:
 
 @transaction.atomic
 def stepwise_import(*, project, user, path: Path, name: str = "") -> Dataset:
-    """Import a TRL stepwise JSONL file (``prompt``, ``completions`` as a list of steps, ``labels``): each row a
+    """Import a TRL stepwise file (JSONL, Parquet; ``prompt``, ``completions`` as a list of steps, ``labels``): each row a
     prompt, its response (the steps joined by a newline, each step a span of it) and a split of source "file";
     a labelled row also becomes a step item with its label (the exported grades, first wrong step, kind, rater
     and note when the file carries them, else good 1 / bad -1 from the booleans). All or nothing: a bad row
     refuses the file, naming row and field."""
-    import json
-
-    from rlcore.steps import StepError, read_stepwise_row, steps_from_list
+    from rlcore.datasets import detect_format, read_stepwise
+    from rlcore.errors import UserError
+    from rlcore.steps import steps_from_list
     from webapp.annotation.models import Comparison, ComparisonKind, StepLabel, StepLabelSource, StepScale
     from webapp.datasets.models import StepSplit, StepSplitSource
 
-    rows = []
-    with open(path) as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                rows.append((line_no, read_stepwise_row(record, row=line_no)))
-            except ValueError as exc:
-                raise ValidationError({"file": f"row {line_no}: not JSON ({exc})"}) from None
-            except StepError as exc:
-                raise ValidationError({"file": str(exc)}) from None
+    try:  # rlcore reads the format (JSONL, Parquet or an HF folder); a bad row names its row and field
+        fmt = detect_format(path)
+        rows = list(read_stepwise(path, fmt))
+    except UserError as exc:
+        raise ValidationError({"file": str(exc)}) from None
     if not rows:
         raise ValidationError({"file": f"{path.name} has no rows."})
-    dataset = Dataset.objects.create(project=project, name=(name or path.name)[:200], source_format="jsonl",
+    dataset = Dataset.objects.create(project=project, name=(name or path.name)[:200], source_format=fmt,
                                      source_name=path.name, created_by=user, status=DatasetStatus.READY,
                                      finished_at=timezone.now())
     members = dict(get_user_model().objects.filter(memberships__project=project).values_list("username", "id"))
