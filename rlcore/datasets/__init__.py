@@ -7,7 +7,9 @@ from rlcore.datasets.rows import (
     ImportedLabel, ImportedResponse, ImportedRow, check_columns, merge_exported_rows, normalize_record,
     preference_label,
 )
-from rlcore.datasets.stepwise import STEPWISE_COLUMNS, is_stepwise, read_stepwise, write_stepwise
+from rlcore.datasets.stepwise import (
+    STEPWISE_COLUMNS, is_stepwise, read_stepwise, source_is_stepwise, write_stepwise,
+)
 from rlcore.datasets.trl_export import (
     TIE_POLICIES, ExportLabel, ExportResponse, ExportSummary, preference_rows, write_preferences,
 )
@@ -36,4 +38,4 @@ def iter_import_rows(reader: SourceReader):
 __all__ = ["FORMATS", "RowError", "SourceError", "SourceReader", "detect_format", "ImportedLabel",
            "ImportedResponse", "ImportedRow", "merge_exported_rows", "normalize_record", "preference_label", "TIE_POLICIES",
            "ExportLabel", "ExportResponse", "ExportSummary", "preference_rows", "write_preferences", "iter_import_rows", "check_columns",
-           "STEPWISE_COLUMNS", "is_stepwise", "read_stepwise", "write_stepwise"]
+           "STEPWISE_COLUMNS", "is_stepwise", "read_stepwise", "source_is_stepwise", "write_stepwise"]

@@ -30,6 +30,14 @@ def is_stepwise(record: dict) -> bool:
     return all(c in record for c in STEPWISE_COLUMNS) and isinstance(record.get("completions"), list)
 
 
+def source_is_stepwise(path: str | os.PathLike, fmt: str | None = None, name: str | None = None) -> bool:
+    """Whether a source's first readable record is a TRL stepwise row (only that record is read)."""
+    for _, record in SourceReader(path, fmt, name):
+        if not isinstance(record, RowError):
+            return is_stepwise(record)
+    return False
+
+
 def read_stepwise(path: str | os.PathLike, fmt: str | None = None, name: str | None = None
                   ) -> Iterator[tuple[int, StepwiseRow]]:
     """``(line or row number, StepwiseRow)`` of every row of a source; the first bad row raises a

@@ -310,3 +310,23 @@ def test_it_imports_a_trl_stepwise_parquet_file_through_rlcores_readers(client, 
     refused = upload(mismatched, "bad.parquet")
     assert refused.status_code == 422 and "row 2, field 'labels'" in json.dumps(refused.json())
     assert Dataset.objects.count() == 1  # nothing half-imported
+
+
+@pytest.mark.django_db
+def test_the_dataset_import_reads_trl_stepwise_rows_as_steps_with_their_labels(client, people):
+    rows = [{"prompt": "2+2?", "completions": ["2+2=4", "so 4"], "labels": [True, True]},
+            {"prompt": "3+3?", "completions": ["3+3=7", "so 7"], "labels": [False, False]}]
+    r = _import(client, people, rows)
+    assert r.status_code == 201, r.content
+    dataset = Dataset.objects.get(pk=r.json()["id"])
+    assert dataset.status == "ready" and dataset.row_count == 2
+    splits = StepSplit.objects.filter(response__prompt__dataset=dataset).order_by("response_id")
+    assert [(x.source, [s["text"] for s in x.steps]) for x in splits] == [("file", ["2+2=4", "so 4"]),
+                                                                         ("file", ["3+3=7", "so 7"])]
+    assert [x.text for x in Response.objects.filter(prompt__dataset=dataset).order_by("id")] == \
+        ["2+2=4\nso 4", "3+3=7\nso 7"]
+    assert [x.grades for x in StepLabel.objects.filter(comparison__prompt__dataset=dataset).order_by("id")] == \
+        [[1, 1], [-1, -1]]
+    with_rule = _import(client, people, rows, step_rule="newline")
+    assert with_rule.status_code == 422 and with_rule.json()["detail"][0]["field"] == "step_rule"
+    assert Dataset.objects.count() == 1

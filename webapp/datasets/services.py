@@ -131,6 +131,16 @@ def dataset_import_upload(*, project, user, uploaded, name: str = "", source_for
         path = _save_upload(uploaded, folder)
         if path.suffix.lower() == ".zip" and source_format in (None, "", "hf"):
             path, source_format = _unzip_hf_folder(path, folder), "hf"
+        if _is_stepwise_upload(path, source_format, uploaded.name):
+            # TRL stepwise rows (completions = a list of steps) are read as steps, with their labels: the same
+            # import as .../steps/import (all or nothing, during the request), never prompts with the steps
+            # left in metadata
+            if step_rule_parse(step_rule) is not None:
+                raise ValidationError({"step_rule": "This file gives its steps (TRL stepwise rows: completions is a "
+                                                    "list of steps); leave the split rule empty."})
+            dataset = stepwise_import(project=project, user=user, path=path, name=name)
+            shutil.rmtree(folder, ignore_errors=True)
+            return dataset
         dataset = dataset_create(project=project, user=user, name=name, path=path, source_format=source_format,
                                  mode=mode, source_name=Path(uploaded.name or path.name).name,
                                  preference_labels=preference_labels, step_rule=step_rule)
@@ -143,6 +153,15 @@ def dataset_import_upload(*, project, user, uploaded, name: str = "", source_for
         transaction.on_commit(lambda: _enqueue_import(dataset.pk))
         return dataset
     return dataset_import_run(dataset_id=dataset.pk)
+
+
+def _is_stepwise_upload(path: Path, source_format: str | None, name: str | None) -> bool:
+    from rlcore.datasets import source_is_stepwise
+
+    try:
+        return source_is_stepwise(path, source_format or None, name)
+    except SourceError:
+        return False  # dataset_create reads it again and says what is wrong with it
 
 
 def _enqueue_import(dataset_id: int) -> None:
