@@ -5,8 +5,9 @@ with two reward functions), starts uvicorn, opens /projects/<p>/jobs/compare/?id
 (Debian's /usr/bin/chromium, the flags of tests/conftest.py) and prints one JSON line: milliseconds from
 navigation start to the first panel drawn, to every point received over SSE, and to every panel drawn
 with every point (the last redraw, ``data-last-draw-ms``). Target: all panels drawn in < 1,000 ms.
-The first load is reported apart (``first_load``): its histories come from the database, the repeats'
-from the copies kept in Redis for finished jobs (selectors.metric_history_json), as a reopened page's do.
+The first load is reported apart (``first_load``: a fresh server and browser). Each seeded job's history
+is kept as a finishing job's is (services.metric_history_keep, what job_finish calls), so every load reads
+those files; code served with ``--serve-from`` that predates them reads the database on the first load.
 
 Each repeat also reports where the time went: the history requests (server time to first byte, bytes on
 the wire and decoded, from the Resource Timing entries) and the page's own ``dashboard:*`` performance
@@ -22,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,6 +52,7 @@ GRPO_METRICS = [
 def seed(runs: int, steps: int):
     from django.contrib.auth import get_user_model
     from django.db import connection
+    from django.utils import timezone
 
     from webapp.jobs.models import Job, JobState, MetricPoint
     from webapp.projects.services import project_create
@@ -56,7 +60,7 @@ def seed(runs: int, steps: int):
     user = get_user_model().objects.create_user("bench", password="bench-password")
     project = project_create(user=user, name="Dashboard bench")
     jobs = [Job.objects.create(project=project, kind="train_grpo", created_by=user, state=JobState.SUCCEEDED,
-                               title=f"lr {i + 1}e-6", progress_step=steps, progress_total=steps,
+                               title=f"lr {i + 1}e-6", progress_step=steps, progress_total=steps, finished_at=timezone.now(),
                                spec={"learning_rate": (i + 1) * 1e-6, "num_generations": 8, "beta": 0.04})
             for i in range(runs)]
     with connection.cursor() as cursor:
@@ -67,6 +71,10 @@ def seed(runs: int, steps: int):
                 "SELECT %s, s, n.name, sin(s / 50.0 + n.i) + random() * 0.2 + n.i, now() + s * interval '1 second' "
                 "FROM generate_series(1, %s) AS s, unnest(%s::text[]) WITH ORDINALITY AS n(name, i) ORDER BY s, n.i",
                 [job.pk, steps, GRPO_METRICS])
+    from webapp.jobs.services import metric_history_keep
+
+    for job in jobs:  # as job_finish does when a run ends
+        metric_history_keep(job=job)
     return user, project, jobs
 
 
@@ -90,7 +98,9 @@ def main() -> None:
 
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{db_name}",
            "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
-           "CELERY_BROKER_URL": "redis://127.0.0.1:6379/8", "DJANGO_SETTINGS_MODULE": "webapp.settings"}
+           "CELERY_BROKER_URL": "redis://127.0.0.1:6379/8", "DJANGO_SETTINGS_MODULE": "webapp.settings",
+           # the kept histories: written by the seed here, read by the server
+           "ARTIFACT_ROOT": os.environ.get("BENCH_ARTIFACT_ROOT", tempfile.mkdtemp(prefix="bench-dashboard-"))}
     fresh_database(env)
     os.environ.update(env)
     import django
@@ -144,7 +154,7 @@ def main() -> None:
                     page_ttfb: Math.round(performance.getEntriesByType('navigation')[0].responseStart),
                     dom_content_loaded: Math.round(performance.getEntriesByType('navigation')[0].domContentLoadedEventEnd) })""")
                 context.close()
-                # repeat 0 (cold: server, browser, no Redis-kept histories) is reported apart as first_load
+                # repeat 0 (cold: a fresh server, an empty browser cache) is reported apart as first_load
                 results.append({"first_panel_ms": first_panel[0] if first_panel else None,
                                 "points_received_ms": round(received_at) if received_at else None,
                                 "all_panels_drawn_ms": state[3], "points_seen": state[0], "panels": panels,
@@ -171,6 +181,8 @@ def main() -> None:
 
         connections.close_all()
         subprocess.run(["dropdb", "-h", "127.0.0.1", "-U", "postgres", "--if-exists", "--force", db_name], env=env)
+        if "BENCH_ARTIFACT_ROOT" not in os.environ:
+            shutil.rmtree(env["ARTIFACT_ROOT"], ignore_errors=True)
 
 
 if __name__ == "__main__":
