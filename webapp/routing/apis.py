@@ -16,7 +16,9 @@ router = Router(tags=["routing"])
 
 class PlanIn(Schema):
     budget: str = Field(..., description="For people: a share ('25%', '0.25') or a count ('300').")
-    strategy: str = "uncertainty"
+    strategy: str = Field("uncertainty", description=(
+        "Pairwise: uncertainty, topk, optimal_pos, random. Step items: steps_agreement (people get the items "
+        "of the step-count buckets where measured human-LM step agreement is lowest; random below the overlap)."))
     judge_config_id: int | None = None
     template_id: int | None = None
     seed: int = 0
@@ -149,6 +151,9 @@ def create_plan(request, project_id: int, body: PlanIn):
 def get_plan(request, project_id: int, plan_id: int):
     plan = _plan(request, project_id, plan_id)
     lm_runs_reconcile(project=plan.project)
+    from webapp.routing.steps_plan import steps_plan_reconcile
+
+    steps_plan_reconcile(plan=plan)
     plan.refresh_from_db()
     return _out(plan, True)
 

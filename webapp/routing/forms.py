@@ -5,6 +5,7 @@ STRATEGY_CHOICES = [
     ("topk", "topk — the comparisons with the largest predicted gain (Hybrid Preferences)"),
     ("optimal_pos", "optimal_pos — every comparison with a positive predicted gain, up to the budget"),
     ("random", "random — a uniform draw (baseline)"),
+    ("steps_agreement", "steps_agreement — step items: people get those where the step judge agrees least with people"),
 ]
 
 
@@ -25,7 +26,7 @@ class PlanForm(forms.Form):
         if len(configs) == 1:  # the project's only judge is the one meant; "—" stays for no judge
             self.fields["judge_config"].initial = configs[0].pk
         self.fields["template"].choices = [("", "built-in default")] + [
-            (t.pk, str(t)) for t in template_latest_list(project=project) if t.mode == "compare"]
+            (t.pk, str(t)) for t in template_latest_list(project=project) if t.mode in ("compare", "steps")]
 
 
 class TagForm(forms.Form):

@@ -179,9 +179,11 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
     from rlcore.routing.features import build_feature_table, extract_features
     from rlcore.routing.predictor import STRATEGIES, Budget, parse_budget, plan_routing, resolve_budget
 
+    from webapp.routing.steps_plan import STEPS_STRATEGY
+
     errors = {}
-    if strategy not in STRATEGIES:
-        errors["strategy"] = f"Unknown strategy '{strategy}': choose one of {', '.join(STRATEGIES)}."
+    if strategy not in (*STRATEGIES, STEPS_STRATEGY):
+        errors["strategy"] = f"Unknown strategy '{strategy}': choose one of {', '.join((*STRATEGIES, STEPS_STRATEGY))}."
     budget_text = str(budget if budget is not None else "").strip()
     parsed: Budget | None = None
     if not budget_text:
@@ -203,6 +205,11 @@ def routing_plan_create(*, project, user, budget: str, strategy: str = "uncertai
         errors.update(exc.message_dict)
     if errors:
         raise ValidationError(errors)
+    if strategy == STEPS_STRATEGY:  # step items: their own planner (routing.steps_plan), not the pairwise one
+        from webapp.routing.steps_plan import steps_plan_create
+
+        return steps_plan_create(project=project, user=user, budget_text=budget_text, parsed=parsed, seed=seed,
+                                 judge_config=judge_config, template=template, parent=parent)
     # Inline, a plan holds every pooled comparison and its features (about 7 KB each): a pool of 500k grew
     # a web worker past 2.2 GB until it was killed (bench/scale.py). Above the limit, counted before anything
     # is loaded, the pool is streamed to a file and planned by a job whose child never touches the database.
@@ -390,6 +397,10 @@ def routing_plan_approve(*, plan: RoutingPlan, user, judge_config_id=None, templ
             plan.judge_config = _project_object(JudgeConfig, project, judge_config_id, "judge_config")
         if template_id not in (None, ""):
             plan.template = _project_object(JudgePromptTemplate, project, template_id, "template")
+        if plan.requested_strategy == "steps_agreement":
+            from webapp.routing.steps_plan import steps_plan_approve
+
+            return steps_plan_approve(plan=plan, user=user)
         decisions = list(plan.decisions.all())
         lm_side = [d.comparison_id for d in decisions if d.route == Route.LM]
         human_side = [d.comparison_id for d in decisions if d.route == Route.HUMAN]

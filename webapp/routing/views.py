@@ -12,6 +12,7 @@ from webapp.routing import selectors, services
 from webapp.routing.forms import PlanForm, TagForm
 from webapp.routing.embeddings import embeddings_job_create, responses_without_embedding
 from webapp.routing.reward_scores import reward_scores_job_create
+from webapp.routing.steps_plan import steps_plan_reconcile, steps_pool_queryset
 from webapp.routing.models import PlanStatus, RoutingPlan
 from webapp.routing.tagging import DEFAULT_CATEGORIES, tag_summary, tagging_job_create, untagged_prompts
 
@@ -43,6 +44,7 @@ def _home(request, project, *, form, tag_form, can_design: bool, status: int = 2
     return render(request, "routing/home.html", {
         "project": project, "form": form, "plans": selectors.plan_list(project=project)[:30],
         "pool_size": services.routing_pool_queryset(project=project).count(),  # not loaded: 1M rows
+        "steps_pool_size": steps_pool_queryset(project=project).count(),
         "missing_embeddings": responses_without_embedding(project=project).count(),
         **_reward_model_counts(project), "tag_form": tag_form,
         "tags": tag_summary(project=project), "untagged": untagged_prompts(project=project, limit=20),
@@ -54,6 +56,7 @@ def plan_detail(request: HttpRequest, project_id: int, plan_id: int) -> HttpResp
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     lm_runs_reconcile(project=project)
     plan = get_object_or_404(RoutingPlan.objects.select_related("planning_job"), project=project, pk=plan_id)
+    steps_plan_reconcile(plan=plan)
     if request.htmx and request.GET.get("part") == "status":
         response = render(request, "routing/_plan_status.html", {"project": project, "plan": plan})
         if plan.status != PlanStatus.PENDING:
