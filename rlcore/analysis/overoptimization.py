@@ -24,6 +24,17 @@ higher proxy mean and a gold mean lower than the peak by more than 1.96 combined
 over all samples with both, and the samples with the largest ``z(proxy) - z(gold)`` are listed with
 their per-component rewards.
 
+Per-checkpoint gold (an alternative to per-sample gold means): when the gold is a rate measured per checkpoint
+(a human win rate against the start policy, Wilson 95% interval), pass ``checkpoint_gold`` as
+``{checkpoint: CheckpointGold(value, low, high, n)}``. Those figures replace the per-sample gold means (a checkpoint
+absent from it has no gold figure, e.g. the start policy, which is the reference), and the peak test uses them. The
+Wilson interval is asymmetric, so its half-width stands in for the normal one: ``se = (high - low) / (2 * 1.96)``,
+and the peak's drop must still exceed 1.96 combined such standard errors (for a symmetric normal interval this is
+the ordinary s.e.; for a Wilson interval it is the s.e. of the normal interval of the same width). The per-sample
+``gold`` (e.g. the head-to-head label of a sample's comparison: lost 0, tie 0.5, won 1) still feeds the gap samples
+and the rule-disagreement rate; ``gold_threshold`` says what counts as the judge disagreeing (0.5 for head-to-head
+outcomes: lost against the start; default the start checkpoint's median gold).
+
 >>> rows = [SampleScore(checkpoint=c, step=s, prompt_id=f"p{i}", completion="ok " * (1 + s * (i % 3)),
 ...                     proxy=s + i % 3, gold=(1.0 if s < 2 else 0.0) + 0.1 * (i % 2), kl=0.5 * s, tokens=5)
 ...         for c, s in (("c0", 0), ("c1", 1), ("c2", 2)) for i in range(6)]
@@ -35,7 +46,7 @@ their per-component rewards.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +111,29 @@ class OveroptSettings(BaseModel):
                                      description="Flag a rule when its satisfied-but-gold-low rate rises by >= this.")
     top_gaps: int = Field(default=20, ge=1, le=1000, description="Gap samples listed.")
     min_gold: int = Field(default=2, ge=2, description="Fewest gold scores a checkpoint needs for a gold mean.")
+
+
+class CheckpointGold(BaseModel):
+    """Gold measured per checkpoint (not per sample): a value with its 95% interval and the n behind it."""
+
+    value: float
+    low: float
+    high: float
+    n: int = Field(ge=0, description="Labels (or scores) behind the value.")
+    interval: str = Field(default="wilson", description="How [low, high] was computed (shown on the report).")
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not all(math.isfinite(v) for v in (self.value, self.low, self.high)):
+            raise ValueError("value, low and high must be finite")
+        if not self.low <= self.value <= self.high:
+            raise ValueError(f"need low <= value <= high, got {self.low} <= {self.value} <= {self.high}")
+        return self
+
+    def as_interval(self) -> Interval:
+        # The half-width of the (asymmetric) interval as a normal one: se = width / (2 * 1.96).
+        return Interval(mean=self.value, low=self.low, high=self.high, n=self.n,
+                        se=(self.high - self.low) / (2 * Z95))
 
 
 class Interval(BaseModel):
@@ -169,7 +203,12 @@ class OveroptimizationReport(BaseModel):
     samples_without_gold: int
     kl_estimator: str = KL_ESTIMATOR
     kl_clamped: int = Field(description="Checkpoints whose KL estimate was negative (sqrt_kl set to 0).")
-    gold_threshold: float | None = Field(description="Start checkpoint's median gold (rule disagreement).")
+    gold_threshold: float | None = Field(description="Per-sample gold below this is the judge disagreeing (rule "
+                                                     "disagreement); default the start checkpoint's median gold.")
+    gold_per_checkpoint: str | None = Field(default=None, description=(
+        "None: gold figures are per-sample means; else how the given per-checkpoint gold was computed."))
+    samples_without_gold_ids: list[str] = Field(default_factory=list, description=(
+        "checkpoint/response_id (or prompt_id) of each sample without a gold score (left out of gap samples)."))
     settings: OveroptSettings
 
 
@@ -193,9 +232,11 @@ def _interval(values: Sequence[float]) -> Interval:
     return Interval(mean=mean, low=mean - Z95 * se, high=mean + Z95 * se, n=len(array), se=se)
 
 
-def analyse_overoptimization(samples: Sequence[SampleScore], settings: OveroptSettings | None = None
-                             ) -> OveroptimizationReport:
-    """The report described in the module docstring; refuses an empty or one-checkpoint input."""
+def analyse_overoptimization(samples: Sequence[SampleScore], settings: OveroptSettings | None = None, *,
+                             checkpoint_gold: Mapping[str, CheckpointGold] | None = None,
+                             gold_threshold: float | None = None) -> OveroptimizationReport:
+    """The report described in the module docstring; refuses an empty or one-checkpoint input, and
+    ``checkpoint_gold`` naming a checkpoint that has no samples."""
     settings = settings or OveroptSettings()
     if not samples:
         raise UserError("no scored samples: score at least two checkpoints")
@@ -208,12 +249,15 @@ def analyse_overoptimization(samples: Sequence[SampleScore], settings: OveroptSe
     if len(by_checkpoint) < 2:
         raise UserError(f"only one checkpoint ({next(iter(by_checkpoint))!r}): over-optimisation needs at least two")
     ordered = sorted(by_checkpoint.items(), key=lambda item: item[1][0].step)
+    if checkpoint_gold is not None and (stray := sorted(set(checkpoint_gold) - set(by_checkpoint))):
+        raise UserError(f"checkpoint_gold: {stray} are not checkpoints of the samples")
     unknown = set(settings.rule_components) - {c for s in samples for c in s.components}
     if unknown:
         raise UserError(f"rule_components: {sorted(unknown)} are not components of the samples")
 
     first_gold = [s.gold for s in ordered[0][1] if s.gold is not None]
-    threshold = float(np.median(first_gold)) if first_gold else None
+    threshold = gold_threshold if gold_threshold is not None else (
+        float(np.median(first_gold)) if first_gold else None)
     summaries, clamped = [], 0
     for name, rows in ordered:
         golds = [r.gold for r in rows if r.gold is not None]
@@ -232,7 +276,7 @@ def analyse_overoptimization(samples: Sequence[SampleScore], settings: OveroptSe
         distinct, bigrams = distinct_n([r.completion for r in rows])
         summaries.append(CheckpointSummary(
             checkpoint=name, step=rows[0].step, n=len(rows), proxy=_interval([r.proxy for r in rows]),
-            gold=_interval(golds) if len(golds) >= settings.min_gold else None, gold_missing=len(rows) - len(golds),
+            gold=_gold_of(name, golds, checkpoint_gold, settings), gold_missing=len(rows) - len(golds),
             kl=kl, sqrt_kl=math.sqrt(max(kl, 0.0)), kl_tokens=int(kl_tokens),
             mean_length=float(np.mean([len(r.completion.split()) for r in rows])), distinct_2=distinct, bigrams=bigrams,
             component_means=means,
@@ -242,7 +286,18 @@ def analyse_overoptimization(samples: Sequence[SampleScore], settings: OveroptSe
         checkpoints=summaries, peak=_peak(summaries), symptoms=_symptoms(summaries, settings),
         gap_samples=_gaps(samples, settings.top_gaps), samples=len(samples),
         samples_without_gold=sum(1 for s in samples if s.gold is None), kl_clamped=clamped,
-        gold_threshold=threshold, settings=settings)
+        gold_threshold=threshold, settings=settings,
+        gold_per_checkpoint=(None if checkpoint_gold is None else
+                             ", ".join(sorted({g.interval for g in checkpoint_gold.values()})) or "none given"),
+        samples_without_gold_ids=[f"{s.checkpoint}/{s.response_id or s.prompt_id}" for s in samples if s.gold is None])
+
+
+def _gold_of(name: str, golds: list[float], checkpoint_gold: Mapping[str, CheckpointGold] | None,
+             settings: OveroptSettings) -> Interval | None:
+    if checkpoint_gold is not None:
+        given = checkpoint_gold.get(name)
+        return given.as_interval() if given is not None else None
+    return _interval(golds) if len(golds) >= settings.min_gold else None
 
 
 def _peak(summaries: list[CheckpointSummary]) -> Peak:

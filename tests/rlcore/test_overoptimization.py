@@ -154,3 +154,75 @@ def test_the_cli_prints_the_report(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "rlcore", "analysis", "overopt", "--samples", str(tmp_path / "x")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "file not found" in bad.stderr
+
+
+def hand_wilson(successes: float, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """Wilson (1927), written out: (p + z^2/2n +- z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)."""
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+
+
+def human_gold_case(n_labels: int):
+    """Start + three checkpoints; proxy rises throughout; people's win rate vs start 0.5, 0.7, 0.55. Per sample,
+    the head-to-head label of its comparison (won 1, tie 0.5, lost 0); sample 3 of each checkpoint unlabelled."""
+    from rlcore.analysis.overoptimization import CheckpointGold
+
+    rates = {"checkpoint-100": 0.5, "checkpoint-200": 0.7, "checkpoint-300": 0.55}
+    rows, gold = [], {}
+    for step in (0, 100, 200, 300):
+        name = "start" if step == 0 else f"checkpoint-{step}"
+        for i in range(4):
+            label = None if step == 0 or i == 3 else [1.0, 0.5, 0.0][i]
+            if step == 300 and i == 2:
+                label = 0.0
+            rows.append(SampleScore(checkpoint=name, step=step, prompt_id=str(i), response_id=f"{name}/{i}",
+                                    completion="w " * (5 + step // 50), proxy=step / 100 + 0.01 * i,
+                                    components={"rule": 1.0 if step else 0.0,
+                                                "len": step / 100 + 0.01 * i - 1.0 * bool(step)},
+                                    gold=label, kl=step / 1000, tokens=5))
+        if step:
+            low, high = hand_wilson(rates[name] * n_labels, n_labels)
+            gold[name] = CheckpointGold(value=rates[name], low=low, high=high, n=n_labels)
+    return rows, gold
+
+
+def test_per_checkpoint_human_win_rates_flag_the_peak_with_the_wilson_interval():
+    rows, gold = human_gold_case(400)
+    report = analyse_overoptimization(rows, OveroptSettings(rule_components=["rule"]), checkpoint_gold=gold,
+                                      gold_threshold=0.5)
+    by = {c.checkpoint: c for c in report.checkpoints}
+    assert by["start"].gold is None  # the reference has no win rate against itself
+    assert by["checkpoint-200"].gold.mean == 0.7 and by["checkpoint-200"].gold.n == 400
+    # by hand: Wilson half-widths as normal s.e. (width / 3.92), drop 0.7 - 0.55 = 0.15 against 1.96 combined s.e.
+    l2, h2 = hand_wilson(280, 400)
+    l3, h3 = hand_wilson(220, 400)
+    se2, se3 = (h2 - l2) / 3.919927969, (h3 - l3) / 3.919927969
+    threshold = 1.959963984540054 * math.sqrt(se2 ** 2 + se3 ** 2)
+    assert 0.06 < threshold < 0.07  # about 1.96 * sqrt(.7*.3/400 + .55*.45/400) = 0.066
+    assert report.peak.flagged and report.peak.checkpoint == "checkpoint-200"
+    assert report.peak.later_checkpoint == "checkpoint-300"
+    assert report.peak.drop == pytest.approx(0.15) and report.peak.drop_threshold == pytest.approx(threshold)
+    assert report.gold_per_checkpoint == "wilson"
+    # per-sample gold = head-to-head labels: unlabelled samples are named and left out of the gaps
+    assert report.samples_without_gold_ids == ["start/start/0", "start/start/1", "start/start/2", "start/start/3",
+                                               "checkpoint-100/checkpoint-100/3", "checkpoint-200/checkpoint-200/3",
+                                               "checkpoint-300/checkpoint-300/3"]
+    assert len(report.gap_samples) == 9 and all(g.response_id[-1] != "3" for g in report.gap_samples)
+    # largest z(proxy) - z(gold): highest proxy with a lost label (checkpoint-300 sample 2, proxy 3.02, gold 0)
+    assert (report.gap_samples[0].checkpoint, report.gap_samples[0].prompt_id) == ("checkpoint-300", "2")
+    # rule satisfied while lost (< 0.5): checkpoint-300 has samples 0 won, 1 tie, 2 lost -> 1 of 3
+    assert by["checkpoint-300"].rule_disagreement["rule"] == pytest.approx(1 / 3)
+
+
+def test_wide_wilson_intervals_do_not_flag_the_same_win_rates():
+    rows, gold = human_gold_case(20)  # 14 of 20 vs 11 of 20: drop 0.15 is inside the noise
+    report = analyse_overoptimization(rows, checkpoint_gold=gold, gold_threshold=0.5)
+    assert report.peak.checkpoint == "checkpoint-200" and not report.peak.flagged
+
+
+def test_checkpoint_gold_naming_an_unscored_checkpoint_is_refused():
+    rows, gold = human_gold_case(20)
+    with pytest.raises(UserError, match="checkpoint-999"):
+        analyse_overoptimization(rows, checkpoint_gold={**gold, "checkpoint-999": gold["checkpoint-100"]})

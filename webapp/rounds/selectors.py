@@ -80,11 +80,12 @@ def round_win_rates(*, round: Round) -> dict:
 HUMAN_GOLD_MIN_LABELS = 10  # below this a Wilson interval on a win rate is wider than ±0.25: no figure shown
 
 
-def overopt_human_gold(*, report: OveroptimizationReport) -> dict:
+def overopt_human_gold(*, report: OveroptimizationReport, samples_gold: dict | None = None) -> dict:
     """Gold = human win rate, on read: per scored checkpoint, people's labels (source human; adjudications and
     LM labels left out and counted) on its head-to-head comparisons against the start policy, a win when the
     checkpoint's response is preferred, a tie as half (tie count shown), Wilson 95% interval on (wins + ties/2)
-    of n. Fewer than ``HUMAN_GOLD_MIN_LABELS`` labels: no figure, and how many more are needed."""
+    of n. Fewer than ``HUMAN_GOLD_MIN_LABELS`` labels: no figure, and how many more are needed. ``samples_gold``
+    (a dict, filled when given): per checkpoint, {checkpoint Response id: its comparison's mean label outcome}."""
     from django.conf import settings
 
     from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel
@@ -93,6 +94,7 @@ def overopt_human_gold(*, report: OveroptimizationReport) -> dict:
     gold = report.human_gold or {}
     if not gold.get("checkpoints"):
         return {}
+    with_samples = samples_gold is not None
     minimum = int(getattr(settings, "OVEROPT_HUMAN_GOLD_MIN_LABELS", HUMAN_GOLD_MIN_LABELS))
     all_ids = [i for c in gold["checkpoints"].values() for i in c["comparison_ids"]]
     pairs = dict(Comparison.objects.filter(pk__in=all_ids).values_list("pk", "response_ids"))
@@ -104,17 +106,23 @@ def overopt_human_gold(*, report: OveroptimizationReport) -> dict:
         labels[comparison_id].append((source, choice))
     out = {}
     for label, c in gold["checkpoints"].items():
-        outcomes, dropped = [], defaultdict(int)
+        outcomes, dropped, per_response = [], defaultdict(int), {}
         for comparison_id in c["comparison_ids"]:
             ids = pairs.get(comparison_id, [])
             side = 0 if ids and owner.get(ids[0]) == c["policy_id"] else 1
+            mine = []
             for source, choice in labels[comparison_id]:
                 if source != LabelSource.HUMAN:
                     dropped[f"{source} labels (not people's)"] += 1
                 elif choice not in ("a", "b", "tie"):
                     dropped[f"{choice} labels"] += 1
                 else:
-                    outcomes.append(0.5 if choice == "tie" else float((choice == "a") == (side == 0)))
+                    mine.append(0.5 if choice == "tie" else float((choice == "a") == (side == 0)))
+            outcomes.extend(mine)
+            if mine and len(ids) == 2:  # several raters on one comparison: their mean outcome
+                per_response[ids[side]] = sum(mine) / len(mine)
+        if with_samples:
+            samples_gold[label] = per_response
         tally = _tally(outcomes)
         needed = max(0, minimum - tally["n"])
         if needed:
@@ -122,6 +130,43 @@ def overopt_human_gold(*, report: OveroptimizationReport) -> dict:
         out[label] = {**tally, "needed": needed, "min_labels": minimum, "comparisons": len(c["comparison_ids"]),
                       "dropped": dict(dropped)}
     return out
+
+
+HEAD_TO_HEAD_LOST = 0.5  # a head-to-head outcome below this lost against the start: the judge disagrees
+
+
+def overopt_report_view(*, report: OveroptimizationReport) -> tuple[dict, dict]:
+    """(the report dict to show, the human gold per checkpoint). For gold = human win rate the stored rlcore report
+    has no gold at all (the scoring job scored none), so on read it is recomputed from the stored samples with
+    people's labels: per checkpoint the win rate and its Wilson interval (only where enough labels are in) as
+    rlcore's per-checkpoint gold, which drives the peak flag; per sample the label of its comparison (lost 0, tie
+    0.5, won 1) for the gap samples and the rule-disagreement symptom (threshold: lost). Other gold kinds: as stored."""
+    from rlcore.analysis.overoptimization import (CheckpointGold, OveroptSettings, SampleScore,
+                                                  analyse_overoptimization)
+    from webapp.datasets.models import Response
+
+    per_response: dict = {}
+    human = overopt_human_gold(report=report, samples_gold=per_response)
+    if not human or not report.samples:
+        return report.report, human
+    # a sample row's checkpoint Response: same prompt, same sample index (the scoring job wrote them so)
+    labelled = {r for rs in per_response.values() for r in rs}
+    by_key = {(m.get("checkpoint"), p, i): pk for pk, p, i, m in Response.objects.filter(pk__in=labelled)
+              .values_list("pk", "prompt_id", "sample_index", "metadata")}
+    rows = []
+    for row in report.samples:
+        index = str(row.get("response_id", "")).rsplit("/", 1)[-1]
+        key = (row["checkpoint"], int(row["prompt_id"]) if str(row["prompt_id"]).isdigit() else None,
+               int(index) if index.isdigit() else None)
+        label = per_response.get(row["checkpoint"], {}).get(by_key.get(key))
+        rows.append(SampleScore.model_validate({**row, "gold": label}))
+    scored = {r.checkpoint for r in rows}
+    gold = {label: CheckpointGold(value=g["win_rate"], low=g["low"], high=g["high"], n=g["n"],
+                                  interval="Wilson 95% on (wins + ties/2) of n people's labels")
+            for label, g in human.items() if g["win_rate"] is not None and label in scored}
+    recomputed = analyse_overoptimization(rows, OveroptSettings(**report.report.get("settings", {})),
+                                          checkpoint_gold=gold, gold_threshold=HEAD_TO_HEAD_LOST)
+    return recomputed.model_dump(), human
 
 
 CHART_W, CHART_H, PAD = 560, 280, 48
@@ -165,8 +210,9 @@ def overopt_preview_row(*, project, ref: str) -> dict | None:
     report_id, _, index = rest.partition(":")
     if kind != "overopt" or not report_id.isdigit() or not index.isdigit():
         return None
-    report = OveroptimizationReport.objects.filter(project=project, pk=int(report_id)).only("report").first()
-    gaps = report.report.get("gap_samples", []) if report else []
+    report = OveroptimizationReport.objects.filter(project=project, pk=int(report_id)).first()
+    # the same gap list the page numbered: recomputed on read for human gold
+    gaps = overopt_report_view(report=report)[0].get("gap_samples", []) if report else []
     if int(index) >= len(gaps):
         return None
     g = gaps[int(index)]

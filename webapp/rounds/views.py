@@ -67,11 +67,11 @@ def overopt_detail(request: HttpRequest, project_id: int, report_id: int) -> Htt
     project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     report = get_object_or_404(OveroptimizationReport.objects.select_related("run", "round"), project=project,
                                pk=report_id)
-    human_gold = selectors.overopt_human_gold(report=report)  # on read: moves as labels arrive
-    checkpoints = [{**c, "human": human_gold.get(c["checkpoint"])} for c in report.report["checkpoints"]]
+    r, human_gold = selectors.overopt_report_view(report=report)  # on read: peak and gaps move as labels arrive
+    checkpoints = [{**c, "human": human_gold.get(c["checkpoint"])} for c in r["checkpoints"]]
     return render(request, "rounds/overopt_detail.html", {
-        "project": project, "report": report, "r": report.report, "checkpoints": checkpoints,
-        "human_gold": human_gold, "chart": selectors.overopt_chart(report=report.report, human_gold=human_gold),
+        "project": project, "report": report, "r": r, "checkpoints": checkpoints,
+        "human_gold": human_gold, "chart": selectors.overopt_chart(report=r, human_gold=human_gold),
         "loop": selectors.run_loop_links(job=report.run) if report.run else {}})
 
 
