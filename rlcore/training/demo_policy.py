@@ -59,8 +59,14 @@ def build_demo_policy(directory: str | Path, texts: Iterable[str], *, vocab_size
     leaves a half-written folder that would be reused.
     """
     directory = Path(directory)
-    if demo_policy_label(directory) and (directory / "config.json").is_file():
+    weights = ("model.safetensors", "pytorch_model.bin")
+    if (demo_policy_label(directory) and (directory / "config.json").is_file()
+            and any((directory / name).is_file() for name in weights)):
         return directory
+    if directory.exists():  # a damaged or stand-in folder under the demo's name: build it afresh
+        import shutil
+
+        shutil.rmtree(directory)
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast, Qwen2Config

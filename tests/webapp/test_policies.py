@@ -122,8 +122,13 @@ def test_a_viewer_cannot_register_and_another_project_is_invisible(client, peopl
     assert _api(client, people.users["eve"], "get", url).status_code in (403, 404)
 
 
-def test_the_demo_policy_is_registered_and_offered_first_with_its_label(people, settings):
+def test_the_demo_policy_is_registered_and_offered_first_with_its_label(people, settings, tmp_path):
     from rlcore.training.demo_policy import DEMO_POLICY_LABEL, MARKER_FILE
+
+    # A stand-in demo policy (no weights) of its own: in the session's VAR_DIR it would pass for the real
+    # one, and seed_demo would reuse it later instead of building it.
+    settings.VAR_DIR = tmp_path
+    settings.MODEL_ROOTS = [str(tmp_path / "models")]
     from webapp.training.demo import demo_policy_dir
     from webapp.training.selectors import known_policies
     from webapp.training.services import demo_policy_register, policy_register

@@ -168,3 +168,8 @@ def test_posted_human_labels_make_the_gold_peak_flag_and_the_gap_samples_appear(
     assert "start/start/" in page.split('id="unlabelled"')[1].split("</span>")[0]
     rule = page.split('data-kind="rule_disagreement"')[1].split("</li>")[0]
     assert 'data-flagged="true"' in rule and "0% -&gt; 100%" in rule
+    # the API gives the same recomputed view as the page
+    api = client.get(f"/api/v1/projects/{people.project.pk}/overoptimization/{report.pk}",
+                     headers={"Authorization": f"Bearer {token_for(people.users['bob'])}"}).json()
+    assert api["report"]["peak"]["checkpoint"] == "checkpoint-5"
+    assert len(api["report"]["gap_samples"]) == 8

@@ -91,9 +91,10 @@ def _round_out(r: Round) -> dict:
 
 
 def _report_out(r: OveroptimizationReport) -> dict:
+    # The page's view of the report: with human-win-rate gold, recomputed from people's labels on read.
+    report, human_gold = selectors.overopt_report_view(report=r)
     return {"id": r.pk, "name": r.name, "gold_kind": r.gold_kind, "gold_name": r.gold_name, "run_id": r.run_id,
-            "round_id": r.round_id, "report": r.report, "created_at": r.created_at,
-            "human_gold": selectors.overopt_human_gold(report=r)}
+            "round_id": r.round_id, "report": report, "created_at": r.created_at, "human_gold": human_gold}
 
 
 @router.get("/{project_id}/rounds", response=list[RoundOut], summary="Rounds of the design loop")
