@@ -174,30 +174,21 @@ class PromptedJudge(ABC):
         return self.name
 
     def grade(self, requests: Sequence[GradeRequest]) -> list[GradeResult]:
-        from rlcore.judges.prompts import grade_placeholders, parse_grade_reply
+        from rlcore.judges.prompts import grade_placeholders
 
-        template = self.templates.grade
-        rendered = [template.render(**grade_placeholders(r)) for r in requests]
-        replies = self.complete(rendered)
-        _check_count(replies, rendered)
-        results = []
-        for req, text, reply in zip(requests, rendered, replies):
-            if isinstance(reply, BaseException):
-                results.append(GradeResult(request_id=req.request_id, judge=self._label(template), rendered_prompt=text,
-                                           raw_reply=None, verdict=None, error=f"judge call failed: {reply}"))
-                continue
-            parsed = parse_grade_reply(reply, req.scale_min, req.scale_max)
-            results.append(GradeResult(request_id=req.request_id, judge=self._label(template), rendered_prompt=text,
-                                       raw_reply=reply, verdict=parsed.verdict, confidence=parsed.confidence,
-                                       error=parsed.error))
-        return results
+        return self._grade_with(self.templates.grade, grade_placeholders, requests)
 
     def grade_steps(self, requests: Sequence[StepGradeRequest]) -> list[GradeResult]:
         """Grade each step with the ``steps`` template; the reply is read like a rubric grade (``Score: x``)."""
-        from rlcore.judges.prompts import parse_grade_reply, step_placeholders
+        from rlcore.judges.prompts import step_placeholders
 
-        template = self.templates.steps
-        rendered = [template.render(**step_placeholders(r)) for r in requests]
+        return self._grade_with(self.templates.steps, step_placeholders, requests)
+
+    def _grade_with(self, template, placeholders, requests) -> list[GradeResult]:
+        """Render each request with ``template``, ask the model, read each reply as a grade on its scale."""
+        from rlcore.judges.prompts import parse_grade_reply
+
+        rendered = [template.render(**placeholders(r)) for r in requests]
         replies = self.complete(rendered)
         _check_count(replies, rendered)
         results = []

@@ -462,19 +462,9 @@ def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | 
     (:func:`webapp.judging.selectors.rankings_awaiting_label`). They leave the annotation queue while
     the judge works; those it cannot rank come back to it when the job ends, with the reason recorded."""
     from webapp.judging.selectors import rankings_awaiting_label
-    from webapp.projects.models import Project
 
-    # One start per project at a time: two clicks at once would both pick the same comparisons.
-    Project.objects.select_for_update().filter(pk=project.pk).first()
-    if project.is_closed:
-        raise ValidationError({"project": f"Project '{project.name}' is closed: it takes no new labels."})
-    template = None
-    if template_id not in (None, ""):
-        template = (JudgePromptTemplate.objects.filter(project=project, pk=template_id).first()
-                    if str(template_id).isdigit() else None)
-        if template is None or template.mode != PromptMode.RANK:
-            raise ValidationError({"template_id": f"Template {template_id} is not a ranking (rank) template of "
-                                                  "this project: choose one, or none for default-rank@1."})
+    template = _start_whole_project_run(project=project, template_id=template_id, mode=PromptMode.RANK,
+                                        what="ranking (rank)", default="default-rank@1")
     ids = list(rankings_awaiting_label(project=project).values_list("pk", flat=True))
     if not ids:
         raise ValidationError({"comparisons": "No N-way ranking comparison of this project is waiting for a "
@@ -486,25 +476,34 @@ def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | 
     return job
 
 
+def _start_whole_project_run(*, project, template_id, mode: str, what: str, default: str):
+    """Checks shared by the runs that take everything of the project still waiting (rankings, step items):
+    the project's row locked, so two clicks at once cannot both pick the same items; an open project; the
+    chosen template (None: the default) of this project and of the run's mode."""
+    from webapp.projects.models import Project
+
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if project.is_closed:
+        raise ValidationError({"project": f"Project '{project.name}' is closed: it takes no new labels."})
+    if template_id in (None, ""):
+        return None
+    template = (JudgePromptTemplate.objects.filter(project=project, pk=template_id).first()
+                if str(template_id).isdigit() else None)
+    if template is None or template.mode != mode:
+        raise ValidationError({"template_id": f"Template {template_id} is not a {what} template of this project: "
+                                              f"choose one, or none for {default}."})
+    return template
+
+
 @transaction.atomic
 def lm_steps_prelabel(*, project, user, config: JudgeConfig, template_id: int | None = None) -> Job:
     """Queue a job that grades every step of the project's step items that have no LM pre-label yet and no
     run going (:func:`webapp.judging.selectors.step_items_awaiting_prelabel`). The items stay in the queue:
     a pre-label is a suggestion, and an annotator who takes an item before it arrives grades it unprompted."""
     from webapp.judging.selectors import step_items_awaiting_prelabel
-    from webapp.projects.models import Project
 
-    # One start per project at a time: two clicks at once would both pick the same items.
-    Project.objects.select_for_update().filter(pk=project.pk).first()
-    if project.is_closed:
-        raise ValidationError({"project": f"Project '{project.name}' is closed: it takes no new labels."})
-    template = None
-    if template_id not in (None, ""):
-        template = (JudgePromptTemplate.objects.filter(project=project, pk=template_id).first()
-                    if str(template_id).isdigit() else None)
-        if template is None or template.mode != PromptMode.STEPS:
-            raise ValidationError({"template_id": f"Template {template_id} is not a step grading (steps) template of "
-                                                  "this project: choose one, or none for default-steps@1."})
+    template = _start_whole_project_run(project=project, template_id=template_id, mode=PromptMode.STEPS,
+                                        what="step grading (steps)", default="default-steps@1")
     ids = list(step_items_awaiting_prelabel(project=project).values_list("pk", flat=True))
     if not ids:
         raise ValidationError({"comparisons": "No step item of this project is waiting for a pre-label (build step "
