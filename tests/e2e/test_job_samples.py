@@ -34,6 +34,8 @@ def test_it_filters_sorts_and_keeps_the_filters_when_samples_arrive(app_server, 
             else None)
     page.goto(f"{app_server}/projects/{people.project.pk}/jobs/{job.pk}/")
     assert "36 of 36 logged samples match" in _counts(page)
+    # htmx (a deferred script) must have bound the filter form before the first change, or that change is lost
+    page.wait_for_load_state("networkidle")
 
     page.select_option("#sample-filters select[name=sort]", "-component:agrees")
     best = max(e["rewards"]["agrees"] for e in _samples() if e["rewards"]["agrees"] is not None)
