@@ -4,6 +4,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from webapp.forms_util import apply_service_errors
 from webapp.judging.services import lm_runs_reconcile
@@ -58,10 +59,9 @@ def plan_detail(request: HttpRequest, project_id: int, plan_id: int) -> HttpResp
     plan = get_object_or_404(RoutingPlan.objects.select_related("planning_job"), project=project, pk=plan_id)
     steps_plan_reconcile(plan=plan)
     if request.htmx and request.GET.get("part") == "status":
-        response = render(request, "routing/_plan_status.html", {"project": project, "plan": plan})
-        if plan.status != PlanStatus.PENDING:
-            response["HX-Refresh"] = "true"  # planned (or failed): the whole page has something new to show
-        return response
+        if plan.status != PlanStatus.PENDING:  # planned (or failed): the whole page has something new to show
+            return HttpResponseClientRefresh()
+        return render(request, "routing/_plan_status.html", {"project": project, "plan": plan})
     return render(request, "routing/plan.html", {
         "project": project, "plan": plan, "decisions": selectors.plan_decisions(plan=plan)[:DECISIONS_SHOWN],
         "counts": selectors.decision_counts(plan=plan), "shown_limit": DECISIONS_SHOWN,
