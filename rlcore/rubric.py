@@ -33,8 +33,8 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlcore.errors import UserError
-from rlcore.rules import Problem, Rule, RuleCheck, compile_rule, rule_problems
+from rlcore.errors import UserError, field_path
+from rlcore.rules import Problem, Rule, RuleCheck, compile_rule, rule_problems, union_tags
 
 
 class Criterion(BaseModel):
@@ -368,19 +368,14 @@ def load_contract(path: str | Path, model: type[Contract]) -> Contract:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        messages = []
+        messages, tags = [], union_tags(model)
         for error in exc.errors():
-            loc = [p for p in error["loc"] if not (isinstance(p, str) and p in UNION_TAGS)]
-            field = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in loc).replace(".[", "[")
+            loc = [p for p in error["loc"] if not (isinstance(p, str) and p in tags)]
+            field = field_path(loc)
             line = line_of(text, loc)
             where = f"{path}, line {line}" if line else str(path)
             messages.append(f"{where}: field {field or '(top level)'}: {error['msg']}")
         raise UserError("; ".join(messages)) from None
-
-
-# Discriminator values pydantic puts in an error's location; dropped when naming the field.
-UNION_TAGS = {"regex", "contains", "not_contains", "length", "json", "answer_match", "format",
-              "rubric_rules", "rubric_judge", "reward_model", "verifier", "length_penalty"}
 
 
 def save_contract(contract: BaseModel, path: str | Path) -> None:

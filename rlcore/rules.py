@@ -36,7 +36,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+import types
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,6 +151,53 @@ Rule = Annotated[
     RegexRule | ContainsRule | NotContainsRule | LengthRule | JsonRule | AnswerMatchRule | FormatRule,
     Field(discriminator="kind"),
 ]
+
+
+def union_members(union: Any) -> tuple[type[BaseModel], ...]:
+    """The models of a tagged union such as :data:`Rule` (its ``Annotated`` wrapper looked through)."""
+    if get_origin(union) is Annotated:
+        union = get_args(union)[0]
+    return tuple(m for m in get_args(union) if isinstance(m, type) and issubclass(m, BaseModel))
+
+
+def union_kinds(union: Any) -> tuple[str, ...]:
+    """The ``kind`` tags of a tagged union, in declaration order: the one list of what a user may choose.
+
+    >>> union_kinds(Rule)
+    ('regex', 'contains', 'not_contains', 'length', 'json', 'answer_match', 'format')
+    """
+    return tuple(get_args(m.model_fields["kind"].annotation)[0] for m in union_members(union))
+
+
+@lru_cache(maxsize=None)
+def union_tags(model: type[BaseModel]) -> frozenset[str]:
+    """Every ``kind`` tag of the tagged unions a contract holds, at any depth. pydantic puts the tag in an
+    error's location (``criteria.1.rule.regex.pattern``); a field path leaves it out.
+
+    >>> from rlcore.rubric import Rubric
+    >>> sorted(union_tags(Rubric))
+    ['answer_match', 'contains', 'format', 'json', 'length', 'not_contains', 'regex']
+    """
+    tags: set[str] = set()
+    seen: set[type] = set()
+    todo: list[Any] = [model]
+    while todo:
+        t = todo.pop()
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            if t not in seen:
+                seen.add(t)
+                todo.extend(f.annotation for f in t.model_fields.values())
+            continue
+        args = get_args(t)
+        members = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel) and "kind" in a.model_fields]
+        if get_origin(t) in (Union, types.UnionType) and len(members) > 1:
+            tags.update(union_kinds(t))
+        todo.extend(a for a in args if not isinstance(a, str))
+    return frozenset(tags)
+
+
+RULE_KINDS = union_kinds(Rule)
+FORMAT_CHECKS: tuple[str, ...] = get_args(FormatCheck)
 
 
 # ---------------------------------------------------------------- validation

@@ -32,7 +32,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, field_path
 from rlcore.rewards.spec import RewardModelComponent, RewardSpec
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -131,20 +131,8 @@ class RequestError(Exception):
         return {"detail": [{"field": f, "message": m} for f, m in self.items]}
 
 
-def field_path(loc: Sequence[Any]) -> str:
-    """A pydantic error location as the caller writes it.
-
-    >>> field_path(("rows", 3, "completion"))
-    'rows[3].completion'
-    """
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
-
-
 def _invalid(exc: ValidationError) -> RequestError:
-    items = [(field_path(e["loc"]), e["msg"]) for e in exc.errors()[:20]]
+    items = [(field_path(e["loc"]) or "body", e["msg"]) for e in exc.errors()[:20]]
     return RequestError(422, *items[0], *items[1:])
 
 

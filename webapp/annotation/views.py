@@ -10,6 +10,7 @@ from rlcore.errors import UserError
 from webapp.annotation import selectors, services
 from webapp.annotation.rendering import render_markdown, render_turns
 from webapp.annotation.services import LabelConflict
+from webapp.forms_util import error_list
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
 KEYS_PAIR = [("1", "A much better"), ("2", "A better"), ("3", "Tie"), ("4", "B better"), ("5", "B much better")]
@@ -290,9 +291,9 @@ def export(request: HttpRequest, project_id: int) -> HttpResponse:
 def _field_errors(exc: ValidationError | UserError) -> list[str]:
     if isinstance(exc, UserError):
         return [str(exc)]
-    if hasattr(exc, "error_dict"):
-        return [f"{field}: {m}" for field, ms in exc.message_dict.items() for m in ms]
-    return list(exc.messages)
+    if not hasattr(exc, "error_dict"):
+        return list(exc.messages)
+    return [f"{e['field']}: {e['message']}" for e in error_list(exc)]
 
 
 def _audit_params(data) -> dict:

@@ -19,7 +19,7 @@ from ninja.security import HttpBearer, django_auth
 
 from rlcore.errors import UserError
 from webapp.accounts.services import api_token_authenticate
-from webapp.forms_util import pydantic_errors
+from webapp.forms_util import error_list, pydantic_errors
 
 logger = logging.getLogger(__name__)
 
@@ -74,19 +74,9 @@ api = RewardStudioAPI(
 )
 
 
-def validation_errors(exc: ValidationError) -> list[dict[str, str]]:
-    if hasattr(exc, "error_dict"):
-        return [
-            {"field": field, "message": message}
-            for field, errors in exc.message_dict.items()
-            for message in errors
-        ]
-    return [{"field": "__all__", "message": message} for message in exc.messages]
-
-
 @api.exception_handler(ValidationError)
 def on_validation_error(request, exc: ValidationError):
-    return api.create_response(request, {"detail": validation_errors(exc)}, status=422)
+    return api.create_response(request, {"detail": error_list(exc)}, status=422)
 
 
 @api.exception_handler(UserError)

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from rlcore.datasets import ImportedRow, RowError, SourceError, SourceReader, iter_import_rows, preference_label
 from webapp.datasets.models import Dataset, DatasetStatus, ImportMode, PreferenceLabels, Prompt, Response
+from webapp.forms_util import pydantic_errors
 
 log = logging.getLogger(__name__)
 
@@ -390,7 +391,7 @@ def step_rule_parse(value, *, field: str = "step_rule"):
     try:
         return StepRule.model_validate(value)
     except PydanticError as exc:
-        raise ValidationError({field: "; ".join(e["msg"].removeprefix("Value error, ") for e in exc.errors())}) from None
+        raise pydantic_errors(exc.errors(), field=field) from None
 
 
 def steps_split(*, dataset: Dataset, rule) -> dict:

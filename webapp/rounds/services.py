@@ -7,6 +7,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from rlcore.errors import UserError
+from webapp.forms_util import pydantic_errors
 from webapp.rounds.models import GoldKind, OveroptimizationReport, Round
 
 
@@ -95,9 +96,7 @@ def overopt_report_create(*, project, user, name: str, gold_kind: str, samples: 
         try:
             rows.append(SampleScore.model_validate(row))
         except PydanticError as exc:
-            error = exc.errors()[0]
-            where = ".".join(str(p) for p in error["loc"])
-            raise ValidationError({"samples": f"sample {index + 1}: {where + ': ' if where else ''}{error['msg']}"}) from None
+            raise pydantic_errors(exc.errors(), field="samples", owner=lambda _loc: f"sample {index + 1}") from None
     try:
         settings = OveroptSettings(rule_components=rule_components or [])
         report = analyse_overoptimization(rows, settings)
@@ -182,9 +181,7 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
                                 checkpoints=[{"path": str(have[s]), "step": s} for s in sorted(steps)],
                                 reward=run.spec["reward_spec"], gold=gold)
     except PydanticError as exc:
-        error = exc.errors()[0]
-        field = ".".join(str(p) for p in error["loc"]) or "params"
-        raise ValidationError({field: error["msg"]}) from None
+        raise pydantic_errors(exc.errors(), root="params") from None
     with transaction.atomic():
         job = job_create(project=project, user=user, kind=OVEROPT_SCORE_KIND, argv=[], queue=Queue.GPU,
                          title=f"score checkpoints {', '.join(map(str, sorted(steps)))} of {run.title or run.pk}")

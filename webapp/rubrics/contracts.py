@@ -16,38 +16,32 @@ from pydantic import ValidationError as PydanticValidationError
 
 from rlcore.rewards import RewardSpec as SpecContract
 from rlcore.rewards import check_spec
-from rlcore.rubric import UNION_TAGS, check_rubric
 from rlcore.rubric import Rubric as RubricContract
-from rlcore.rules import Problem
-from webapp.forms_util import field_path as shared_field_path
+from rlcore.rubric import check_rubric
+from rlcore.rules import Problem, union_tags
+from webapp.forms_util import pydantic_errors
 
 
-def field_path(loc: Sequence[Any]) -> str:
-    """('criteria', 1, 'rule', 'regex', 'pattern') -> 'criteria[1].rule.pattern' (union tags dropped)."""
-    return shared_field_path(loc, skip=UNION_TAGS) or "definition"
+def _owner(definition: Any):
+    """Who a pydantic error is about, in the user's words: the criterion or component it is in."""
+    def owner(loc: Sequence[Any]) -> str:
+        if isinstance(definition, dict) and len(loc) >= 2 and loc[0] in ("criteria", "components") \
+                and isinstance(loc[1], int):
+            items = definition.get(loc[0])
+            item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
+            noun = "criterion" if loc[0] == "criteria" else "component"
+            name = item.get("name") if isinstance(item, dict) else None
+            return f"{noun} {name!r}" if name else f"{noun} {loc[1] + 1}"
+        return ""
+    return owner
 
 
-def _owner(definition: Any, loc: Sequence[Any]) -> str:
-    """Which criterion/component a pydantic error is in, in the user's words."""
-    if isinstance(definition, dict) and len(loc) >= 2 and loc[0] in ("criteria", "components") and isinstance(loc[1], int):
-        items = definition.get(loc[0])
-        item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else None
-        noun = "criterion" if loc[0] == "criteria" else "component"
-        name = item.get("name") if isinstance(item, dict) else None
-        return f"{noun} {name!r}" if name else f"{noun} {loc[1] + 1}"
-    return ""
-
-
-def _pydantic_errors(exc: PydanticValidationError, definition: Any) -> dict[str, list[str]]:
-    errors: dict[str, list[str]] = {}
-    for error in exc.errors():
-        loc = error["loc"]
-        owner = _owner(definition, loc)
-        message = error["msg"]
-        if error["type"] == "extra_forbidden":
-            message = "unknown field; remove it (check the spelling)"
-        errors.setdefault(field_path(loc), []).append(f"{owner}: {message}" if owner else message)
-    return errors
+def _validated(contract, definition: Any):
+    try:
+        return contract.model_validate(definition)
+    except PydanticValidationError as exc:
+        raise pydantic_errors(exc.errors(), skip=union_tags(contract), root="definition",
+                              owner=_owner(definition)) from None
 
 
 def _problem_errors(problems: Iterable[Problem]) -> dict[str, list[str]]:
@@ -64,10 +58,7 @@ def parse_rubric(definition: Any, dataset_columns: Iterable[str] | None = None) 
     """
     if not isinstance(definition, dict):
         raise ValidationError({"definition": "a rubric is an object with 'name' and 'criteria'"})
-    try:
-        rubric = RubricContract.model_validate(definition)
-    except PydanticValidationError as exc:
-        raise ValidationError(_pydantic_errors(exc, definition)) from None
+    rubric = _validated(RubricContract, definition)
     problems = check_rubric(rubric)
     if dataset_columns is not None:
         columns = set(dataset_columns)
@@ -89,21 +80,11 @@ def parse_spec(definition: Any, dataset_columns: Iterable[str] | None = None) ->
     """
     if not isinstance(definition, dict):
         raise ValidationError({"definition": "a reward spec is an object with 'name' and 'components'"})
-    try:
-        spec = SpecContract.model_validate(definition)
-    except PydanticValidationError as exc:
-        raise ValidationError(_pydantic_errors(exc, definition)) from None
+    spec = _validated(SpecContract, definition)
     problems = check_spec(spec, dataset_columns)
     if problems:
         raise ValidationError(_problem_errors(problems))
     return spec
-
-
-def error_list(exc: ValidationError) -> list[dict[str, str]]:
-    """[{"field", "message"}] in the order they were raised (the API's 422 shape)."""
-    if hasattr(exc, "error_dict"):
-        return [{"field": f, "message": m} for f, ms in exc.message_dict.items() for m in ms]
-    return [{"field": "definition", "message": m} for m in exc.messages]
 
 
 def load_yaml_document(text: str, *, source: str = "YAML") -> Any:
