@@ -1,9 +1,10 @@
 // The annotation workbench: every action on a key, each one an htmx request that swaps #item.
 // Keys are ignored while typing in the rationale or a score field (Esc leaves the field).
+// Which key does what is the view's (webapp/annotation/views.py WORKBENCH_KEYS, in the page as the
+// json_script "workbench-keys": {map: {key: [action, argument, words]}}); this file has the actions.
 (function () {
   "use strict";
-  const PAIR_KEYS = {"1": ["A", 2], "2": ["A", 1], "3": ["tie", 0], "4": ["B", 1], "5": ["B", 2],
-                     "a": ["A", 1], "b": ["B", 1], "t": ["tie", 0]};
+  const KEYS = JSON.parse(document.getElementById("workbench-keys").textContent);
   let ranking = [];
   let rankingFor = null;  // the assignment the ranking in progress belongs to
 
@@ -18,7 +19,7 @@
     const form = document.getElementById(formId);
     const current = item();
     if (!form || !current || current.dataset.busy) return;
-    current.dataset.busy = "1";
+    current.dataset.busy = "sending";
     // htmx.ajax rather than a synthetic submit: the fragment's forms may not be processed by htmx
     // yet when a fast annotator presses the next key right after a swap.
     htmx.ajax("POST", form.getAttribute("hx-post"), {
@@ -63,8 +64,6 @@
   // Step mode (issue 13): the grades and first wrong step of the step item on screen, kept here until
   // Enter puts them in the form's hidden fields and sends it like any other label. An LM suggestion,
   // when shown, fills the grades in, so Enter alone confirms it (stored as a "reviewed" label).
-  const STEP_KEYS = {ternary: {g: 1, n: 0, b: -1}, score5: {"1": 1, "2": 2, "3": 3, "4": 4, "5": 5}};
-  const STEP_NAMES = {"1": "good", "0": "neutral", "-1": "bad"};
   let steps = null;  // {assignment, cursor, grades: [int|null], firstError: int|null}
 
   function stepState() {
@@ -77,6 +76,12 @@
     return steps;
   }
 
+  // A ternary grade is shown in the words of its key (good, neutral, bad), a score as its number.
+  function gradeName(scale, grade) {
+    if (scale !== "ternary") return String(grade);
+    return Object.values(KEYS["steps:" + scale]).find(([action, arg]) => action === "grade" && arg === grade)[2];
+  }
+
   function showSteps() {
     const state = stepState();
     const scale = item().dataset.scale;
@@ -86,7 +91,7 @@
       if (i === state.cursor) { li.setAttribute("aria-current", "step"); li.scrollIntoView({block: "nearest"}); }
       li.dataset.grade = grade === null ? "" : String(grade);
       li.querySelector(".wb-step-grade").textContent =
-        grade === null ? "–" : (scale === "ternary" ? STEP_NAMES[String(grade)] : String(grade));
+        grade === null ? "–" : gradeName(scale, grade);
       li.querySelector(".wb-step-first").hidden = state.firstError !== i;
     });
   }
@@ -108,20 +113,13 @@
     send("label-form");
   }
 
-  function stepKey(event, key) {
-    const state = stepState();
-    const n = state.grades.length;
-    const grade = (STEP_KEYS[item().dataset.scale] || {})[key];
-    if (key === "j" || key === "arrowdown") state.cursor = Math.min(n - 1, state.cursor + 1);
-    else if (key === "k" || key === "arrowup") state.cursor = Math.max(0, state.cursor - 1);
-    else if (grade !== undefined) {
-      state.grades[state.cursor] = grade;
-      state.cursor = Math.min(n - 1, state.cursor + 1);
-    } else if (key === "f") state.firstError = state.firstError === state.cursor ? null : state.cursor;
-    else if (key === "enter") { event.preventDefault(); submitSteps(); return; }
-    else return;
-    event.preventDefault();
-    showSteps();
+  // A step action changes the grades on screen; none while the last label is on its way.
+  function onSteps(change) {
+    return (arg) => {
+      if (item().dataset.busy) return;
+      change(stepState(), arg);
+      showSteps();
+    };
   }
 
   function toggleGuidelines() {
@@ -129,35 +127,45 @@
     if (dialog.open) dialog.close(); else dialog.showModal();
   }
 
+  // The actions the view's key map names, each called with the key's argument.
+  const ACTIONS = {
+    choose: ([choice, strength]) => choose(choice, strength),
+    rank: (index) => rank(index),
+    restart_ranking: () => { ranking = []; showRanking(); },
+    skip: () => send("skip-form"),
+    undo: () => send("undo-form"),
+    note: () => document.getElementById("rationale")?.focus(),
+    scores: () => document.querySelector(".wb-score")?.focus(),
+    guidelines: toggleGuidelines,
+    leave_field: () => document.activeElement.blur(),
+    move: onSteps((state, offset) => {
+      state.cursor = Math.max(0, Math.min(state.grades.length - 1, state.cursor + offset));
+    }),
+    grade: onSteps((state, grade) => {
+      state.grades[state.cursor] = grade;
+      state.cursor = Math.min(state.grades.length - 1, state.cursor + 1);
+    }),
+    first_error: onSteps((state) => { state.firstError = state.firstError === state.cursor ? null : state.cursor; }),
+    submit_steps: () => { if (!item().dataset.busy) submitSteps(); },
+  };
+
+  // The map for what is on screen: a field being typed in, the open guidelines, or the item's kind.
+  function keyMap() {
+    const dialog = document.getElementById("guidelines");
+    if (typing(document.activeElement)) return KEYS.field;
+    if (dialog && dialog.open) return KEYS.dialog;
+    const current = item();
+    const kind = current ? current.dataset.kind : "";
+    if (kind === "steps") return KEYS["steps:" + current.dataset.scale] || {};
+    return KEYS[kind] || KEYS.item;
+  }
+
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey) return;
-    const dialog = document.getElementById("guidelines");
-    if (typing(document.activeElement)) {
-      if (event.key === "Escape") document.activeElement.blur();
-      return;
-    }
-    if (dialog && dialog.open) {
-      if (event.key === "g" || event.key === "?") { event.preventDefault(); dialog.close(); }
-      return;
-    }
-    const key = event.key.toLowerCase();
-    const kind = item() ? item().dataset.kind : "";
-    // In step mode g/n/b grade a step, so the guidelines are on "?" only.
-    if (kind === "steps" && key !== "?" && key !== "s" && key !== "r") {
-      if (!item().dataset.busy) stepKey(event, key);
-      return;
-    }
-    if (key === "g" || key === "?") { event.preventDefault(); toggleGuidelines(); return; }
-    if (key === "u") { event.preventDefault(); send("undo-form"); return; }
-    if (key === "s") { event.preventDefault(); send("skip-form"); return; }
-    if (key === "r") { event.preventDefault(); document.getElementById("rationale")?.focus(); return; }
-    if (key === "c") { event.preventDefault(); document.querySelector(".wb-score")?.focus(); return; }
-    if (kind === "ranking") {
-      if (key === "backspace") { ranking = []; showRanking(); return; }
-      if (/^[1-9]$/.test(key)) { event.preventDefault(); rank(Number(key) - 1); }
-      return;
-    }
-    if (kind === "pair" && PAIR_KEYS[key]) { event.preventDefault(); choose(...PAIR_KEYS[key]); }
+    const entry = keyMap()[event.key.toLowerCase()];
+    if (!entry) return;
+    event.preventDefault();
+    ACTIONS[entry[0]](entry[1]);
   });
 
   // A new step item (or the page's first) shows its suggested grades and the cursor on step 1.

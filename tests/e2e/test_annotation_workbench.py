@@ -130,3 +130,33 @@ def test_it_annotates_with_the_keyboard_only(app_server, browser, people):
             assert label.rubric_version is not None
     assert Assignment.objects.get(pk=skipped).status == "skipped"
     assert not PreferenceLabel.objects.filter(assignment_id=skipped).exists()
+
+
+def test_it_acts_on_the_key_map_the_page_carries(app_server, browser, people):
+    """The keys are the view's map (WORKBENCH_KEYS): served with B-much-better on z instead of 5, z labels."""
+    _setup(people)
+    page = browser.new_page()
+    page.goto(app_server + "/accounts/login/")
+    page.fill("#id_username", "carol")
+    page.fill("#id_password", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(app_server + "/")
+    workbench = f"{app_server}/projects/{people.project.pk}/annotate/"
+
+    def moved_key(route):
+        response = route.fetch()
+        html, served = response.text(), '"5": ["choose", ["B", 2], "B much better"]'
+        assert served in html
+        route.fulfill(response=response, body=html.replace(served, served.replace('"5"', '"z"')))
+
+    page.route(workbench, moved_key)
+    page.goto(workbench)
+    page.wait_for_selector("#label-form")
+    shown = _current(page)
+    page.keyboard.press("5")
+    page.wait_for_timeout(500)
+    assert _current(page) == shown and not PreferenceLabel.objects.exists()
+    assert _press_and_wait(page, "z") == shown
+    label = PreferenceLabel.objects.get(assignment_id=shown)
+    winner = Assignment.objects.get(pk=shown).display_order[1]
+    assert label.strength == 2 and label.choice == ("a" if winner == label.comparison.response_ids[0] else "b")

@@ -1,3 +1,5 @@
+from dataclasses import dataclass
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -13,7 +15,61 @@ from webapp.annotation.services import LabelConflict
 from webapp.forms_util import error_list
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
-KEYS_PAIR = [("1", "A much better"), ("2", "A better"), ("3", "Tie"), ("4", "B better"), ("5", "B much better")]
+
+# ------------------------------------------------------------------ keys
+# The workbench's one key map: static/js/workbench.js acts on it (the page carries it as the json_script
+# "workbench-keys") and the page's help line lists it, so a key is changed here and nowhere else.
+
+
+@dataclass(frozen=True)
+class Key:
+    key: str  # KeyboardEvent.key, lower-cased ("enter", "arrowdown")
+    action: str  # one of workbench.js's ACTIONS
+    arg: object = None  # what the action takes: [choice, strength], a grade, a response's position, a step offset
+    help: str = ""  # the help line's words; a key without them (an alias) is not listed there
+    shown: str = ""  # how the help line writes the key when not as typed
+
+
+ITEM_KEYS = (Key("s", "skip", help="skip"), Key("u", "undo", help="undo"), Key("r", "note", help="rationale"),
+             Key("c", "scores", help="scores"), Key("g", "guidelines", help="guidelines"), Key("?", "guidelines"))
+PAIR_KEYS = (Key("1", "choose", ["A", 2], "A much better"), Key("2", "choose", ["A", 1], "A better"),
+             Key("3", "choose", ["tie", 0], "tie"), Key("4", "choose", ["B", 1], "B better"),
+             Key("5", "choose", ["B", 2], "B much better"),
+             Key("a", "choose", ["A", 1]), Key("b", "choose", ["B", 1]), Key("t", "choose", ["tie", 0]))
+RANKING_KEYS = (*(Key(str(n), "rank", n - 1) for n in range(1, 10)), Key("backspace", "restart_ranking"))
+# In step mode g/n/b grade a step, so the guidelines are on "?" only.
+STEP_KEYS = (Key("j", "move", 1, "next step"), Key("arrowdown", "move", 1, "next step", "↓"),
+             Key("k", "move", -1, "previous"), Key("arrowup", "move", -1, "previous", "↑"),
+             Key("f", "first_error", help="first wrong step"), Key("r", "note", help="note"),
+             Key("enter", "submit_steps", help="submit", shown="Enter"), Key("s", "skip", help="skip"),
+             Key("?", "guidelines", help="guidelines"))
+GRADE_KEYS = {"ternary": (Key("g", "grade", 1, "good"), Key("n", "grade", 0, "neutral"), Key("b", "grade", -1, "bad")),
+              "score5": tuple(Key(str(v), "grade", v, "grade (5-point scale)") for v in range(1, 6))}
+# With the guidelines open, and while typing in a field.
+DIALOG_KEYS = (Key("g", "guidelines"), Key("?", "guidelines"))
+FIELD_KEYS = (Key("escape", "leave_field"),)
+
+
+def _key_map(keys) -> dict[str, list]:
+    return {k.key: [k.action, k.arg, k.help] for k in keys}
+
+
+WORKBENCH_KEYS = {"pair": _key_map(ITEM_KEYS + PAIR_KEYS), "ranking": _key_map(ITEM_KEYS + RANKING_KEYS),
+                  "item": _key_map(ITEM_KEYS), "dialog": _key_map(DIALOG_KEYS), "field": _key_map(FIELD_KEYS),
+                  **{f"steps:{scale}": _key_map(STEP_KEYS + grades) for scale, grades in GRADE_KEYS.items()}}
+
+
+def key_help(keys) -> list[tuple[list[str], str]]:
+    """The help line: each key's words once, after the keys that have them.
+
+    >>> key_help([Key("j", "move", 1, "next step"), Key("arrowdown", "move", 1, "next step", "↓"), Key("a", "x")])
+    [(['j', '↓'], 'next step')]
+    """
+    lines: dict[str, list[str]] = {}
+    for k in keys:
+        if k.help:
+            lines.setdefault(k.help, []).append(k.shown or k.key)
+    return [(shown, words) for words, shown in lines.items()]
 
 
 def _rubric_criteria(project) -> tuple[object | None, list[dict]]:
@@ -55,7 +111,7 @@ def workbench(request: HttpRequest, project_id: int) -> HttpResponse:
         error = str(exc)
     context = _item_context(project, request.user, assignment, error=error)
     context.update(membership=membership, guidelines=render_markdown(project.guidelines or "_No guidelines yet._"),
-                   keys=KEYS_PAIR)
+                   workbench_keys=WORKBENCH_KEYS, key_help=key_help(PAIR_KEYS + ITEM_KEYS))
     return render(request, "annotation/workbench.html", context)
 
 
@@ -123,9 +179,7 @@ def workbench_skip(request: HttpRequest, project_id: int) -> HttpResponse:
 # The same page, fragment and key mechanics as pairwise items (static/js/workbench.js); the item is a
 # step item from services.step_item_next and its label goes to services.step_label_submit.
 
-KEYS_STEPS = {"ternary": [("g", "good"), ("n", "neutral"), ("b", "bad")],
-              "score5": [(str(v), str(v)) for v in range(1, 6)]}
-STEP_GRADE_NAMES = {1: "good", 0: "neutral", -1: "bad"}
+STEP_GRADE_NAMES = {k.arg: k.help for k in GRADE_KEYS["ternary"]}
 
 
 def _step_item_context(project, user, error: str = "") -> dict:
@@ -144,7 +198,7 @@ def _step_item_context(project, user, error: str = "") -> dict:
             steps.append({**s, "suggested": suggested, "suggested_name": (
                 "" if suggested is None else STEP_GRADE_NAMES.get(suggested, str(suggested))
                 if item["scale"] == "ternary" else str(suggested))})
-        context.update(item=item, steps=steps, suggestion=suggestion, step_keys=KEYS_STEPS.get(item["scale"], []),
+        context.update(item=item, steps=steps, suggestion=suggestion,
                        prompt_turns=render_turns(item["prompt"]["messages"], item["prompt"]["text"]))
     return context
 
@@ -158,7 +212,9 @@ def _render_step_item(request, project, error: str = "", status: int = 200, **_)
 def workbench_steps(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.LABEL)
     context = _step_item_context(project, request.user)
-    context.update(membership=membership, guidelines=render_markdown(project.guidelines or "_No guidelines yet._"))
+    context.update(membership=membership, guidelines=render_markdown(project.guidelines or "_No guidelines yet._"),
+                   workbench_keys=WORKBENCH_KEYS,
+                   key_help=key_help(STEP_KEYS + tuple(k for grades in GRADE_KEYS.values() for k in grades)))
     return render(request, "annotation/workbench.html", context)
 
 
