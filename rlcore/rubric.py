@@ -29,7 +29,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -265,6 +265,40 @@ def score_rubric(rubric: Rubric, responses: Sequence[str], *, prompts: Sequence[
     left out of the total.
     """
     return CompiledRubric(rubric).score(responses, prompts=prompts, rows=rows, judge=judge, n_tokens=n_tokens)
+
+
+class RankChange(NamedTuple):
+    """One response's place under an edited rubric versus under its baseline (1 = best)."""
+
+    rank: int | None
+    baseline_rank: int | None
+    change: int | None  # places moved up (negative: down); None when either rank is missing
+
+
+def ranks(totals: Sequence[float | None]) -> list[int | None]:
+    """1 = best; ties share the better rank; unscored responses have no rank.
+
+    >>> ranks([0.5, 0.9, None, 0.5])
+    [2, 1, None, 2]
+    """
+    first: dict[float, int] = {}
+    for i, t in enumerate(sorted((t for t in totals if t is not None), reverse=True)):
+        first.setdefault(t, i + 1)
+    return [None if t is None else first[t] for t in totals]
+
+
+def rank_changes(totals: Sequence[float | None], baseline: Sequence[float | None] | None = None) -> list[RankChange]:
+    """How a rubric edit changes the ranking of the same responses: each one's rank under ``totals``, under
+    ``baseline`` (the totals before the edit; None: no baseline), and how many places it moved up.
+
+    >>> [tuple(r) for r in rank_changes([0.9, 0.2, 0.5, None], [0.1, 0.8, 0.5, 0.3])]
+    [(1, 4, 3), (3, 1, -2), (2, 2, 0), (None, 3, None)]
+    >>> rank_changes([0.4])[0]
+    RankChange(rank=1, baseline_rank=None, change=None)
+    """
+    now = ranks(totals)
+    before = ranks(baseline) if baseline is not None else [None] * len(now)
+    return [RankChange(r, b, b - r if r is not None and b is not None else None) for r, b in zip(now, before)]
 
 
 # ---------------------------------------------------------------- files

@@ -178,3 +178,23 @@ def test_it_still_refuses_to_save_a_rule_left_empty(client, people):
     response = client.post(base + "/new/", _form(**{"criteria[1].rule.pattern": ""}))
     assert response.status_code == 422
     assert "rule.pattern" in response.content.decode() and not Rubric.objects.exists()
+
+
+def test_it_offers_exactly_rlcores_rule_kinds_and_format_checks(client, people):
+    """The menus come from rlcore's Literals: a kind or check added there shows in the editor unedited."""
+    import re
+    from typing import get_args
+
+    from rlcore.rules import FormatCheck, Rule
+
+    kinds = [get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(Rule)[0])]
+    base = _login(client, people)
+    html = client.post(f"{base}/rows/", _form(**{"criteria[1].rule.kind": "format", "action": "kind"}),
+                       HTTP_HX_REQUEST="true").content.decode()
+
+    def options(name):
+        select = html[html.index(f'name="{name}"'):]
+        return re.findall(r'<option value="([^"]*)"', select[:select.index("</select>")])
+
+    assert options("criteria[0].rule.kind") == ["", *kinds]
+    assert options("criteria[1].rule.check") == list(get_args(FormatCheck))

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.core.exceptions import ValidationError
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
@@ -138,9 +137,10 @@ def _yaml_response(data: dict[str, Any], filename: str) -> HttpResponse:
     return response
 
 
-def _rows(body_rows: list[PreviewRow] | None, project, limit: int) -> list[dict[str, Any]]:
+def _rows(body_rows: list[PreviewRow] | None) -> list[dict[str, Any]] | None:
+    """Rows given in the body as preview rows; None (the project's sample) when none are given."""
     if body_rows is None:
-        return selectors.sample_responses(project=project, limit=limit)
+        return None
     return [{**r.columns, "id": i, "prompt": r.prompt, "completion": r.completion} for i, r in enumerate(body_rows)]
 
 
@@ -187,21 +187,13 @@ def preview_rubric(request, project_id: int, body: RubricPreviewIn):
     else:
         rubric = Rubric.objects.filter(project=project, name__iexact=contract.name).first()
         baseline = selectors.rubric_latest(rubric=rubric) if rubric else None
-    base_contract = parse_rubric(baseline.definition) if baseline else None
-    judge, limit = None, body.limit
+    judge_config = None
     if body.judge_config_id is not None:
         from webapp.judging.models import JudgeConfig
-        from webapp.judging.services import preview_judge
 
-        judge = preview_judge(config=get_object_or_404(JudgeConfig, project=project, pk=body.judge_config_id))
-        limit = min(limit, selectors.JUDGED_PREVIEW_LIMIT)
-        if body.rows is not None and len(body.rows) > limit:
-            raise ValidationError({"rows": f"{len(body.rows)} rows; a preview graded by a judge takes at most "
-                                           f"{limit} (each costs a judge call per criterion without a rule)"})
-    result = selectors.rubric_preview(contract=contract, rows=_rows(body.rows, project, limit),
-                                      baseline=base_contract, judge=judge)
-    result["baseline_version"] = baseline.number if result["has_baseline"] else None
-    return result
+        judge_config = get_object_or_404(JudgeConfig, project=project, pk=body.judge_config_id)
+    return selectors.rubric_preview(project=project, contract=contract, baseline=baseline, judge_config=judge_config,
+                                    rows=_rows(body.rows), limit=body.limit)
 
 
 @router.get("/{project_id}/rubrics/{rubric_id}", response=RubricOut)
@@ -296,7 +288,7 @@ def preview_spec(request, project_id: int, body: SpecPreviewIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     definition, _used = services.resolve_rubric_refs(project=project, definition=body.definition)
     contract = parse_spec(definition, selectors.project_columns(project=project))
-    return selectors.spec_preview(contract=contract, rows=_rows(body.rows, project, body.limit), project=project)
+    return selectors.spec_preview(contract=contract, project=project, rows=_rows(body.rows), limit=body.limit)
 
 
 @router.get("/{project_id}/reward-specs/{spec_id}", response=SpecOut)

@@ -10,41 +10,58 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, get_args
 
-RULE_KINDS = [
-    ("", "no rule: graded by an LM judge"),
-    ("regex", "regex must / must not match"),
-    ("contains", "contains text"),
-    ("not_contains", "does not contain text"),
-    ("length", "length bounds"),
-    ("json", "valid JSON (optional schema)"),
-    ("answer_match", "answer matches a reference column"),
-    ("format", "format check"),
-]
-FORMAT_CHECKS = ["think_answer_tags", "answer_tags", "boxed_answer", "starts_with", "ends_with", "bullet_list",
-                 "numbered_list", "no_urls", "no_code_block", "single_paragraph"]
+from rlcore import rules
+from rlcore.rubric import Criterion, Rubric
+
+# How the editor's rule-kind menu words each of rlcore's kinds; a kind rlcore adds shows under its own name.
+_KIND_LABELS = {
+    "regex": "regex must / must not match",
+    "contains": "contains text",
+    "not_contains": "does not contain text",
+    "length": "length bounds",
+    "json": "valid JSON (optional schema)",
+    "answer_match": "answer matches a reference column",
+    "format": "format check",
+}
+RULE_KINDS = [("", "no rule: graded by an LM judge"), *((k, _KIND_LABELS.get(k, k)) for k in rules.RULE_KINDS)]
+FORMAT_CHECKS = list(rules.FORMAT_CHECKS)
 _INDEX = re.compile(r"^criteria\[(\d+)\]\.name$")
 
-# Which form inputs each rule kind has (besides kind).
-RULE_FIELDS = {
-    "regex": ["pattern", "must_match", "ignore_case", "multiline", "dot_all"],
-    "contains": ["texts", "mode", "case_sensitive"],
-    "not_contains": ["texts", "case_sensitive"],
-    "length": ["min", "max", "unit"],
-    "json": ["schema", "allow_code_fence"],
-    "answer_match": ["reference_column", "mode", "tolerance"],
-    "format": ["check", "value"],
-}
-_BOOLEANS = {"must_match", "ignore_case", "multiline", "dot_all", "case_sensitive", "allow_code_fence", "critical"}
-_INTS = {"min", "max"}
-_FLOATS = {"tolerance", "weight", "veto_cap", "pass_threshold", "scale_min", "scale_max", "saturation"}
+# Which form inputs each rule kind has (besides kind): its contract's fields, by the names a user writes.
+RULE_FIELDS = {get_args(m.model_fields["kind"].annotation)[0]: [f.alias or name for name, f in m.model_fields.items()
+                                                                 if name != "kind"]
+               for m in rules.union_members(rules.Rule)}
+
+
+def _fields_typed(kind: type) -> set[str]:
+    """The names of the contracts' fields of type ``kind`` (``int | None`` counts as int): how a posted
+    string is read."""
+    return {f.alias or name for model in (*rules.union_members(rules.Rule), Criterion, Rubric)
+            for name, f in model.model_fields.items() if f.annotation is kind or kind in get_args(f.annotation)}
+
+
+_BOOLEANS, _INTS, _FLOATS = _fields_typed(bool), _fields_typed(int), _fields_typed(float)
+# A new criterion's inputs, as the editor shows them: the contract's defaults.
+_CRITERION_DEFAULTS = {name: Criterion.model_fields[name].default
+                       for name in ("weight", "critical", "veto_cap", "pass_threshold", "scale_min", "scale_max")}
 
 
 def blank_criterion(n: int) -> dict[str, Any]:
-    return {"name": f"criterion_{n}", "description": "", "weight": "1", "critical": False, "veto_cap": "0",
-            "pass_threshold": "0.5", "scale_min": "0", "scale_max": "1",
+    return {"name": f"criterion_{n}", "description": "", **_criterion_inputs({}),
             "rule": {"kind": "regex", "pattern": "", "must_match": True}}
+
+
+def _criterion_inputs(values) -> dict[str, Any]:
+    """A criterion's number and check-box inputs as the editor shows them, the contract's default where
+    ``values`` (a definition or a post, by name) has none."""
+    return {name: bool(values.get(name, default)) if isinstance(default, bool)
+            else _num_text(values.get(name, default)) for name, default in _CRITERION_DEFAULTS.items()}
+
+
+def _rubric_default(name: str) -> Any:
+    return Rubric.model_fields[name].default
 
 
 def state_from_definition(definition: dict[str, Any]) -> dict[str, Any]:
@@ -59,16 +76,11 @@ def state_from_definition(definition: dict[str, Any]) -> dict[str, Any]:
         for key in ("min", "max", "tolerance"):
             if key in rule and rule[key] is not None:
                 rule[key] = _num_text(rule[key])
-        criteria.append({
-            "name": c.get("name", ""), "description": c.get("description", ""),
-            "weight": _num_text(c.get("weight", 1)), "critical": bool(c.get("critical")),
-            "veto_cap": _num_text(c.get("veto_cap", 0)), "pass_threshold": _num_text(c.get("pass_threshold", 0.5)),
-            "scale_min": _num_text(c.get("scale_min", 0)), "scale_max": _num_text(c.get("scale_max", 1)),
-            "rule": rule,
-        })
+        criteria.append({"name": c.get("name", ""), "description": c.get("description", ""), **_criterion_inputs(c),
+                         "rule": rule})
     return {"name": definition.get("name", ""), "description": definition.get("description", ""),
-            "aggregation": definition.get("aggregation", "weighted_mean"),
-            "saturation": _num_text(definition.get("saturation", 3)), "criteria": criteria}
+            "aggregation": definition.get("aggregation", _rubric_default("aggregation")),
+            "saturation": _num_text(definition.get("saturation", _rubric_default("saturation"))), "criteria": criteria}
 
 
 def _num_text(value: Any) -> str:
@@ -89,16 +101,12 @@ def state_from_post(post) -> dict[str, Any]:
             key = p + "rule." + field
             rule[field] = (key in post and post.get(key) not in ("", "off", "false")) if field in _BOOLEANS \
                 else post.get(key, "")
-        criteria.append({
-            "name": post.get(p + "name", ""), "description": post.get(p + "description", ""),
-            "weight": post.get(p + "weight", "1"), "critical": (p + "critical") in post,
-            "veto_cap": post.get(p + "veto_cap", "0"), "pass_threshold": post.get(p + "pass_threshold", "0.5"),
-            "scale_min": post.get(p + "scale_min", "0"), "scale_max": post.get(p + "scale_max", "1"),
-            "rule": rule,
-        })
+        inputs = {name: post[p + name] for name in _CRITERION_DEFAULTS if p + name in post}
+        criteria.append({"name": post.get(p + "name", ""), "description": post.get(p + "description", ""),
+                         **_criterion_inputs(inputs), "critical": (p + "critical") in post, "rule": rule})
     return {"name": post.get("name", ""), "description": post.get("description", ""),
-            "aggregation": post.get("aggregation", "weighted_mean"), "saturation": post.get("saturation", "3"),
-            "criteria": criteria}
+            "aggregation": post.get("aggregation", _rubric_default("aggregation")),
+            "saturation": post.get("saturation", _num_text(_rubric_default("saturation"))), "criteria": criteria}
 
 
 def apply_action(state: dict[str, Any], action: str) -> dict[str, Any]:

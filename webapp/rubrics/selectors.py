@@ -7,6 +7,7 @@ from typing import Any
 
 from django.apps import apps
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Max, QuerySet
 
 from webapp.projects.models import Project
@@ -103,15 +104,6 @@ def sample_responses(*, project: Project, limit: int = PREVIEW_LIMIT) -> list[di
 # ---------------------------------------------------------------- preview
 
 
-def _ranks(totals: list[float | None]) -> list[int | None]:
-    """1 = best; ties share the better rank; unscored rows have no rank."""
-    scored = sorted((t for t in totals if t is not None), reverse=True)
-    first = {}
-    for i, t in enumerate(scored):
-        first.setdefault(t, i + 1)
-    return [None if t is None else first[t] for t in totals]
-
-
 def preview_budget_seconds() -> float:
     return float(getattr(settings, "RUBRIC_PREVIEW_BUDGET_SECONDS", 2.0))
 
@@ -143,15 +135,43 @@ def _within_budget(rows: list[dict[str, Any]], score_one, *, cut: bool = True) -
     return out, {"scored": n, "of": total, "budget_seconds": seconds, "stopped": n < total, "message": message}
 
 
-def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judge=None) -> dict[str, Any]:
+def rubric_preview(*, project: Project, contract, baseline: RubricVersion | None = None, judge_config=None,
+                   rows: list[dict[str, Any]] | None = None, first: list[dict[str, Any]] = (),
+                   limit: int = PREVIEW_LIMIT) -> dict[str, Any]:
+    """The rubric editor's live preview, for its page and the API alike: a (valid) rlcore Rubric scored on
+    ``rows`` (None: the project's sample of ``limit``), ``first`` put before them, each row's rank compared
+    with its rank under ``baseline`` (a saved version, normally the last one).
+
+    ``judge_config``: its judge grades the criteria without a rule now, on at most ``JUDGED_PREVIEW_LIMIT``
+    rows; a judge that cannot preview, or given rows beyond that, is a ValidationError naming the field.
+    """
+    judge = None
+    if judge_config is not None:
+        from webapp.judging.services import preview_judge
+
+        judge = preview_judge(config=judge_config)
+        limit = min(limit, JUDGED_PREVIEW_LIMIT)
+        if rows is not None and len(rows) > limit:
+            raise ValidationError({"rows": f"{len(rows)} rows; a preview graded by a judge takes at most "
+                                           f"{limit} (each costs a judge call per criterion without a rule)"})
+    from rlcore.rubric import Rubric as RubricContract
+
+    rows = [*first, *(sample_responses(project=project, limit=limit) if rows is None else rows)]
+    result = _scored_preview(contract=contract, rows=rows, judge=judge,
+                             baseline=RubricContract.model_validate(baseline.definition) if baseline else None)
+    result["baseline_version"] = baseline.number if result["has_baseline"] else None
+    return result
+
+
+def _scored_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judge=None) -> dict[str, Any]:
     """Score ``rows`` on a (valid) rlcore Rubric: total, per-criterion breakdown, and each row's rank now versus
-    under ``baseline`` (another Rubric contract, normally the last saved version).
+    under ``baseline`` (another Rubric contract).
 
     With ``judge``, criteria without a rule are graded by it too; the baseline is then left out (its rank
     would lack the judged criteria, so a rank change would mislead). Scoring stops when the time budget is
     spent: ``budget`` says how many rows were scored of how many, and ranks are among the scored rows.
     """
-    from rlcore.rubric import CompiledRubric
+    from rlcore.rubric import CompiledRubric, rank_changes
 
     if judge is not None:
         baseline = None
@@ -169,21 +189,15 @@ def rubric_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judge
     texts = [str(r.get("completion", "")) for r in rows]
     prompts = [str(r.get("prompt", "")) for r in rows]
     scores = [score for score, _ in scored]
-    totals = [s.total for s in scores]
-    ranks = _ranks(totals)
-    base_totals = base_ranks = None
-    if baseline is not None:
-        base_totals = [base for _, base in scored]
-        base_ranks = _ranks(base_totals)
+    base_totals = [base for _, base in scored] if baseline is not None else None
+    changes = rank_changes([s.total for s in scores], base_totals)
     items = []
-    for i, (row, score) in enumerate(zip(rows, scores)):
-        before = base_ranks[i] if base_ranks is not None else None
+    for i, (row, score, moved) in enumerate(zip(rows, scores, changes)):
         items.append({
             "id": row.get("id", i), "prompt": prompts[i], "completion": texts[i],
-            "total": score.total, "rank": ranks[i],
+            "total": score.total, "rank": moved.rank,
             "baseline_total": base_totals[i] if base_totals is not None else None,
-            "baseline_rank": before,
-            "rank_change": (before - ranks[i]) if before is not None and ranks[i] is not None else None,
+            "baseline_rank": moved.baseline_rank, "rank_change": moved.change,
             "vetoed_by": score.vetoed_by,
             "criteria": [c.model_dump() for c in score.criteria],
         })
@@ -217,8 +231,9 @@ def _stored_model_scores(project, component, rows: list[dict[str, Any]]) -> tupl
     return [stored[i] for i in ids], ""
 
 
-def spec_preview(*, contract, rows: list[dict[str, Any]], project=None) -> dict[str, Any]:
-    """Score ``rows`` with a (valid) RewardSpec: total and every component.
+def spec_preview(*, contract, project: Project, rows: list[dict[str, Any]] | None = None,
+                 limit: int = PREVIEW_LIMIT) -> dict[str, Any]:
+    """Score ``rows`` (None: the project's sample of ``limit``) with a (valid) RewardSpec: total and every component.
 
     The web process loads no model: a reward-model component of the project's registry shows the scores a
     worker stored for these responses ('Score responses with the registry'); one without stored scores, and
@@ -229,6 +244,8 @@ def spec_preview(*, contract, rows: list[dict[str, Any]], project=None) -> dict[
     from rlcore.rewards.spec import ProcessRewardModelComponent, RewardModelComponent, RubricJudgeComponent
     from rlcore.rules import BudgetExceeded, evaluation_deadline
 
+    if rows is None:
+        rows = sample_responses(project=project, limit=limit)
     reasons: dict[str, str] = {}
     stored: dict[str, list[float]] = {}
     for c in contract.components:

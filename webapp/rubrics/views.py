@@ -91,19 +91,15 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
     preview, baseline, judges = None, None, []
     if contract is not None:
         baseline = selectors.rubric_latest(rubric=rubric) if rubric else None
-        judge = None
-        if judge_config is not None:
-            from webapp.judging.services import preview_judge
-
-            try:
-                judge = preview_judge(config=judge_config)
-            except ValidationError as exc:
-                rest = [*rest, ("judge_config", " ".join(exc.messages))]
-        preview = selectors.rubric_preview(
-            contract=contract, baseline=parse_rubric(baseline.definition) if baseline else None, judge=judge,
-            rows=_pinned_rows(project, pinned) + selectors.sample_responses(
-                project=project, limit=selectors.JUDGED_PREVIEW_LIMIT if judge else selectors.PREVIEW_LIMIT))
-        if judge is None and preview["judged_criteria"] and preview["items"]:
+        first = _pinned_rows(project, pinned)
+        try:
+            preview = selectors.rubric_preview(project=project, contract=contract, baseline=baseline,
+                                               judge_config=judge_config, first=first)
+        except ValidationError as exc:  # a judge that cannot preview: say so beside the preview without it
+            rest = [*rest, ("judge_config", " ".join(exc.messages))]
+            judge_config = None
+            preview = selectors.rubric_preview(project=project, contract=contract, baseline=baseline, first=first)
+        if judge_config is None and preview["judged_criteria"] and preview["items"]:
             from webapp.judging.models import JudgeBackend
             from webapp.judging.selectors import judge_config_list
 
@@ -309,8 +305,7 @@ def _spec_check(project, text: str) -> dict[str, Any]:
     except ValidationError as exc:
         errors = with_lines(exc, text).message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
     else:
-        preview = selectors.spec_preview(contract=contract, rows=selectors.sample_responses(project=project),
-                                         project=project)
+        preview = selectors.spec_preview(contract=contract, project=project)
     return {"errors": errors, "preview": preview, "valid": not errors,
             "columns": selectors.project_columns(project=project)}
 
