@@ -8,8 +8,8 @@ from pydantic import Field
 
 from webapp.annotation import selectors, services
 from webapp.annotation.services import LabelConflict
-from webapp.api.paging import offset_param
 from webapp.datasets.selectors import dataset_get
+from webapp.paging import offset_param
 from webapp.projects.permissions import Capability, project_for_user
 
 router = Router(tags=["annotation"])

@@ -5,9 +5,9 @@ from django.core.exceptions import ValidationError
 from ninja import Field, File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 
-from webapp.api.paging import offset_param
 from webapp.datasets import selectors, services
 from webapp.datasets.models import DatasetStatus, ImportMode, PreferenceLabels
+from webapp.paging import offset_param
 from webapp.projects.permissions import Capability, project_for_user
 
 router = Router(tags=["datasets"])

@@ -1,4 +1,5 @@
-"""Paging parameters shared by the API's list endpoints (one definition of their bounds)."""
+"""Paging parameters shared by the API's list endpoints (one definition of their bounds). Outside webapp/api, which
+mounts every app's router: an app importing from there would be imported back."""
 
 from ninja import Query
 
