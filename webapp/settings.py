@@ -85,6 +85,7 @@ INSTALLED_APPS = [
     "webapp.routing",
     "webapp.analysis",
     "webapp.rounds",
+    "webapp.demo",  # last: seed_demo calls every app above
     "axes",
 ]
 

@@ -6,8 +6,12 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
+from webapp.annotation.demo import seed_demo_comparisons
 from webapp.projects import services
 from webapp.projects.models import Membership, Project, Role
+from webapp.rubrics.demo import seed_demo_rubrics
+from webapp.training.demo import seed_demo_policy, seed_demo_prompts
+from webapp.training.services import demo_policy_register
 
 DEMO_PROJECT = "Demo: helpful assistant preferences"
 DEMO_MEMBERS = [("demo-annotator", Role.ANNOTATOR), ("demo-viewer", Role.VIEWER)]
@@ -18,8 +22,6 @@ class Command(BaseCommand):
             "(random weights, built locally).")
 
     def handle(self, *args, **options):
-        from webapp.training.demo import seed_demo_policy
-
         # Built outside the transaction (a few seconds of torch), once: later runs reuse the folder.
         policy = seed_demo_policy()
         self._seed_database()
@@ -53,17 +55,9 @@ class Command(BaseCommand):
         for username, role in DEMO_MEMBERS:
             Membership.objects.get_or_create(project=project, user=User.objects.get(username=username),
                                              defaults={"role": role})
-        from webapp.rubrics.demo import seed_demo_rubrics
-
         seed_demo_rubrics(project=project, user=demo)
-        from webapp.annotation.demo import seed_demo_comparisons
-
         seed_demo_comparisons(project=project, user=demo)
-        from webapp.training.demo import seed_demo_prompts
-
         seed_demo_prompts(project=project, user=demo)
-        from webapp.training.services import demo_policy_register
-
         demo_policy_register(project=project)  # in the registry, labelled "demo policy: random weights"
         if created:
             self.stdout.write(self.style.SUCCESS(f"Demo login: username 'demo', password '{password}'"))
