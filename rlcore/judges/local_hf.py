@@ -21,8 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from rlcore.errors import UserError
 from rlcore.judges.base import PromptedJudge
-from rlcore.judges.openai_compat import ChatOutcome, JudgeCallError, LogprobJudgeMixin, TokenAlternative, \
-    TokenLogprob
+from rlcore.judges.confidence import TokenAlternative, TokenLogprob
+from rlcore.judges.openai_compat import ChatOutcome, JudgeCallError, LogprobJudgeMixin
 
 if TYPE_CHECKING:
     from rlcore.judges.prompts import JudgeTemplates

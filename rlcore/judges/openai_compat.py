@@ -10,7 +10,7 @@ asynchronous underneath (httpx), behind a synchronous batch API:
 - a 429 pauses *every* request until its ``Retry-After`` has passed (seconds or an HTTP date; capped
   by ``max_retry_after_s``), then the request is retried; without the header, the backoff applies;
 - ``logprobs`` with ``top_logprobs`` are requested; the probability of the verdict token becomes the
-  result's confidence (:func:`verdict_probabilities`). A server that rejects the logprobs fields is
+  result's confidence (:mod:`rlcore.judges.confidence`). A server that rejects the logprobs fields is
   asked again without them, and not asked for them again.
 
 Nothing is ever invented: an unreachable endpoint, exhausted retries, a reply that is not JSON, a
@@ -31,7 +31,6 @@ import concurrent.futures
 import email.utils
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -45,6 +44,8 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from rlcore.errors import UserError
 from rlcore.judges.base import GradeRequest, GradeResult, PairRequest, PairVerdict, PromptedJudge, RankingResult, \
     RankRequest, StepGradeRequest
+from rlcore.judges.confidence import TokenAlternative, TokenLogprob, grade_confidence, pair_confidence, \
+    rank_confidence
 
 if TYPE_CHECKING:
     import httpx
@@ -52,146 +53,6 @@ if TYPE_CHECKING:
     from rlcore.judges.prompts import JudgeTemplates
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- log-probabilities
-
-
-class TokenAlternative(BaseModel):
-    """One candidate token at a generated position, with its log-probability."""
-
-    model_config = ConfigDict(frozen=True)
-
-    token: str = Field(description="the token's text")
-    logprob: float = Field(description="natural-log probability of this token at this position")
-
-
-class TokenLogprob(BaseModel):
-    """One generated token, its log-probability, and the most likely alternatives at its position."""
-
-    model_config = ConfigDict(frozen=True)
-
-    token: str = Field(description="the generated token's text")
-    logprob: float = Field(description="natural-log probability of the generated token")
-    top: list[TokenAlternative] = Field(default_factory=list, description="most likely tokens here, best first")
-
-
-PAIR_LABELS: dict[str, str] = {"A": "A", "B": "B", "TIE": "tie", "C": "tie"}
-
-
-def normalise_token(token: str) -> str:
-    """A token's text without spacing, markup and punctuation around it, upper-cased.
-
-    >>> normalise_token(" [[a]]"), normalise_token("**Tie**"), normalise_token(" 4.")
-    ('A', 'TIE', '4')
-    """
-    return token.strip(" \t\r\n*[]()`'\"_:.,;!").upper()
-
-
-def token_at(tokens: Sequence[TokenLogprob], char_index: int) -> TokenLogprob | None:
-    """The token whose text covers ``char_index`` of the concatenated token texts.
-
-    >>> tokens = [TokenLogprob(token="Verdict", logprob=-0.1), TokenLogprob(token=":", logprob=0.0),
-    ...           TokenLogprob(token=" B", logprob=-0.2)]
-    >>> token_at(tokens, 9).token
-    ' B'
-    """
-    position = 0
-    for token in tokens:
-        if position <= char_index < position + len(token.token):
-            return token
-        position += len(token.token)
-    return None
-
-
-def verdict_probabilities(token: TokenLogprob, labels: dict[str, str]) -> dict[str, float] | None:
-    """Probabilities of the verdict labels at the verdict token, renormalised over the labels present.
-
-    ``labels`` maps a normalised token text to the label it means (``PAIR_LABELS``: A, B, tie). The
-    generated token and its top alternatives that mean a label are summed per label and divided by
-    their total; labels absent from the alternatives get 0. None when the token itself is no label.
-
-    >>> verdict = TokenLogprob(token=" A", logprob=math.log(0.6), top=[
-    ...     TokenAlternative(token=" A", logprob=math.log(0.6)), TokenAlternative(token=" B", logprob=math.log(0.2)),
-    ...     TokenAlternative(token=" The", logprob=math.log(0.2))])
-    >>> {k: round(v, 3) for k, v in verdict_probabilities(verdict, PAIR_LABELS).items()}
-    {'A': 0.75, 'B': 0.25, 'tie': 0.0}
-    """
-    if normalise_token(token.token) not in labels:
-        return None
-    mass: dict[str, float] = dict.fromkeys(dict.fromkeys(labels.values()), 0.0)
-    seen: set[str] = set()
-    for alternative in [TokenAlternative(token=token.token, logprob=token.logprob), *token.top]:
-        label = labels.get(normalise_token(alternative.token))
-        if label is None or alternative.token in seen:
-            continue
-        seen.add(alternative.token)
-        mass[label] += math.exp(alternative.logprob)
-    total = sum(mass.values())
-    return {label: value / total for label, value in mass.items()} if total > 0 else None
-
-
-_PAIR_VERDICT = re.compile(r"(?<![A-Za-z])(A|B|C|[Tt]ie|TIE)(?![A-Za-z])")
-_SCORE_VALUE = re.compile(r"(?im)^\W*score\W*[:=]\s*\**\s*([-+]?\d+(?:\.\d+)?)")
-_RANK_VALUE = re.compile(r"(?im)^\W*ranking\W*[:=]\s*\W*([A-Za-z\d])")
-
-
-def pair_confidence(tokens: Sequence[TokenLogprob], verdict: str) -> dict[str, float] | None:
-    """Label probabilities at the last token in the reply that states ``verdict`` ('A', 'B' or 'tie').
-
-    >>> tokens = [TokenLogprob(token="Verdict:", logprob=0.0), TokenLogprob(token=" B", logprob=math.log(0.9),
-    ...           top=[TokenAlternative(token=" A", logprob=math.log(0.1))])]
-    >>> round(pair_confidence(tokens, "B")["B"], 2)
-    0.9
-    """
-    text = "".join(t.token for t in tokens)
-    for match in reversed(list(_PAIR_VERDICT.finditer(text))):
-        if PAIR_LABELS[match.group(1).upper()] == verdict:
-            token = token_at(tokens, match.start())
-            return verdict_probabilities(token, PAIR_LABELS) if token else None
-    return None
-
-
-def grade_confidence(tokens: Sequence[TokenLogprob], scale_min: float, scale_max: float) -> float | None:
-    """Probability of the first token of the ``Score:`` value among alternatives that are numbers on the scale.
-
-    >>> tokens = [TokenLogprob(token="Score: ", logprob=0.0), TokenLogprob(token="4", logprob=math.log(0.5),
-    ...           top=[TokenAlternative(token="3", logprob=math.log(0.3)), TokenAlternative(token="x", logprob=-1)])]
-    >>> round(grade_confidence(tokens, 1, 5), 3)
-    0.625
-    """
-    text = "".join(t.token for t in tokens)
-    matches = list(_SCORE_VALUE.finditer(text))
-    if not matches:
-        return None
-    token = token_at(tokens, matches[-1].start(1))
-    if token is None:
-        return None
-    low, high = min(scale_min, scale_max), max(scale_min, scale_max)
-    labels = {}
-    for alternative in [token, *token.top]:
-        key = normalise_token(alternative.token)
-        try:
-            if low <= float(key) <= high:
-                labels[key] = key
-        except ValueError:
-            continue
-    probabilities = verdict_probabilities(token, labels)
-    return probabilities[normalise_token(token.token)] if probabilities else None
-
-
-def rank_confidence(tokens: Sequence[TokenLogprob], n: int) -> float | None:
-    """Probability of the response put first in the ``Ranking:`` line among the n valid response numbers."""
-    text = "".join(t.token for t in tokens)
-    matches = list(_RANK_VALUE.finditer(text))
-    if not matches:
-        return None
-    token = token_at(tokens, matches[-1].start(1))
-    if token is None:
-        return None
-    labels = {str(k): str(k) for k in range(1, n + 1)} | {chr(ord("A") + k): str(k + 1) for k in range(n)}
-    probabilities = verdict_probabilities(token, labels)
-    return probabilities.get(labels.get(normalise_token(token.token), ""), None) if probabilities else None
 
 
 # ---------------------------------------------------------------- results that carry label probabilities
@@ -493,54 +354,46 @@ class LogprobJudgeMixin:
             return results, [None] * len(results)
         return results, captured
 
-    def compare(self, requests: Sequence[PairRequest]) -> list[PairVerdict]:
-        results, outcomes = self._with_outcomes(super().compare, requests)  # type: ignore[misc]
+    def _with_confidence(self, call, requests, confidence_of) -> list:
+        """``call``'s results, each explained (:func:`_explain`) and, where its reply came with tokens, given
+        the confidence ``confidence_of(request, result, tokens)`` returns (None keeps the result as it is)."""
+        results, outcomes = self._with_outcomes(call, requests)
         out = []
-        for result, outcome in zip(results, outcomes):
+        for request, result, outcome in zip(requests, results, outcomes):
             result = _explain(result, outcome)
             if result.verdict is not None and outcome is not None and outcome.tokens:
-                probabilities = pair_confidence(outcome.tokens, result.verdict)
-                if probabilities is not None:
-                    result = LogprobPairVerdict(**{**result.model_dump(), "confidence": probabilities[result.verdict],
-                                                   "label_probabilities": probabilities})
+                rescored = confidence_of(request, result, outcome.tokens)
+                result = result if rescored is None else rescored
             out.append(result)
         return out
+
+    def compare(self, requests: Sequence[PairRequest]) -> list[PairVerdict]:
+        def with_label_probabilities(request, result, tokens):
+            probabilities = pair_confidence(tokens, result.verdict)
+            if probabilities is None:
+                return None
+            return LogprobPairVerdict(**{**result.model_dump(), "confidence": probabilities[result.verdict],
+                                         "label_probabilities": probabilities})
+
+        return self._with_confidence(super().compare, requests, with_label_probabilities)  # type: ignore[misc]
 
     def grade(self, requests: Sequence[GradeRequest]) -> list[GradeResult]:
-        results, outcomes = self._with_outcomes(super().grade, requests)  # type: ignore[misc]
-        out = []
-        for request, result, outcome in zip(requests, results, outcomes):
-            result = _explain(result, outcome)
-            if result.verdict is not None and outcome is not None and outcome.tokens:
-                confidence = grade_confidence(outcome.tokens, request.scale_min, request.scale_max)
-                if confidence is not None:
-                    result = result.model_copy(update={"confidence": confidence})
-            out.append(result)
-        return out
+        return self._with_confidence(super().grade, requests, _graded)  # type: ignore[misc]
 
     def grade_steps(self, requests: Sequence[StepGradeRequest]) -> list[GradeResult]:
-        results, outcomes = self._with_outcomes(super().grade_steps, requests)  # type: ignore[misc]
-        out = []
-        for request, result, outcome in zip(requests, results, outcomes):
-            result = _explain(result, outcome)
-            if result.verdict is not None and outcome is not None and outcome.tokens:
-                confidence = grade_confidence(outcome.tokens, request.scale_min, request.scale_max)
-                if confidence is not None:
-                    result = result.model_copy(update={"confidence": confidence})
-            out.append(result)
-        return out
+        return self._with_confidence(super().grade_steps, requests, _graded)  # type: ignore[misc]
 
     def rank(self, requests: Sequence[RankRequest]) -> list[RankingResult]:
-        results, outcomes = self._with_outcomes(super().rank, requests)  # type: ignore[misc]
-        out = []
-        for request, result, outcome in zip(requests, results, outcomes):
-            result = _explain(result, outcome)
-            if result.verdict is not None and outcome is not None and outcome.tokens:
-                confidence = rank_confidence(outcome.tokens, len(request.responses))
-                if confidence is not None:
-                    result = result.model_copy(update={"confidence": confidence})
-            out.append(result)
-        return out
+        def ranked(request, result, tokens):
+            confidence = rank_confidence(tokens, len(request.responses))
+            return None if confidence is None else result.model_copy(update={"confidence": confidence})
+
+        return self._with_confidence(super().rank, requests, ranked)  # type: ignore[misc]
+
+
+def _graded(request: GradeRequest | StepGradeRequest, result: GradeResult, tokens) -> GradeResult | None:
+    confidence = grade_confidence(tokens, request.scale_min, request.scale_max)
+    return None if confidence is None else result.model_copy(update={"confidence": confidence})
 
 
 _REFUSAL = re.compile(r"(?i)^\W*(I'?m sorry|sorry,|I (?:cannot|can'?t|won'?t|am unable|'m unable)|"
@@ -595,10 +448,4 @@ __all__ = [
     "LogprobPairVerdict",
     "OpenAICompatJudge",
     "OpenAICompatSettings",
-    "TokenAlternative",
-    "TokenLogprob",
-    "grade_confidence",
-    "pair_confidence",
-    "rank_confidence",
-    "verdict_probabilities",
 ]
