@@ -140,11 +140,13 @@ class CompiledRubric:
     """A rubric ready to score fast: rules compiled once, weights and vetoes unpacked into tuples.
 
     ``score_rules`` is the hot path for rule criteria and does no pydantic work; criteria without a rule are
-    skipped there (they need a judge: see :func:`score_rubric`).
+    skipped there (they need a judge: see :func:`score_rubric`). ``checked``: the rubric was validated where
+    it entered (``check_rubric``, directly or as part of a reward spec's ``check_spec``), so not again here.
     """
 
-    def __init__(self, rubric: Rubric) -> None:
-        validate_rubric(rubric)
+    def __init__(self, rubric: Rubric, *, checked: bool = False) -> None:
+        if not checked:
+            validate_rubric(rubric)
         self.rubric = rubric
         self.criteria = rubric.criteria
         self.checks: list[RuleCheck | None] = [compile_rule(c.rule) if c.rule is not None else None

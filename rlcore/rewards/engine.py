@@ -133,7 +133,7 @@ def make_batch(prompts: Sequence[Any], completions: Sequence[Any], completion_id
 
 class _RubricRulesScorer:
     def __init__(self, component: RubricRulesComponent) -> None:
-        self.compiled = CompiledRubric(component.rubric)
+        self.compiled = CompiledRubric(component.rubric, checked=True)
 
     def __call__(self, batch: Batch, indices: Sequence[int]) -> list[float | None]:
         score, texts, rows, n_tokens = self.compiled.score_rules, batch.completion_texts, batch.rows, batch.n_tokens
@@ -144,7 +144,7 @@ class _RubricJudgeScorer:
     def __init__(self, component: RubricJudgeComponent, judge) -> None:
         if judge is None and any(c.rule is None for c in component.rubric.criteria):
             raise UserError(f"component {component.name!r} grades criteria with an LM judge; pass a judge")
-        self.compiled = CompiledRubric(component.rubric)
+        self.compiled = CompiledRubric(component.rubric, checked=True)
         self.judge = judge
         self.reference_column = component.reference_column
 
@@ -262,10 +262,16 @@ class ScoredRow(BaseModel):
 
 
 class RewardEngine:
-    """A validated spec, compiled: ``component_values`` per component, ``combine`` into totals."""
+    """A validated spec, compiled: ``component_values`` per component, ``combine`` into totals.
 
-    def __init__(self, spec: RewardSpec, *, judge=None, token_counter: Callable[[str], int] | None = None) -> None:
-        validate_spec(spec)
+    ``checked``: the caller validated ``spec`` where it entered its layer (``validate_spec`` against the
+    dataset's columns, the webapp's save), so it is not checked a second time here.
+    """
+
+    def __init__(self, spec: RewardSpec, *, judge=None, token_counter: Callable[[str], int] | None = None,
+                 checked: bool = False) -> None:
+        if not checked:
+            validate_spec(spec)
         self.spec, self.judge, self.token_counter = spec, judge, token_counter
         self.names = [c.name for c in spec.components]
         self.weights = [c.weight for c in spec.components]
@@ -409,7 +415,7 @@ class RewardEngine:
 
 
 def _rebuild_engine(spec: RewardSpec, judge, token_counter=None) -> RewardEngine:
-    return RewardEngine(spec, judge=judge, token_counter=token_counter)
+    return RewardEngine(spec, judge=judge, token_counter=token_counter, checked=True)  # checked when first built
 
 
 class TokenCounter:

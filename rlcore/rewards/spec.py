@@ -69,11 +69,16 @@ class Condition(BaseModel):
         return value == self.equals
 
 
+# A component's weight when its author gives none: the composer's "Add component" and its new-spec template
+# start from it, and TRL's reward_weights carry it.
+DEFAULT_WEIGHT = 1.0
+
+
 class _Component(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(pattern=NAME_PATTERN, description="unique name; TRL logs it as rewards/<name>/mean")
-    weight: float = Field(1.0, description="weight in the sum (may be negative for a penalty)")
+    weight: float = Field(DEFAULT_WEIGHT, description="weight in the sum (may be negative for a penalty)")
     when: Condition | None = Field(None, description="apply only to rows matching this condition; None: all rows")
 
 

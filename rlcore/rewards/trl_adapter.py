@@ -113,15 +113,16 @@ def trl_aggregation(spec: RewardSpec) -> str:
     return "normalize_then_sum" if spec.normalization == "normalize_then_sum" else "sum_then_normalize"
 
 
-def build_reward_funcs(spec: RewardSpec, *, judge=None,
-                       token_counter: Callable[[str], int] | None = None) -> tuple[list[Callable], list[float]]:
-    """TRL ``reward_funcs`` and ``reward_weights`` for a spec (validated here; UserError when it is wrong).
+def build_reward_funcs(spec: RewardSpec, *, judge=None, token_counter: Callable[[str], int] | None = None,
+                       checked: bool = False) -> tuple[list[Callable], list[float]]:
+    """TRL ``reward_funcs`` and ``reward_weights`` for a spec (validated here, UserError when it is wrong, unless
+    ``checked``: the caller validated it against the dataset already).
 
     ``judge`` grades the criteria without a rule of ``rubric_judge`` components (any
     :class:`rlcore.judges.base.Judge`). ``token_counter`` (``engine.TokenCounter(policy_tokenizer)``) measures a
     completion and its PAR references alike; without it both are measured in words.
     """
-    memo = _BatchMemo(RewardEngine(spec, judge=judge, token_counter=token_counter))
+    memo = _BatchMemo(RewardEngine(spec, judge=judge, token_counter=token_counter, checked=checked))
     components = [ComponentReward(memo, k) for k in range(len(spec.components))]
     if spec.normalization in ("none", "normalize_then_sum"):
         return list(components), [c.weight for c in spec.components]

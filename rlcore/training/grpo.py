@@ -185,22 +185,29 @@ def lora_config(spec: GRPOTrainSpec):
                       target_modules=spec.lora.target_modules, task_type="CAUSAL_LM")
 
 
-def reward_functions(spec: GRPOTrainSpec, columns: Sequence[str], rows: Sequence[dict[str, Any]] | None = None,
-                     source: str = "prompt_snapshot", tokenizer: Any = None) -> tuple[list[Callable[..., Any]], list[float]]:
-    """TRL reward functions and weights for the spec's RewardSpec, checked against the prompt columns
-    (a missing column, a deleted reward model, a bad rubric are UserErrors naming the component) and,
-    given the rows, against what each row holds (``prompt_column_problems``). ``tokenizer`` (the policy's)
-    measures PAR references in the same tokens as the completions."""
+def checked_reward_spec(spec: GRPOTrainSpec, columns: Sequence[str], rows: Sequence[dict[str, Any]] | None = None,
+                        source: str = "prompt_snapshot"):
+    """The spec's RewardSpec, validated once where the child reads it, before any model loads: against the
+    prompt columns (a missing column, a deleted reward model, a bad rubric are UserErrors naming the
+    component) and, given the rows, against what each row holds (``prompt_column_problems``)."""
     from rlcore.rewards import validate_spec
-    from rlcore.rewards.engine import TokenCounter
-    from rlcore.rewards.trl_adapter import build_reward_funcs
 
     reward_spec = validate_spec(spec.reward_spec, dataset_columns=columns, source="reward_spec")
     if rows is not None:
         problems = prompt_column_problems(reward_spec, rows)
         if problems:
             raise UserError(f"{source}: " + "; ".join(problems))
-    funcs, weights = build_reward_funcs(reward_spec,
+    return reward_spec
+
+
+def reward_functions(reward_spec, tokenizer: Any = None) -> tuple[list[Callable[..., Any]], list[float]]:
+    """TRL reward functions and weights (each component's weight, or the normalised total's) for a RewardSpec
+    that :func:`checked_reward_spec` validated. ``tokenizer`` (the policy's) measures PAR references in the
+    same tokens as the completions."""
+    from rlcore.rewards.engine import TokenCounter
+    from rlcore.rewards.trl_adapter import build_reward_funcs
+
+    funcs, weights = build_reward_funcs(reward_spec, checked=True,
                                         token_counter=TokenCounter(tokenizer) if tokenizer is not None else None)
     return list(funcs), list(weights)
 
@@ -303,8 +310,8 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
     policy = resolve_model_source(spec.policy, "policy")
     rows = prompt_rows(spec.prompt_snapshot)
     reward_funcs_given = reward_funcs is not None
-    if not reward_funcs_given:  # checked before any model loads; rebuilt with the tokenizer below
-        reward_functions(spec, list(rows[0]), rows, str(spec.prompt_snapshot))
+    if not reward_funcs_given:  # checked before any model loads; built with the tokenizer below
+        reward_spec = checked_reward_spec(spec, list(rows[0]), rows, str(spec.prompt_snapshot))
     import datasets
     from datasets import Dataset
     from transformers import AutoTokenizer
@@ -318,8 +325,7 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
         tokenizer.pad_token = tokenizer.eos_token
     rows = keep_short_prompts(rows, tokenizer, spec.max_prompt_length, str(spec.prompt_snapshot))
     if not reward_funcs_given:
-        reward_funcs, reward_weights = reward_functions(spec, list(rows[0]), rows, str(spec.prompt_snapshot),
-                                                        tokenizer=tokenizer)
+        reward_funcs, reward_weights = reward_functions(reward_spec, tokenizer=tokenizer)
     if len(rows) < spec.prompts_per_rollout(_num_processes()):
         raise UserError(
             f"{spec.prompt_snapshot}: {len(rows)} prompts, but one rollout of preset {spec.preset!r} needs "

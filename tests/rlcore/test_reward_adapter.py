@@ -163,3 +163,11 @@ def test_it_logs_each_component_under_its_name_in_a_real_grpo_step(tmp_path):
     assert float(logged["rewards/overlong/mean"]) <= 0.0
     correct = logged["rewards/correct/mean"]  # None (NaN) when every prompt drawn was a chat prompt
     assert correct is None or math.isnan(float(correct)) or 0.0 <= float(correct) <= 1.0
+
+
+def test_it_checks_a_spec_unless_its_caller_did_where_the_spec_entered():
+    zero = RewardSpec(name="s", components=[
+        {"kind": "length_penalty", "name": "long", "max_length": 8, "cache_length": 4, "weight": 0}])
+    with pytest.raises(UserError, match="all weights are zero"):
+        build_reward_funcs(zero)
+    assert build_reward_funcs(zero, checked=True)[1] == [0.0]  # e.g. the part of a checked spec a preview scores

@@ -198,3 +198,22 @@ def test_it_offers_exactly_rlcores_rule_kinds_and_format_checks(client, people):
 
     assert options("criteria[0].rule.kind") == ["", *kinds]
     assert options("criteria[1].rule.check") == list(get_args(FormatCheck))
+
+
+def test_it_saves_an_uploaded_spec_file_as_the_import_api_does_with_the_same_line_numbered_errors(client, people):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    add_dataset(people.project, people.users["alice"])
+    bad = "name: graded\ncomponents:\n  - kind: verifier\n    name: correct\n    reference_column: gold\n"
+    api = api_client(client, people.users["bob"])("post", f"/api/v1/projects/{people.project.pk}/reward-specs/import",
+                                                   {"yaml": bad})
+    assert api.status_code == 422
+    [message] = [e["message"] for e in api.json()["detail"]]
+    assert message.startswith("YAML, line 5: ")
+    client.force_login(people.users["bob"])
+    page = client.post(f"/projects/{people.project.pk}/reward-specs/new/",
+                       {"yaml": "", "file": SimpleUploadedFile("spec.yaml", bad.encode())})
+    assert page.status_code == 422 and message.replace("'", "&#x27;") in page.content.decode()
+    saved = client.post(f"/projects/{people.project.pk}/reward-specs/new/",
+                        {"yaml": "", "file": SimpleUploadedFile("spec.yaml", bad.replace("gold", "answer").encode())})
+    assert saved.status_code == 302 and RewardSpec.objects.get().name == "graded"

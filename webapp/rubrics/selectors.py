@@ -175,7 +175,7 @@ def _scored_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judg
 
     if judge is not None:
         baseline = None
-    current = CompiledRubric(contract)
+    current = CompiledRubric(contract, checked=True)  # parse_rubric checked it
     before = CompiledRubric(baseline) if baseline is not None else None
 
     def score_one(row):
@@ -267,8 +267,10 @@ def spec_preview(*, contract, project: Project, rows: list[dict[str, Any]] | Non
     computed = [c for c in shown if c.name not in stored]
     items, budget = [], None
     if shown and rows and any(c.weight != 0 for c in shown):
-        engine = RewardEngine(contract.model_copy(update={"components": shown}))  # models load lazily: never here
-        rules = RewardEngine(contract.model_copy(update={"components": computed})) if computed else None
+        # parse_spec checked the whole spec; a part of it is not a spec to check again (its weights may be
+        # all zero). Models load lazily: never here.
+        engine = RewardEngine(contract.model_copy(update={"components": shown}), checked=True)
+        rules = RewardEngine(contract.model_copy(update={"components": computed}), checked=True) if computed else None
         plain = [{k: v for k, v in r.items() if k != "id"} for r in rows]
         if rules is not None:
             per_row, budget = _within_budget(plain, lambda row: rules.component_values(rules.measure(rows_to_batch([row]))))

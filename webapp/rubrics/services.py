@@ -15,7 +15,7 @@ from django.db.models import Max
 
 from webapp.projects.models import Project
 from webapp.rubrics import selectors
-from webapp.rubrics.contracts import parse_rubric, parse_spec
+from webapp.rubrics.contracts import load_yaml_document, parse_rubric, parse_spec, with_lines
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
 
 # A rubric component may name a saved rubric instead of inlining one: "rubric://<name>" (latest version)
@@ -160,31 +160,58 @@ def _spec_version_add(*, spec: RewardSpec, user, contract, used: list[RubricVers
     return version
 
 
-def _import_document(*, text: str, items: str, find, create_version, create):
-    """A YAML (or JSON) document becomes a new version of the object with its name, or a new object;
-    errors carry the document's line numbers."""
-    from webapp.rubrics.contracts import load_yaml_document, with_lines
-
+def _document(text: str, items: str) -> dict[str, Any]:
+    """A rubric or spec document (YAML or JSON) as data; a syntax error names the line."""
     data = load_yaml_document(text)
     if not isinstance(data, dict):
         raise ValidationError({"yaml": f"YAML, line 1: expected a mapping with 'name' and '{items}'"})
+    return data
+
+
+def _import_document(*, text: str, items: str, find, create_version, create):
+    """A YAML (or JSON) document becomes a new version of the object ``find`` gives for its name, or a new
+    object; errors carry the document's line numbers."""
+    data = _document(text, items)
     name = str(data.get("name") or "").strip()
     try:
-        existing = find(name) if name else None
+        existing = find(name)
         return create_version(existing, data) if existing is not None else create(name, data)
     except ValidationError as exc:
         raise with_lines(exc, text) from None
 
 
+def reward_spec_document_check(*, project: Project, text: str):
+    """The composer's live check: the document as the valid RewardSpec its save would store (rubric references
+    inlined, the project's columns checked), or the ValidationError the save would raise, with line numbers."""
+    data = _document(text, "components")
+    try:
+        return _spec_contract(project=project, definition=data)[0]
+    except ValidationError as exc:
+        raise with_lines(exc, text) from None
+
+
+def _spec_document(*, project: Project, user, text: str, note: str, find) -> RewardSpecVersion:
+    return _import_document(
+        text=text, items="components", find=find,
+        create_version=lambda spec, data: reward_spec_version_create(spec=spec, user=user, definition=data, note=note),
+        create=lambda name, data: reward_spec_create(project=project, user=user, name=name, definition=data, note=note))
+
+
 @transaction.atomic
 def reward_spec_import(*, project: Project, user, text: str, note: str = "") -> RewardSpecVersion:
     """Import a YAML (or JSON) spec: a new version of the spec with its name, or a new spec."""
-    note = note or "imported"
-    return _import_document(
-        text=text, items="components",
-        find=lambda name: RewardSpec.objects.filter(project=project, name__iexact=name).first(),
-        create_version=lambda spec, data: reward_spec_version_create(spec=spec, user=user, definition=data, note=note),
-        create=lambda name, data: reward_spec_create(project=project, user=user, name=name, definition=data, note=note))
+    return _spec_document(project=project, user=user, text=text, note=note or "imported",
+                          find=lambda name: RewardSpec.objects.filter(project=project, name__iexact=name).first()
+                          if name else None)
+
+
+@transaction.atomic
+def reward_spec_document_save(*, project: Project, user, text: str, note: str = "",
+                              spec: RewardSpec | None = None) -> RewardSpecVersion:
+    """The composer's save of its YAML (typed or an uploaded file): the next version of ``spec`` whatever name
+    the document gives, or, without one, a new spec under the document's name. Parsed and validated as an
+    import is; errors carry the document's line numbers."""
+    return _spec_document(project=project, user=user, text=text, note=note, find=lambda _name: spec)
 
 
 @transaction.atomic
@@ -193,7 +220,7 @@ def rubric_import(*, project: Project, user, text: str, note: str = "") -> Rubri
     note = note or "imported"
     return _import_document(
         text=text, items="criteria",
-        find=lambda name: Rubric.objects.filter(project=project, name__iexact=name).first(),
+        find=lambda name: Rubric.objects.filter(project=project, name__iexact=name).first() if name else None,
         create_version=lambda rubric, data: rubric_version_create(rubric=rubric, user=user, definition=data, note=note),
         create=lambda name, data: rubric_create(project=project, user=user, name=name, definition=data, note=note))
 

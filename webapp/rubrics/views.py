@@ -13,9 +13,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
+from rlcore.rewards.spec import DEFAULT_WEIGHT
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.rubrics import editor, selectors, services
-from webapp.rubrics.contracts import dump_yaml, load_yaml_document, parse_rubric, parse_spec, with_lines
+from webapp.rubrics.contracts import dump_yaml, load_yaml_document, parse_rubric
 from webapp.rubrics.diffs import definition_diff
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
 
@@ -26,7 +27,7 @@ components:
   - kind: rubric_rules     # a saved rubric's rule criteria; rubric://<name>@<version> pins a version
     name: rubric
     rubric_path: rubric://{rubric}
-    weight: 1.0
+    weight: {weight}
   - kind: length_penalty
     name: overlong
     max_length: 512
@@ -297,13 +298,9 @@ def _spec_check(project, text: str) -> dict[str, Any]:
     errors: dict[str, list[str]] = {}
     preview = None
     try:
-        data = load_yaml_document(text)
-        if not isinstance(data, dict):
-            raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'components'"})
-        definition, _used = services.resolve_rubric_refs(project=project, definition=data)
-        contract = parse_spec(definition, selectors.project_columns(project=project))
+        contract = services.reward_spec_document_check(project=project, text=text)
     except ValidationError as exc:
-        errors = with_lines(exc, text).message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
+        errors = exc.message_dict if hasattr(exc, "error_dict") else {"yaml": exc.messages}
     else:
         preview = selectors.spec_preview(contract=contract, project=project)
     return {"errors": errors, "preview": preview, "valid": not errors,
@@ -329,18 +326,8 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
             text = upload.read().decode("utf-8", errors="replace")
         note = request.POST.get("note", "")
         try:
-            data = load_yaml_document(text)
-            if not isinstance(data, dict):
-                raise ValidationError({"yaml": "YAML, line 1: expected a mapping with 'name' and 'components'"})
-            try:
-                if spec is None:
-                    version = services.reward_spec_create(project=project, user=request.user,
-                                                          name=str(data.get("name") or ""), definition=data, note=note)
-                else:
-                    version = services.reward_spec_version_create(spec=spec, user=request.user, definition=data,
-                                                                  note=note)
-            except ValidationError as exc:
-                raise with_lines(exc, text) from None
+            version = services.reward_spec_document_save(project=project, user=request.user, text=text, note=note,
+                                                         spec=spec)
         except ValidationError as exc:
             context = {"project": project, "spec": spec, "yaml": text, "note": note, **_composer_choices(project),
                    "relaunch": request.POST.get("relaunch", ""), **_spec_check(project, text)}
@@ -356,7 +343,8 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
         text = dump_yaml(selectors.spec_for_editing(version=selectors.spec_latest(spec=spec)))
     else:
         first = selectors.rubric_list(project=project).first()
-        text = SPEC_TEMPLATE.format(name="my-reward", rubric=first.name if first else "<rubric name>")
+        text = SPEC_TEMPLATE.format(name="my-reward", rubric=first.name if first else "<rubric name>",
+                                    weight=DEFAULT_WEIGHT)
     return render(request, "rubrics/spec_composer.html", {
         "project": project, "spec": spec, "yaml": text, **_composer_choices(project),
         "relaunch": request.GET.get("relaunch", "") if request.GET.get("relaunch", "").isdigit() else "",
@@ -366,7 +354,8 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
 def _composer_choices(project) -> dict[str, Any]:
     from webapp.training.selectors import prm_list, reward_model_list
 
-    return {"component_kinds": list(COMPONENT_DEFAULTS), "rubrics": selectors.rubric_list(project=project),
+    return {"component_kinds": list(COMPONENT_DEFAULTS), "default_weight": DEFAULT_WEIGHT,
+            "rubrics": selectors.rubric_list(project=project),
             "reward_models": reward_model_list(project=project), "process_reward_models": prm_list(project=project)}
 
 
@@ -389,9 +378,9 @@ def spec_add_component(request: HttpRequest, project_id: int) -> HttpResponse:
         while name in taken:
             name, n = f"{base}_{n}", n + 1
         try:
-            weight = float(request.POST.get("add_weight") or 1)
+            weight = float(request.POST.get("add_weight") or DEFAULT_WEIGHT)
         except ValueError:
-            weight = 1.0
+            weight = DEFAULT_WEIGHT
         prm_path = request.POST.get("add_prm_path") or ""
         if not prm_path:  # the newest registered PRM, so the added component runs as it is
             from webapp.training.selectors import prm_list
