@@ -87,7 +87,8 @@ def main() -> None:
 
     from rlcore.judges.testing_server import ChatCompletionsServer, prefers_keyword
     from webapp.jobs.models import Job
-    from webapp.judging.services import judge_config_create, lm_labels_record
+    from webapp.judging.configs import judge_config_create
+    from webapp.judging.lm_labels import lm_labels_record
     from webapp.routing.services import routing_plan_approve, routing_plan_create
 
     project, user = seed(args.comparisons)

@@ -48,6 +48,6 @@ def import_dataset(dataset_id: int) -> None:
 
 @shared_task(name="judging.record_lm_labels")
 def record_lm_labels() -> int:
-    from webapp.judging.services import lm_runs_reconcile_all
+    from webapp.judging.lm_labels import lm_runs_reconcile_all
 
     return lm_runs_reconcile_all()

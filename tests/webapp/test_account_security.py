@@ -192,7 +192,7 @@ def test_it_refuses_a_stored_judge_whose_key_variable_is_no_longer_allowed(peopl
     from django.core.exceptions import ValidationError
 
     from webapp.judging.models import JudgeConfig
-    from webapp.judging.services import backend_arguments
+    from webapp.judging.configs import backend_arguments
 
     config = JudgeConfig.objects.create(project=people.project, name="old", endpoint="http://127.0.0.1:9/v1",
                                         model="m", api_key_env="SECRET_KEY", created_by=people.users["bob"])

@@ -4,7 +4,7 @@ import pytest
 
 from webapp.jobs.models import Job, JobState
 from webapp.jobs.services import job_finish, job_request_cancel
-from webapp.judging.services import KEY_FILE
+from webapp.judging.configs import KEY_FILE
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ import pytest
 from rlcore.judges.testing_server import ChatCompletionsServer, always, prefers_keyword
 from tests.conftest import PASSWORD, token_for
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate
-from webapp.judging.secrets import decrypt_api_key
+from webapp.endpoint_keys import decrypt_api_key
 
 SECRET = "sk-test-7f3a9c1e5b2d4f60-very-secret"
 
@@ -209,7 +209,9 @@ def test_it_records_labels_as_the_judge_writes_them_and_never_twice(people):
     from webapp.annotation.models import Comparison, PreferenceLabel
     from webapp.jobs.models import Job
     from webapp.judging.models import LMLabelAttempt
-    from webapp.judging.services import judge_config_create, lm_labelling_job_create, lm_labels_record
+    from webapp.judging.configs import judge_config_create
+    from webapp.judging.lm_labels import lm_labels_record
+    from webapp.judging.runs import lm_labelling_job_create
 
     pairs_dataset(project=people.project, user=people.users["alice"], rows=keyword_rows(3))
     ids = list(Comparison.objects.order_by("id").values_list("pk", flat=True))

@@ -13,7 +13,8 @@ from tests.webapp.test_judging import Api
 from webapp.annotation.models import Comparison, PreferenceLabel
 from webapp.jobs.models import JobState
 from webapp.judging.models import LMLabelAttempt, LMLabellingRun
-from webapp.judging.services import judge_config_create, lm_labelling_job_create
+from webapp.judging.configs import judge_config_create
+from webapp.judging.runs import lm_labelling_job_create
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -94,7 +94,8 @@ def test_it_offers_the_action_on_the_judges_page(client, people, ranked):
 def test_it_records_a_ranking_as_response_ids_and_never_a_ranking_that_does_not_fit(people, ranked):
     from rlcore.judges.base import RankingResult
     from rlcore.judges.debias import combine_rankings
-    from webapp.judging.services import lm_labels_record, lm_rankings_label
+    from webapp.judging.lm_labels import lm_labels_record
+    from webapp.judging.runs import lm_rankings_label
 
     config, comparisons = ranked
     job = lm_rankings_label(project=people.project, user=people.users["bob"], config=config)
@@ -152,7 +153,8 @@ def test_it_records_the_judges_rubric_grades_by_response_id(people, ranked):
     from rlcore.judges.base import RankingResult
     from rlcore.judges.debias import combine_rankings
     from tests.webapp.ranking_helpers import politeness_rubric
-    from webapp.judging.services import lm_labels_record, lm_rankings_label
+    from webapp.judging.lm_labels import lm_labels_record
+    from webapp.judging.runs import lm_rankings_label
 
     config, comparisons = ranked
     version = politeness_rubric(project=people.project, user=people.users["alice"])

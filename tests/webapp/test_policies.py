@@ -111,7 +111,7 @@ def test_an_endpoint_keeps_its_key_encrypted_and_env_names_follow_the_judge_allo
     assert r.status_code == 201 and r.json()["key_source"] == "stored (encrypted)" and "sk-abc" not in r.text
     policy = Policy.objects.get(pk=r.json()["id"])
     assert policy.endpoint_url == "http://127.0.0.1:9/v1" and "sk-abc" not in policy.api_key_encrypted
-    from webapp.judging.secrets import decrypt_api_key
+    from webapp.endpoint_keys import decrypt_api_key
 
     assert decrypt_api_key(policy.api_key_encrypted) == "sk-abc"
 

@@ -13,7 +13,7 @@ from rlcore.judges.testing_server import ChatCompletionsServer, ScriptedReply, g
 from tests.conftest import wait_for
 from webapp.annotation.models import Comparison, StepLabel
 from webapp.judging.models import LMLabellingRun
-from webapp.judging.services import judge_config_create
+from webapp.judging.configs import judge_config_create
 from webapp.routing.models import RoutingPlan
 
 SHORT, LONG = 2, 6  # steps: buckets "1-2" and "5-8"

@@ -13,7 +13,7 @@ from tests.webapp.test_annotation_api import Api
 from webapp.annotation.models import Comparison, StepLabel
 from webapp.jobs.models import JobState
 from webapp.judging.models import LMLabelAttempt, LMLabellingRun
-from webapp.judging.services import judge_config_create
+from webapp.judging.configs import judge_config_create
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.worker]
 

@@ -308,15 +308,6 @@ def audit_send(request, project_id: int, body: AuditSendIn):
                                flags=body.flags, confirm=body.confirm)
 
 
-@router.get("/{project_id}/agreement/judge-templates",
-            summary="LM judges' agreement with people per prompt-template version (count, Wilson interval)")
-def judge_template_agreement(request, project_id: int):
-    from webapp.judging.selectors import template_version_agreement
-
-    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
-    return template_version_agreement(project=project)
-
-
 # ------------------------------------------------------------------ step items (issue 13)
 
 
@@ -368,15 +359,6 @@ class StepLabelOut(Schema):
     created_at: datetime
 
 
-class StepLMLabelIn(Schema):
-    comparison_id: int
-    grades: list[int | str]
-    first_error: int | None = None
-    model_version: str
-    template_id: int | None = Field(None, description="the judge prompt template (mode 'steps') used")
-    provenance: dict[str, Any] = Field(default_factory=dict)
-
-
 @router.post("/{project_id}/steps/build", response={201: BuildOut},
              summary="Build step items (one per response, on its current split) from a dataset")
 def build_step_items(request, project_id: int, body: StepBuildIn):
@@ -401,33 +383,6 @@ def next_step_item(request, project_id: int):
 def submit_step_label(request, project_id: int, body: StepLabelIn):
     try:
         label = services.step_label_submit(project_id=project_id, user=request.auth, **body.dict())
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
-    return Status(201, label)
-
-
-@router.post("/{project_id}/steps/lm-labels", response={201: StepLabelOut},
-             summary="Record an LM judge's step grades (a pre-label annotators confirm or correct)")
-def create_step_lm_label(request, project_id: int, body: StepLMLabelIn):
-    from django.core.exceptions import ValidationError
-
-    from webapp.annotation.models import Comparison
-    from webapp.judging.models import JudgePromptTemplate, PromptMode
-
-    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    comparison = Comparison.objects.select_related("project", "step_split").filter(
-        project=project, pk=body.comparison_id).first()
-    if comparison is None:
-        raise ValidationError({"comparison_id": f"No comparison {body.comparison_id} in this project."})
-    template = None
-    if body.template_id is not None:
-        template = JudgePromptTemplate.objects.filter(project=project, pk=body.template_id).first()
-        if template is None or template.mode != PromptMode.STEPS:
-            raise ValidationError({"template_id": f"No step-grading template {body.template_id} in this project."})
-    try:
-        label = services.step_lm_label_create(comparison=comparison, grades=body.grades, first_error=body.first_error,
-                                              model_version=body.model_version, provenance=body.provenance,
-                                              judge_template=template)
     except LabelConflict as exc:
         raise _conflict(exc) from None
     return Status(201, label)

@@ -408,14 +408,12 @@ def label_audit(request: HttpRequest, project_id: int) -> HttpResponse:
 
 @login_required
 def label_quality(request: HttpRequest, project_id: int) -> HttpResponse:
-    """Raters: gold accuracy per annotator, Dawid-Skene per rater, LM judges per template version."""
-    from webapp.judging.selectors import template_version_agreement
-
+    """Raters: gold accuracy per annotator, Dawid-Skene per rater, LM judges per template version (the
+    judging app's table, templates/judging/_template_agreement.html)."""
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     context = {"project": project, "membership": membership, "errors": [],
                "can_design": role_allows(membership.role, Capability.DESIGN),
-               "gold": selectors.gold_scores(project=project),
-               "templates": template_version_agreement(project=project)}
+               "gold": selectors.gold_scores(project=project)}
     try:
         context["raters"] = selectors.rater_reliability(project=project)
     except UserError as exc:

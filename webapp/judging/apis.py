@@ -1,12 +1,16 @@
 from datetime import datetime
+from typing import Any
 
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
+from ninja.errors import HttpError
 from pydantic import Field
 
 from rlcore.judges.outcomes import LabellingSummary
-from webapp.judging import selectors, services
+from webapp.annotation.apis import StepLabelOut
+from webapp.annotation.services import LabelConflict
+from webapp.judging import configs, lm_labels, prompt_templates, runs, selectors
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate
 from webapp.projects.permissions import Capability, project_for_user
 
@@ -83,6 +87,15 @@ class LabellingRunOut(Schema):
                                                   "order disagreements, refusals, failures, and a warning")
 
 
+class StepLMLabelIn(Schema):
+    comparison_id: int
+    grades: list[int | str]
+    first_error: int | None = None
+    model_version: str
+    template_id: int | None = Field(None, description="the judge prompt template (mode 'steps') used")
+    provenance: dict[str, Any] = Field(default_factory=dict)
+
+
 class TemplateIn(Schema):
     name: str
     text: str
@@ -112,7 +125,7 @@ def list_judges(request, project_id: int):
 @router.post("/{project_id}/judges", response={201: JudgeConfigOut}, summary="Add an LM judge")
 def create_judge(request, project_id: int, body: JudgeConfigIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    config = services.judge_config_create(project=project, user=request.auth, **body.dict())
+    config = configs.judge_config_create(project=project, user=request.auth, **body.dict())
     return Status(201, selectors.judge_config_public(config))
 
 
@@ -126,7 +139,7 @@ def update_judge(request, project_id: int, config_id: int, body: JudgeConfigPatc
     config = _config(request, project_id, config_id, Capability.DESIGN)
     data = body.dict()
     api_key, clear = data.pop("api_key"), data.pop("clear_api_key")
-    config = services.judge_config_update(config=config, api_key=api_key, clear_api_key=clear,
+    config = configs.judge_config_update(config=config, api_key=api_key, clear_api_key=clear,
                                           **{k: v for k, v in data.items() if v is not None})
     return selectors.judge_config_public(config)
 
@@ -134,21 +147,21 @@ def update_judge(request, project_id: int, config_id: int, body: JudgeConfigPatc
 @router.delete("/{project_id}/judges/{config_id}", response={204: None},
                summary="Remove an LM judge and its stored key (its labels stay)")
 def delete_judge(request, project_id: int, config_id: int):
-    services.judge_config_delete(config=_config(request, project_id, config_id, Capability.DESIGN))
+    configs.judge_config_delete(config=_config(request, project_id, config_id, Capability.DESIGN))
     return Status(204, None)
 
 
 @router.post("/{project_id}/judges/{config_id}/test", response=ConnectionTestOut,
              summary="Ask the judge one small question now (one attempt, at most 15 s)")
 def test_judge(request, project_id: int, config_id: int):
-    return services.judge_config_test(config=_config(request, project_id, config_id, Capability.DESIGN))
+    return configs.judge_config_test(config=_config(request, project_id, config_id, Capability.DESIGN))
 
 
 @router.post("/{project_id}/judges/{config_id}/label-rankings", response={201: LabellingJobOut},
              summary="Queue a job: this judge ranks the project's N-way comparisons still without a label")
 def label_rankings(request, project_id: int, config_id: int, body: LabelRankingsIn | None = None):
     config = _config(request, project_id, config_id, Capability.DESIGN)
-    job = services.lm_rankings_label(project=config.project, user=request.auth, config=config,
+    job = runs.lm_rankings_label(project=config.project, user=request.auth, config=config,
                                      template_id=body.template_id if body else None,
                                      grade_rubric=body.grade_rubric if body else False)
     return Status(201, {"job_id": job.pk, "mode": job.lm_labelling.mode,
@@ -159,19 +172,36 @@ def label_rankings(request, project_id: int, config_id: int, body: LabelRankings
             summary="LM labelling runs, newest first, each with the counts behind its labels")
 def list_runs(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
-    services.lm_runs_reconcile(project=project)
-    runs = list(selectors.run_list(project=project)[:100])
-    summaries = selectors.run_summaries(runs)
-    return [selectors.run_summary_public(run, summaries[run.pk]) for run in runs]
+    lm_labels.lm_runs_reconcile(project=project)
+    recent = list(selectors.run_list(project=project)[:100])
+    summaries = selectors.run_summaries(recent)
+    return [selectors.run_summary_public(run, summaries[run.pk]) for run in recent]
 
 
 @router.get("/{project_id}/judge-runs/{job_id}", response=LabellingRunOut,
             summary="One LM labelling run (by its job id) with the counts behind its labels")
 def get_run(request, project_id: int, job_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
-    services.lm_runs_reconcile(project=project)
+    lm_labels.lm_runs_reconcile(project=project)
     run = get_object_or_404(selectors.run_list(project=project), job_id=job_id)
     return selectors.run_summary_public(run, selectors.run_summaries([run])[run.pk])
+
+
+@router.post("/{project_id}/steps/lm-labels", response={201: StepLabelOut},
+             summary="Record an LM judge's step grades (a pre-label annotators confirm or correct)")
+def create_step_lm_label(request, project_id: int, body: StepLMLabelIn):
+    project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
+    try:
+        return Status(201, lm_labels.step_prelabel_record(project=project, **body.dict()))
+    except LabelConflict as exc:
+        raise HttpError(409, str(exc)) from None
+
+
+@router.get("/{project_id}/agreement/judge-templates",
+            summary="LM judges' agreement with people per prompt-template version (count, Wilson interval)")
+def judge_template_agreement(request, project_id: int):
+    project, _ = project_for_user(request.auth, project_id, Capability.VIEW_DASHBOARDS)
+    return selectors.template_version_agreement(project=project)
 
 
 @router.get("/{project_id}/judge-templates", response=list[TemplateOut], summary="Judge prompt templates, all versions")
@@ -184,7 +214,7 @@ def list_templates(request, project_id: int):
              summary="Save a template version (a new name starts at 1; unchanged text saves nothing)")
 def save_template(request, project_id: int, body: TemplateIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    return Status(201, services.template_save(project=project, user=request.auth, **body.dict()))
+    return Status(201, prompt_templates.template_save(project=project, user=request.auth, **body.dict()))
 
 
 # {path:name}: templates saved with a '/' in their name before names were checked can still be removed
@@ -192,6 +222,6 @@ def save_template(request, project_id: int, body: TemplateIn):
                summary="Remove every version of a judge prompt template (labels made with it stay)")
 def delete_template(request, project_id: int, name: str):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    if not services.template_delete(project=project, name=name):
+    if not prompt_templates.template_delete(project=project, name=name):
         raise Http404("No such template")
     return Status(204, None)

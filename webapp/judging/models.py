@@ -10,7 +10,7 @@ class JudgeBackend(models.TextChoices):
 
 
 class JudgeConfig(models.Model):
-    """How to reach one LM judge. The API key is stored encrypted (webapp.judging.secrets) or read by
+    """How to reach one LM judge. The API key is stored encrypted (webapp.endpoint_keys) or read by
     the worker from the environment variable named in `api_key_env`; it is never shown back."""
 
     project = models.ForeignKey("projects.Project", on_delete=models.CASCADE, related_name="judge_configs")

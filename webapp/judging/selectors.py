@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import django.dispatch
 from django.db.models import Count, Exists, OuterRef, QuerySet
 
 from rlcore.judges.outcomes import LabellingSummary, summarize_outcomes
@@ -60,6 +61,19 @@ def run_summary_public(run: LMLabellingRun, summary: LabellingSummary) -> dict:
 
 def attempts_for(*, job_id: int) -> QuerySet[LMLabelAttempt]:
     return LMLabelAttempt.objects.filter(run__job_id=job_id).order_by("id")
+
+
+# Asks for the project's annotation rubric (the latest version of the rubric marked for annotation), which a
+# run may also grade every response on. The rubrics app owns it and depends on judging (its editor previews
+# with a judge), so judging asks instead of importing rubrics: the rubrics app answers (webapp.rubrics.apps)
+# with a RubricVersion or None.
+annotation_rubric_wanted = django.dispatch.Signal()
+
+
+def annotation_rubric(*, project):
+    """The project's annotation rubric version, or None."""
+    answers = (version for _, version in annotation_rubric_wanted.send(sender=LMLabellingRun, project=project))
+    return next((version for version in answers if version is not None), None)
 
 
 def rankings_awaiting_label(*, project) -> QuerySet:

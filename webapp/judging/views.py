@@ -6,7 +6,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.forms_util import apply_service_errors
-from webapp.judging import selectors, services
+from webapp.judging import configs, lm_labels, prompt_templates, runs, selectors
 from webapp.judging.forms import JudgeConfigForm, TemplateForm
 from webapp.judging.models import JudgeConfig
 from webapp.projects.permissions import Capability, project_for_user, role_allows
@@ -16,23 +16,21 @@ CONFIG_FIELDS = ("name", "backend", "endpoint", "model", "api_key_env", "max_con
 
 @login_required
 def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
-    from webapp.rubrics.selectors import annotation_rubric_for
-
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
-    services.lm_runs_reconcile(project=project)
+    lm_labels.lm_runs_reconcile(project=project)
     templates = selectors.template_latest_list(project=project)
-    runs = list(selectors.run_list(project=project)[:20])
-    summaries = selectors.run_summaries(runs)
+    recent = list(selectors.run_list(project=project)[:20])
+    summaries = selectors.run_summaries(recent)
     return render(request, "judging/home.html", {
         "project": project, "can_design": role_allows(membership.role, Capability.DESIGN),
         "configs": selectors.judge_config_list(project=project),
         "templates": templates,
-        "runs": [(run, summaries[run.pk]) for run in runs],
+        "runs": [(run, summaries[run.pk]) for run in recent],
         "rankings_waiting": selectors.rankings_awaiting_label(project=project).count(),
         "rank_templates": [t for t in templates if t.mode == "rank"],
         "steps_waiting": selectors.step_items_awaiting_prelabel(project=project).count(),
         "steps_templates": [t for t in templates if t.mode == "steps"],
-        "annotation_rubric": annotation_rubric_for(project),
+        "annotation_rubric": selectors.annotation_rubric(project=project),
     })
 
 
@@ -40,7 +38,7 @@ def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
 def judge_run(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
     """One LM labelling run: what its labels are worth, and every comparison's outcome with its reason."""
     project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
-    services.lm_runs_reconcile(project=project)
+    lm_labels.lm_runs_reconcile(project=project)
     run = get_object_or_404(selectors.run_list(project=project), job_id=job_id)
     if request.GET.get("part") == "summary":  # the job page shows it beside the job's state
         return render(request, "judging/_run_summary.html", {"summary": selectors.run_summaries([run])[run.pk]})
@@ -59,7 +57,7 @@ def judge_label_rankings(request: HttpRequest, project_id: int) -> HttpResponse:
         messages.error(request, "Choose the judge that ranks the comparisons.")
         return redirect("judge_home", project_id=project.pk)
     try:
-        job = services.lm_rankings_label(project=project, user=request.user, config=config,
+        job = runs.lm_rankings_label(project=project, user=request.user, config=config,
                                          template_id=request.POST.get("template") or None,
                                          grade_rubric=request.POST.get("grade_rubric") == "on")
     except ValidationError as exc:
@@ -80,7 +78,7 @@ def judge_prelabel_steps(request: HttpRequest, project_id: int) -> HttpResponse:
         messages.error(request, "Choose the judge that grades the steps.")
         return redirect("judge_home", project_id=project.pk)
     try:
-        job = services.lm_steps_prelabel(project=project, user=request.user, config=config,
+        job = runs.lm_steps_prelabel(project=project, user=request.user, config=config,
                                          template_id=request.POST.get("template") or None)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
@@ -97,7 +95,7 @@ def judge_config_new(request: HttpRequest, project_id: int) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            config = services.judge_config_create(project=project, user=request.user, api_key=data["api_key"],
+            config = configs.judge_config_create(project=project, user=request.user, api_key=data["api_key"],
                                                   **{f: data[f] for f in CONFIG_FIELDS})
         except ValidationError as exc:
             apply_service_errors(form, exc)
@@ -118,7 +116,7 @@ def judge_config_edit(request: HttpRequest, project_id: int, config_id: int) -> 
         if form.is_valid():
             data = form.cleaned_data
             try:
-                services.judge_config_update(config=config, api_key=data["api_key"],
+                configs.judge_config_update(config=config, api_key=data["api_key"],
                                              clear_api_key=data["clear_api_key"],
                                              **{f: data[f] for f in CONFIG_FIELDS})
             except ValidationError as exc:
@@ -137,7 +135,7 @@ def judge_config_edit(request: HttpRequest, project_id: int, config_id: int) -> 
 @require_POST
 def judge_config_delete(request: HttpRequest, project_id: int, config_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    name = services.judge_config_delete(config=get_object_or_404(JudgeConfig, project=project, pk=config_id))
+    name = configs.judge_config_delete(config=get_object_or_404(JudgeConfig, project=project, pk=config_id))
     messages.success(request, f"Judge '{name}' and its stored key were removed; its labels stay.")
     return redirect("judge_home", project_id=project.pk)
 
@@ -146,7 +144,7 @@ def judge_config_delete(request: HttpRequest, project_id: int, config_id: int) -
 @require_POST
 def template_delete(request: HttpRequest, project_id: int, name: str) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    count = services.template_delete(project=project, name=name)
+    count = prompt_templates.template_delete(project=project, name=name)
     if not count:
         raise Http404("No such template")
     messages.success(request, f"Template '{name}' ({count} version{'s' if count != 1 else ''}) was removed.")
@@ -159,7 +157,7 @@ def judge_config_test(request: HttpRequest, project_id: int, config_id: int) -> 
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     config = get_object_or_404(JudgeConfig, project=project, pk=config_id)
     try:
-        result = services.judge_config_test(config=config)
+        result = configs.judge_config_test(config=config)
     except ValidationError as exc:
         result = {"ok": False, "message": " ".join(exc.messages), "reply": None}
     return render(request, "judging/config_form.html#test-result", {"result": result})
@@ -179,7 +177,7 @@ def template_edit(request: HttpRequest, project_id: int, name: str | None = None
         form = TemplateForm(request.POST)
         if form.is_valid():
             try:
-                template = services.template_save(project=project, user=request.user, **form.cleaned_data)
+                template = prompt_templates.template_save(project=project, user=request.user, **form.cleaned_data)
             except ValidationError as exc:
                 apply_service_errors(form, exc)
             else:

@@ -193,7 +193,7 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
                 out.write(json.dumps({"id": prompt.pk, "prompt": prompt.messages or prompt.text}) + "\n")
         update = {"prompts": snapshot, "output": folder / SCORED_OUTPUT}
         if judge_key:
-            from webapp.judging.services import KEY_FILE, write_key_file
+            from webapp.judging.configs import KEY_FILE, write_key_file
 
             write_key_file(folder, judge_key)
             update["gold"] = spec.gold.model_copy(update={"api_key_file": folder / KEY_FILE})
@@ -227,7 +227,7 @@ def _gold_judge(project, judge_id: int | None) -> tuple[dict | None, str | None,
     """(OpenAICompatSettings fields without the key, the stored key to hand over, a problem or '') of the project's
     stored judge ``judge_id``; the key is decrypted here and goes only into the job's key file."""
     from webapp.judging.models import JudgeBackend, JudgeConfig
-    from webapp.judging.services import _allowed_key_env, _stored_key
+    from webapp.judging.configs import allowed_key_env, stored_key
 
     config = JudgeConfig.objects.filter(project=project, pk=judge_id).first() if judge_id is not None else None
     if config is None:
@@ -236,11 +236,11 @@ def _gold_judge(project, judge_id: int | None) -> tuple[dict | None, str | None,
         return None, None, (f"Judge '{config.name}' is a local model; a gold judge must be an OpenAI-compatible "
                             "endpoint (the scoring job already holds the policies on the GPU).")
     try:
-        key = _stored_key(config)
+        key = stored_key(config)
         settings = {"base_url": config.endpoint, "model": config.model, "max_concurrency": config.max_concurrency,
                     "timeout_s": config.timeout_s, "max_retries": config.max_retries}
         if not key and config.api_key_env:
-            settings["api_key_env"] = _allowed_key_env(config)
+            settings["api_key_env"] = allowed_key_env(config)
     except ValidationError as exc:
         return None, None, " ".join(m for ms in exc.message_dict.values() for m in ms)
     return settings, key, ""

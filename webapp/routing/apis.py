@@ -6,7 +6,7 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from webapp.jobs.apis import JobOut
-from webapp.judging.services import lm_runs_reconcile
+from webapp.judging.lm_labels import lm_runs_reconcile
 from webapp.projects.permissions import Capability, project_for_user
 from webapp.routing import selectors, services
 from webapp.routing.models import RoutingPlan

@@ -6,7 +6,7 @@ class RoutingConfig(AppConfig):
     label = "routing"
 
     def ready(self) -> None:
-        from webapp.judging.services import lm_labelling_finished
+        from webapp.judging.lm_labels import lm_labelling_finished
         from webapp.routing.services import on_lm_labelling_finished
 
         lm_labelling_finished.connect(on_lm_labelling_finished, dispatch_uid="routing.lm_labelling_finished")

@@ -382,7 +382,7 @@ def routing_plan_rerun(*, plan: RoutingPlan, user) -> RoutingPlan:
 
 def routing_plan_approve(*, plan: RoutingPlan, user, judge_config_id=None, template_id=None) -> RoutingPlan:
     """Apply the plan: the human side goes into the annotation queue, the LM side to a labelling job."""
-    from webapp.judging.services import lm_labelling_job_create
+    from webapp.judging.runs import lm_labelling_job_create
 
     project = plan.project
     with transaction.atomic():

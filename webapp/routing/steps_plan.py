@@ -149,7 +149,7 @@ def _summary(human_side) -> list[dict]:
 def steps_plan_approve(*, plan: RoutingPlan, user) -> RoutingPlan:
     """The human side stays in (or enters) the step queue; the LM side leaves it for a steps pre-label job."""
     from webapp.judging.models import LabellingMode, LMLabellingRun, PromptMode
-    from webapp.judging.services import lm_labelling_job_create
+    from webapp.judging.runs import lm_labelling_job_create
 
     decisions = list(plan.decisions.all())
     lm_side = [d.comparison_id for d in decisions if d.route == Route.LM]

@@ -21,7 +21,7 @@ from django.db import transaction
 from webapp.jobs.models import Job, Queue
 from webapp.jobs.services import job_create
 from webapp.judging.models import JudgeConfig
-from webapp.judging.services import backend_arguments, write_key_file
+from webapp.judging.configs import backend_arguments, write_key_file
 from webapp.routing.models import PromptTag
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
 from webapp.forms_util import apply_service_errors
-from webapp.judging.services import lm_runs_reconcile
+from webapp.judging.lm_labels import lm_runs_reconcile
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.routing import selectors, services
 from webapp.routing.forms import PlanForm, TagForm

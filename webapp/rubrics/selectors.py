@@ -147,7 +147,7 @@ def rubric_preview(*, project: Project, contract, baseline: RubricVersion | None
     """
     judge = None
     if judge_config is not None:
-        from webapp.judging.services import preview_judge
+        from webapp.judging.configs import preview_judge
 
         judge = preview_judge(config=judge_config)
         limit = min(limit, JUDGED_PREVIEW_LIMIT)

@@ -77,7 +77,7 @@ class Policy(models.Model):
     or the model name at ``endpoint_url`` (endpoint). Run-made entries keep the run (``job``), the
     checkpoint ``step``, the reward spec version and the prompt snapshot it was trained on, and the
     run's final metrics. Endpoint keys are handled like judges' keys: stored encrypted
-    (webapp.judging.secrets) or read by the worker from an operator-allowed environment variable.
+    (webapp.endpoint_keys) or read by the worker from an operator-allowed environment variable.
     Rows are only created whole (services.policy_register* are atomic); deleted ones stay for provenance.
     """
 

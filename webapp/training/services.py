@@ -453,8 +453,7 @@ def _checkpoint_metrics(job: Job, step: int) -> dict[str, float]:
 
 
 def _endpoint_key(api_key: str, api_key_env: str) -> tuple[str, str]:
-    from webapp.judging.secrets import encrypt_api_key
-    from webapp.judging.services import api_key_problem, key_env_problem
+    from webapp.endpoint_keys import api_key_problem, encrypt_api_key, key_env_problem
 
     api_key, api_key_env = (api_key or "").strip(), (api_key_env or "").strip()
     if api_key and api_key_env:
@@ -563,7 +562,7 @@ def _policy_ref(policy, folder: Path) -> dict[str, Any]:
     if policy.source == PolicySource.ENDPOINT:
         ref.update(kind="endpoint", base_url=policy.endpoint_url)
         if policy.api_key_encrypted:
-            from webapp.judging.secrets import decrypt_api_key
+            from webapp.endpoint_keys import decrypt_api_key
 
             key = decrypt_api_key(policy.api_key_encrypted)
             if key is None:
@@ -574,7 +573,7 @@ def _policy_ref(policy, folder: Path) -> dict[str, Any]:
             key_file.chmod(0o600)
             ref["api_key_file"] = str(key_file)
         elif policy.api_key_env:
-            from webapp.judging.services import key_env_problem
+            from webapp.endpoint_keys import key_env_problem
 
             if problem := key_env_problem(policy.api_key_env):  # the allow-list may have shrunk since
                 raise ValidationError({"policies": f"Policy '{policy.name}': {problem}"})
