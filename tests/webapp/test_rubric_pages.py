@@ -181,11 +181,12 @@ def test_it_still_refuses_to_save_a_rule_left_empty(client, people):
 
 
 def test_it_offers_exactly_rlcores_rule_kinds_and_format_checks(client, people):
-    """The menus come from rlcore's Literals: a kind or check added there shows in the editor unedited."""
+    """The menus come from rlcore's Literals: a value added there shows in the editor unedited."""
     import re
     from typing import get_args
 
-    from rlcore.rules import FormatCheck, Rule
+    from rlcore.rubric import Rubric
+    from rlcore.rules import ContainsRule, FormatCheck, Rule
 
     kinds = [get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(Rule)[0])]
     base = _login(client, people)
@@ -198,6 +199,11 @@ def test_it_offers_exactly_rlcores_rule_kinds_and_format_checks(client, people):
 
     assert options("criteria[0].rule.kind") == ["", *kinds]
     assert options("criteria[1].rule.check") == list(get_args(FormatCheck))
+    assert options("criteria[0].rule.mode") == list(get_args(ContainsRule.model_fields["mode"].annotation))
+    page = client.get(f"{base}/new/").content.decode()
+    select = page[page.index('name="aggregation"'):]
+    assert re.findall(r'<option value="([^"]*)"', select[:select.index("</select>")]) == \
+        list(get_args(Rubric.model_fields["aggregation"].annotation))
 
 
 def test_it_saves_an_uploaded_spec_file_as_the_import_api_does_with_the_same_line_numbered_errors(client, people):

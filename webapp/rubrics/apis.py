@@ -17,7 +17,7 @@ from pydantic import Field
 
 from webapp.projects.permissions import Capability, project_for_user
 from webapp.rubrics import selectors, services
-from webapp.rubrics.contracts import dump_yaml, parse_rubric, parse_spec
+from webapp.rubrics.contracts import dump_yaml, parse_rubric
 from webapp.rubrics.diffs import definition_diff
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
 
@@ -286,8 +286,7 @@ def import_spec(request, project_id: int, body: YamlIn):
              summary="Score a reward spec on a sample of responses (rule, verifier and penalty components)")
 def preview_spec(request, project_id: int, body: SpecPreviewIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    definition, _used = services.resolve_rubric_refs(project=project, definition=body.definition)
-    contract = parse_spec(definition, selectors.project_columns(project=project))
+    contract, _used = services.reward_spec_parse(project=project, definition=body.definition)
     return selectors.spec_preview(contract=contract, project=project, rows=_rows(body.rows), limit=body.limit)
 
 

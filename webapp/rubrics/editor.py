@@ -27,6 +27,20 @@ _KIND_LABELS = {
 }
 RULE_KINDS = [("", "no rule: graded by an LM judge"), *((k, _KIND_LABELS.get(k, k)) for k in rules.RULE_KINDS)]
 FORMAT_CHECKS = list(rules.FORMAT_CHECKS)
+# How the editor words the values of the contracts' other menus; a value rlcore adds shows as itself.
+_VALUE_LABELS = {"any": "any occurs", "all": "all occur", "chars": "characters", "math": "math (symbolic)",
+                 "exact": "exact text", "weighted_mean": "weighted mean",
+                 "saturating": "saturating (diminishing returns)"}
+
+
+def _menu(model, field: str) -> list[tuple[str, str, bool]]:
+    """(value, label, is the default) for each value a Literal field of a contract allows."""
+    default = model.model_fields[field].default
+    return [(v, _VALUE_LABELS.get(v, v), v == default) for v in get_args(model.model_fields[field].annotation)]
+
+
+MENUS = {"aggregation": _menu(Rubric, "aggregation"), "contains_mode": _menu(rules.ContainsRule, "mode"),
+         "length_unit": _menu(rules.LengthRule, "unit"), "answer_match_mode": _menu(rules.AnswerMatchRule, "mode")}
 _INDEX = re.compile(r"^criteria\[(\d+)\]\.name$")
 
 # Which form inputs each rule kind has (besides kind): its contract's fields, by the names a user writes.

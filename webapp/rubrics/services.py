@@ -119,7 +119,9 @@ def resolve_rubric_refs(*, project: Project, definition: dict[str, Any]) -> tupl
     return {**definition, "components": out}, used
 
 
-def _spec_contract(*, project: Project, definition: dict[str, Any]):
+def reward_spec_parse(*, project: Project, definition: dict[str, Any]):
+    """(the valid RewardSpec a save would store, the rubric versions it inlined): ``rubric://`` references
+    resolved, then checked once (``parse_spec``, against the project's columns); or ValidationError."""
     resolved, used = resolve_rubric_refs(project=project, definition=definition)
     contract = parse_spec(resolved, selectors.project_columns(project=project))
     return contract, used
@@ -130,7 +132,7 @@ def reward_spec_create(*, project: Project, user, name: str, definition: dict[st
                        note: str = "") -> RewardSpecVersion:
     """A new reward spec with its first version."""
     name = _clean_name(name, "reward spec")
-    contract, used = _spec_contract(project=project, definition=_named(definition, name))
+    contract, used = reward_spec_parse(project=project, definition=_named(definition, name))
     if RewardSpec.objects.filter(project=project, name__iexact=name).exists():
         raise ValidationError({"name": f"A reward spec named '{name}' already exists in this project."})
     try:
@@ -144,7 +146,7 @@ def reward_spec_create(*, project: Project, user, name: str, definition: dict[st
 @transaction.atomic
 def reward_spec_version_create(*, spec: RewardSpec, user, definition: dict[str, Any], note: str = "") -> RewardSpecVersion:
     """Save a reward spec's next version."""
-    contract, used = _spec_contract(project=spec.project, definition=_named(definition, spec.name))
+    contract, used = reward_spec_parse(project=spec.project, definition=_named(definition, spec.name))
     return _spec_version_add(spec=spec, user=user, contract=contract, used=used, note=note)
 
 
@@ -185,7 +187,7 @@ def reward_spec_document_check(*, project: Project, text: str):
     inlined, the project's columns checked), or the ValidationError the save would raise, with line numbers."""
     data = _document(text, "components")
     try:
-        return _spec_contract(project=project, definition=data)[0]
+        return reward_spec_parse(project=project, definition=data)[0]
     except ValidationError as exc:
         raise with_lines(exc, text) from None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from rlcore.rewards.spec import DEFAULT_WEIGHT
+from rlcore.rewards.spec import DEFAULT_WEIGHT, Normalization
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.rubrics import editor, selectors, services
 from webapp.rubrics.contracts import dump_yaml, load_yaml_document, parse_rubric
@@ -22,7 +22,7 @@ from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricV
 
 SPEC_TEMPLATE = """name: {name}
 description: ''
-normalization: none        # none | group_zscore | normalize_then_sum | par
+normalization: none        # {normalizations}
 components:
   - kind: rubric_rules     # a saved rubric's rule criteria; rubric://<name>@<version> pins a version
     name: rubric
@@ -35,6 +35,8 @@ components:
     unit: words
     weight: 0.5
 """
+
+NORMALIZATIONS = get_args(Normalization)
 
 # What "Add component" appends, by kind; the user edits the values in the YAML afterwards.
 COMPONENT_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -113,7 +115,7 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
 
 def _editor_context(project, state, rubric, pinned: str = "", **extra) -> dict[str, Any]:
     return {"project": project, "rubric": rubric, "state": state, "rule_kinds": editor.RULE_KINDS,
-            "format_checks": editor.FORMAT_CHECKS, **_check_context(project, state, rubric, pinned=pinned), **extra}
+            "format_checks": editor.FORMAT_CHECKS, "menus": editor.MENUS, **_check_context(project, state, rubric, pinned=pinned), **extra}
 
 
 def _editing(request, project_id: int, rubric_id: int | None):
@@ -344,7 +346,7 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
     else:
         first = selectors.rubric_list(project=project).first()
         text = SPEC_TEMPLATE.format(name="my-reward", rubric=first.name if first else "<rubric name>",
-                                    weight=DEFAULT_WEIGHT)
+                                    weight=DEFAULT_WEIGHT, normalizations=" | ".join(NORMALIZATIONS))
     return render(request, "rubrics/spec_composer.html", {
         "project": project, "spec": spec, "yaml": text, **_composer_choices(project),
         "relaunch": request.GET.get("relaunch", "") if request.GET.get("relaunch", "").isdigit() else "",
@@ -355,6 +357,7 @@ def _composer_choices(project) -> dict[str, Any]:
     from webapp.training.selectors import prm_list, reward_model_list
 
     return {"component_kinds": list(COMPONENT_DEFAULTS), "default_weight": DEFAULT_WEIGHT,
+            "normalizations": NORMALIZATIONS,
             "rubrics": selectors.rubric_list(project=project),
             "reward_models": reward_model_list(project=project), "process_reward_models": prm_list(project=project)}
 
