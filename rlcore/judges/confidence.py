@@ -132,6 +132,12 @@ def pair_confidence(tokens: Sequence[TokenLogprob], verdict: str) -> dict[str, f
     return None
 
 
+def _value_token(tokens: Sequence[TokenLogprob], line: re.Pattern) -> TokenLogprob | None:
+    """The token where the value of the reply's last ``line`` (a ``Score:`` or ``Ranking:`` line) starts."""
+    matches = list(line.finditer("".join(t.token for t in tokens)))
+    return token_at(tokens, matches[-1].start(1)) if matches else None
+
+
 def grade_confidence(tokens: Sequence[TokenLogprob], scale_min: float, scale_max: float) -> float | None:
     """Probability of the first token of the ``Score:`` value among alternatives that are numbers on the scale.
 
@@ -147,11 +153,7 @@ def grade_confidence(tokens: Sequence[TokenLogprob], scale_min: float, scale_max
     >>> grade_confidence(tokens, 1, 3) is None
     True
     """
-    text = "".join(t.token for t in tokens)
-    matches = list(_SCORE_VALUE.finditer(text))
-    if not matches:
-        return None
-    token = token_at(tokens, matches[-1].start(1))
+    token = _value_token(tokens, _SCORE_VALUE)
     if token is None:
         return None
     low, high = min(scale_min, scale_max), max(scale_min, scale_max)
@@ -179,11 +181,7 @@ def rank_confidence(tokens: Sequence[TokenLogprob], n: int) -> float | None:
     >>> round(rank_confidence([TokenLogprob(token="Ranking: ", logprob=0.0), first], 3), 3)
     0.778
     """
-    text = "".join(t.token for t in tokens)
-    matches = list(_RANK_VALUE.finditer(text))
-    if not matches:
-        return None
-    token = token_at(tokens, matches[-1].start(1))
+    token = _value_token(tokens, _RANK_VALUE)
     if token is None:
         return None
     labels = {str(k): str(k) for k in range(1, n + 1)} | {chr(ord("A") + k): str(k + 1) for k in range(n)}

@@ -168,37 +168,14 @@ def lm_rankings_label(*, project, user, config: JudgeConfig, template_id: int | 
     """Queue a job that ranks every N-way comparison of the project still waiting for a label
     (:func:`webapp.judging.selectors.rankings_awaiting_label`). They leave the annotation queue while
     the judge works; those it cannot rank come back to it when the job ends, with the reason recorded."""
-    template = _start_whole_project_run(project=project, template_id=template_id, mode=PromptMode.RANK,
-                                        what="ranking (rank)",
-                                        default=default_template(LabellingMode.RANKING))
-    ids = list(rankings_awaiting_label(project=project).values_list("pk", flat=True))
-    if not ids:
-        raise ValidationError({"comparisons": "No N-way ranking comparison of this project is waiting for a "
-                                              "label (build some with the 'ranking' strategy, or they are all "
-                                              "labelled, held by an annotator or being ranked by a judge now)."})
-    job = lm_labelling_job_create(project=project, user=user, config=config, comparison_ids=ids,
-                                  template=template, mode=LabellingMode.RANKING, grade_rubric=grade_rubric)
-    Comparison.objects.filter(pk__in=ids).update(is_active=False)
+    job = _whole_project_run(
+        project=project, user=user, config=config, template_id=template_id, mode=LabellingMode.RANKING,
+        what="ranking (rank)", waiting=rankings_awaiting_label, grade_rubric=grade_rubric,
+        none_waiting="No N-way ranking comparison of this project is waiting for a label (build some with the "
+                     "'ranking' strategy, or they are all labelled, held by an annotator or being ranked by a "
+                     "judge now).")
+    Comparison.objects.filter(pk__in=job.lm_labelling.comparison_ids).update(is_active=False)
     return job
-
-
-def _start_whole_project_run(*, project, template_id, mode: str, what: str, default: str):
-    """Checks shared by the runs that take everything of the project still waiting (rankings, step items):
-    the project's row locked, so two clicks at once cannot both pick the same items; an open project; the
-    chosen template (None: the default) of this project and of the run's mode."""
-    from webapp.projects.models import Project
-
-    Project.objects.select_for_update().filter(pk=project.pk).first()
-    if project.is_closed:
-        raise ValidationError({"project": f"Project '{project.name}' is closed: it takes no new labels."})
-    if template_id in (None, ""):
-        return None
-    template = (JudgePromptTemplate.objects.filter(project=project, pk=template_id).first()
-                if str(template_id).isdigit() else None)
-    if template is None or template.mode != mode:
-        raise ValidationError({"template_id": f"Template {template_id} is not a {what} template of this project: "
-                                              f"choose one, or none for {default}."})
-    return template
 
 
 @transaction.atomic
@@ -206,14 +183,33 @@ def lm_steps_prelabel(*, project, user, config: JudgeConfig, template_id: int | 
     """Queue a job that grades every step of the project's step items that have no LM pre-label yet and no
     run going (:func:`webapp.judging.selectors.step_items_awaiting_prelabel`). The items stay in the queue:
     a pre-label is a suggestion, and an annotator who takes an item before it arrives grades it unprompted."""
-    template = _start_whole_project_run(project=project, template_id=template_id, mode=PromptMode.STEPS,
-                                        what="step grading (steps)",
-                                        default=default_template(LabellingMode.STEPS))
-    ids = list(step_items_awaiting_prelabel(project=project).values_list("pk", flat=True))
+    return _whole_project_run(
+        project=project, user=user, config=config, template_id=template_id, mode=LabellingMode.STEPS,
+        what="step grading (steps)", waiting=step_items_awaiting_prelabel,
+        none_waiting="No step item of this project is waiting for a pre-label (build step items on the Annotation "
+                     "page, or they all have one or are being graded by a judge now).")
+
+
+def _whole_project_run(*, project, user, config: JudgeConfig, template_id, mode: str, what: str, waiting,
+                       none_waiting: str, grade_rubric: bool = False) -> Job:
+    """A run over everything of the project still ``waiting`` (rankings, step items), with the checks they
+    share: the project's row locked, so two clicks at once cannot both pick the same items; an open project;
+    the chosen template (None: the mode's default) of this project and of the run's mode."""
+    from webapp.projects.models import Project
+
+    Project.objects.select_for_update().filter(pk=project.pk).first()
+    if project.is_closed:
+        raise ValidationError({"project": f"Project '{project.name}' is closed: it takes no new labels."})
+    template = None
+    if template_id not in (None, ""):
+        template = (JudgePromptTemplate.objects.filter(project=project, pk=template_id).first()
+                    if str(template_id).isdigit() else None)
+        if template is None or template.mode != _MODES[mode]["template_mode"]:
+            raise ValidationError({"template_id": f"Template {template_id} is not a {what} template of this "
+                                                  f"project: choose one, or none for {default_template(mode)}."})
+    ids = list(waiting(project=project).values_list("pk", flat=True))
     if not ids:
-        raise ValidationError({"comparisons": "No step item of this project is waiting for a pre-label (build step "
-                                              "items on the Annotation page, or they all have one or are being "
-                                              "graded by a judge now)."})
+        raise ValidationError({"comparisons": none_waiting})
     return lm_labelling_job_create(project=project, user=user, config=config, comparison_ids=ids, template=template,
-                                   mode=LabellingMode.STEPS)
+                                   mode=mode, grade_rubric=grade_rubric)
 
