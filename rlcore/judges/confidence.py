@@ -11,9 +11,9 @@ count, renormalised among themselves:
 A model that writes "B" with p = 0.6 while "A" had 0.2 and "The" 0.2 is 0.75 sure of B, not 0.6: "The"
 is no answer. A verdict token that is not a label gives no confidence (None), never a guess.
 
->>> tokens = [TokenLogprob(token="Verdict:", logprob=0.0),
-...           TokenLogprob(token=" B", logprob=math.log(0.6), top=[TokenAlternative(token=" A", logprob=math.log(0.2)),
-...                                                                TokenAlternative(token=" The", logprob=math.log(0.2))])]
+>>> verdict = TokenLogprob(token=" B", logprob=math.log(0.6), top=[
+...     TokenAlternative(token=" A", logprob=math.log(0.2)), TokenAlternative(token=" The", logprob=math.log(0.2))])
+>>> tokens = [TokenLogprob(token="Verdict:", logprob=0.0), verdict]
 >>> {label: round(p, 2) for label, p in pair_confidence(tokens, "B").items()}
 {'A': 0.25, 'B': 0.75, 'tie': 0.0}
 """
