@@ -33,7 +33,7 @@ def run_score(spec_path: str, input_path: str, judge_name: str | None, output_pa
         from rlcore.judges.deterministic import DeterministicJudge
 
         judge = DeterministicJudge()
-    engine = RewardEngine(spec, judge=judge)
+    engine = RewardEngine(spec, judge=judge, checked=True)  # load_spec checked it against the rows' columns
     out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
     try:
         for scored in engine.score_batch(rows_to_batch(rows, source=f"{input_path}, line")):

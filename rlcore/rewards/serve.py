@@ -144,11 +144,12 @@ class RewardService:
 
     def __init__(self, spec: RewardSpec, *, judge=None, max_rows: int = DEFAULT_MAX_ROWS,
                  max_concurrency: int | None = None, queue_seconds: float = DEFAULT_QUEUE_SECONDS,
-                 label_column: str | None = None, withdrawn_file: str | Path | None = None) -> None:
+                 label_column: str | None = None, withdrawn_file: str | Path | None = None,
+                 checked: bool = False) -> None:
         from rlcore.rewards.engine import RewardEngine
 
         self.spec = spec
-        self.engine = RewardEngine(spec, judge=judge)
+        self.engine = RewardEngine(spec, judge=judge, checked=checked)
         self.engine.load()  # reward models load now, not inside (and racing in) the first requests
         self.reward_models = [(i, c) for i, c in enumerate(spec.components) if isinstance(c, RewardModelComponent)]
         self.max_rows = max_rows
@@ -530,7 +531,7 @@ def run_serve(args) -> int:
     if args.max_concurrency is not None and args.max_concurrency < 1:
         raise UserError("--max-concurrency must be at least 1")
     token = read_token(token_env=args.token_env, token_file=args.token_file)
-    spec = load_spec(args.spec)
+    spec = load_spec(args.spec)  # validated here, where the spec file enters
     judge = None
     if args.judge == "deterministic":
         from rlcore.judges.deterministic import DeterministicJudge
@@ -538,7 +539,7 @@ def run_serve(args) -> int:
         judge = DeterministicJudge()
     started = time.monotonic()
     service = RewardService(spec, judge=judge, max_rows=args.max_rows, max_concurrency=args.max_concurrency,
-                            label_column=args.label_column, withdrawn_file=args.withdrawn_file)
+                            label_column=args.label_column, withdrawn_file=args.withdrawn_file, checked=True)
     if service.reward_models:
         print(f"loaded {len(service.reward_models)} reward model(s) in {time.monotonic() - started:.1f} s", flush=True)
     return serve(service, host=args.host, port=args.port, token=token, max_body_bytes=args.max_body_bytes,
