@@ -108,6 +108,10 @@ def test_it_gives_each_judge_template_version_its_agreement_with_people(client, 
     assert (got["judge@1"]["ci_low"], got["judge@1"]["ci_high"]) == pytest.approx(wilson(1, 3))
     assert (got["judge@2"]["n_pairs"], got["judge@2"]["agreement"]) == (3, 1.0)
     assert got["judge@3"]["agreement"] is None and "shares a comparison with a human label" in got["judge@3"]["message"]
+    client.force_login(people.users["dave"])  # the raters page shows the same table (judging's inclusion tag)
+    page = client.get(f"/projects/{people.project.pk}/quality/").content.decode()
+    assert '<tr data-template="judge@1"><td>judge@1</td><td>3</td><td>3</td><td>3</td><td>1</td>' in page
+    assert got["judge@3"]["message"] in page
 
 
 # ------------------------------------------------------------------ pages, adaptive margin export, UserError as 422
