@@ -10,6 +10,8 @@ urlpatterns = [
     path("annotate/steps/", views.workbench_steps, name="workbench_steps"),
     path("annotate/steps/label/", views.workbench_step_label, name="workbench_step_label"),
     path("comparisons/", views.comparison_list, name="comparison_list"),
+    # the dataset page's form (its URL under datasets/); building comparisons is this app's
+    path("datasets/<int:dataset_id>/comparisons/", views.dataset_build_comparisons, name="dataset_build_comparisons"),
     path("agreement/", views.agreement, name="agreement"),
     path("export/", views.export, name="export"),
     path("quality/", views.label_quality, name="label_quality"),

@@ -12,7 +12,9 @@ from rlcore.errors import UserError
 from webapp.annotation import selectors, services
 from webapp.annotation.rendering import render_markdown, render_turns
 from webapp.annotation.services import LabelConflict
-from webapp.forms_util import error_list
+from webapp.datasets.forms import BuildComparisonsForm
+from webapp.datasets.selectors import dataset_get, prompt_list
+from webapp.forms_util import apply_service_errors, error_list
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
 
@@ -257,6 +259,30 @@ def workbench_undo(request: HttpRequest, project_id: int) -> HttpResponse:
     except LabelConflict as exc:
         return _next(request, project, error=str(exc))
     return _render_item(request, project, assignment, undone=True)
+
+
+@login_required
+@require_POST
+def dataset_build_comparisons(request: HttpRequest, project_id: int, dataset_id: int) -> HttpResponse:
+    """The dataset page's "Build comparisons" form (its 422 is that page again, with the form's errors)."""
+    project, membership = project_for_user(request.user, project_id, Capability.DESIGN)
+    dataset = dataset_get(project=project, dataset_id=dataset_id)
+    form = BuildComparisonsForm(request.POST)
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            created = services.comparisons_build(project=project, dataset=dataset, strategy=data["strategy"],
+                                                 pairs_per_prompt=data["pairs_per_prompt"] or 1,
+                                                 ranking_size=data["ranking_size"] or 0, overlap=data["overlap"],
+                                                 seed=data["seed"] or 0)
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(request, f"Created {created} comparison{'s' if created != 1 else ''}.")
+            return redirect("comparison_list", project_id=project.pk)
+    return render(request, "datasets/dataset_detail.html", {
+        "project": project, "membership": membership, "dataset": dataset, "can_design": True, "build_form": form,
+        "rows": prompt_list(dataset=dataset, limit=20)}, status=422)
 
 
 @login_required

@@ -15,6 +15,7 @@ import zipfile
 from collections import Counter
 from pathlib import Path
 
+import django.dispatch
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
@@ -30,6 +31,23 @@ log = logging.getLogger(__name__)
 BATCH_ROWS = 1000
 MAX_ROW_ERRORS = 200          # kept on the dataset (the count goes on beyond)
 MAX_METADATA_COLUMNS = 200
+
+# Labels in an imported file are the annotation app's rows, built on this app's prompts and responses; it is
+# told through these signals (it imports this app, never the other way). Each is sent inside the import's
+# transaction, and a receiver that writes labels returns how many.
+#   preference_rows_imported(dataset, rows=[(prompt, ImportedRow, response ids in the row's order)], members)
+#   step_rows_imported(dataset, rows=[(line, StepwiseRow, prompt, response, split)], members): a label that does
+#     not fit its steps raises ValidationError, refusing the file;
+#   dataset_rows_purging(dataset_id): before an import's rows are deleted (an import that failed or starts
+#     over, a deleted dataset), so what was built on them goes first.
+# ``members`` is the project's {username: user id}, for the labels' raters.
+preference_rows_imported = django.dispatch.Signal()
+step_rows_imported = django.dispatch.Signal()
+dataset_rows_purging = django.dispatch.Signal()
+
+
+def _labels_written(responses: list[tuple]) -> int:
+    return sum(written or 0 for _, written in responses)
 
 
 def _setting(name: str, default):
@@ -173,22 +191,18 @@ def _enqueue_import(dataset_id: int) -> None:
 
 def _purge_rows(dataset_id: int) -> None:
     """Delete every row an import wrote, without loading them (raw deletes, children first)."""
-    from webapp.annotation.models import Assignment, Comparison, PreferenceLabel, StepLabel
     from webapp.datasets.models import StepSplit
 
     with transaction.atomic():
-        for qs in (StepLabel.objects.filter(comparison__prompt__dataset_id=dataset_id),
-                   PreferenceLabel.objects.filter(comparison__prompt__dataset_id=dataset_id),
-                   Assignment.objects.filter(comparison__prompt__dataset_id=dataset_id),
-                   Comparison.objects.filter(prompt__dataset_id=dataset_id),
-                   StepSplit.objects.filter(response__prompt__dataset_id=dataset_id),
+        dataset_rows_purging.send(sender=Dataset, dataset_id=dataset_id)
+        for qs in (StepSplit.objects.filter(response__prompt__dataset_id=dataset_id),
                    Response.objects.filter(prompt__dataset_id=dataset_id),
                    Prompt.objects.filter(dataset_id=dataset_id)):
             qs._raw_delete(qs.db)
 
 
 class _Writer:
-    """Buffers normalised rows and writes them in batches (prompts, responses, imported labels)."""
+    """Buffers normalised rows and writes them in batches (prompts, responses; labels: preference_rows_imported)."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -235,8 +249,6 @@ class _Writer:
         self.rows.clear()
 
     def _write_labels(self, prompts, responses) -> None:
-        from webapp.annotation.models import Comparison, ComparisonKind, PreferenceLabel
-
         cursor = 0
         todo = []
         for prompt, row in zip(prompts, self.rows):
@@ -244,37 +256,8 @@ class _Writer:
             cursor += len(row.responses)
             if row.labels and len(ids) >= 2:
                 todo.append((prompt, row, ids))
-        comparisons = Comparison.objects.bulk_create([
-            Comparison(project_id=self.dataset.project_id, prompt_id=prompt.pk,
-                       kind=ComparisonKind.PAIR if len(ids) == 2 else ComparisonKind.RANKING, response_ids=ids,
-                       overlap=max(1, sum(lab.source == "human" for lab in row.labels)),
-                       taken=sum(lab.source == "human" for lab in row.labels),
-                       human_label_count=sum(lab.source == "human" for lab in row.labels))
-            for prompt, row, ids in todo])
-        members = self._member_ids()
-        labels = []
-        for comparison, (_, row, ids) in zip(comparisons, todo):
-            used_annotators = set()
-            for lab in row.labels:
-                annotator_id = members.get(lab.annotator) if lab.source == "human" else None
-                if annotator_id in used_annotators:
-                    annotator_id = None
-                used_annotators.add(annotator_id)
-                provenance = dict(lab.provenance)
-                provenance["imported"] = {"dataset_id": self.dataset.pk, "line": row.line, "label_id": lab.label_id,
-                                          "annotator": lab.annotator, "labeled_at": lab.labeled_at}
-
-                def pick(pos):
-                    return ids[pos] if 0 <= pos < len(ids) else None
-
-                labels.append(PreferenceLabel(
-                    comparison_id=comparison.pk, source=lab.source, annotator_id=annotator_id, choice=lab.choice,
-                    ranking=[pick(p) for p in lab.ranking] if lab.ranking else None, strength=lab.strength,
-                    criterion_scores=lab.criterion_scores, rationale=lab.rationale,
-                    display_order=[pick(p) for p in lab.display_order], model_version=lab.model_version[:200],
-                    provenance=provenance))
-        PreferenceLabel.objects.bulk_create(labels)
-        self.labels += len(labels)
+        self.labels += _labels_written(preference_rows_imported.send(
+            sender=Dataset, dataset=self.dataset, rows=todo, members=self._member_ids()))
 
 
 def dataset_import_run(*, dataset_id: int) -> Dataset:
@@ -446,7 +429,6 @@ def stepwise_import(*, project, user, path: Path, name: str = "") -> Dataset:
     from rlcore.datasets import detect_format, read_stepwise
     from rlcore.errors import UserError
     from rlcore.steps import steps_from_list
-    from webapp.annotation.models import Comparison, ComparisonKind, StepLabel, StepLabelSource, StepScale
     from webapp.datasets.models import StepSplit, StepSplitSource
 
     try:  # rlcore reads the format (JSONL, Parquet or an HF folder); a bad row names its row and field
@@ -460,34 +442,17 @@ def stepwise_import(*, project, user, path: Path, name: str = "") -> Dataset:
                                      source_name=path.name, created_by=user, status=DatasetStatus.READY,
                                      finished_at=timezone.now())
     members = dict(get_user_model().objects.filter(memberships__project=project).values_list("username", "id"))
-    n_labels = 0
+    labelled = []
     for line_no, row in rows:
-        meta = dict(row.metadata)
         prompt = Prompt.objects.create(dataset=dataset, source_line=line_no, text=row.prompt)
         text, steps = steps_from_list(row.steps)
         response = Response.objects.create(prompt=prompt, text=text)
         split = StepSplit.objects.create(response=response, version=1, source=StepSplitSource.FILE, steps=[
             {"text": s.text, "start": s.start, "end": s.end} for s in steps])
-        if row.labels is None:
-            continue
-        scale = meta.get("scale") if meta.get("scale") in StepScale.values else StepScale.TERNARY
-        grades = meta.get("step_grades") or [1 if good else -1 for good in row.labels]
-        if not isinstance(grades, list) or len(grades) != len(row.steps):
-            raise ValidationError({"file": f"row {line_no}, field 'step_grades': {len(grades)} grades for "
-                                           f"{len(row.steps)} steps"})
-        source = meta.get("source") if meta.get("source") in StepLabelSource.values else StepLabelSource.HUMAN
-        annotator_id = members.get(meta.get("rater")) if source != StepLabelSource.LM else None
-        human = source != StepLabelSource.LM
-        comparison = Comparison.objects.create(project=project, prompt=prompt, kind=ComparisonKind.STEPS,
-                                               response_ids=[response.pk], overlap=1, taken=int(human),
-                                               human_label_count=int(human), step_split=split, step_scale=scale)
-        StepLabel.objects.create(
-            comparison=comparison, step_split=split, source=source, annotator_id=annotator_id, scale=scale,
-            grades=grades, first_error=meta.get("first_error", row.first_error), note=meta.get("note") or "",
-            model_version=meta.get("rater") if source == StepLabelSource.LM else "",
-            provenance={"imported": {"dataset_id": dataset.pk, "line": line_no, "rater": meta.get("rater"),
-                                     "label_id": meta.get("label_id")}})
-        n_labels += 1
+        if row.labels is not None:
+            labelled.append((line_no, row, prompt, response, split))
+    n_labels = _labels_written(step_rows_imported.send(sender=Dataset, dataset=dataset, rows=labelled,
+                                                       members=members))
     Dataset.objects.filter(pk=dataset.pk).update(row_count=len(rows), response_count=len(rows), label_count=n_labels)
     dataset.refresh_from_db()
     return dataset

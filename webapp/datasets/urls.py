@@ -5,6 +5,5 @@ from webapp.datasets import views
 urlpatterns = [
     path("", views.dataset_list, name="dataset_list"),
     path("<int:dataset_id>/", views.dataset_detail, name="dataset_detail"),
-    path("<int:dataset_id>/comparisons/", views.dataset_build_comparisons, name="dataset_build_comparisons"),
     path("<int:dataset_id>/delete/", views.dataset_delete, name="dataset_delete"),
 ]

@@ -6,7 +6,6 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
-from webapp.annotation.services import comparisons_build
 from webapp.datasets import selectors, services
 from webapp.datasets.forms import BuildComparisonsForm, DatasetImportForm
 from webapp.forms_util import apply_service_errors
@@ -72,29 +71,6 @@ def _provenance(dataset) -> dict | None:
     return {"by_policy": by_policy, "spec": spec, "expected": expected,
             "sampling": {k: spec.get(k) for k in ("samples_per_prompt", "temperature", "top_p", "max_new_tokens",
                                                   "seed", "prompt_overflow") if k in spec}}
-
-
-@login_required
-@require_POST
-def dataset_build_comparisons(request: HttpRequest, project_id: int, dataset_id: int) -> HttpResponse:
-    project, membership = project_for_user(request.user, project_id, Capability.DESIGN)
-    dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
-    form = BuildComparisonsForm(request.POST)
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            created = comparisons_build(project=project, dataset=dataset, strategy=data["strategy"],
-                                        pairs_per_prompt=data["pairs_per_prompt"] or 1,
-                                        ranking_size=data["ranking_size"] or 0, overlap=data["overlap"],
-                                        seed=data["seed"] or 0)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, f"Created {created} comparison{'s' if created != 1 else ''}.")
-            return redirect("comparison_list", project_id=project.pk)
-    return render(request, "datasets/dataset_detail.html", {
-        "project": project, "membership": membership, "dataset": dataset, "can_design": True, "build_form": form,
-        "rows": selectors.prompt_list(dataset=dataset, limit=20)}, status=422)
 
 
 @login_required
