@@ -10,6 +10,7 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from rlcore.agreement import AgreementAccumulator, LabelRecord, ranking_pair_records, signed_strength
 from rlcore.datasets import ExportLabel, ExportResponse
 from webapp.annotation.models import Assignment, AssignmentStatus, Choice, Comparison, LabelSource, PreferenceLabel
+from webapp.annotation.readers import readers
 from webapp.datasets.models import Response
 
 EXPORT_CHUNK = 1000
@@ -288,23 +289,10 @@ def _missing(field: str, message: str):
     return ValidationError({field: message})
 
 
-def ensemble_members(*, project, job_id: int):
-    from webapp.training.models import RewardModel
-
-    return list(RewardModel.objects.filter(project=project, job_id=job_id, member__isnull=False,
-                                           deleted_at__isnull=True).order_by("member"))
-
-
 def ensembles(*, project) -> list[dict]:
-    """The project's registered ensembles (jobs whose RewardModel rows have ``member`` set), newest job first,
-    each with its member names, for the audit page's picker."""
-    from webapp.training.models import RewardModel
-
-    out: dict[int, dict] = {}
-    for job_id, name in (RewardModel.objects.filter(project=project, member__isnull=False, deleted_at__isnull=True)
-                         .order_by("-job_id", "member").values_list("job_id", "name")):
-        out.setdefault(job_id, {"job_id": job_id, "members": []})["members"].append(name)
-    return list(out.values())
+    """The project's registered ensembles, newest job first, each with its member names, for the audit page's
+    picker (the registry is training's: webapp.annotation.readers)."""
+    return readers.ensembles(project=project)
 
 
 def ensemble_audit(*, project, job_id: int, z: float = 1.0, t: float = 0.0):
@@ -313,9 +301,8 @@ def ensemble_audit(*, project, job_id: int, z: float = 1.0, t: float = 0.0):
     webapp.routing.reward_scores). Returns (EnsembleAudit, {pair label id: comparison id})."""
     from rlcore.analysis.audit import audit_from_scores
     from rlcore.analysis.inputs import LabelledPair, ScoreTable
-    from webapp.routing.models import ResponseRewardScore
 
-    members = ensemble_members(project=project, job_id=job_id)
+    members = readers.ensemble_members(project=project, job_id=job_id)
     if not members:
         raise _missing("ensemble_job_id", f"Job {job_id} registered no ensemble members in this project.")
     if len(members) < 2:
@@ -329,8 +316,7 @@ def ensemble_audit(*, project, job_id: int, z: float = 1.0, t: float = 0.0):
     response_ids = {r for *_, ids in labels for r in ids}
     tables, missing = [], []
     for m in members:
-        rows = list(ResponseRewardScore.objects.filter(reward_model=m, response_id__in=response_ids)
-                    .values_list("response__prompt_id", "response_id", "score"))
+        rows = readers.response_scores(reward_model=m, response_ids=response_ids)
         if len({r for _, r, _ in rows}) < len(response_ids):
             missing.append(f"{m.name} ({len(response_ids) - len(rows)} of {len(response_ids)} responses)")
         tables.append(ScoreTable.from_rows(m.name, rows))

@@ -76,12 +76,12 @@ def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs",
     if not 1 <= overlap <= 100:
         errors["overlap"] = "Overlap must be between 1 and 100 annotators."
     if strategy == "head_to_head":
-        from webapp.training.models import Policy
+        from webapp.annotation.readers import readers
 
         ids = list(policies or ())
         if len(ids) != 2 or ids[0] == ids[1]:
             errors["policies"] = "Head-to-head needs two different policies of the registry."
-        elif Policy.objects.filter(project=project, pk__in=ids).count() != 2:
+        elif len(readers.project_policy_ids(project=project, ids=ids)) != 2:
             errors["policies"] = f"Policies {ids}: not both policies of this project."
         else:
             policies = (int(ids[0]), int(ids[1]))

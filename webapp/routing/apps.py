@@ -6,6 +6,10 @@ class RoutingConfig(AppConfig):
     label = "routing"
 
     def ready(self) -> None:
+        from webapp.annotation.readers import readers
+        from webapp.routing.selectors import response_scores
+
+        readers.response_scores = response_scores  # the ensemble audit's scores
         from webapp.judging.lm_labels import lm_labelling_finished
         from webapp.routing.services import on_lm_labelling_finished
 

@@ -6,7 +6,13 @@ from collections import Counter
 
 from django.db.models import QuerySet
 
-from webapp.routing.models import RoutingDecision, RoutingPlan
+from webapp.routing.models import ResponseRewardScore, RoutingDecision, RoutingPlan
+
+
+def response_scores(*, reward_model, response_ids) -> list[tuple[int, int, float]]:
+    """(prompt id, response id, score) of the responses ``reward_model`` scored, among ``response_ids``."""
+    return list(ResponseRewardScore.objects.filter(reward_model=reward_model, response_id__in=response_ids)
+                .values_list("response__prompt_id", "response_id", "score"))
 
 
 def plan_list(*, project) -> QuerySet[RoutingPlan]:

@@ -6,6 +6,13 @@ class TrainingConfig(AppConfig):
     label = "training"
 
     def ready(self) -> None:
+        from webapp.annotation.readers import readers
+        from webapp.training import selectors
+
+        # the head-to-head build's policies and the ensemble audit's members
+        readers.project_policy_ids = selectors.project_policy_ids
+        readers.ensemble_members = selectors.ensemble_members
+        readers.ensembles = selectors.ensembles
         from webapp.jobs.services import job_succeeded
         from webapp.training.services import register_trained_models, register_trained_policies
 

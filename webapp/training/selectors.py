@@ -17,6 +17,27 @@ def prm_list(*, project, include_deleted: bool = False):
     return models if include_deleted else models.filter(deleted_at__isnull=True)
 
 
+def project_policy_ids(*, project, ids) -> set[int]:
+    """The ids among ``ids`` that are policies of the project's registry (deleted ones included)."""
+    return set(Policy.objects.filter(project=project, pk__in=ids).values_list("pk", flat=True))
+
+
+def ensemble_members(*, project, job_id: int) -> list[RewardModel]:
+    """The reward models job ``job_id`` registered as an ensemble (``member`` set), in member order."""
+    return list(RewardModel.objects.filter(project=project, job_id=job_id, member__isnull=False,
+                                           deleted_at__isnull=True).order_by("member"))
+
+
+def ensembles(*, project) -> list[dict]:
+    """The project's registered ensembles (jobs whose RewardModel rows have ``member`` set), newest job first,
+    each with its member names."""
+    out: dict[int, dict] = {}
+    for job_id, name in (RewardModel.objects.filter(project=project, member__isnull=False, deleted_at__isnull=True)
+                         .order_by("-job_id", "member").values_list("job_id", "name")):
+        out.setdefault(job_id, {"job_id": job_id, "members": []})["members"].append(name)
+    return list(out.values())
+
+
 def policy_list(*, project, include_deleted: bool = False) -> QuerySet[Policy]:
     """The project's policy registry: the demo policy first, then newest first."""
     from django.db.models import Case, IntegerField, Value, When
