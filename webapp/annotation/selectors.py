@@ -10,8 +10,8 @@ from django.db.models import Count, F, Q, QuerySet, Sum
 from rlcore.agreement import AgreementAccumulator, LabelRecord, ranking_pair_records, signed_strength
 from rlcore.datasets import ExportLabel, ExportResponse
 from webapp.annotation.models import Assignment, AssignmentStatus, Choice, Comparison, LabelSource, PreferenceLabel
-from webapp.annotation.readers import readers
 from webapp.datasets.models import Response
+from webapp.readers import readers
 
 EXPORT_CHUNK = 1000
 
@@ -291,7 +291,7 @@ def _missing(field: str, message: str):
 
 def ensembles(*, project) -> list[dict]:
     """The project's registered ensembles, newest job first, each with its member names, for the audit page's
-    picker (the registry is training's: webapp.annotation.readers)."""
+    picker (the registry is training's: webapp.readers)."""
     return readers.ensembles(project=project)
 
 

@@ -76,7 +76,7 @@ def comparisons_build(*, project, dataset: Dataset, strategy: str = "all_pairs",
     if not 1 <= overlap <= 100:
         errors["overlap"] = "Overlap must be between 1 and 100 annotators."
     if strategy == "head_to_head":
-        from webapp.annotation.readers import readers
+        from webapp.readers import readers
 
         ids = list(policies or ())
         if len(ids) != 2 or ids[0] == ids[1]:

@@ -6,7 +6,7 @@ class RoutingConfig(AppConfig):
     label = "routing"
 
     def ready(self) -> None:
-        from webapp.annotation.readers import readers
+        from webapp.readers import readers
         from webapp.routing.selectors import response_scores
 
         readers.response_scores = response_scores  # the ensemble audit's scores

@@ -6,7 +6,7 @@ class TrainingConfig(AppConfig):
     label = "training"
 
     def ready(self) -> None:
-        from webapp.annotation.readers import readers
+        from webapp.readers import readers
         from webapp.training import selectors
 
         # the head-to-head build's policies and the ensemble audit's members
