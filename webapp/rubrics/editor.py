@@ -44,9 +44,8 @@ MENUS = {"aggregation": _menu(Rubric, "aggregation"), "contains_mode": _menu(rul
 _INDEX = re.compile(r"^criteria\[(\d+)\]\.name$")
 
 # Which form inputs each rule kind has (besides kind): its contract's fields, by the names a user writes.
-RULE_FIELDS = {get_args(m.model_fields["kind"].annotation)[0]: [f.alias or name for name, f in m.model_fields.items()
-                                                                 if name != "kind"]
-               for m in rules.union_members(rules.Rule)}
+RULE_FIELDS = {kind: [f.alias or name for name, f in model.model_fields.items() if name != "kind"]
+               for kind, model in zip(rules.RULE_KINDS, rules.union_members(rules.Rule))}
 
 
 def _fields_typed(kind: type) -> set[str]:
