@@ -97,6 +97,9 @@ BAD_SPECS = [
     ("PAR without a reference column", _spec(VERIFIER, normalization="par"),
      "par_reference_column", "spec 'mixed'", "PAR needs the column"),
     ("unknown component kind", _spec({"kind": "vibes", "name": "v"}), "components[0]", "component 'v'", "vibes"),
+    ("misspelt field of a process reward model", _spec({"kind": "process_reward_model", "name": "prm", "path": "/p",
+                                                       "agregation": "min"}),
+     "components[0].agregation", "component 'prm'", "unknown field; remove it"),
     ("penalty zone longer than the limit", _spec({**PENALTY, "cache_length": 40}),
      "components[0].cache_length", "component 'overlong'", "exceeds max_length"),
 ]
