@@ -277,3 +277,8 @@ def test_it_previews_a_registered_reward_model_with_the_scores_a_worker_stored(d
         assert item["components"]["rm"] == 0.25 * i
         # normalisation "none": total = 0.5 * length penalty + 2.0 * rm score
         assert item["total"] == pytest.approx(0.5 * item["components"]["overlong"] + 2.0 * 0.25 * i)
+    # the computed part alone has zero weight: the spec was checked whole, its part is not a spec to refuse
+    muted = designer("post", _url(people, "/preview"), {"definition": _spec({**PENALTY, "weight": 0}, rm)})
+    assert muted.status_code == 200, muted.content
+    assert sorted(item["total"] for item in muted.json()["items"]) == pytest.approx(
+        [2.0 * 0.25 * i for i in range(len(responses))])
