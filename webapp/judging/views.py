@@ -47,45 +47,46 @@ def judge_run(request: HttpRequest, project_id: int, job_id: int) -> HttpRespons
         "attempts": selectors.attempts_for(job_id=job_id).select_related("label")[:500]})
 
 
-@login_required
-@require_POST
-def judge_label_rankings(request: HttpRequest, project_id: int) -> HttpResponse:
+def _lm_labelling_start(request: HttpRequest, project_id: int, start, *, no_judge: str, started: str,
+                        **options) -> HttpResponse:
+    """Start an LM labelling run (``start``, a service of runs) with the judge and template the form chose.
+
+    ``started`` is the success message, formatted with the job's id (``job``), how many items it labels
+    (``count``) and the judge's name (``judge``).
+    """
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     config_id = request.POST.get("judge_config", "")
     config = JudgeConfig.objects.filter(project=project, pk=config_id).first() if config_id.isdigit() else None
     if config is None:
-        messages.error(request, "Choose the judge that ranks the comparisons.")
+        messages.error(request, no_judge)
         return redirect("judge_home", project_id=project.pk)
     try:
-        job = runs.lm_rankings_label(project=project, user=request.user, config=config,
-                                         template_id=request.POST.get("template") or None,
-                                         grade_rubric=request.POST.get("grade_rubric") == "on")
+        job = start(project=project, user=request.user, config=config,
+                    template_id=request.POST.get("template") or None, **options)
     except ValidationError as exc:
         messages.error(request, " ".join(exc.messages))
     else:
-        messages.success(request, f"Job {job.pk} ranks {len(job.lm_labelling.comparison_ids)} comparisons with "
-                                  f"'{config.name}'; those it cannot rank go back to people.")
+        messages.success(request, started.format(job=job.pk, count=len(job.lm_labelling.comparison_ids),
+                                                 judge=config.name))
     return redirect("judge_home", project_id=project.pk)
+
+
+@login_required
+@require_POST
+def judge_label_rankings(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _lm_labelling_start(
+        request, project_id, runs.lm_rankings_label, grade_rubric=request.POST.get("grade_rubric") == "on",
+        no_judge="Choose the judge that ranks the comparisons.",
+        started="Job {job} ranks {count} comparisons with '{judge}'; those it cannot rank go back to people.")
 
 
 @login_required
 @require_POST
 def judge_prelabel_steps(request: HttpRequest, project_id: int) -> HttpResponse:
-    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    config_id = request.POST.get("judge_config", "")
-    config = JudgeConfig.objects.filter(project=project, pk=config_id).first() if config_id.isdigit() else None
-    if config is None:
-        messages.error(request, "Choose the judge that grades the steps.")
-        return redirect("judge_home", project_id=project.pk)
-    try:
-        job = runs.lm_steps_prelabel(project=project, user=request.user, config=config,
-                                         template_id=request.POST.get("template") or None)
-    except ValidationError as exc:
-        messages.error(request, " ".join(exc.messages))
-    else:
-        messages.success(request, f"Job {job.pk} pre-labels {len(job.lm_labelling.comparison_ids)} step items with "
-                                  f"'{config.name}'; annotators see its grades as suggestions as they arrive.")
-    return redirect("judge_home", project_id=project.pk)
+    return _lm_labelling_start(
+        request, project_id, runs.lm_steps_prelabel, no_judge="Choose the judge that grades the steps.",
+        started="Job {job} pre-labels {count} step items with '{judge}'; annotators see its grades as "
+                "suggestions as they arrive.")
 
 
 @login_required
