@@ -3,11 +3,9 @@ from typing import Any
 
 from django.core.handlers.asgi import ASGIRequest
 from ninja import Router, Schema, Status
-from ninja.errors import HttpError
 from pydantic import Field
 
 from webapp.annotation import selectors, services
-from webapp.annotation.services import LabelConflict
 from webapp.datasets.selectors import dataset_get
 from webapp.paging import offset_param
 from webapp.projects.permissions import Capability, project_for_user
@@ -91,10 +89,6 @@ class SkipIn(Schema):
     comparison_id: int | None = None
 
 
-def _conflict(exc: LabelConflict):
-    return HttpError(409, str(exc))
-
-
 @router.post("/{project_id}/comparisons/build", response={201: BuildOut}, summary="Build comparisons from a dataset")
 def build_comparisons(request, project_id: int, body: BuildIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
@@ -126,10 +120,7 @@ def set_overlap(request, project_id: int, body: OverlapIn):
              summary="Your current item, or the next one from the queue (204: nothing left for you)")
 def next_item(request, project_id: int):
     # The right to label is checked inside the queue statement (services.queue_next_item).
-    try:
-        item = services.queue_next_item(project_id=project_id, user=request.auth)
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
+    item = services.queue_next_item(project_id=project_id, user=request.auth)
     if item is None:
         return Status(204, None)
     return item
@@ -139,20 +130,14 @@ def next_item(request, project_id: int):
              summary="Label your assigned item (choice as shown to you)")
 def submit_label(request, project_id: int, body: LabelIn):
     # The right to label is checked with the assignment's read (services.queue_label_submit).
-    try:
-        label = services.queue_label_submit(project_id=project_id, user=request.auth, **body.dict())
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
+    label = services.queue_label_submit(project_id=project_id, user=request.auth, **body.dict())
     return Status(201, label)
 
 
 @router.post("/{project_id}/annotation/skip", response={204: None}, summary="Give your item back unlabelled")
 def skip_item(request, project_id: int, body: SkipIn):
     project, _ = project_for_user(request.auth, project_id, Capability.LABEL)
-    try:
-        services.assignment_skip(project=project, user=request.auth, **body.dict())
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
+    services.assignment_skip(project=project, user=request.auth, **body.dict())
     return Status(204, None)
 
 
@@ -160,10 +145,7 @@ def skip_item(request, project_id: int, body: SkipIn):
              summary="Withdraw your last label; its item is your current item again")
 def undo_label(request, project_id: int):
     project, _ = project_for_user(request.auth, project_id, Capability.LABEL)
-    try:
-        assignment = services.label_undo_last(project=project, user=request.auth)
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
+    assignment = services.label_undo_last(project=project, user=request.auth)
     return selectors.item_for(assignment)
 
 
@@ -281,10 +263,7 @@ def adjudication_request(request, project_id: int, body: ComparisonIdsIn):
              summary="Record a disagreement's resolution (a label of kind 'adjudication')")
 def adjudication_resolve(request, project_id: int, body: ResolveIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    try:
-        label = services.adjudication_record(project=project, user=request.auth, **body.dict())
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
+    label = services.adjudication_record(project=project, user=request.auth, **body.dict())
     return Status(201, label)
 
 
@@ -371,20 +350,14 @@ def build_step_items(request, project_id: int, body: StepBuildIn):
 @router.post("/{project_id}/annotation/steps/next", response={200: StepItemOut, 204: None},
              summary="Your current step item, or the next one (204: nothing left for you)")
 def next_step_item(request, project_id: int):
-    try:
-        item = services.step_item_next(project_id=project_id, user=request.auth)
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
+    item = services.step_item_next(project_id=project_id, user=request.auth)
     return Status(204, None) if item is None else item
 
 
 @router.post("/{project_id}/annotation/steps/labels", response={201: StepLabelOut},
              summary="Grade every step of your step item (and the first wrong step)")
 def submit_step_label(request, project_id: int, body: StepLabelIn):
-    try:
-        label = services.step_label_submit(project_id=project_id, user=request.auth, **body.dict())
-    except LabelConflict as exc:
-        raise _conflict(exc) from None
+    label = services.step_label_submit(project_id=project_id, user=request.auth, **body.dict())
     return Status(201, label)
 
 

@@ -19,6 +19,7 @@ from ninja.security import HttpBearer, django_auth
 
 from rlcore.errors import UserError
 from webapp.accounts.services import api_token_authenticate
+from webapp.annotation.services import LabelConflict
 from webapp.forms_util import error_list, pydantic_errors
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,12 @@ def request_errors(errors: list[dict]) -> ValidationError:
 @api.exception_handler(RequestValidationError)
 def on_request_validation_error(request, exc: RequestValidationError):
     return on_validation_error(request, request_errors(exc.errors))
+
+
+@api.exception_handler(LabelConflict)
+def on_label_conflict(request, exc: LabelConflict):
+    # the label cannot be taken in the item's state now (already labelled, expired, a closed project)
+    return api.create_response(request, {"detail": str(exc)}, status=409)
 
 
 @api.exception_handler(PermissionDenied)

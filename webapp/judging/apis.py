@@ -4,12 +4,10 @@ from typing import Any
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
-from ninja.errors import HttpError
 from pydantic import Field
 
 from rlcore.judges.outcomes import LabellingSummary
 from webapp.annotation.apis import StepLabelOut
-from webapp.annotation.services import LabelConflict
 from webapp.judging import configs, lm_labels, prompt_templates, runs, selectors
 from webapp.judging.models import JudgeConfig, JudgePromptTemplate
 from webapp.projects.permissions import Capability, project_for_user
@@ -191,10 +189,7 @@ def get_run(request, project_id: int, job_id: int):
              summary="Record an LM judge's step grades (a pre-label annotators confirm or correct)")
 def create_step_lm_label(request, project_id: int, body: StepLMLabelIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    try:
-        return Status(201, lm_labels.step_prelabel_record(project=project, **body.dict()))
-    except LabelConflict as exc:
-        raise HttpError(409, str(exc)) from None
+    return Status(201, lm_labels.step_prelabel_record(project=project, **body.dict()))
 
 
 @router.get("/{project_id}/agreement/judge-templates",
