@@ -21,6 +21,15 @@ class Readers:
     ensembles: Callable[..., list[dict]] | None = None
     # routing: (reward_model, response_ids) -> [(prompt id, response id, score)] stored for those responses
     response_scores: Callable[..., list[tuple]] | None = None
+    # training: (project) -> the project's registered reward models / process reward models (not deleted)
+    reward_model_list: Callable[..., object] | None = None
+    prm_list: Callable[..., object] | None = None
+    # training: (project, definition) -> None; a ValidationError naming the path of a model the spec may not use
+    check_spec_models: Callable[..., None] | None = None
+    # annotation: (rubric_versions) -> how many labels were scored with any of them
+    labels_scored_with: Callable[..., int] | None = None
+    # rounds: (project, ref) -> the over-optimisation sample ``ref`` names as a rubric-preview row, or None
+    overopt_preview_row: Callable[..., dict | None] | None = None
 
 
 readers = Readers()

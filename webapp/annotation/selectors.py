@@ -16,6 +16,11 @@ from webapp.readers import readers
 EXPORT_CHUNK = 1000
 
 
+def labels_scored_with(*, rubric_versions) -> int:
+    """How many labels were made with any of ``rubric_versions`` (their criteria scored, or an LM judge's rubric)."""
+    return PreferenceLabel.objects.filter(rubric_version__in=rubric_versions).count()
+
+
 def item_for(assignment: Assignment) -> dict:
     """What the annotator is shown: the prompt and the responses in *their* order (A, B, ...)."""
     comparison = assignment.comparison

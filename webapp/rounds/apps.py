@@ -6,6 +6,10 @@ class RoundsConfig(AppConfig):
     label = "rounds"
 
     def ready(self) -> None:
+        from webapp.readers import readers
+        from webapp.rounds.selectors import overopt_preview_row
+
+        readers.overopt_preview_row = overopt_preview_row  # the rubric preview's pinned sample
         from webapp.jobs.services import job_succeeded
         from webapp.rounds.services import record_overopt_scores
 

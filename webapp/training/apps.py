@@ -9,10 +9,15 @@ class TrainingConfig(AppConfig):
         from webapp.readers import readers
         from webapp.training import selectors
 
-        # the head-to-head build's policies and the ensemble audit's members
+        from webapp.training.model_locations import check_spec_models
+
+        # the head-to-head build's policies, the ensemble audit's members, the spec composer's registry
         readers.project_policy_ids = selectors.project_policy_ids
         readers.ensemble_members = selectors.ensemble_members
         readers.ensembles = selectors.ensembles
+        readers.reward_model_list = selectors.reward_model_list
+        readers.prm_list = selectors.prm_list
+        readers.check_spec_models = check_spec_models
         from webapp.jobs.services import job_succeeded
         from webapp.training.services import register_trained_models, register_trained_policies
 
