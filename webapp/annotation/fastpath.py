@@ -194,18 +194,25 @@ def next_item(*, project_id: int, user_id: int, now: datetime, expires: datetime
         return _item(cur.fetchone())
 
 
+def _assignment_fetch(sql: str, *, project_id: int, assignment_id: int | None, comparison_id: int | None,
+                      user_id: int, **params) -> tuple | None:
+    """The row ``sql`` reads for one assignment: the one named by ``assignment_id``, else the user's on
+    ``comparison_id``; ``sql`` has a ``{where}`` mark for that condition."""
+    if assignment_id is not None:
+        where, named = "a.id = %(id)s", {"id": assignment_id}
+    else:
+        where, named = "a.comparison_id = %(id)s AND a.annotator_id = %(user)s", {"id": comparison_id}
+    with connection.cursor() as cur:
+        cur.execute(sql.replace("{where}", where), {"project": project_id, "user": user_id,
+                                                    "labelling_roles": LABELLING_ROLES, **named, **params})
+        return cur.fetchone()
+
+
 def assignment_row(*, project_id: int, assignment_id: int | None, comparison_id: int | None,
                    user_id: int) -> dict | None:
     """The assignment to label, or None: no such assignment here, or the user may not label here."""
-    if assignment_id is not None:
-        where, params = "a.id = %(id)s", {"id": assignment_id}
-    else:
-        where, params = "a.comparison_id = %(id)s AND a.annotator_id = %(user)s", {"id": comparison_id,
-                                                                                  "user": user_id}
-    with connection.cursor() as cur:
-        cur.execute(ASSIGNMENT_SQL.format(where=where), {"project": project_id, "user": user_id,
-                                                         "labelling_roles": LABELLING_ROLES, **params})
-        row = cur.fetchone()
+    row = _assignment_fetch(ASSIGNMENT_SQL, project_id=project_id, assignment_id=assignment_id,
+                            comparison_id=comparison_id, user_id=user_id)
     if row is None:
         return None
     keys = ("id", "annotator_id", "status", "display_order", "comparison_id", "kind", "response_ids")
@@ -265,16 +272,8 @@ def step_assignment_row(*, project_id: int, assignment_id: int | None, compariso
                         suggestion_id: int | None) -> dict | None:
     """The step assignment to label, or None: no such assignment here, or the user may not label here.
     ``suggestion_grades`` is None when no suggestion was named or it is not an LM label of this item."""
-    if assignment_id is not None:
-        where, params = "a.id = %(id)s", {"id": assignment_id}
-    else:
-        where, params = "a.comparison_id = %(id)s AND a.annotator_id = %(user)s", {"id": comparison_id,
-                                                                                  "user": user_id}
-    with connection.cursor() as cur:
-        cur.execute(STEP_ASSIGNMENT_SQL.replace("{where}", where),
-                    {"project": project_id, "user": user_id, "labelling_roles": LABELLING_ROLES,
-                     "suggestion": suggestion_id, **params})
-        row = cur.fetchone()
+    row = _assignment_fetch(STEP_ASSIGNMENT_SQL, project_id=project_id, assignment_id=assignment_id,
+                            comparison_id=comparison_id, user_id=user_id, suggestion=suggestion_id)
     if row is None:
         return None
     keys = ("id", "annotator_id", "status", "comparison_id", "kind", "step_split_id", "scale", "n_steps",
