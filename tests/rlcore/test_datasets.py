@@ -1,7 +1,5 @@
 """rlcore.datasets: streaming readers, row shapes and errors, TRL export and its round trip."""
 
-import doctest
-import importlib
 import json
 import tracemalloc
 
@@ -14,13 +12,6 @@ from rlcore.datasets import (
     preference_rows, write_preferences,
 )
 from rlcore.datasets import readers
-
-
-@pytest.mark.parametrize("module", ["rlcore.datasets.readers", "rlcore.datasets.rows", "rlcore.datasets.trl_export",
-                                    "rlcore.datasets.stepwise"])
-def test_it_runs_the_docstring_examples(module):
-    result = doctest.testmod(importlib.import_module(module))
-    assert result.attempted > 0 and result.failed == 0
 
 
 def test_it_reads_jsonl_in_constant_memory(tmp_path):

@@ -1,6 +1,5 @@
 """The worker's runner: the child command line, and the child's process group on the way out."""
 
-import doctest
 import os
 import sys
 import time
@@ -8,12 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import workers.runner
 from workers.runner import run_child
-
-
-def test_it_runs_the_docstring_examples():
-    assert doctest.testmod(workers.runner).failed == 0
 
 
 def test_it_kills_the_childs_whole_group_even_when_recording_fails(tmp_path: Path):

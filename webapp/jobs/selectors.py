@@ -191,7 +191,7 @@ def run_colour(job_id: int) -> str:
     which spreads consecutive ids over the palette.
 
     >>> [run_colour(job_id) for job_id in (1, 2, 3)]
-    ['#9c755f', '#e15759', '#1f3fbf']
+    ['#ff9da7', '#e15759', '#1f3fbf']
     """
     return RUN_PALETTE[((job_id * 2654435761) % 2**32) * len(RUN_PALETTE) >> 32]
 
