@@ -16,26 +16,20 @@ Needs PostgreSQL (bin/test starts it); uses its own database, reward_studio_benc
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import random
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import fresh_database, free_port, percentile, start_web_server  # noqa: E402,F401 (shared)
+from bench.harness import (  # noqa: E402
+    annotators_run, backend_pids, cpu_seconds, fresh_database, percentile, start_web_server, web_pids)
 
 DB_NAME = "reward_studio_bench_annotation"
-
-
-def prepare_database(env: dict[str, str]) -> None:
-    fresh_database(env)
 
 
 def seed(n_comparisons: int, n_annotators: int) -> tuple[int, list[str]]:
@@ -88,78 +82,9 @@ def audit(project_id: int) -> tuple[int, int]:
     return over, repeats
 
 
-def annotator(port: int, project_id: int, token: str, stop_at: float, latencies: list[float], counts: dict,
-              lock: threading.Lock) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    base = f"/api/v1/projects/{project_id}/annotation"
-    rng = random.Random(token)
-    mine: dict[int, int] = {}  # comparison -> assignment id
-    local_lat, cycles, errors, repeats = [], 0, 0, 0
-
-    def call(path: str, body: dict | None) -> tuple[int, bytes]:
-        started = time.perf_counter()
-        conn.request("POST", path, body=json.dumps(body or {}), headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        local_lat.append((time.perf_counter() - started) * 1000)
-        return response.status, data
-
-    while time.time() < stop_at:
-        try:
-            status, data = call(base + "/next", None)
-            if status == 204:
-                break
-            if status != 200:
-                errors += 1
-                continue
-            item = json.loads(data)
-            # the same assignment again is a resume (after an error); another one is a repeat
-            if mine.setdefault(item["comparison_id"], item["assignment_id"]) != item["assignment_id"]:
-                repeats += 1
-            status, _ = call(base + "/labels", {"assignment_id": item["assignment_id"],
-                                                "choice": rng.choice(["A", "B", "tie"]), "strength": rng.choice([1, 2])})
-            if status != 201:
-                errors += 1
-                continue
-            cycles += 1
-        except (OSError, http.client.HTTPException):
-            errors += 1
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    with lock:
-        latencies.extend(local_lat)
-        counts["cycles"] += cycles
-        counts["errors"] += errors
-        counts["repeats"] += repeats
-
-
-def backend_pids() -> list[int]:
-    """PostgreSQL backends serving the bench database (the web workers' pooled connections)."""
-    from django.db import connection
-
-    with connection.cursor() as cur:
-        cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [DB_NAME])
-        return [row[0] for row in cur.fetchall()]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    import psutil
-
-    total = 0.0
-    for pid in pids:
-        try:
-            t = psutil.Process(pid).cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
-
-
-def web_pids(pid: int) -> list[int]:
-    import psutil
-
-    return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+def pairwise_label(item: dict, rng) -> dict:
+    """A label for a pairwise item: a random choice and strength."""
+    return {"choice": rng.choice(["A", "B", "tie"]), "strength": rng.choice([1, 2])}
 
 
 def main() -> None:
@@ -172,34 +97,21 @@ def main() -> None:
 
     env = {"SECRET_KEY": "bench-only-key", **os.environ, "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING", "DATABASE_POOL_SIZE": "8"}
-    prepare_database(env)
+    fresh_database(env)
     os.environ.update(env)
     project_id, tokens = seed(args.comparisons, args.annotators)
 
     server, port = start_web_server(env, workers=args.web_workers)
     try:
-        latencies: list[float] = []
-        counts = {"cycles": 0, "errors": 0, "repeats": 0}
-        lock = threading.Lock()
+        queue = f"/api/v1/projects/{project_id}/annotation"
         # warm-up: every worker process opens its database connection
-        warm_stop = time.time() + 1.5
-        warm = [threading.Thread(target=annotator, args=(port, project_id, t, warm_stop, [], dict(counts), lock))
-                for t in tokens]
-        for t in warm:
-            t.start()
-        for t in warm:
-            t.join()
-        web, db = web_pids(server.pid), backend_pids()
+        annotators_run(port, tokens, queue=queue, label=pairwise_label, stop_at=time.time() + 1.5)
+        web, db = web_pids(server.pid), backend_pids(DB_NAME)
         web_before, db_before = cpu_seconds(web), cpu_seconds(db)
         client_before = time.process_time()
         started = time.time()
-        stop_at = started + args.seconds
-        threads = [threading.Thread(target=annotator, args=(port, project_id, t, stop_at, latencies, counts, lock))
-                   for t in tokens]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        counts, latencies = annotators_run(port, tokens, queue=queue, label=pairwise_label,
+                                           stop_at=started + args.seconds)
         elapsed = time.time() - started
         web_cpu, db_cpu = cpu_seconds(web) - web_before, cpu_seconds(db) - db_before
         client_cpu = time.process_time() - client_before

@@ -5,7 +5,7 @@ responses each, one pairwise comparison per prompt at overlap 3, and on every ot
 human label from one of four seed raters plus one LM label, so labels = comparisons), starts uvicorn
 and measures, each with the web workers' peak RSS during that operation (VmHWM, reset through
 /proc/<pid>/clear_refs before it):
-- `queue`: 8 annotators driving next -> label for `--seconds` (bench/annotation_loop.py's client):
+- `queue`: 8 annotators driving next -> label for `--seconds` (bench/harness.py's client):
   p50/p99 per request, cycles/s, errors;
 - `agreement_api`, `agreement_page`: GET .../agreement (API) and the agreement page;
 - `export`: GET .../export?format=jsonl, read as a stream (bytes, rows);
@@ -39,7 +39,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.annotation_loop import annotator, audit, percentile, start_web_server, web_pids  # noqa: E402
+from bench.annotation_loop import audit, pairwise_label  # noqa: E402
+from bench.harness import annotators_run, percentile, start_web_server, web_pids  # noqa: E402
 
 DB_NAME = "reward_studio_bench_scale"  # --db overrides it
 SEED_RATERS = 4
@@ -202,24 +203,10 @@ def measured(pids: list[int], fn) -> dict:
 
 
 def run_queue(port: int, project_id: int, tokens: list[str], seconds: float) -> dict:
-    lock = threading.Lock()
-    warm_stop = time.time() + 1.5
-    warm = [threading.Thread(target=annotator, args=(port, project_id, t, warm_stop, [], {"cycles": 0, "errors": 0,
-                                                                                          "repeats": 0}, lock))
-            for t in tokens]
-    for t in warm:
-        t.start()
-    for t in warm:
-        t.join()
-    latencies: list[float] = []
-    counts = {"cycles": 0, "errors": 0, "repeats": 0}
+    queue = f"/api/v1/projects/{project_id}/annotation"
+    annotators_run(port, tokens, queue=queue, label=pairwise_label, stop_at=time.time() + 1.5)  # warm-up
     started = time.time()
-    threads = [threading.Thread(target=annotator, args=(port, project_id, t, started + seconds, latencies, counts,
-                                                        lock)) for t in tokens]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    counts, latencies = annotators_run(port, tokens, queue=queue, label=pairwise_label, stop_at=started + seconds)
     elapsed = time.time() - started
     return {"cycles_per_s": round(counts["cycles"] / elapsed, 1), "p50_ms": round(percentile(latencies, 50), 1),
             "p99_ms": round(percentile(latencies, 99), 1), "errors": counts["errors"],

@@ -1,8 +1,8 @@
 """Step-labelling loop (issue 13): 8 annotators drive "next step item -> grade all its steps -> submit" over
 the real HTTP API.
 
-Starts uvicorn against PostgreSQL (bench/annotation_loop.py's helpers: database, port, CPU accounting,
-percentiles), creates a project with 2,000 responses of 4 steps each (split with rlcore's ``step_header``
+Starts uvicorn against PostgreSQL (bench/harness.py: database, server, the annotators' client, CPU
+accounting, percentiles), creates a project with 2,000 responses of 4 steps each (split with rlcore's ``step_header``
 rule, overlap 3, so the queue does not run dry in 20 s), one step item per response, and 8 annotator
 accounts; then 8 threads, each on its own keep-alive connection: POST .../annotation/steps/next, then
 POST .../annotation/steps/labels with a grade for every step. Afterwards the database is checked: no step
@@ -17,24 +17,20 @@ Needs PostgreSQL; uses its own database, reward_studio_bench_steps.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
-import random
 import signal
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import annotation_loop as loop  # noqa: E402 - the pairwise bench's helpers, shared rather than copied
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
-ROOT = loop.ROOT
-# prepare_database and backend_pids read the module's DB_NAME: point them at this bench's own database.
-loop.DB_NAME = "reward_studio_bench_steps"
+from bench.harness import (  # noqa: E402
+    annotators_run, backend_pids, cpu_seconds, fresh_database, percentile, start_web_server, web_pids)
+
+DB_NAME = "reward_studio_bench_steps"
 N_STEPS = 4
 
 
@@ -91,49 +87,9 @@ def audit(project_id: int) -> tuple[int, int]:
     return over, repeats
 
 
-def annotator(port: int, project_id: int, token: str, stop_at: float, latencies: list[float], counts: dict,
-              lock: threading.Lock) -> None:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    base = f"/api/v1/projects/{project_id}/annotation/steps"
-    rng = random.Random(token)
-    mine: dict[int, int] = {}
-    local_lat, items, errors, repeats = [], 0, 0, 0
-
-    def call(path: str, body: dict | None) -> tuple[int, bytes]:
-        started = time.perf_counter()
-        conn.request("POST", path, body=json.dumps(body or {}), headers=headers)
-        response = conn.getresponse()
-        data = response.read()
-        local_lat.append((time.perf_counter() - started) * 1000)
-        return response.status, data
-
-    while time.time() < stop_at:
-        try:
-            status, data = call(base + "/next", None)
-            if status == 204:
-                break
-            if status != 200:
-                errors += 1
-                continue
-            item = json.loads(data)
-            if mine.setdefault(item["comparison_id"], item["assignment_id"]) != item["assignment_id"]:
-                repeats += 1
-            grades = [rng.choice([1, 1, 0, -1]) for _ in item["steps"]]  # every step of the item
-            status, _ = call(base + "/labels", {"assignment_id": item["assignment_id"], "grades": grades})
-            if status != 201:
-                errors += 1
-                continue
-            items += 1
-        except (OSError, http.client.HTTPException):
-            errors += 1
-            conn.close()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    with lock:
-        latencies.extend(local_lat)
-        counts["items"] += items
-        counts["errors"] += errors
-        counts["repeats"] += repeats
+def step_label(item: dict, rng) -> dict:
+    """A step label: a random grade for every step of the item."""
+    return {"grades": [rng.choice([1, 1, 0, -1]) for _ in item["steps"]]}
 
 
 def main() -> None:
@@ -145,64 +101,39 @@ def main() -> None:
     args = parser.parse_args()
 
     env = {"SECRET_KEY": "bench-only-key", **os.environ,
-           "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{loop.DB_NAME}",
+           "DATABASE_URL": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
            "DJANGO_SETTINGS_MODULE": "webapp.settings", "LOG_LEVEL": "WARNING", "DATABASE_POOL_SIZE": "8"}
-    loop.prepare_database(env)
+    fresh_database(env)
     os.environ.update(env)
     project_id, tokens = seed(args.items, args.annotators)
 
-    port = loop.free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "webapp.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-         "--no-access-log", "--log-level", "warning", "--workers", str(args.web_workers)],
-        cwd=ROOT, env=env, start_new_session=True)
+    server, port = start_web_server(env, workers=args.web_workers)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1).status == 200:
-                    break
-            except OSError:
-                if time.time() > deadline:
-                    raise SystemExit("uvicorn did not start")
-                time.sleep(0.2)
-        latencies: list[float] = []
-        counts = {"items": 0, "errors": 0, "repeats": 0}
-        lock = threading.Lock()
-        warm_stop = time.time() + 1.5  # every worker process opens its database connection
-        warm = [threading.Thread(target=annotator, args=(port, project_id, t, warm_stop, [], dict(counts), lock))
-                for t in tokens]
-        for t in warm:
-            t.start()
-        for t in warm:
-            t.join()
-        web, db = loop.web_pids(server.pid), loop.backend_pids()
-        web_before, db_before = loop.cpu_seconds(web), loop.cpu_seconds(db)
+        queue = f"/api/v1/projects/{project_id}/annotation/steps"
+        # warm-up: every worker process opens its database connection
+        annotators_run(port, tokens, queue=queue, label=step_label, stop_at=time.time() + 1.5)
+        web, db = web_pids(server.pid), backend_pids(DB_NAME)
+        web_before, db_before = cpu_seconds(web), cpu_seconds(db)
         started = time.time()
-        stop_at = started + args.seconds
-        threads = [threading.Thread(target=annotator, args=(port, project_id, t, stop_at, latencies, counts, lock))
-                   for t in tokens]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        counts, latencies = annotators_run(port, tokens, queue=queue, label=step_label,
+                                           stop_at=started + args.seconds)
         elapsed = time.time() - started
-        web_cpu, db_cpu = loop.cpu_seconds(web) - web_before, loop.cpu_seconds(db) - db_before
+        web_cpu, db_cpu = cpu_seconds(web) - web_before, cpu_seconds(db) - db_before
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     over, repeat_rows = audit(project_id)
     print(json.dumps({
-        "items_per_s": round(counts["items"] / elapsed, 1),
+        "items_per_s": round(counts["cycles"] / elapsed, 1),
         "steps_per_item": N_STEPS,
-        "p50_ms": round(loop.percentile(latencies, 50), 1),
-        "p99_ms": round(loop.percentile(latencies, 99), 1),
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p99_ms": round(percentile(latencies, 99), 1),
         "requests": len(latencies),
         "errors": counts["errors"],
         "over_assigned": over,
         "repeat_assigned": counts["repeats"] + repeat_rows,
-        "web_cpu_ms_per_item": round(1000 * web_cpu / max(counts["items"], 1), 2),
-        "db_cpu_ms_per_item": round(1000 * db_cpu / max(counts["items"], 1), 2),
+        "web_cpu_ms_per_item": round(1000 * web_cpu / max(counts["cycles"], 1), 2),
+        "db_cpu_ms_per_item": round(1000 * db_cpu / max(counts["cycles"], 1), 2),
         "load_avg_1m": round(os.getloadavg()[0], 1),
     }))
 
