@@ -1,17 +1,44 @@
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from django import forms
+from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 
 from rlcore.errors import field_path
 
 
 def apply_service_errors(form: forms.Form, exc: ValidationError) -> None:
     """Show a service's ValidationError on the form field it names (or on the form)."""
-    for field, messages in (exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}).items():
-        for message in messages:
+    for field, field_messages in (exc.message_dict if hasattr(exc, "error_dict") else {None: exc.messages}).items():
+        for message in field_messages:
             form.add_error(field if field in form.fields else None, message)
+
+
+@contextmanager
+def service_errors_on(form: forms.Form) -> Iterator[None]:
+    """A ValidationError the block raises goes onto the form (:func:`apply_service_errors`) and the block ends.
+
+    The page's success (a message, a redirect) goes inside the block, after the service call; what follows
+    the block renders the form again with its errors.
+    """
+    try:
+        yield
+    except ValidationError as exc:
+        apply_service_errors(form, exc)
+
+
+@contextmanager
+def service_errors_as_messages(request: HttpRequest) -> Iterator[None]:
+    """A ValidationError the block raises becomes one error message per line and the block ends: for a
+    button without a form, whose page is shown again (a redirect after the block) with the messages."""
+    try:
+        yield
+    except ValidationError as exc:
+        for message in exc.messages:
+            messages.error(request, message)
 
 
 def pydantic_errors(errors: Iterable[Mapping[str, Any]], *, prefix: str = "", skip: Container[str] = (),

@@ -1,11 +1,10 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.forms_util import apply_service_errors
+from webapp.forms_util import service_errors_as_messages, service_errors_on
 from webapp.projects import selectors, services
 from webapp.projects.forms import MemberForm, ProjectForm, ProjectSettingsForm
 from webapp.projects.models import Membership
@@ -16,11 +15,8 @@ from webapp.projects.permissions import Capability, RoleRequired, project_for_us
 def project_list(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        try:
+        with service_errors_on(form):
             project = services.project_create(user=request.user, **form.cleaned_data)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"Project '{project.name}' created.")
             return redirect("project_detail", project_id=project.pk)
     projects = selectors.project_list_for(user=request.user)
@@ -47,12 +43,9 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
     project, membership = project_for_user(request.user, project_id, Capability.MANAGE_MEMBERS)
     form = MemberForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        try:
+        with service_errors_on(form):
             added = services.member_add(project=project, user_identifier=form.cleaned_data["user"],
                                         role=form.cleaned_data["role"])
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"{added.user.username} joined as {added.role}.")
             return redirect("project_members", project_id=project.pk)
     return render(request, "projects/members.html", {
@@ -66,16 +59,13 @@ def project_members(request: HttpRequest, project_id: int) -> HttpResponse:
 def member_update(request: HttpRequest, project_id: int, user_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.MANAGE_MEMBERS)
     target = get_object_or_404(Membership, project=project, user_id=user_id)
-    try:
+    with service_errors_as_messages(request):
         if request.POST.get("action") == "remove":
             services.member_remove(membership=target)
             messages.success(request, "Member removed.")
         else:
             services.member_change_role(membership=target, role=request.POST.get("role", ""))
             messages.success(request, "Role changed.")
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
     return redirect("project_members", project_id=project.pk)
 
 
@@ -85,12 +75,9 @@ def project_settings(request: HttpRequest, project_id: int) -> HttpResponse:
     fields = ("name", "description", "guidelines", "is_closed", "gold_rate")
     form = ProjectSettingsForm(request.POST or None, initial={f: getattr(project, f) for f in fields})
     if request.method == "POST" and form.is_valid():
-        try:
+        with service_errors_on(form):
             services.project_update(project=project, **{**form.cleaned_data,
                                                         "gold_rate": form.cleaned_data.get("gold_rate") or 0.0})
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, "Project settings saved.")
             return redirect("project_detail", project_id=project.pk)
     return render(request, "projects/settings.html", {"project": project, "membership": membership, "form": form},
