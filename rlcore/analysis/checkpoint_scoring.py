@@ -32,6 +32,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlcore.errors import UserError
+from rlcore.launch import LaunchSettings
 from rlcore.rewards.spec import RewardSpec
 
 START = "start"
@@ -68,24 +69,27 @@ class GoldSpec(BaseModel):
         return self
 
 
-class OveroptScoreSpec(BaseModel):
-    """What ``analysis overopt-score`` reads."""
+class OveroptScoreSettings(LaunchSettings):
+    """How ``analysis overopt-score`` samples (see ``OveroptScoreSpec``): the settings a person chooses."""
 
-    model_config = ConfigDict(extra="forbid")
+    include_start: bool = Field(True, description="also score the start policy as step 0 (KL 0)")
+    samples_per_prompt: int = Field(1, ge=1, le=64, description="completions per prompt and checkpoint")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature (1: samples from the policy itself)")
+    top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
+    max_new_tokens: int = Field(64, ge=1, le=32768, description="most tokens per completion")
+    seed: int = Field(0, description="random seed of the sampling")
+    batch_size: int = Field(8, ge=1, le=1024, description="sequences per generate call")
+
+
+class OveroptScoreSpec(OveroptScoreSettings):
+    """What ``analysis overopt-score`` reads."""
 
     prompts: Path = Field(description="held-out prompt set (JSONL: `prompt`, optional `id`), fixed for all checkpoints")
     output: Path = Field(description="SampleScore JSONL, appended one checkpoint at a time")
     start_policy: str = Field(min_length=1, description="the policy the run started from (folder or hub id)")
-    checkpoints: list[CheckpointRef] = Field(min_length=1)
-    include_start: bool = Field(True, description="also score the start policy as step 0 (KL 0)")
+    checkpoints: list[CheckpointRef] = Field(min_length=1, description="the run's checkpoints to score")
     reward: RewardSpec = Field(description="the run's own reward spec: the proxy")
-    gold: GoldSpec
-    samples_per_prompt: int = Field(1, ge=1, le=64)
-    temperature: float = Field(1.0, ge=0, description="sampling temperature (1: samples from the policy itself)")
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_new_tokens: int = Field(64, ge=1, le=32768)
-    seed: int = 0
-    batch_size: int = Field(8, ge=1, le=1024)
+    gold: GoldSpec = Field(description="the reward the proxy is measured against")
 
 
 def load_score_spec(path: str | Path) -> OveroptScoreSpec:

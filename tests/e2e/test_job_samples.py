@@ -9,7 +9,7 @@ from tests.conftest import wait_for
 from tests.webapp.test_job_samples import _samples
 from webapp.jobs.models import Job
 from webapp.jobs.services import job_record_events
-from webapp.training.services import GRPO_KIND
+from webapp.jobs.kinds import GRPO_KIND
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

@@ -56,7 +56,8 @@ def test_bad_launch_input_is_refused_naming_the_body_field(client, people, tmp_p
         r = _api(client, bob, "post", url, body)
         assert r.status_code == 422, (body, r.content)
         assert [e["field"] for e in r.json()["detail"]] == [field], (body, r.json())
-    assert _api(client, people.users["dave"], "post", url, cases[0][0]).status_code == 403
+    # the body's shape is checked before the role (ninja validates it first); a well-formed one meets the role
+    assert _api(client, people.users["dave"], "post", url, {**cases[0][0], "spec": {}}).status_code == 403
     assert not Job.objects.filter(kind="generate").exists()
 
 

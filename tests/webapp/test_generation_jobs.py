@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ValidationError
 
+from rlcore.generation.spec import GenerationSettings
 from rlcore.judges.testing_server import ChatCompletionsServer, always
 from tests.conftest import wait_for
 from tests.rlcore.tiny_models import build_tiny_causal_lm
@@ -40,7 +41,7 @@ def test_a_local_policy_answers_into_a_new_dataset_version_and_a_rerun_adds_noth
                              location=str(folder), name="start")
     prompts = _prompt_set(people, tmp_path, 4)
     job = generation_job_create(project=people.project, user=people.users["bob"], dataset=prompts,
-                                policies=[policy], params={"samples_per_prompt": 2, "max_new_tokens": 6, "seed": 1},
+                                policies=[policy], settings=GenerationSettings(samples_per_prompt=2, max_new_tokens=6, seed=1),
                                 round=1)
     assert job.queue == "gpu"
     job = _finished(job)
@@ -64,7 +65,7 @@ def test_a_cancelled_endpoint_job_keeps_what_it_generated_marked_partial(people,
                                  location="served", endpoint_url=server.base_url, api_key="sk-test")
         prompts = _prompt_set(people, tmp_path, 30)
         job = generation_job_create(project=people.project, user=people.users["bob"], dataset=prompts,
-                                    policies=[policy], params={"batch_size": 1})
+                                    policies=[policy], settings=GenerationSettings(batch_size=1))
         assert job.queue == "default" and "sk-test" not in json.dumps(job.spec) + " ".join(job.argv)
         wait_for(lambda: Job.objects.get(pk=job.pk).progress_step >= 4, 60, 0.2, "some responses")
         job_request_cancel(job=Job.objects.get(pk=job.pk))
@@ -116,7 +117,7 @@ def test_a_finished_generation_job_has_its_version_the_moment_it_is_seen_finishe
                                  location="served", endpoint_url=server.base_url)
         prompts = _prompt_set(people, tmp_path, n)
         job = generation_job_create(project=people.project, user=people.users["bob"], dataset=prompts,
-                                    policies=[policy], params={"batch_size": 1})
+                                    policies=[policy], settings=GenerationSettings(batch_size=1))
         subscription = _subscribe(job.pk)
 
         def seen():
@@ -144,6 +145,6 @@ def test_a_checkpoint_deleted_from_disk_is_refused_by_name(people, tmp_path):
     shutil.rmtree(folder)
     with pytest.raises(ValidationError) as refused:
         generation_job_create(project=people.project, user=people.users["bob"],
-                              dataset=_prompt_set(people, tmp_path, 2), policies=[policy], params={})
+                              dataset=_prompt_set(people, tmp_path, 2), policies=[policy], settings=GenerationSettings())
     assert f"Policy 'step 40' is no longer on disk ({folder} is gone)" in str(refused.value)
     assert not Job.objects.filter(kind="generate").exists()

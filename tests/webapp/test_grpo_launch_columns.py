@@ -41,7 +41,7 @@ def test_it_refuses_a_prompt_set_half_of_which_no_component_can_score(client, pe
     response = _launch(client, people, [VERIFIER], tmp_path)
     assert response.status_code == 422, response.content
     [problem] = response.json()["detail"]
-    assert problem["field"] == "dataset"
+    assert problem["field"] == "dataset_id"
     assert "8 of 16 prompts lack column 'answer', which component 'correct' needs" in problem["message"]
     assert not Job.objects.exists()
 

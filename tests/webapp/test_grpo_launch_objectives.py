@@ -1,24 +1,28 @@
-"""The GRPO launch form's objective and speed fields: derived from rlcore's GRPOTrainSpec, checked by it."""
+"""The GRPO launch form's objective and speed fields: derived from rlcore's GRPOSettings, checked by it."""
 
 import pytest
 from pydantic import ValidationError
+from rlcore.training.specs import GRPOTrainSpec
 
-from webapp.training.forms import GRPO_FIELDS, GRPOLaunchForm, spec_params
+from webapp.training.forms import GRPOLaunchForm
 
 REWARD_SPEC = {"name": "r", "components": [{"kind": "length_penalty", "name": "long", "max_length": 8,
                                             "cache_length": 4}]}
+LAUNCHED = {"output_dir": "/x", "policy": "p", "prompt_snapshot": "s.jsonl", "reward_spec": REWARD_SPEC}
 
 
-def _params(people, **data):
+def _form(people, **data):
     form = GRPOLaunchForm(data, project=people.project)
-    form.is_valid()  # dataset and spec version are missing; the spec fields still clean
-    return spec_params(form, GRPO_FIELDS)
+    form.is_valid()  # dataset and spec version are missing; the settings still clean
+    return form
 
 
-def _spec(params):
-    from rlcore.training.specs import GRPOTrainSpec
+def _settings(people, **data):
+    return _form(people, **data).cleaned_data["settings"]
 
-    return GRPOTrainSpec(**params, output_dir="/x", policy="p", prompt_snapshot="s.jsonl", reward_spec=REWARD_SPEC)
+
+def _spec(settings):
+    return GRPOTrainSpec.model_validate({**settings.model_dump(), **LAUNCHED})
 
 
 def test_the_page_offers_every_loss_and_shows_the_presets_values(client, people):
@@ -32,26 +36,32 @@ def test_the_page_offers_every_loss_and_shows_the_presets_values(client, people)
 
 
 def test_blank_objective_fields_keep_the_preset_and_blocks_stay_out(people):
-    params = _params(people, preset="gspo")
-    assert not {"loss_type", "scale_rewards", "dhpo", "divergence", "mask_truncated_completions"} & set(params)
-    assert _spec(params).objective_settings()["importance_sampling_level"] == "sequence"
+    settings = _settings(people, preset="gspo")
+    assert not {"loss_type", "scale_rewards", "dhpo", "divergence", "mask_truncated_completions"} & settings.model_fields_set
+    assert settings.dhpo is None and settings.divergence is None and settings.lora is None
+    assert _spec(settings).objective_settings()["importance_sampling_level"] == "sequence"
 
 
 def test_filled_objective_fields_reach_the_spec_and_its_nested_blocks(people):
-    params = _params(people, preset="dapo", loss_type="dhpo", dhpo__mixing="entropy", divergence__kind="js",
-                     divergence__coef="0.1", scale_rewards="batch", mask_truncated_completions="false")
-    spec = _spec(params)
+    settings = _settings(people, preset="dapo", loss_type="dhpo", dhpo__mixing="entropy", divergence__kind="js",
+                         divergence__coef="0.1", scale_rewards="batch", mask_truncated_completions="false")
+    spec = _spec(settings)
     assert spec.dhpo.mixing == "entropy" and (spec.divergence.kind, spec.divergence.coef) == ("js", 0.1)
     assert spec.objective_settings()["scale_rewards"] == "batch"
     assert spec.objective_settings()["mask_truncated_completions"] is False
 
 
-def test_the_same_spec_refuses_what_the_cli_refuses(people):
+def test_the_form_refuses_what_the_cli_refuses_with_the_same_sentence(people):
+    form = _form(people, preset="grpo", loss_type="luspo")
+    [refusal] = form.non_field_errors()
+    assert "luspo" in refusal and "importance_sampling_level 'sequence'" in refusal
     with pytest.raises(ValidationError, match="luspo.*importance_sampling_level 'sequence'"):
-        _spec(_params(people, preset="grpo", loss_type="luspo"))
+        GRPOTrainSpec(preset="grpo", loss_type="luspo", **LAUNCHED)
     if __import__("importlib.util").util.find_spec("vllm") is None:
+        [refusal] = _form(people, generation_backend="vllm").errors["generation_backend"]
+        assert "vLLM, which is not installed" in refusal
         with pytest.raises(ValidationError, match="vLLM, which is not installed"):
-            _spec(_params(people, generation_backend="vllm"))
+            GRPOTrainSpec(generation_backend="vllm", **LAUNCHED)
 
 
 def test_a_clone_prefills_the_nested_objective_fields(client, people):

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import token_for
 from webapp.jobs.services import job_create, job_record_events
-from webapp.training.services import GRPO_KIND
+from webapp.jobs.kinds import GRPO_KIND
 
 pytestmark = pytest.mark.django_db
 PROMPTS = ["Say hello", "Name a colour", "Count to three"]
@@ -158,4 +158,4 @@ def test_a_launch_asking_for_wandb_when_it_is_not_installed_says_so(client, peop
                            headers={"Authorization": f"Bearer {token_for(people.users['bob'])}"})
     assert response.status_code == 422, response.content
     [problem] = response.json()["detail"]
-    assert problem["field"] == "report_to" and "wandb is not installed here: pip install wandb" in problem["message"]
+    assert problem["field"] == "spec.report_to" and "wandb is not installed here: pip install wandb" in problem["message"]

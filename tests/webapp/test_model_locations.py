@@ -72,7 +72,7 @@ def test_a_reward_model_launch_refuses_another_projects_model_as_backbone(client
                     {"name": "rm", "spec": {"backbone": str(theirs)}}, content_type="application/json",
                     headers={"Authorization": f"Bearer {token_for(people.users['bob'])}"})
     assert r.status_code == 422
-    assert r.json()["detail"][0]["field"] == "backbone"
+    assert r.json()["detail"][0]["field"] == "spec.backbone"
     assert "is not a model this project may use" in r.json()["detail"][0]["message"]
 
 

@@ -9,7 +9,7 @@ from tests.conftest import token_for
 from webapp.jobs.models import Job, JobState
 from webapp.jobs.services import job_finish, job_record_events
 from webapp.training.models import Policy
-from webapp.training.services import GRPO_KIND
+from webapp.jobs.kinds import GRPO_KIND
 
 pytestmark = pytest.mark.django_db
 

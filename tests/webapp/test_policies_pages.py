@@ -11,7 +11,8 @@ from tests.conftest import PASSWORD
 from webapp.jobs.models import Job, JobState
 from webapp.jobs.services import job_record_events
 from webapp.training.models import Policy
-from webapp.training.services import GRPO_KIND, policy_register
+from webapp.jobs.kinds import GRPO_KIND
+from webapp.training.services import policy_register
 
 pytestmark = pytest.mark.django_db
 

@@ -66,15 +66,15 @@ def test_it_refuses_too_few_step_labels_or_a_bad_setting_and_leaves_nothing_behi
     assert problem["field"] == "snapshot" and "4 step labels" in problem["message"]
     assert "at least 10" in problem["message"]
     r = api("post", f"{people.project.pk}/training/prm", {"name": "p", "spec": {}})
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "backbone"
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "spec.backbone"
     r = api("post", f"{people.project.pk}/training/prm", {"name": "p", "spec": {"backbone": backbone,
                                                                                 "learning_rate": -1}})
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "learning_rate"
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "spec.learning_rate"
     r = api("post", f"{people.project.pk}/training/prm", {"name": "p", "spec": {"backbone": backbone,
                                                                                 "step_snapshot": "/etc/passwd"}})
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "step_snapshot"
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "spec.step_snapshot"
     r = api("post", f"{people.project.pk}/training/prm", {"name": "p", "spec": {"backbone": "/srv/elsewhere"}})
-    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "backbone"
+    assert r.status_code == 422 and r.json()["detail"][0]["field"] == "spec.backbone"
     assert not Job.objects.exists() and _job_dirs() == before
 
 

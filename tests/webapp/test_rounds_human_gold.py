@@ -6,6 +6,7 @@ needed."""
 
 import pytest
 
+from rlcore.analysis.checkpoint_scoring import OveroptScoreSettings
 from tests.conftest import token_for, wait_for
 from tests.webapp.test_rounds import hand_wilson
 from tests.webapp.test_rounds_scoring_job import _grpo_run, _prompt_set
@@ -43,7 +44,7 @@ def test_labels_posted_through_the_api_move_each_checkpoints_human_gold(client, 
     prompts = _prompt_set(people, tmp_path)
     job = overopt_scoring_job_create(project=people.project, user=people.users["bob"], run_id=run.pk, steps=[5],
                                      dataset_id=prompts.pk, gold_kind="human_win_rate",
-                                     params={"samples_per_prompt": 2, "max_new_tokens": 5, "seed": 2})
+                                     settings=OveroptScoreSettings(samples_per_prompt=2, max_new_tokens=5, seed=2))
     wait_for(lambda: Job.objects.get(pk=job.pk).is_finished, 180, 0.3, f"job {job.pk} to finish")
     job.refresh_from_db()
     assert job.state == JobState.SUCCEEDED, f"{job.error}\n{job.log_tail[-2000:]}"
@@ -98,7 +99,7 @@ def _recorded_human_gold_job(people, settings, tmp_path, prompts, proxies: dict[
     from webapp.datasets.models import Prompt
     from webapp.jobs.kinds import OVEROPT_SCORE_KIND
     from webapp.rounds.services import SCORED_OUTPUT, record_overopt_scores
-    from webapp.training.services import GRPO_KIND
+    from webapp.jobs.kinds import GRPO_KIND
 
     start = tmp_path / "start"
     start.mkdir()

@@ -13,7 +13,8 @@ from webapp.jobs.models import Job, JobState
 from webapp.rounds.services import overopt_report_create, round_create
 from webapp.rubrics.models import RewardSpecVersion
 from webapp.rubrics.services import reward_spec_create
-from webapp.training.services import GRPO_KIND, policy_register
+from webapp.jobs.kinds import GRPO_KIND
+from webapp.training.services import policy_register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

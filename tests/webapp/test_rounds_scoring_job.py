@@ -7,13 +7,14 @@ import json
 import pytest
 from django.core.exceptions import ValidationError
 
+from rlcore.analysis.checkpoint_scoring import OveroptScoreSettings
 from tests.conftest import wait_for
 from tests.rlcore.test_checkpoint_scoring import RUBRIC, _perturbed
 from tests.rlcore.tiny_models import build_tiny_causal_lm, build_tiny_reward_model
 from webapp.jobs.models import Job, JobState
 from webapp.rounds.models import OveroptimizationReport
 from webapp.rounds.services import overopt_scoring_job_create
-from webapp.training.services import GRPO_KIND
+from webapp.jobs.kinds import GRPO_KIND
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,7 +56,7 @@ def test_a_scoring_job_records_the_runs_report_when_it_succeeds(people, celery_w
     gold = _gold_spec_version(people, tmp_path)
     job = overopt_scoring_job_create(project=people.project, user=people.users["bob"], run_id=run.pk, steps=[5],
                                      dataset_id=prompts.pk, gold_kind="reward_model", gold_spec_version_id=gold.pk,
-                                     params={"samples_per_prompt": 2, "max_new_tokens": 5, "seed": 2})
+                                     settings=OveroptScoreSettings(samples_per_prompt=2, max_new_tokens=5, seed=2))
     assert job.queue == "gpu" and job.argv[:2] == ["analysis", "overopt-score"]
     wait_for(lambda: Job.objects.get(pk=job.pk).is_finished, 180, 0.3, f"job {job.pk} to finish")
     job.refresh_from_db()

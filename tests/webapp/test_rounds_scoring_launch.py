@@ -55,8 +55,8 @@ def test_bad_launch_input_is_refused_naming_the_body_field(client, people, setti
         ({**ok, "gold_kind": "lm_judge", "gold_spec_version_id": version.pk}, "gold_judge_id"),
         ({**ok, "gold_kind": "lm_judge", "gold_spec_version_id": version.pk, "gold_judge_id": 999999}, "gold_judge_id"),
         ({**ok, "round_id": 999999}, "round_id"),
-        ({**ok, "params": {"max_new_tokens": 0}}, "max_new_tokens"),
-        ({**ok, "params": {"output": "/tmp/x"}}, "output"),
+        ({**ok, "params": {"max_new_tokens": 0}}, "params.max_new_tokens"),
+        ({**ok, "params": {"output": "/tmp/x"}}, "params.output"),
     ]
     for body, field in cases:
         r = _api(client, people.users["bob"], "post", url, body)

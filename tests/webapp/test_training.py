@@ -60,13 +60,13 @@ def test_it_names_a_bad_hyper_parameter_before_anything_is_queued(client, labell
     _label_all(labelled.project)
     api = _api(client, labelled.users["bob"])
     response = api("post", f"{labelled.project.pk}/training/reward-model", {"name": "rm", "spec": {"learning_rate": -1}})
-    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "learning_rate"
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "spec.learning_rate"
     response = api("post", f"{labelled.project.pk}/training/reward-model", {"name": "rm", "spec": {"output_dir": "/etc"}})
-    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "output_dir"
+    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "spec.output_dir"
     response = api("post", f"{labelled.project.pk}/training/reward-model",
                    {"name": "rm", "spec": {"backbone": "/no/such/model"}})
     assert response.status_code == 422
-    assert response.json()["detail"] == [{"field": "backbone", "message": (
+    assert response.json()["detail"] == [{"field": "spec.backbone", "message": (
         "'/no/such/model' is not a model this project may use: pick one from the project's registry, a folder "
         f"under MODEL_ROOTS ({', '.join(settings.MODEL_ROOTS)}), or give a hub id.")}]
     assert not Job.objects.exists()
@@ -192,7 +192,7 @@ def test_it_refuses_grpo_with_a_reward_spec_whose_model_was_deleted(client, labe
         "dataset_id": dataset_id, "reward_spec_version_id": version.pk, "policy": model.path})
     assert response.status_code == 422
     [problem] = response.json()["detail"]
-    assert problem["field"] == "reward_spec_version" and "deleted reward model(s) helpful" in problem["message"]
+    assert problem["field"] == "reward_spec_version_id" and "deleted reward model(s) helpful" in problem["message"]
     assert api("get", f"{labelled.project.pk}/reward-models").json() == []
 
 

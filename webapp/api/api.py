@@ -106,7 +106,7 @@ def request_errors(errors: list[dict]) -> ValidationError:
         loc = tuple(error["loc"])
         if loc and loc[0] in _PARAM_SOURCES:
             loc = (loc[2:] or ("body",)) if loc[0] == "body" else (loc[1:] or (loc[0],))
-        located.append({"loc": loc, "msg": error.get("msg", "invalid value")})
+        located.append({"loc": loc, "msg": error.get("msg", "invalid value"), "type": error.get("type")})
     return pydantic_errors(located)
 
 

@@ -1,4 +1,13 @@
-"""The rlcore command line for each kind of job, built from validated input only."""
+"""The kinds of job, and the rlcore command line for each, built from validated input only.
+
+The kinds are named here, in the jobs app, because pages that show any job (its dashboard, resume and clone
+buttons) tell them apart; the apps that launch them import them from here."""
+
+REWARD_MODEL_KIND = "train_reward_model"
+GRPO_KIND = "train_grpo"
+PRM_KIND = "train_prm"
+# The training runs: they checkpoint, so a stopped one can be resumed (training.services.job_resume).
+TRAINING_KINDS = {REWARD_MODEL_KIND: "reward-model", GRPO_KIND: "grpo", PRM_KIND: "prm"}
 
 
 def selfcheck_argv(*, steps: int, interval: float, fail_at: int | None) -> list[str]:

@@ -15,7 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from rlcore.training.runtime import has_resume_point
 from webapp.jobs import selectors, services
 from webapp.jobs.forms import SelfcheckForm
-from webapp.jobs.kinds import selfcheck_argv
+from webapp.jobs.kinds import GRPO_KIND, REWARD_MODEL_KIND, TRAINING_KINDS, selfcheck_argv
 from webapp.jobs.models import Job
 from webapp.jobs.streams import job_event_stream
 from webapp.forms_util import pydantic_errors
@@ -49,8 +49,6 @@ def job_detail(request: HttpRequest, project_id: int, job_id: int) -> HttpRespon
     project, membership = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     job = get_object_or_404(Job, project=project, pk=job_id)
     part = request.GET.get("part")
-    from webapp.training.services import TRAINING_KINDS
-
     can_design = role_allows(membership.role, Capability.DESIGN)
     stopped_training = job.kind in TRAINING_KINDS and job.state in ("failed", "cancelled")
     # Resume continues from a checkpoint; a run that died before its first one can only be launched again.
@@ -73,8 +71,6 @@ def _samples_context(request: HttpRequest, job: Job) -> dict:
     """The samples browser: the filters as asked (to refill the form), one page of samples, or the errors.
 
     An htmx table refresh answers errors with 200: htmx swaps no 4xx response, and the message must show."""
-    from webapp.training.services import GRPO_KIND
-
     asked = {key: value.strip() for key, value in request.GET.items() if key != "part" and value.strip()}
     components = selectors.sample_components(job=job)
     values = [(key, label) for key, label in selectors.SAMPLE_VALUES.items()] + [
@@ -111,8 +107,6 @@ def job_files(request: HttpRequest, project_id: int, job_id: int) -> HttpRespons
 
 
 def _relaunch_url(project, job: Job) -> str:
-    from webapp.training.services import GRPO_KIND, REWARD_MODEL_KIND
-
     names = {GRPO_KIND: "grpo_launch", REWARD_MODEL_KIND: "reward_model_launch"}
     if job.kind not in names:
         return ""

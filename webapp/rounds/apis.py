@@ -7,6 +7,7 @@ from typing import Any
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
+from rlcore.analysis.checkpoint_scoring import OveroptScoreSettings
 
 from webapp.projects.permissions import Capability, project_for_user
 from webapp.rounds import selectors, services
@@ -73,8 +74,9 @@ class ScoringJobIn(Schema):
                                                         "file the job deletes, never on the command line).")
     round_id: int | None = None
     name: str = ""
-    params: dict[str, Any] = Field(default_factory=dict, description="Other OveroptScoreSpec fields: "
-                                   "samples_per_prompt, temperature, top_p, max_new_tokens, seed, batch_size.")
+    params: OveroptScoreSettings = Field(default_factory=OveroptScoreSettings, description=(
+        "How the checkpoints are sampled (rlcore's OveroptScoreSettings); the prompts, checkpoints, reward and gold "
+        "come from this body's other fields and the run."))
 
 
 class ScoringJobOut(Schema):
@@ -145,7 +147,7 @@ def create_scoring_job(request, project_id: int, body: ScoringJobIn):
     job = services.overopt_scoring_job_create(
         project=project, user=request.auth, run_id=body.run_id, steps=body.steps, dataset_id=body.dataset_id,
         gold_kind=body.gold_kind, name=body.name, gold_spec_version_id=body.gold_spec_version_id,
-        gold_judge_id=body.gold_judge_id, round_id=body.round_id, params=body.params)
+        gold_judge_id=body.gold_judge_id, round_id=body.round_id, settings=body.params)
     return Status(201, {"job_id": job.pk, "queue": job.queue, "run_id": body.run_id, "steps": job.spec["steps"],
                         "gold_kind": body.gold_kind})
 

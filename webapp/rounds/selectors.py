@@ -225,7 +225,7 @@ def run_loop_links(*, job) -> dict:
     rounds those policies answer (or are the reference of), and its over-optimisation reports. Empty for
     other jobs."""
     from webapp.rubrics.models import RewardSpecVersion
-    from webapp.training.services import GRPO_KIND
+    from webapp.jobs.kinds import GRPO_KIND
 
     if job.kind != GRPO_KIND:
         return {"is_run": False}

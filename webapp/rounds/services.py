@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 
+from rlcore.analysis.checkpoint_scoring import OveroptScoreSettings
 from rlcore.errors import UserError
 from webapp.forms_util import pydantic_errors
 from webapp.rounds.models import GoldKind, OveroptimizationReport, Round
@@ -77,7 +78,7 @@ def overopt_report_create(*, project, user, name: str, gold_kind: str, samples: 
 
     from rlcore.analysis.overoptimization import OveroptSettings, SampleScore, analyse_overoptimization
     from webapp.jobs.models import Job
-    from webapp.training.services import GRPO_KIND
+    from webapp.jobs.kinds import GRPO_KIND
 
     errors = {}
     if not name.strip():
@@ -114,7 +115,7 @@ SCORED_OUTPUT = "scored.jsonl"
 def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], dataset_id: int, gold_kind: str,
                                name: str = "", gold_spec_version_id: int | None = None,
                                gold_judge: dict | None = None, gold_judge_id: int | None = None,
-                               round_id: int | None = None, params: dict | None = None):
+                               round_id: int | None = None, settings: OveroptScoreSettings | None = None):
     """Queue the job (gpu queue) that scores checkpoints ``steps`` of GRPO run ``run_id`` on the held-out prompt
     set ``dataset_id``: generation, KL from the run's start policy, the run's own reward spec (proxy) and the gold.
     Its rows become an OveroptimizationReport when it succeeds (``record_overopt_scores``). Every check runs before
@@ -128,13 +129,14 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
 
     from pydantic import ValidationError as PydanticError
 
-    from rlcore.analysis.checkpoint_scoring import OveroptScoreSpec
+    from rlcore.analysis.checkpoint_scoring import GoldSpec, OveroptScoreSpec
     from webapp.datasets.models import Dataset
     from webapp.jobs.kinds import OVEROPT_SCORE_KIND, overopt_score_argv
     from webapp.jobs.models import Job, Queue
     from webapp.jobs.services import job_create
     from webapp.rubrics.models import RewardSpecVersion
-    from webapp.training.services import GRPO_KIND, run_checkpoints
+    from webapp.jobs.kinds import GRPO_KIND
+    from webapp.training.services import run_checkpoints
 
     errors = {}
     run = Job.objects.filter(project=project, pk=run_id, kind=GRPO_KIND).first()
@@ -171,17 +173,10 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
     prompts = list(dataset.prompts.order_by("source_line", "pk").only("pk", "text", "messages"))
     if not prompts:
         raise ValidationError({"dataset_id": f"Dataset '{dataset.name}' has no prompts."})
-    managed = sorted(set(params or {}) & {"prompts", "output", "start_policy", "checkpoints", "reward", "gold"})
-    if managed:
-        raise ValidationError({managed[0]: f"'{managed[0]}' is set by Reward Studio; leave it out."})
-    gold = {"kind": gold_kind, "reward": gold_reward, "judge": gold_judge,
-            "api_key_file": "/x" if judge_key else None}
     try:
-        spec = OveroptScoreSpec(**(params or {}), prompts="/x", output="/x", start_policy=run.spec["policy"],
-                                checkpoints=[{"path": str(have[s]), "step": s} for s in sorted(steps)],
-                                reward=run.spec["reward_spec"], gold=gold)
+        gold = GoldSpec(kind=gold_kind, reward=gold_reward, judge=gold_judge)
     except PydanticError as exc:
-        raise pydantic_errors(exc.errors(), root="params") from None
+        raise pydantic_errors(exc.errors(), prefix="gold.") from None
     with transaction.atomic():
         job = job_create(project=project, user=user, kind=OVEROPT_SCORE_KIND, argv=[], queue=Queue.GPU,
                          title=f"score checkpoints {', '.join(map(str, sorted(steps)))} of {run.title or run.pk}")
@@ -191,13 +186,16 @@ def overopt_scoring_job_create(*, project, user, run_id: int, steps: list[int], 
         with snapshot.open("w") as out:  # the prompt's id is its key, as in generation jobs
             for prompt in prompts:
                 out.write(json.dumps({"id": prompt.pk, "prompt": prompt.messages or prompt.text}) + "\n")
-        update = {"prompts": snapshot, "output": folder / SCORED_OUTPUT}
         if judge_key:
             from webapp.judging.configs import KEY_FILE, write_key_file
 
             write_key_file(folder, judge_key)
-            update["gold"] = spec.gold.model_copy(update={"api_key_file": folder / KEY_FILE})
-        spec = spec.model_copy(update=update)
+            gold = gold.model_copy(update={"api_key_file": folder / KEY_FILE})
+        # the settings were checked where they came in, the gold above, the run's reward when the run launched
+        spec = OveroptScoreSpec.model_validate({
+            **(settings or OveroptScoreSettings()).model_dump(), "prompts": snapshot, "output": folder / SCORED_OUTPUT,
+            "start_policy": run.spec["policy"], "reward": run.spec["reward_spec"], "gold": gold,
+            "checkpoints": [{"path": str(have[s]), "step": s} for s in sorted(steps)]})
         spec_path = folder / "overopt_score.json"
         spec_path.write_text(spec.model_dump_json(indent=2))
         job.argv = overopt_score_argv(spec_path=str(spec_path))

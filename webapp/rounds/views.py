@@ -7,6 +7,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 
 from webapp.projects.permissions import Capability, project_for_user
 from webapp.rounds import selectors, services
+from webapp.rounds.forms import OveroptScoringSettingsForm
 from webapp.rounds.models import OveroptimizationReport, Round
 
 
@@ -75,8 +76,6 @@ def overopt_detail(request: HttpRequest, project_id: int, report_id: int) -> Htt
         "loop": selectors.run_loop_links(job=report.run) if report.run else {}})
 
 
-SCORING_PARAMS = ("samples_per_prompt", "max_new_tokens", "temperature", "top_p", "seed")
-
 
 @login_required
 def run_overopt(request: HttpRequest, project_id: int, run_id: int) -> HttpResponse:
@@ -85,17 +84,16 @@ def run_overopt(request: HttpRequest, project_id: int, run_id: int) -> HttpRespo
     from webapp.jobs.models import Job
     from webapp.judging.models import JudgeConfig
     from webapp.rubrics.models import RewardSpecVersion
-    from webapp.training.services import GRPO_KIND, run_checkpoints
+    from webapp.jobs.kinds import GRPO_KIND
+    from webapp.training.services import run_checkpoints
 
     project, _ = project_for_user(request.user, project_id, Capability.VIEW_DASHBOARDS)
     run = get_object_or_404(Job, project=project, pk=run_id, kind=GRPO_KIND)
     errors: dict[str, list[str]] = {}
+    settings_form = OveroptScoringSettingsForm(request.POST or None)
     if request.method == "POST":
         project_for_user(request.user, project_id, Capability.DESIGN)
-        params = {}
-        for name in SCORING_PARAMS:  # typed by OveroptScoreSpec in the service; a bad value is refused on its field
-            if (value := request.POST.get(name, "").strip()):
-                params[name] = value
+    if request.method == "POST" and settings_form.is_valid():
         try:
             job = services.overopt_scoring_job_create(
                 project=project, user=request.user, run_id=run.pk,
@@ -104,7 +102,7 @@ def run_overopt(request: HttpRequest, project_id: int, run_id: int) -> HttpRespo
                 gold_kind=request.POST.get("gold_kind", ""), name=request.POST.get("name", ""),
                 gold_spec_version_id=_int_or_none(request.POST.get("gold_spec_version_id")),
                 gold_judge_id=_int_or_none(request.POST.get("gold_judge_id")),
-                round_id=_int_or_none(request.POST.get("round_id")), params=params)
+                round_id=_int_or_none(request.POST.get("round_id")), settings=settings_form.cleaned_data["settings"])
         except ValidationError as exc:
             errors = exc.message_dict
         else:
@@ -112,10 +110,10 @@ def run_overopt(request: HttpRequest, project_id: int, run_id: int) -> HttpRespo
     from webapp.rounds.models import GoldKind
 
     return render(request, "rounds/run_overopt.html", {
-        "project": project, "run": run, "errors": errors, "posted": request.POST,
+        "project": project, "run": run, "errors": errors, "posted": request.POST, "settings_form": settings_form,
         "checkpoints": [step for step, _ in run_checkpoints(run)], "gold_kinds": GoldKind.choices,
         "datasets": Dataset.objects.filter(project=project, status="ready").order_by("name", "version"),
         "spec_versions": RewardSpecVersion.objects.filter(spec__project=project).select_related("spec")
         .order_by("spec__name", "-number"),
         "judges": JudgeConfig.objects.filter(project=project), "rounds": selectors.round_list(project=project),
-        "reports": selectors.overopt_report_list(project=project).filter(run=run)}, status=422 if errors else 200)
+        "reports": selectors.overopt_report_list(project=project).filter(run=run)}, status=422 if errors or settings_form.errors else 200)

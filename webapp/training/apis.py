@@ -1,9 +1,15 @@
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
+from rlcore.generation.spec import GenerationSettings
+from rlcore.launch import LaunchSettings
+from rlcore.training.specs import GRPOSettings, PRMSettings, RewardModelSettings
 
 from webapp.datasets.apis import DatasetOut
 from webapp.jobs.apis import JobOut
@@ -15,11 +21,23 @@ from webapp.training.models import RewardModel
 router = Router(tags=["training"])
 
 
+@contextmanager
+def body_field_names(settings: type[LaunchSettings], renamed: Mapping[str, str] = {}) -> Iterator[None]:
+    """A service's ValidationError names its own arguments; the 422 names this body's fields: a setting is under
+    ``spec.``, and ``renamed`` maps the arguments the body names differently (``dataset`` -> ``dataset_id``)."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ValidationError({
+            renamed.get(field, f"spec.{field}" if field.split(".")[0] in settings.model_fields else field): messages
+            for field, messages in exc.message_dict.items()}) from None
+
+
 class RewardModelLaunchIn(Schema):
     name: str
-    spec: dict[str, Any] = Field(default_factory=dict, description=(
-        "RewardModelTrainSpec fields (backbone, learning_rate, ensemble_size, ...); "
-        "output_dir and preference_snapshot are set by Reward Studio."))
+    spec: RewardModelSettings = Field(default_factory=RewardModelSettings, description=(
+        "The run's settings (rlcore's RewardModelSettings); the output folder and the preference snapshot are "
+        "the launch's own."))
     tie_policy: str = Field("drop", description=(
         "drop | keep (one row marked tie, trained with the Bradley-Terry tie loss, target 1/2) | split (both "
         "orders, marked tie)"))
@@ -33,7 +51,9 @@ class GRPOLaunchIn(Schema):
     dataset_id: int
     reward_spec_version_id: int
     policy: str
-    spec: dict[str, Any] = Field(default_factory=dict, description="GRPOTrainSpec fields (preset, beta, ...).")
+    spec: GRPOSettings = Field(default_factory=GRPOSettings, description=(
+        "The run's settings (rlcore's GRPOSettings); the policy, the reward spec version and the prompt set are "
+        "this body's other fields, the output folder and the snapshot the launch's own."))
     queue: str = Queue.GPU
 
 
@@ -56,9 +76,10 @@ class RewardModelOut(Schema):
              summary="Snapshot the labels and launch a reward-model training job")
 def launch_reward_model(request, project_id: int, body: RewardModelLaunchIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    job = services.reward_model_job_create(
-        project=project, user=request.auth, name=body.name, params=body.spec, tie_policy=body.tie_policy,
-        conversational=body.conversational, source=body.source, queue=body.queue)
+    with body_field_names(RewardModelSettings):
+        job = services.reward_model_job_create(
+            project=project, user=request.auth, name=body.name, settings=body.spec, tie_policy=body.tie_policy,
+            conversational=body.conversational, source=body.source, queue=body.queue)
     return Status(201, job)
 
 
@@ -71,17 +92,18 @@ def launch_grpo(request, project_id: int, body: GRPOLaunchIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
     dataset = get_object_or_404(Dataset, project=project, pk=body.dataset_id, status=DatasetStatus.READY)
     version = get_object_or_404(RewardSpecVersion, spec__project=project, pk=body.reward_spec_version_id)
-    job = services.grpo_job_create(project=project, user=request.auth, name=body.name, dataset=dataset,
-                                   reward_spec_version=version, policy=body.policy, params=body.spec,
-                                   queue=body.queue)
+    with body_field_names(GRPOSettings, {"dataset": "dataset_id", "reward_spec_version": "reward_spec_version_id"}):
+        job = services.grpo_job_create(project=project, user=request.auth, name=body.name, dataset=dataset,
+                                       reward_spec_version=version, policy=body.policy, settings=body.spec,
+                                       queue=body.queue)
     return Status(201, job)
 
 
 class PRMLaunchIn(Schema):
     name: str
-    spec: dict[str, Any] = Field(default_factory=dict, description=(
-        "PRMTrainSpec fields (backbone (required), step_separator, learning_rate, max_steps, ...); output_dir and "
-        "step_snapshot are set by Reward Studio."))
+    spec: PRMSettings = Field(description=(
+        "The run's settings (rlcore's PRMSettings; backbone is required); the output folder and the stepwise "
+        "snapshot are the launch's own."))
     source: str | None = Field(None, description="'human' (people's labels, reviewed LM suggestions included), "
                                                  "'lm' (LM pre-labels), or null for both")
     queue: str = Queue.GPU
@@ -106,8 +128,9 @@ class ProcessRewardModelOut(Schema):
              summary="Snapshot the step labels and launch a process-reward-model training job")
 def launch_prm(request, project_id: int, body: PRMLaunchIn):
     project, _ = project_for_user(request.auth, project_id, Capability.DESIGN)
-    job = services.prm_job_create(project=project, user=request.auth, name=body.name, params=body.spec,
-                                  source=body.source, queue=body.queue)
+    with body_field_names(PRMSettings):
+        job = services.prm_job_create(project=project, user=request.auth, name=body.name, settings=body.spec,
+                                      source=body.source, queue=body.queue)
     return Status(201, job)
 
 
@@ -215,9 +238,9 @@ class GenerationLaunchIn(Schema):
     dataset_id: int = Field(description="The prompt set (a ready dataset of the project).")
     policy_ids: list[int] = Field(description="Registered policies (GET .../policies); each answers every prompt.")
     round: int | None = Field(None, ge=1, description="Design-loop round the responses belong to.")
-    spec: dict[str, Any] = Field(default_factory=dict, description=(
-        "GenerationSpec sampling fields: samples_per_prompt, temperature, top_p, max_new_tokens, seed, batch_size, "
-        "prompt_overflow, backend; prompts, output and policies are set by Reward Studio."))
+    spec: GenerationSettings = Field(default_factory=GenerationSettings, description=(
+        "How responses are sampled (rlcore's GenerationSettings); the prompts, the output and the policies are "
+        "the launch's own."))
 
 
 class DatasetVersionOut(DatasetOut):
@@ -232,8 +255,6 @@ class DatasetVersionOut(DatasetOut):
 @router.post("/{project_id}/generation", response={201: JobOut},
              summary="Launch a generation job: registered policies answer a prompt set into a new dataset version")
 def launch_generation(request, project_id: int, body: GenerationLaunchIn):
-    from django.core.exceptions import ValidationError
-
     from webapp.datasets.models import Dataset
     from webapp.training.models import Policy
 
@@ -245,14 +266,10 @@ def launch_generation(request, project_id: int, body: GenerationLaunchIn):
     missing = [pk for pk in body.policy_ids if pk not in found]
     if missing:
         raise ValidationError({"policy_ids": f"Not in this project's registry: {', '.join(map(str, missing))}."})
-    try:
+    with body_field_names(GenerationSettings, {"dataset": "dataset_id", "policies": "policy_ids"}):
         job = services.generation_job_create(project=project, user=request.auth, dataset=dataset,
                                              policies=[found[pk] for pk in dict.fromkeys(body.policy_ids)],
-                                             params=body.spec, round=body.round)
-    except ValidationError as exc:  # the service names its arguments; the 422 names this body's fields
-        renamed = {"dataset": "dataset_id", "policies": "policy_ids", "__all__": "__all__"}
-        raise ValidationError({renamed.get(field, f"spec.{field}"): messages
-                               for field, messages in exc.message_dict.items()}) from None
+                                             settings=body.spec, round=body.round)
     return Status(201, job)
 
 

@@ -1,96 +1,28 @@
-"""Launch forms whose hyper-parameter fields are derived from rlcore's spec models: the label,
-default and help text come from the pydantic field, so the form and the CLI cannot drift apart."""
+"""The launch pages' forms: the run's settings come from rlcore's settings models (webapp/settings_forms.py), the
+rest (what to train on, the queue) is each page's own."""
 
 from __future__ import annotations
 
-import types
-import typing
-from typing import Any, Literal
-
 from django import forms
+from rlcore.generation.spec import GenerationSettings
+from rlcore.training.specs import GRPOSettings, PRMSettings, RewardModelSettings
 
+from webapp.jobs.kinds import GRPO_KIND
 from webapp.jobs.models import Job, Queue
-
-REWARD_MODEL_FIELDS = [
-    "backbone", "learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length",
-    "eval_fraction", "split_by", "use_margin", "label_smoothing", "ensemble_size", "seed", "save_steps",
-    "report_to",
-]
-GRPO_FIELDS = [
-    "preset", "beta", "num_generations", "max_completion_length", "temperature", "learning_rate", "max_steps",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation", "num_iterations",
-    "sample_every", "seed", "save_steps", "report_to",
-    # objectives: blank keeps the preset's value (each help text lists the presets'); a__b is field b of block a
-    "loss_type", "scale_rewards", "importance_sampling_level", "mask_truncated_completions", "epsilon", "epsilon_high",
-    "delta", "top_entropy_quantile", "entropy_coef", "off_policy_mask_threshold", "dhpo__mixing", "divergence__kind",
-    "divergence__coef",
-    # speed
-    "generation_backend", "use_liger_kernel", "load_in_training_precision",
-]
+from webapp.settings_forms import SettingsForm, spec_form_field
 
 
-def _unwrap_optional(annotation) -> tuple[Any, bool]:
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return (args[0] if len(args) == 1 else annotation), True
-    return annotation, False
-
-
-def _preset_values(model, name: str) -> str:
+def _preset_values(name: str) -> str:
     """' Presets: grpo 0.04, dr_grpo 0.0, ...' for a field a GRPO preset fixes, so a blank field says what it takes."""
     from rlcore.training.presets import OVERRIDABLE, PRESETS
 
-    if getattr(model, "__name__", "") != "GRPOTrainSpec" or name not in OVERRIDABLE:
+    if name not in OVERRIDABLE:
         return ""
     return " Presets: " + ", ".join(f"{preset} {values[name]}" for preset, values in PRESETS.items()) + "."
 
 
-def spec_form_field(model, name: str) -> forms.Field:
-    label = name.replace("__", " ").replace("_", " ").capitalize()
-    block_optional = False
-    if "__" in name:  # a field of a nested block (dhpo__mixing): blank leaves the whole block out
-        block, name = name.split("__", 1)
-        model, block_optional = _unwrap_optional(model.model_fields[block].annotation)
-    info = model.model_fields[name]
-    annotation, optional = _unwrap_optional(info.annotation)
-    optional = optional or block_optional
-    default = info.get_default(call_default_factory=True)
-    kwargs = {"required": False, "help_text": (info.description or "") + _preset_values(model, name), "label": label}
-    if default is not None and not isinstance(default, type(...)) and not block_optional:
-        kwargs["initial"] = default
-    if optional and typing.get_origin(annotation) is Literal:
-        return forms.ChoiceField(choices=[("", "(preset's)" if not block_optional else "(off)")]
-                                 + [(v, v) for v in typing.get_args(annotation)], **kwargs)
-    if optional and annotation is bool:
-        return forms.NullBooleanField(widget=forms.Select(choices=[("unknown", "(preset's)"), ("true", "yes"),
-                                                                   ("false", "no")]), **kwargs)
-    if typing.get_origin(annotation) is list and typing.get_origin(typing.get_args(annotation)[0]) is Literal:
-        choices = typing.get_args(typing.get_args(annotation)[0])  # e.g. report_to: list[Literal[...]]
-        return forms.MultipleChoiceField(choices=[(v, v) for v in choices], widget=forms.CheckboxSelectMultiple,
-                                         **kwargs)
-    if typing.get_origin(annotation) is Literal:
-        return forms.ChoiceField(choices=[(v, v) for v in typing.get_args(annotation)], **kwargs)
-    if annotation is bool:
-        return forms.BooleanField(**kwargs)
-    if annotation is int:
-        return forms.IntegerField(**kwargs)
-    if annotation is float:
-        return forms.FloatField(**kwargs)
-    return forms.CharField(**kwargs)
-
-
-def spec_params(form: forms.Form, names: list[str]) -> dict[str, Any]:
-    """The spec fields the user filled in; blanks fall back to the spec's defaults. ``block__field`` names fill a
-    nested block, which is sent only when one of its fields is filled in."""
-    params: dict[str, Any] = {}
-    for name in names:
-        if name in form.cleaned_data and form.cleaned_data[name] not in (None, ""):
-            block, _, field = name.rpartition("__")
-            (params.setdefault(block, {}) if block else params)[field] = form.cleaned_data[name]
-    return params
-
-
-class RewardModelLaunchForm(forms.Form):
+class RewardModelLaunchForm(SettingsForm):
+    settings_model = RewardModelSettings
     name = forms.CharField(max_length=150)
     tie_policy = forms.ChoiceField(
         choices=[("drop", "drop ties"),
@@ -102,45 +34,20 @@ class RewardModelLaunchForm(forms.Form):
                                         ("lm", "LM labels only")], required=False)
     queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.GPU)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        from rlcore.training.specs import RewardModelTrainSpec
 
-        from webapp.training.services import default_backbone
+class PRMLaunchForm(SettingsForm):
+    """Train a process reward model on the project's step labels (fields from rlcore's PRMSettings)."""
 
-        for name in REWARD_MODEL_FIELDS:
-            self.fields[name] = spec_form_field(RewardModelTrainSpec, name)
-        self.fields["backbone"].initial = default_backbone()
-        self.fields["backbone"].help_text = "Sequence-classification backbone: a local directory or a hub id."
-
-
-PRM_FIELDS = [
-    "backbone", "step_separator", "add_separator_token", "train_on_last_step_only", "learning_rate",
-    "num_train_epochs", "max_steps", "per_device_train_batch_size", "max_length", "eval_fraction", "seed",
-    "save_steps", "report_to",
-]
-
-
-class PRMLaunchForm(forms.Form):
-    """Train a process reward model on the project's step labels (fields from rlcore's PRMTrainSpec)."""
-
+    settings_model = PRMSettings
     name = forms.CharField(max_length=150)
     source = forms.ChoiceField(choices=[("", "people's and LM step labels"),
                                         ("human", "people's labels only (reviewed LM suggestions included)"),
                                         ("lm", "LM pre-labels only")], required=False)
     queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.GPU)
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        from rlcore.training.specs import PRMTrainSpec
 
-        for name in PRM_FIELDS:
-            self.fields[name] = spec_form_field(PRMTrainSpec, name)
-        # no default: the shipped MiniLM's tokenizer drops "\n", and a PRM wants a causal LM or encoder chosen here
-        self.fields["backbone"].required = True
-
-
-class GRPOLaunchForm(forms.Form):
+class GRPOLaunchForm(SettingsForm):
+    settings_model = GRPOSettings
     name = forms.CharField(max_length=150, required=False)
     dataset = forms.ModelChoiceField(queryset=None, label="Prompt set")
     reward_spec_version = forms.ModelChoiceField(queryset=None, label="Reward spec version")
@@ -153,9 +60,7 @@ class GRPOLaunchForm(forms.Form):
     queue = forms.ChoiceField(choices=Queue.choices, initial=Queue.GPU)
 
     def __init__(self, *args, project, **kwargs):
-        super().__init__(*args, **kwargs)
-        from rlcore.training.specs import GRPOTrainSpec
-
+        super().__init__(*args, project=project, **kwargs)
         from webapp.datasets.models import Dataset, DatasetStatus
         from webapp.rubrics.models import RewardSpecVersion
         from webapp.training.selectors import known_policies
@@ -165,12 +70,14 @@ class GRPOLaunchForm(forms.Form):
         self.fields["dataset"].label_from_instance = lambda d: f"{d.name} ({d.row_count} prompts)"
         self.fields["reward_spec_version"].queryset = (
             RewardSpecVersion.objects.filter(spec__project=project).select_related("spec").order_by("spec__name", "-number"))
-        for name in GRPO_FIELDS:
-            self.fields[name] = spec_form_field(GRPOTrainSpec, name)
         self.policy_choices = known_policies(project=project)
         if self.policy_choices and not self.initial.get("policy"):
             self.initial["policy"] = self.policy_choices[0][0]
         self._initial_demo_choices(project)
+
+    def setting_field(self, name: str) -> forms.Field:
+        presets = _preset_values(name)
+        return spec_form_field(self.settings_model, name, note=presets, blank="(preset's)" if presets else "(default)")
 
     def _initial_demo_choices(self, project) -> None:
         """In a project seeded with the demo prompt set, preselect it and the demo reward spec: with the
@@ -189,17 +96,11 @@ class GRPOLaunchForm(forms.Form):
 
     def rollout_note(self) -> str:
         """How many prompts one rollout needs with the default settings (the launch refuses fewer)."""
-        from rlcore.training.specs import GRPOTrainSpec
-
-        spec = GRPOTrainSpec.model_construct()  # the declared defaults; the formulas are the spec's own
+        spec = GRPOSettings()  # the declared defaults; the formulas are the settings' own
         return (f"With the defaults (preset {spec.preset}: per-device batch size {spec.per_device_train_batch_size} x "
                 f"{spec.rollout_steps} steps per generation / {spec.num_generations} generations) one rollout needs "
                 f"{spec.prompts_per_rollout()} prompts; a smaller prompt set is refused. Lower the batch size or the "
                 "steps per generation for a smaller set.")
-
-
-GENERATION_FIELDS = ["samples_per_prompt", "temperature", "top_p", "max_new_tokens", "seed", "batch_size",
-                     "prompt_overflow"]
 
 
 class PolicyRegisterForm(forms.Form):
@@ -225,14 +126,14 @@ class PolicyRegisterForm(forms.Form):
 
     def __init__(self, *args, project, **kwargs):
         super().__init__(*args, **kwargs)
-        from webapp.training.services import GRPO_KIND
-
         self.fields["job"].queryset = Job.objects.filter(project=project, kind=GRPO_KIND).order_by("-pk")
         self.fields["job"].label_from_instance = lambda job: f"#{job.pk} {job.title} ({job.state})"
 
 
-class GenerationLaunchForm(forms.Form):
-    """Sampling fields come from rlcore's GenerationSpec (label, default, help), like the training forms."""
+class GenerationLaunchForm(SettingsForm):
+    """Sampling fields come from rlcore's GenerationSettings (label, default, help), like the training forms."""
+
+    settings_model = GenerationSettings
 
     dataset = forms.ModelChoiceField(queryset=None, label="Prompt set")
     policies = forms.ModelMultipleChoiceField(queryset=None, widget=forms.CheckboxSelectMultiple,
@@ -240,9 +141,7 @@ class GenerationLaunchForm(forms.Form):
     round = forms.IntegerField(required=False, min_value=1, help_text="Round number these responses belong to.")
 
     def __init__(self, *args, project, **kwargs):
-        super().__init__(*args, **kwargs)
-        from rlcore.generation.spec import GenerationSpec
-
+        super().__init__(*args, project=project, **kwargs)
         from webapp.datasets.models import Dataset, DatasetStatus
         from webapp.training.selectors import policy_label, policy_list
 
@@ -250,5 +149,3 @@ class GenerationLaunchForm(forms.Form):
         self.fields["dataset"].label_from_instance = lambda d: f"{d} ({d.row_count} prompts)"
         self.fields["policies"].queryset = policy_list(project=project)
         self.fields["policies"].label_from_instance = policy_label
-        for name in GENERATION_FIELDS:
-            self.fields[name] = spec_form_field(GenerationSpec, name)

