@@ -88,13 +88,6 @@ def _routing_comparisons(comparisons: list[Comparison]):
     return out
 
 
-def pair_vectors(items, embeddings: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """The proxy reward model's pair vectors: rlcore's one definition, which ``routing features --vectors`` writes too."""
-    from rlcore.routing.features import pair_vectors as rlcore_pair_vectors
-
-    return rlcore_pair_vectors(items, embeddings)
-
-
 _VALUE = {"a": 1.0, "b": 0.0, "tie": 0.5}
 
 
@@ -121,7 +114,8 @@ def _fit_pool(project) -> tuple[list[Comparison], list[float], list[float]]:
 def _performance_model(project, route_items, route_embeddings, seed: int):
     """Fit the performance-prediction model; returns (model, bins, info) or raises ValidationError.
     Embedding features are used only when both the fit pool and the routed pool have them."""
-    from rlcore.routing.features import build_feature_table, extract_features, fit_bins
+    # pair_vectors: the proxy reward model's vectors, the ones ``routing features --vectors`` writes
+    from rlcore.routing.features import build_feature_table, extract_features, fit_bins, pair_vectors
     from rlcore.routing.predictor import LabelledPool, fit_routing_model
 
     fit_comparisons, human, lm = _fit_pool(project)
