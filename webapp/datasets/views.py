@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -8,7 +7,7 @@ from django_htmx.http import HttpResponseClientRefresh
 
 from webapp.datasets import selectors, services
 from webapp.datasets.forms import BuildComparisonsForm, DatasetImportForm
-from webapp.forms_util import apply_service_errors
+from webapp.forms_util import service_errors_as_messages, service_errors_on
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
 
@@ -21,14 +20,11 @@ def dataset_list(request: HttpRequest, project_id: int) -> HttpResponse:
         project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
         if form.is_valid():
             data = form.cleaned_data
-            try:
+            with service_errors_on(form):
                 dataset = services.dataset_import_upload(
                     project=project, user=request.user, uploaded=data["file"], name=data["name"],
                     source_format=data["format"] or None, mode=data["mode"],
                     preference_labels=data["preference_labels"])
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
                 if dataset.status == "ready":
                     messages.success(request, f"Imported {dataset.row_count} rows into '{dataset.name}'.")
                 return redirect("dataset_detail", project_id=project.pk, dataset_id=dataset.pk)
@@ -78,11 +74,8 @@ def _provenance(dataset) -> dict | None:
 def dataset_delete(request: HttpRequest, project_id: int, dataset_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     dataset = selectors.dataset_get(project=project, dataset_id=dataset_id)
-    try:
+    with service_errors_as_messages(request):
         services.dataset_delete(dataset=dataset)
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-        return redirect("dataset_detail", project_id=project.pk, dataset_id=dataset.pk)
-    messages.success(request, f"Deleted dataset '{dataset.name}'.")
-    return redirect("dataset_list", project_id=project.pk)
+        messages.success(request, f"Deleted dataset '{dataset.name}'.")
+        return redirect("dataset_list", project_id=project.pk)
+    return redirect("dataset_detail", project_id=project.pk, dataset_id=dataset.pk)
