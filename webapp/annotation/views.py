@@ -14,7 +14,7 @@ from webapp.annotation.rendering import render_markdown, render_turns
 from webapp.annotation.services import LabelConflict
 from webapp.datasets.forms import BuildComparisonsForm
 from webapp.datasets.selectors import dataset_get, prompt_list
-from webapp.forms_util import apply_service_errors, error_list
+from webapp.forms_util import error_list, service_errors_as_messages, service_errors_on
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 
 
@@ -270,14 +270,11 @@ def dataset_build_comparisons(request: HttpRequest, project_id: int, dataset_id:
     form = BuildComparisonsForm(request.POST)
     if form.is_valid():
         data = form.cleaned_data
-        try:
+        with service_errors_on(form):
             created = services.comparisons_build(project=project, dataset=dataset, strategy=data["strategy"],
                                                  pairs_per_prompt=data["pairs_per_prompt"] or 1,
                                                  ranking_size=data["ranking_size"] or 0, overlap=data["overlap"],
                                                  seed=data["seed"] or 0)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"Created {created} comparison{'s' if created != 1 else ''}.")
             return redirect("comparison_list", project_id=project.pk)
     return render(request, "datasets/dataset_detail.html", {
@@ -295,12 +292,8 @@ def comparison_list(request: HttpRequest, project_id: int) -> HttpResponse:
         except ValueError:
             messages.error(request, "Overlap must be a whole number of annotators.")
         else:
-            try:
+            with service_errors_as_messages(request):
                 n = services.comparisons_set_overlap(project=project, overlap=overlap)
-            except ValidationError as exc:
-                for message in exc.messages:
-                    messages.error(request, message)
-            else:
                 messages.success(request, f"Overlap set to {overlap} on {n} comparisons.")
         return redirect("comparison_list", project_id=project.pk)
     qs = selectors.comparison_list(project=project).select_related("prompt")
