@@ -19,11 +19,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from rlcore.errors import UserError
+from rlcore.judges.openai_compat import EndpointLimits
 from rlcore.launch import LaunchSettings
 
 
-class PolicyRef(BaseModel):
-    """One policy to generate with: a local model folder, a hub id, or a model at an OpenAI-compatible endpoint."""
+class PolicyRef(EndpointLimits):
+    """One policy to generate with: a local model folder, a hub id, or a model at an OpenAI-compatible endpoint
+    (the endpoint's limits are ``EndpointLimits``'s, used by an endpoint only)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -34,9 +36,6 @@ class PolicyRef(BaseModel):
     api_key_env: str | None = Field(None, description="endpoint: environment variable holding the key")
     api_key_file: Path | None = Field(None, description="endpoint: a file holding the key, deleted once read "
                                                         "(how a worker hands a stored key over; never in argv)")
-    max_concurrency: int = Field(8, ge=1, description="endpoint: requests in flight at once")
-    timeout_s: float = Field(60.0, gt=0, description="endpoint: seconds one attempt may take")
-    max_retries: int = Field(4, ge=0, description="endpoint: retries (timeouts, 5xx, 429, network)")
     registry_id: int | None = Field(None, description="the webapp's Policy id, carried into each line")
     step: int | None = Field(None, description="training step of this checkpoint, carried into each line")
 

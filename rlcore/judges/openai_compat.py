@@ -85,7 +85,20 @@ class JudgeCallError(RuntimeError):
     """A judge call that produced no usable reply; the message says why (and never holds the API key)."""
 
 
-class OpenAICompatSettings(BaseModel):
+class EndpointLimits(BaseModel):
+    """How hard to use an OpenAI-compatible endpoint: what a stored judge or endpoint policy keeps beside its URL.
+
+    >>> EndpointLimits().max_concurrency, EndpointLimits(timeout_s=5).timeout_s
+    (8, 5.0)
+    """
+
+    max_concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="seconds one attempt may take, start to last byte")
+    max_retries: int = Field(4, ge=0, le=20,
+                             description="retries after the first attempt (timeouts, 5xx, 429, network)")
+
+
+class OpenAICompatSettings(EndpointLimits):
     """How to reach an OpenAI-compatible endpoint and how hard to try."""
 
     model_config = ConfigDict(frozen=True)
@@ -94,9 +107,6 @@ class OpenAICompatSettings(BaseModel):
     model: str = Field(description="the `model` field sent with every request")
     api_key: SecretStr | None = Field(None, description="API key; never shown in reprs, logs or errors")
     api_key_env: str | None = Field(None, description="name of an environment variable holding the API key")
-    max_concurrency: int = Field(8, ge=1, description="requests in flight at once")
-    timeout_s: float = Field(60.0, gt=0, description="seconds one attempt may take, start to last byte")
-    max_retries: int = Field(4, ge=0, description="retries after the first attempt (timeouts, 5xx, 429, network)")
     backoff_base_s: float = Field(0.5, ge=0, description="first backoff; doubles each retry, with jitter")
     backoff_max_s: float = Field(30.0, ge=0, description="longest backoff between two attempts")
     max_retry_after_s: float = Field(120.0, ge=0, description="longest Retry-After honoured from a 429")

@@ -6,6 +6,7 @@ from django.shortcuts import get_object_or_404
 from ninja import Router, Schema, Status
 from pydantic import Field
 
+from rlcore.judges.openai_compat import EndpointLimits
 from rlcore.judges.outcomes import LabellingSummary
 from webapp.annotation.apis import StepLabelOut
 from webapp.judging import configs, lm_labels, prompt_templates, runs, selectors
@@ -15,14 +16,21 @@ from webapp.projects.permissions import Capability, project_for_user
 router = Router(tags=["judging"])
 
 
+def _limit(name: str, *, null: str = ""):
+    # rlcore's EndpointLimits field, checked by the service with the other settings (one 422 names every field)
+    field = EndpointLimits.model_fields[name]
+    return Field(None, description=f"{field.description}; null: {null or field.default} (rlcore EndpointLimits, "
+                                   "which also sets its bounds)")
+
+
 class JudgeConfigIn(Schema):
     name: str
     model: str
     backend: str = "openai"
     endpoint: str = ""
-    max_concurrency: int = 8
-    timeout_s: float = 60.0
-    max_retries: int = 4
+    max_concurrency: int | None = _limit("max_concurrency")
+    timeout_s: float | None = _limit("timeout_s")
+    max_retries: int | None = _limit("max_retries")
     api_key: str = Field("", description="Stored encrypted; never returned.")
     api_key_env: str = Field("", description="Or: the variable the workers read the key from.")
 
@@ -32,9 +40,9 @@ class JudgeConfigPatch(Schema):
     model: str | None = None
     backend: str | None = None
     endpoint: str | None = None
-    max_concurrency: int | None = None
-    timeout_s: float | None = None
-    max_retries: int | None = None
+    max_concurrency: int | None = _limit("max_concurrency", null="unchanged")
+    timeout_s: float | None = _limit("timeout_s", null="unchanged")
+    max_retries: int | None = _limit("max_retries", null="unchanged")
     api_key: str | None = Field(None, description="A new key (stored encrypted); null keeps the stored one.")
     api_key_env: str | None = None
     clear_api_key: bool = False

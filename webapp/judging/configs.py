@@ -14,19 +14,21 @@ from urllib.parse import urlparse
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from pydantic import ValidationError as PydanticValidationError
+from rlcore.judges.openai_compat import EndpointLimits
 
 from webapp.endpoint_keys import api_key_problem, decrypt_api_key, encrypt_api_key, key_env_problem
+from webapp.forms_util import pydantic_errors
 from webapp.judging.models import JudgeBackend, JudgeConfig
 from webapp.training.model_locations import model_location_problem
 
 KEY_FILE = "api-key"
-MAX_CONCURRENCY = 256
 # A connection test shows at most this much of the model's answer (never a non-judge body: rlcore drops those).
 REPLY_SHOWN_CHARS = 200
 
 
-def _clean_config(*, backend: str, endpoint: str, model: str, max_concurrency: int, timeout_s: float,
-                  max_retries: int, api_key_env: str) -> dict:
+def _clean_config(*, backend: str, endpoint: str, model: str, max_concurrency: int | None, timeout_s: float | None,
+                  max_retries: int | None, api_key_env: str) -> dict:
     errors: dict[str, str] = {}
     if backend not in JudgeBackend.values:
         errors["backend"] = f"Unknown backend '{backend}': choose one of {', '.join(JudgeBackend.values)}."
@@ -38,19 +40,20 @@ def _clean_config(*, backend: str, endpoint: str, model: str, max_concurrency: i
                                   f"(got '{endpoint}').")
     if not (model or "").strip():
         errors["model"] = "Give the model name at the endpoint (or, for a local model, its folder)."
-    if not 1 <= int(max_concurrency) <= MAX_CONCURRENCY:
-        errors["max_concurrency"] = f"Concurrency must be between 1 and {MAX_CONCURRENCY} requests in flight."
-    if not 0 < float(timeout_s) <= 3600:
-        errors["timeout_s"] = "The timeout must be above 0 and at most 3600 seconds."
-    if not 0 <= int(max_retries) <= 20:
-        errors["max_retries"] = "Retries must be between 0 and 20."
+    # the limits are rlcore's (the judge the worker builds takes them): None keeps the contract's default
+    asked = {"max_concurrency": max_concurrency, "timeout_s": timeout_s, "max_retries": max_retries}
+    try:
+        limits = EndpointLimits.model_validate({k: v for k, v in asked.items() if v is not None})
+    except PydanticValidationError as exc:
+        errors.update({field: messages[0] for field, messages in pydantic_errors(exc.errors()).message_dict.items()})
+        limits = None
     api_key_env = (api_key_env or "").strip()
     if api_key_env and (problem := key_env_problem(api_key_env)):
         errors["api_key_env"] = problem
     if errors:
         raise ValidationError(errors)
-    return {"backend": backend, "endpoint": endpoint, "model": model.strip(), "max_concurrency": int(max_concurrency),
-            "timeout_s": float(timeout_s), "max_retries": int(max_retries), "api_key_env": api_key_env}
+    return {"backend": backend, "endpoint": endpoint, "model": model.strip(), **limits.model_dump(),
+            "api_key_env": api_key_env}
 
 
 
@@ -63,8 +66,8 @@ def _check_local_model(project, backend: str, model: str) -> None:
 
 @transaction.atomic
 def judge_config_create(*, project, user, name: str, model: str, backend: str = JudgeBackend.OPENAI,
-                        endpoint: str = "", max_concurrency: int = 8, timeout_s: float = 60.0, max_retries: int = 4,
-                        api_key: str = "", api_key_env: str = "") -> JudgeConfig:
+                        endpoint: str = "", max_concurrency: int | None = None, timeout_s: float | None = None,
+                        max_retries: int | None = None, api_key: str = "", api_key_env: str = "") -> JudgeConfig:
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": "Give the judge a name."})

@@ -1,6 +1,8 @@
 from django import forms
+from rlcore.judges.openai_compat import EndpointLimits
 
 from webapp.judging.models import JudgeBackend, PromptMode
+from webapp.settings_forms import spec_form_field
 
 
 class JudgeConfigForm(forms.Form):
@@ -13,9 +15,10 @@ class JudgeConfigForm(forms.Form):
     api_key_env = forms.CharField(max_length=100, required=False, label="API key environment variable",
                                   help_text="Or: the workers read the key from this variable.")
     clear_api_key = forms.BooleanField(required=False, label="Forget the stored key")
-    max_concurrency = forms.IntegerField(initial=8, min_value=1, max_value=256)
-    timeout_s = forms.FloatField(initial=60.0, label="Timeout (s)")
-    max_retries = forms.IntegerField(initial=4, min_value=0, max_value=20)
+    # rlcore's EndpointLimits (default, help); blank keeps its default, the service checks the limits
+    max_concurrency = spec_form_field(EndpointLimits, "max_concurrency")
+    timeout_s = spec_form_field(EndpointLimits, "timeout_s")
+    max_retries = spec_form_field(EndpointLimits, "max_retries")
 
 
 class TemplateForm(forms.Form):

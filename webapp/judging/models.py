@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from rlcore.judges.openai_compat import EndpointLimits
 from rlcore.judges.outcomes import OUTCOME_TEXT, OUTCOMES
 
 
@@ -18,9 +19,10 @@ class JudgeConfig(models.Model):
     backend = models.CharField(max_length=16, choices=JudgeBackend.choices, default=JudgeBackend.OPENAI)
     endpoint = models.CharField(max_length=500, blank=True, help_text="API root, e.g. http://127.0.0.1:8000/v1")
     model = models.CharField(max_length=300, help_text="Model name at the endpoint, or a local model path.")
-    max_concurrency = models.PositiveIntegerField(default=8)
-    timeout_s = models.FloatField(default=60.0)
-    max_retries = models.PositiveIntegerField(default=4)
+    # rlcore's EndpointLimits: its defaults, and its limits (checked by configs._clean_config)
+    max_concurrency = models.PositiveIntegerField(default=EndpointLimits.model_fields["max_concurrency"].default)
+    timeout_s = models.FloatField(default=EndpointLimits.model_fields["timeout_s"].default)
+    max_retries = models.PositiveIntegerField(default=EndpointLimits.model_fields["max_retries"].default)
     api_key_encrypted = models.TextField(blank=True)
     api_key_env = models.CharField(max_length=100, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
