@@ -23,10 +23,16 @@ output
   output is filled in by whoever launches the run, not a setting: leave it out ...
 >>> StepSpec(steps=3, output="o").steps
 3
+>>> from rlcore.training.specs import RewardModelSettings
+>>> sorted(launcher_paths(RewardModelSettings))
+['eval_snapshot', 'output_dir', 'preference_snapshot']
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidatorFunctionWrapHandler, model_validator
@@ -62,3 +68,15 @@ def launcher_fields(settings: type[LaunchSettings]) -> frozenset[str]:
     """The fields the specs built on ``settings`` (its subclasses) add to it: what their launcher provides."""
     own = set(settings.model_fields)
     return frozenset(name for spec in settings.__subclasses__() for name in spec.model_fields if name not in own)
+
+
+def launcher_paths(settings: type[LaunchSettings]) -> frozenset[str]:
+    """The launcher's fields that are files or folders (``Path`` or ``Path | None``): each run has its own, so two
+    runs differ in them by construction."""
+    def is_path(annotation) -> bool:
+        if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+            return Path in typing.get_args(annotation)
+        return annotation is Path
+
+    return frozenset(name for spec in settings.__subclasses__() for name, field in spec.model_fields.items()
+                     if name in launcher_fields(settings) and is_path(field.annotation))

@@ -15,6 +15,10 @@ from django.db.models.fields.json import KeyTextTransform, KeyTransform
 from django.db.models.functions import Cast, Length
 from django.utils import timezone
 from pydantic import BaseModel, ConfigDict, Field
+from rlcore.analysis.checkpoint_scoring import OveroptScoreSettings
+from rlcore.generation.spec import GenerationSettings
+from rlcore.launch import launcher_paths
+from rlcore.training.specs import GRPOSettings, PRMSettings, RewardModelSettings
 
 from webapp.jobs.models import Job, JobSample, MetricPoint
 
@@ -213,8 +217,9 @@ def run_colours(job_ids: list[int]) -> dict[int, str]:
 
 
 # Spec fields that differ between any two runs by construction (each job has its own output folder and
-# frozen data files), so listing them would bury the settings a person chose.
-SPEC_FIELDS_ALWAYS_DIFFERENT = ("output_dir", "preference_snapshot", "prompt_snapshot", "eval_snapshot")
+# frozen data files), so listing them would bury the settings a person chose: the launchers' paths.
+SPEC_FIELDS_ALWAYS_DIFFERENT = frozenset().union(*(launcher_paths(settings) for settings in (
+    RewardModelSettings, PRMSettings, GRPOSettings, GenerationSettings, OveroptScoreSettings)))
 
 
 def _flatten_spec(value, prefix: str = "") -> dict[str, object]:
