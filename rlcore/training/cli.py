@@ -3,7 +3,8 @@
 SPEC is a JSON or YAML file holding a ``RewardModelTrainSpec`` / ``GRPOTrainSpec`` / ``PRMTrainSpec``. The command prints
 ``rlcore.events`` lines on stdout, logs on stderr, and exits 0 when done, 2 on a user error (the
 message says what to fix), 143 when stopped by SIGTERM after saving a checkpoint. ``--resume``
-overrides the spec's ``resume`` field; ``--output-dir`` its ``output_dir``.
+overrides the spec's ``resume`` field; ``--output-dir`` its ``output_dir``. ``... train settings grpo`` prints the
+JSON Schema of a run's settings.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ def run_prm(args: argparse.Namespace) -> int:
     return train_prm(_load(args, "prm"))
 
 
+SETTINGS = {"reward-model": "RewardModelSettings", "grpo": "GRPOSettings", "prm": "PRMSettings"}
+
+
+def run_settings(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of a run's settings: every field with its type, bounds, default and description,
+    the same document the webapp's launch API shows (a spec file is these plus the launcher's fields)."""
+    import json
+
+    from rlcore.training import specs
+
+    print(json.dumps(getattr(specs, SETTINGS[args.kind]).model_json_schema(), indent=2))
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("train", help="train a reward model or a GRPO policy from a spec file")
     commands = parser.add_subparsers(dest="train_command", metavar="WHAT")
@@ -54,3 +69,6 @@ def register(subparsers) -> None:
         sub.add_argument("--resume", action="store_true", help="resume from the last checkpoint in output_dir")
         sub.add_argument("--output-dir", default=None, help="override the spec's output_dir")
         sub.set_defaults(handler=handler)
+    sub = commands.add_parser("settings", help="print the JSON Schema of a run's settings (what a spec file may set)")
+    sub.add_argument("kind", choices=list(SETTINGS))
+    sub.set_defaults(handler=run_settings)
