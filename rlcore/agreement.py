@@ -31,7 +31,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, validation_message
 
 Value = str | int | float
 RaterKind = Literal["human", "lm"]
@@ -530,9 +530,7 @@ def read_label_records(path: Path) -> list[LabelRecord]:
         try:
             records.append(LabelRecord.model_validate_json(line))
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "line"
-            raise UserError(f"{path}:{lineno}: field {where!r}: {first['msg']}") from exc
+            raise UserError(validation_message(f"{path}:{lineno}", exc)) from exc
     return records
 
 

@@ -33,7 +33,7 @@ from typing import Any, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from rlcore.errors import UserError, field_path
+from rlcore.errors import UserError, validation_message
 from rlcore.rules import Problem, Rule, RuleCheck, compile_rule, rule_problems, union_tags
 
 
@@ -404,14 +404,11 @@ def load_contract(path: str | Path, model: type[Contract]) -> Contract:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        messages, tags = [], union_tags(model)
-        for error in exc.errors():
-            loc = [p for p in error["loc"] if not (isinstance(p, str) and p in tags)]
-            field = field_path(loc)
+        def where(loc: Sequence[Any]) -> str:
             line = line_of(text, loc)
-            where = f"{path}, line {line}" if line else str(path)
-            messages.append(f"{where}: field {field or '(top level)'}: {error['msg']}")
-        raise UserError("; ".join(messages)) from None
+            return f"{path}, line {line}" if line else str(path)
+
+        raise UserError(validation_message(where, exc, skip=union_tags(model))) from None
 
 
 def save_contract(contract: BaseModel, path: str | Path) -> None:

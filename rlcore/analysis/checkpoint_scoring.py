@@ -31,7 +31,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, validation_message
 from rlcore.launch import LaunchSettings
 from rlcore.rewards.spec import RewardSpec
 
@@ -93,12 +93,12 @@ class OveroptScoreSpec(OveroptScoreSettings):
 
 
 def load_score_spec(path: str | Path) -> OveroptScoreSpec:
-    from rlcore.training.specs import format_validation_error, read_spec_file
+    from rlcore.training.specs import read_spec_file
 
     try:
         spec = OveroptScoreSpec.model_validate(read_spec_file(path))
     except ValidationError as exc:
-        raise UserError(format_validation_error(str(path), exc)) from exc
+        raise UserError(validation_message(str(path), exc)) from exc
     base = Path(path).parent
     absolute = lambda p: p if p.is_absolute() else base / p  # noqa: E731
     return spec.model_copy(update={
@@ -162,7 +162,7 @@ def _gold_engine(gold: GoldSpec):
             try:
                 judge = OpenAICompatJudge(OpenAICompatSettings(**settings))
             except ValidationError as exc:
-                raise UserError(f"gold.judge: {exc.errors()[0]['loc'][0]}: {exc.errors()[0]['msg']}") from None
+                raise UserError(validation_message("gold.judge", exc)) from None
     return RewardEngine(gold.reward, judge=judge)
 
 

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, validation_message
 from rlcore.jsonl import read_jsonl_objects
 
 Z95 = 1.959963984540054
@@ -376,7 +376,5 @@ def read_samples(path: str | Path) -> list[SampleScore]:
         try:
             rows.append(SampleScore.model_validate(row))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(p) for p in error["loc"]) or "row"
-            raise UserError(f"{path}:{number}: {field}: {error['msg']}") from None
+            raise UserError(validation_message(f"{path}:{number}", exc)) from None
     return rows

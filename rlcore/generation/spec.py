@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, validation_message
 from rlcore.judges.openai_compat import EndpointLimits
 from rlcore.launch import LaunchSettings
 
@@ -89,13 +89,13 @@ class GenerationSpec(GenerationSettings):
 
 def load_generation_spec(path: str | Path) -> GenerationSpec:
     """Read and validate a GenerationSpec (JSON/YAML); relative paths are read from the spec's folder."""
-    from rlcore.training.specs import format_validation_error, read_spec_file
+    from rlcore.training.specs import read_spec_file
 
     data = read_spec_file(path)
     try:
         spec = GenerationSpec.model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(str(path), exc)) from exc
+        raise UserError(validation_message(str(path), exc)) from exc
     base = Path(path).parent
     return spec.model_copy(update={name: getattr(spec, name) if getattr(spec, name).is_absolute()
                                    else base / getattr(spec, name) for name in ("prompts", "output")})

@@ -42,7 +42,7 @@ from typing import Any, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, validation_message
 from rlcore.judges.debias import CriterionToGrade, ResponseToGrade
 from rlcore.jsonl import read_jsonl_objects
 
@@ -61,9 +61,7 @@ def _read_requests(path: Path, what: str, expected: str, build) -> list[Any]:
         try:
             items.append(build(None if request_id is None else str(request_id), row))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"])
-            raise UserError(f"{path}:{number}: field {field!r}: {error['msg']}") from exc
+            raise UserError(validation_message(f"{path}:{number}", exc)) from exc
     if not items:
         raise UserError(f"--input: {path} holds no {what}")
     return items
@@ -177,8 +175,10 @@ def read_templates(path: Path | None):
 
     try:
         templates = JudgeTemplates.model_validate(load_yaml(path.read_text(encoding="utf-8")) or {})
-    except (yaml.YAMLError, ValidationError) as exc:
+    except yaml.YAMLError as exc:
         raise UserError(f"{path}: not a valid set of judge templates: {exc}") from exc
+    except ValidationError as exc:
+        raise UserError(validation_message(str(path), exc)) from exc
     problems = templates.problems()
     if problems:
         raise UserError(f"{path}: {problems[0]}")
@@ -243,9 +243,7 @@ def read_rubric_criteria(path: Path) -> list[CriterionToGrade]:
         try:
             criteria.append(CriterionToGrade.model_validate(entry))
         except ValidationError as exc:
-            error = exc.errors()[0]
-            field = ".".join(str(part) for part in error["loc"])
-            raise UserError(f"{path}: criteria[{index}]: field {field!r}: {error['msg']}") from None
+            raise UserError(validation_message(f"{path}: criteria[{index}]", exc)) from None
     names = [c.name for c in criteria]
     if len(set(names)) != len(names):
         raise UserError(f"{path}: criterion names must be unique, got {names}")

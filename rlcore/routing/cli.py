@@ -28,7 +28,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, validation_message
 from rlcore.jsonl import read_jsonl_objects
 from rlcore.events import emit_artifact, emit_metric, emit_progress
 
@@ -57,9 +57,7 @@ def iter_comparisons(path: Path):
             try:
                 yield RoutingComparison.model_validate(row)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                field = ".".join(str(p) for p in first["loc"])
-                raise UserError(f"{path}:{lineno}: field {field!r}: {first['msg']}") from exc
+                raise UserError(validation_message(f"{path}:{lineno}", exc)) from exc
 
 
 def read_comparisons(path: Path):
@@ -93,8 +91,7 @@ def _load_model(path: Path, cls):
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
     except ValidationError as exc:
-        first = exc.errors()[0]
-        raise UserError(f"{path}: field {'.'.join(map(str, first['loc']))!r}: {first['msg']}") from exc
+        raise UserError(validation_message(str(path), exc)) from exc
 
 
 def _feature_table(args: argparse.Namespace, comparisons_path: Path):

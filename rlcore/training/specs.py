@@ -25,7 +25,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from rlcore.errors import UserError
+from rlcore.errors import UserError, validation_message
 from rlcore.launch import LaunchSettings
 from rlcore.rewards import RewardSpec
 from rlcore.rubric import load_yaml
@@ -397,24 +397,6 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def format_validation_error(source: str, exc: ValidationError) -> str:
-    """One line per problem: ``source: field.path: message``.
-
-    >>> try:
-    ...     GRPOTrainSpec(output_dir="o", policy="p", prompt_snapshot="s.jsonl", num_generations=3,
-    ...                   reward_spec={"name": "r", "components": [
-    ...                       {"kind": "length_penalty", "name": "long", "max_length": 64, "cache_length": 16}]})
-    ... except ValidationError as exc:
-    ...     print(format_validation_error("spec.json", exc))  # doctest: +ELLIPSIS
-    spec.json: ...multiple of num_generations (3) so each prompt's group is generated together
-    """
-    lines = []
-    for error in exc.errors():
-        where = ".".join(str(p) for p in error["loc"]) or "spec"
-        lines.append(f"{source}: {where}: {error['msg']}" if error["loc"] else f"{source}: {error['msg']}")
-    return "\n".join(lines)
-
-
 def load_spec(path: str | Path, kind: Literal["reward_model", "grpo", "prm"]) -> TrainSpec:
     """Read and validate a spec of ``kind`` from a JSON/YAML file; problems raise UserError naming the field."""
     data = read_spec_file(path)
@@ -424,7 +406,7 @@ def load_spec(path: str | Path, kind: Literal["reward_model", "grpo", "prm"]) ->
     try:
         spec = SPEC_CLASSES[kind].model_validate(data)
     except ValidationError as exc:
-        raise UserError(format_validation_error(str(path), exc)) from exc
+        raise UserError(validation_message(str(path), exc)) from exc
     if isinstance(spec, GRPOTrainSpec):
         spec = spec.model_copy(update={"reward_spec": spec.reward_spec.resolve_paths(Path(path).parent)})
     return spec

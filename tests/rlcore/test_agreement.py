@@ -184,6 +184,18 @@ def test_it_names_file_line_and_field_of_a_bad_label_record(tmp_path):
         read_label_records(path)
 
 
+def test_it_reports_every_bad_field_of_a_label_record(tmp_path):
+    path = tmp_path / "labels.jsonl"
+    path.write_text('{"comparison_id": "c1", "rater_id": "a", "rater_kind": "human", "value": "A"}\n'
+                    '{"comparison_id": "c1", "rater_kind": "robot", "value": "A"}\n')
+    with pytest.raises(UserError) as raised:
+        read_label_records(path)
+    assert str(raised.value).splitlines() == [
+        f"{path}:2: field 'rater_id': Field required",
+        f"{path}:2: field 'rater_kind': Input should be 'human' or 'lm'",
+    ]
+
+
 def _random_labels(n_units: int, seed: int):
     """3 people and 2 LM judges, each labelling a unit with probability 0.6, mostly agreeing with a latent truth."""
     import random

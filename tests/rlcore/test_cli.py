@@ -26,7 +26,7 @@ def test_it_explains_a_user_error_without_a_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
-    assert done.stderr.startswith(f"error: {spec}, line 2: field components:")
+    assert done.stderr.startswith(f"error: {spec}, line 2: field 'components':")
 
 
 def test_it_prints_each_command_help_as_written():

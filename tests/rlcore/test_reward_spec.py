@@ -122,15 +122,17 @@ def test_it_names_file_line_and_field_when_loading(tmp_path):
     path = tmp_path / "spec.yaml"
     path.write_text("name: s\ncomponents:\n  - kind: verifier\n    name: v\n    reference_column: a\n"
                     "    when: {column: task}\n")
-    with pytest.raises(UserError, match=r"spec.yaml, line 6: field components\[0\].when: Value error, give exactly one"):
+    with pytest.raises(UserError,
+                       match=r"spec.yaml, line 6: field 'components\[0\].when': Value error, give exactly one"):
         load_spec(path)
     path.write_text("name: s\ncomponents:\n  - kind: magic\n    name: v\n")
-    with pytest.raises(UserError, match=r"spec.yaml, line 3: field components\[0\]: Input tag 'magic'"):
+    with pytest.raises(UserError, match=r"spec.yaml, line 3: field 'components\[0\]': Input tag 'magic'"):
         load_spec(path)
     path.write_text("name: s\ncomponents:\n  - {kind: rubric_rules, name: r, rubric_path: missing.yaml}\n")
     with pytest.raises(UserError, match=r"missing.yaml: cannot read the file"):
         load_spec(path)
     json_path = tmp_path / "spec.json"
     json_path.write_text('{"name": "s",\n "components": [\n  {"kind": "verifier", "name": "v bad", "reference_column": "a"}]}')
-    with pytest.raises(UserError, match=r"spec.json, line 3: field components\[0\].name: String should match pattern"):
+    with pytest.raises(UserError,
+                       match=r"spec.json, line 3: field 'components\[0\].name': String should match pattern"):
         load_spec(json_path)

@@ -108,10 +108,21 @@ def test_it_saves_and_loads_yaml_and_json_alike(tmp_path):
     assert json.loads((tmp_path / "r.json").read_text())["criteria"][0]["rule"]["schema"] == {"type": "object"}
 
 
+def test_it_names_the_line_and_list_path_of_every_wrong_value(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("name: r\ncriteria:\n  - name: a\n  - name: b\n    weight: -1\n  - weight: 1\n")
+    with pytest.raises(UserError) as raised:
+        load_rubric(path)
+    assert str(raised.value).splitlines() == [
+        f"{path}, line 5: field 'criteria[1].weight': Input should be greater than or equal to 0",
+        f"{path}, line 6: field 'criteria[2].name': Field required",
+    ]
+
+
 def test_it_names_file_line_and_field_of_a_wrong_value(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("name: r\ncriteria:\n  - name: a\n    weight: -1\n")
-    with pytest.raises(UserError, match=r"r.yaml, line 4: field criteria\[0\].weight: Input should be greater"):
+    with pytest.raises(UserError, match=r"r.yaml, line 4: field 'criteria\[0\].weight': Input should be greater"):
         load_rubric(path)
     path.write_text("name: r\ncriteria:\n  - name: a\n    rule: {kind: regex, pattern: '(a'}\n")
     with pytest.raises(UserError, match=r"r.yaml: criterion 'a', field criteria\[0\].rule.pattern"):

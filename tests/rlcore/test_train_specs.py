@@ -42,14 +42,14 @@ def test_it_names_the_file_and_field_of_a_bad_spec(tmp_path):
     path = tmp_path / "rm.json"
     path.write_text(json.dumps({"backbone": "m", "preference_snapshot": "p.jsonl", "output_dir": "o",
                                 "learning_rate": -1}))
-    with pytest.raises(UserError, match=r"rm\.json: learning_rate: Input should be greater than 0"):
+    with pytest.raises(UserError, match=r"rm\.json: field 'learning_rate': Input should be greater than 0"):
         load_spec(path, "reward_model")
 
 
 def test_it_rejects_unknown_spec_fields(tmp_path):
     path = tmp_path / "rm.json"
     path.write_text(json.dumps({"backbone": "m", "preference_snapshot": "p.jsonl", "output_dir": "o", "lr": 1}))
-    with pytest.raises(UserError, match="lr: Extra inputs are not permitted"):
+    with pytest.raises(UserError, match="field 'lr': Extra inputs are not permitted"):
         load_spec(path, "reward_model")
 
 
