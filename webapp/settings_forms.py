@@ -106,6 +106,21 @@ class SettingsForm(forms.Form):
     def setting_field(self, name: str) -> forms.Field:
         return spec_form_field(self.settings_model, name)
 
+    def page_fields(self) -> list[forms.BoundField]:
+        """The page's own fields (what to train on, the queue), before the settings."""
+        return [self[name] for name in self.fields if name not in self.settings_names]
+
+    def settings_sections(self) -> list[tuple[str, list[forms.BoundField]]]:
+        """The settings fields grouped by the rlcore class that declares them, the run's own first, each headed by
+        the first line of that class's docstring."""
+        sections: dict[type, list[forms.BoundField]] = {}
+        for name in self.settings_names:
+            field = name.split("__")[0]
+            owner = next(cls for cls in self.settings_model.__mro__ if field in getattr(cls, "__annotations__", {}))
+            sections.setdefault(owner, []).append(self[name])
+        return [((owner.__doc__ or owner.__name__).strip().splitlines()[0], fields)
+                for owner, fields in sections.items()]
+
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean()
         try:

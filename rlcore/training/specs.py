@@ -37,7 +37,10 @@ Mirror = Literal["tensorboard", "trackio", "wandb"]
 
 
 class _TrainSettings(LaunchSettings):
-    """Settings every training run shares: how long it runs, how it steps and checkpoints, where it trains."""
+    """Every training run: its length, batches, optimiser, checkpoints, device and trackers.
+
+    The settings every training run shares (the first line of each settings class's docstring heads its
+    section of the launch page)."""
 
     seed: int = Field(42, description="Random seed for data order, splits and head initialisation.")
     max_steps: int | None = Field(None, gt=0, description="Optimizer steps to run; overrides num_train_epochs.")
@@ -99,7 +102,9 @@ def shipped_backbone() -> str:
 
 
 class RewardModelSettings(_TrainSettings):
-    """A Bradley-Terry reward model trained with TRL's RewardTrainer: the settings a person chooses."""
+    """The reward model: its backbone, held-out pairs and loss.
+
+    A Bradley-Terry reward model trained with TRL's RewardTrainer: the settings a person chooses."""
 
     backbone: str = Field(
         default_factory=shipped_backbone, min_length=1,
@@ -136,7 +141,9 @@ class RewardModelTrainSpec(RewardModelSettings, _RunFolder):
 
 
 class PRMSettings(_TrainSettings):
-    """A process reward model (see ``PRMTrainSpec``): the settings a person chooses."""
+    """The process reward model: its backbone, step separator and held-out responses.
+
+    See ``PRMTrainSpec``: the settings a person chooses."""
 
     backbone: str = Field(min_length=1, description=(
         "Token-classification backbone (a causal LM or encoder checkpoint): a Hugging Face Hub id or a local "
@@ -217,7 +224,9 @@ class DivergenceSpec(BaseModel):
 
 
 class GRPOSettings(_TrainSettings):
-    """A GRPO run (see ``GRPOTrainSpec``): the settings a person chooses."""
+    """GRPO: the loss preset and its overrides, sampling, the rollout, speed.
+
+    See ``GRPOTrainSpec``: the settings a person chooses."""
 
     preset: Literal["grpo", "dr_grpo", "dapo", "gspo"] = Field(
         "dapo", description="Loss variant (see rlcore.training.presets); TRL's default is dapo.")
