@@ -5,7 +5,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.forms_util import apply_service_errors
+from webapp.forms_util import service_errors_on
 from webapp.judging import configs, lm_labels, prompt_templates, runs, selectors
 from webapp.judging.forms import JudgeConfigForm, TemplateForm
 from webapp.judging.models import JudgeConfig
@@ -95,12 +95,9 @@ def judge_config_new(request: HttpRequest, project_id: int) -> HttpResponse:
     form = JudgeConfigForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        try:
+        with service_errors_on(form):
             config = configs.judge_config_create(project=project, user=request.user, api_key=data["api_key"],
                                                   **{f: data[f] for f in CONFIG_FIELDS})
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"Judge '{config.name}' saved. Test its connection below.")
             return redirect("judge_config_edit", project_id=project.pk, config_id=config.pk)
     return render(request, "judging/config_form.html", {"project": project, "form": form, "config": None},
@@ -116,13 +113,10 @@ def judge_config_edit(request: HttpRequest, project_id: int, config_id: int) -> 
         form = JudgeConfigForm(request.POST)
         if form.is_valid():
             data = form.cleaned_data
-            try:
+            with service_errors_on(form):
                 configs.judge_config_update(config=config, api_key=data["api_key"],
                                              clear_api_key=data["clear_api_key"],
                                              **{f: data[f] for f in CONFIG_FIELDS})
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
                 messages.success(request, f"Judge '{config.name}' saved.")
                 return redirect("judge_config_edit", project_id=project.pk, config_id=config.pk)
     else:
@@ -177,11 +171,8 @@ def template_edit(request: HttpRequest, project_id: int, name: str | None = None
         project_for_user(request.user, project_id, Capability.DESIGN)
         form = TemplateForm(request.POST)
         if form.is_valid():
-            try:
+            with service_errors_on(form):
                 template = prompt_templates.template_save(project=project, user=request.user, **form.cleaned_data)
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
                 messages.success(request, f"Saved {template}.")
                 return redirect("judge_template_edit", project_id=project.pk, name=template.name)
     else:
