@@ -1,12 +1,11 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 from django_htmx.http import HttpResponseClientRefresh
 
-from webapp.forms_util import apply_service_errors
+from webapp.forms_util import service_errors_as_messages, service_errors_on
 from webapp.judging.lm_labels import lm_runs_reconcile
 from webapp.projects.permissions import Capability, project_for_user, role_allows
 from webapp.routing import selectors, services
@@ -28,13 +27,10 @@ def routing_home(request: HttpRequest, project_id: int) -> HttpResponse:
         project_for_user(request.user, project_id, Capability.DESIGN)
         if form.is_valid():
             data = form.cleaned_data
-            try:
+            with service_errors_on(form):
                 plan = services.routing_plan_create(
                     project=project, user=request.user, budget=data["budget"], strategy=data["strategy"],
                     judge_config_id=data["judge_config"], template_id=data["template"], seed=data["seed"] or 0)
-            except ValidationError as exc:
-                apply_service_errors(form, exc)
-            else:
                 return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
     tag_form = TagForm(project=project, initial={"categories": DEFAULT_CATEGORIES})
     return _home(request, project, form=form, tag_form=tag_form,
@@ -75,14 +71,10 @@ def plan_detail(request: HttpRequest, project_id: int, plan_id: int) -> HttpResp
 def plan_approve(request: HttpRequest, project_id: int, plan_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     plan = get_object_or_404(RoutingPlan, project=project, pk=plan_id)
-    try:
+    with service_errors_as_messages(request):
         plan = services.routing_plan_approve(plan=plan, user=request.user,
                                              judge_config_id=request.POST.get("judge_config") or None,
                                              template_id=request.POST.get("template") or None)
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-    else:
         messages.success(request, f"Plan {plan.pk} approved: {plan.n_human} comparisons in the annotation queue, "
                                   f"{plan.n_lm} for the LM judge.")
     return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
@@ -93,13 +85,10 @@ def plan_approve(request: HttpRequest, project_id: int, plan_id: int) -> HttpRes
 def plan_rerun(request: HttpRequest, project_id: int, plan_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     plan = get_object_or_404(RoutingPlan, project=project, pk=plan_id)
-    try:
+    with service_errors_as_messages(request):
         new = services.routing_plan_rerun(plan=plan, user=request.user)
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-        return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
-    return redirect("routing_plan", project_id=project.pk, plan_id=new.pk)
+        return redirect("routing_plan", project_id=project.pk, plan_id=new.pk)
+    return redirect("routing_plan", project_id=project.pk, plan_id=plan.pk)
 
 
 @login_required
@@ -112,14 +101,11 @@ def feature_agreement(request: HttpRequest, project_id: int) -> HttpResponse:
 def _queue_signal_job(request: HttpRequest, project_id: int, create, what: str) -> HttpResponse:
     """Queue a job that computes a routing signal; its page shows the progress."""
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
-    try:
+    with service_errors_as_messages(request):
         job = create(project=project, user=request.user)
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-        return redirect("routing_home", project_id=project.pk)
-    messages.success(request, f"{what} job {job.pk} queued; re-run plans when it has finished.")
-    return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+        messages.success(request, f"{what} job {job.pk} queued; re-run plans when it has finished.")
+        return redirect("job_detail", project_id=project.pk, job_id=job.pk)
+    return redirect("routing_home", project_id=project.pk)
 
 
 @login_required
@@ -135,12 +121,9 @@ def tags_compute(request: HttpRequest, project_id: int) -> HttpResponse:
     form = TagForm(request.POST, project=project)
     if form.is_valid():
         data = form.cleaned_data
-        try:
+        with service_errors_on(form):
             job = tagging_job_create(project=project, user=request.user, judge_config_id=data["judge_config"],
                                      categories=data["categories"], multi_label=data["multi_label"])
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"Tagging job {job.pk} queued; plans computed after it has finished get "
                                       "category features.")
             return redirect("job_detail", project_id=project.pk, job_id=job.pk)
