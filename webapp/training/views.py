@@ -1,11 +1,10 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from webapp.forms_util import apply_service_errors
+from webapp.forms_util import service_errors_as_messages, service_errors_on
 from webapp.jobs.kinds import GRPO_KIND, PRM_KIND, REWARD_MODEL_KIND, TRAINING_KINDS
 from webapp.jobs.models import Job
 from webapp.projects.permissions import Capability, project_for_user, role_allows
@@ -77,14 +76,11 @@ def policy_register(request: HttpRequest, project_id: int) -> HttpResponse:
     form = PolicyRegisterForm(request.POST, project=project)
     if form.is_valid():
         data = form.cleaned_data
-        try:
+        with service_errors_on(form):
             policy = services.policy_register(
                 project=project, user=request.user, name=data["name"], source=data["source"],
                 location=data["location"], endpoint_url=data["endpoint_url"], api_key=data["api_key"],
                 api_key_env=data["api_key_env"], job=data["job"], step=data["step"])
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"Policy '{policy.name}' registered.")
             return redirect("training_home", project_id=project.pk)
     return _home(request, project, membership, register_form=form)
@@ -107,13 +103,10 @@ def generation_launch(request: HttpRequest, project_id: int) -> HttpResponse:
     form = GenerationLaunchForm(request.POST, project=project)
     if form.is_valid():
         data = form.cleaned_data
-        try:
+        with service_errors_on(form):
             job = services.generation_job_create(
                 project=project, user=request.user, dataset=data["dataset"], policies=list(data["policies"]),
                 settings=data["settings"], round=data["round"])
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"Generation job {job.pk} queued.")
             return redirect("job_detail", project_id=project.pk, job_id=job.pk)
     return _home(request, project, membership, generate_form=form)
@@ -126,14 +119,11 @@ def generation_rerun(request: HttpRequest, project_id: int, job_id: int) -> Http
 
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     job = get_object_or_404(Job, project=project, pk=job_id, kind=GENERATE_KIND)
-    try:
+    with service_errors_as_messages(request):
         again = services.generation_rerun(job=job, user=request.user)
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-        return redirect("job_detail", project_id=project.pk, job_id=job.pk)
-    messages.success(request, f"Generating what is missing as job {again.pk}.")
-    return redirect("job_detail", project_id=project.pk, job_id=again.pk)
+        messages.success(request, f"Generating what is missing as job {again.pk}.")
+        return redirect("job_detail", project_id=project.pk, job_id=again.pk)
+    return redirect("job_detail", project_id=project.pk, job_id=job.pk)
 
 
 def _launch_page(request: HttpRequest, project_id: int, *, form_class: type[SettingsForm], kind: str, what: str,
@@ -145,11 +135,8 @@ def _launch_page(request: HttpRequest, project_id: int, *, form_class: type[Sett
     form = form_class(request.POST or None, project=project,
                       initial=_clone_initial(project, request, kind, form_class))
     if request.method == "POST" and form.is_valid():
-        try:
+        with service_errors_on(form):
             job = launch(project, form.cleaned_data)
-        except ValidationError as exc:
-            apply_service_errors(form, exc)
-        else:
             messages.success(request, f"{queued} {job.pk} queued.")
             if kind == GRPO_KIND and (warning := form.cleaned_data["settings"].clip_warning()):
                 messages.warning(request, warning)
@@ -204,14 +191,11 @@ def prm_delete(request: HttpRequest, project_id: int, model_id: int) -> HttpResp
 def job_resume(request: HttpRequest, project_id: int, job_id: int) -> HttpResponse:
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     job = get_object_or_404(Job, project=project, pk=job_id)
-    try:
+    with service_errors_as_messages(request):
         resumed = services.job_resume(job=job, user=request.user)
-    except ValidationError as exc:
-        for message in exc.messages:
-            messages.error(request, message)
-        return redirect("job_detail", project_id=project.pk, job_id=job.pk)
-    messages.success(request, f"Resuming from the last checkpoint as job {resumed.pk}.")
-    return redirect("job_detail", project_id=project.pk, job_id=resumed.pk)
+        messages.success(request, f"Resuming from the last checkpoint as job {resumed.pk}.")
+        return redirect("job_detail", project_id=project.pk, job_id=resumed.pk)
+    return redirect("job_detail", project_id=project.pk, job_id=job.pk)
 
 
 @login_required
