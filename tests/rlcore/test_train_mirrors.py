@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-import tiny_models
 from rlcore.errors import UserError
+from rlcore.training import tiny_models
 from rlcore.training.grpo import train_grpo
 from rlcore.training.reward_model import train_reward_model
 from rlcore.training.specs import GRPOTrainSpec, RewardModelTrainSpec, load_spec
@@ -112,5 +112,5 @@ def test_it_refuses_a_tracker_that_is_not_installed_when_the_spec_is_built(tmp_p
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(f"output_dir: {tmp_path / 'run'}\nbackbone: b\npreference_snapshot: {labels}\n"
                          "report_to: [wandb]\n")
-    with pytest.raises(UserError, match=r"spec.yaml: report_to: .*wandb is not installed"):
+    with pytest.raises(UserError, match=r"spec.yaml: field 'report_to': .*wandb is not installed"):
         load_spec(spec_file, "reward_model")
