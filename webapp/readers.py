@@ -21,6 +21,9 @@ class Readers:
     ensembles: Callable[..., list[dict]] | None = None
     # routing: (reward_model, response_ids) -> [(prompt id, response id, score)] stored for those responses
     response_scores: Callable[..., list[tuple]] | None = None
+    # routing: (project, path, response_ids) -> (name, {response id: score}) of the project's newest registered
+    # reward model at ``path``, its stored scores among ``response_ids``; None when none is registered there
+    registry_model_scores: Callable[..., tuple[str, dict[int, float]] | None] | None = None
     # training: (project) -> the project's registered reward models / process reward models (not deleted)
     reward_model_list: Callable[..., object] | None = None
     prm_list: Callable[..., object] | None = None
@@ -28,6 +31,14 @@ class Readers:
     check_spec_models: Callable[..., None] | None = None
     # annotation: (rubric_versions) -> how many labels were scored with any of them
     labels_scored_with: Callable[..., int] | None = None
+    # judging: (rubric_versions) -> how many LM labelling runs graded on any of them
+    lm_runs_graded_with: Callable[..., int] | None = None
+    # judging: (project) -> the project's judge configs (a QuerySet, by name) / those a rubric preview can call
+    judge_config_list: Callable[..., object] | None = None
+    preview_judge_list: Callable[..., object] | None = None
+    # judging: (config) -> the judge that grades a rubric preview's rule-less criteria now; a ValidationError
+    # naming ``judge_config`` when it cannot
+    preview_judge: Callable[..., object] | None = None
     # rounds: (project, ref) -> the over-optimisation sample ``ref`` names as a rubric-preview row, or None
     overopt_preview_row: Callable[..., dict | None] | None = None
 

@@ -24,7 +24,8 @@ from webapp.jobs.models import Job
 from webapp.judging.configs import backend_arguments, write_key_file
 from webapp.judging.models import JudgeBackend, JudgeConfig, JudgePromptTemplate, LabellingMode, LMLabellingRun, \
     PromptMode
-from webapp.judging.selectors import annotation_rubric, rankings_awaiting_label, step_items_awaiting_prelabel
+from webapp.judging.selectors import rankings_awaiting_label, step_items_awaiting_prelabel
+from webapp.rubrics.selectors import annotation_rubric_for
 
 logger = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def lm_labelling_job_create(*, project, user, config: JudgeConfig, comparison_id
 
 def _rubric_to_grade(project):
     """The annotation rubric's latest version and its criteria a judge grades (those without a rule)."""
-    version = annotation_rubric(project=project)
+    version = annotation_rubric_for(project)
     if version is None:
         raise ValidationError({"grade_rubric": "This project has no annotation rubric to grade on: mark one "
                                                "'use for annotation' on the Rubrics page."})

@@ -3,16 +3,20 @@
 
 from __future__ import annotations
 
-import django.dispatch
 from django.db.models import Count, Exists, OuterRef, QuerySet
 
 from rlcore.judges.outcomes import LabellingSummary, summarize_outcomes
 
-from webapp.judging.models import JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun
+from webapp.judging.models import JudgeBackend, JudgeConfig, JudgePromptTemplate, LMLabelAttempt, LMLabellingRun
 
 
 def judge_config_list(*, project) -> QuerySet[JudgeConfig]:
     return JudgeConfig.objects.filter(project=project).order_by("name")
+
+
+def preview_judge_list(*, project) -> QuerySet[JudgeConfig]:
+    """The judges a rubric's live preview can call from the web process (a local model only workers load)."""
+    return judge_config_list(project=project).filter(backend=JudgeBackend.OPENAI)
 
 
 def judge_config_public(config: JudgeConfig) -> dict:
@@ -63,17 +67,9 @@ def attempts_for(*, job_id: int) -> QuerySet[LMLabelAttempt]:
     return LMLabelAttempt.objects.filter(run__job_id=job_id).order_by("id")
 
 
-# Asks for the project's annotation rubric (the latest version of the rubric marked for annotation), which a
-# run may also grade every response on. The rubrics app owns it and depends on judging (its editor previews
-# with a judge), so judging asks instead of importing rubrics: the rubrics app answers (webapp.rubrics.apps)
-# with a RubricVersion or None.
-annotation_rubric_wanted = django.dispatch.Signal()
-
-
-def annotation_rubric(*, project):
-    """The project's annotation rubric version, or None."""
-    answers = (version for _, version in annotation_rubric_wanted.send(sender=LMLabellingRun, project=project))
-    return next((version for version in answers if version is not None), None)
+def lm_runs_graded_with(*, rubric_versions) -> int:
+    """How many LM labelling runs graded every response on one of ``rubric_versions`` too."""
+    return LMLabellingRun.objects.filter(rubric_version__in=rubric_versions).count()
 
 
 def rankings_awaiting_label(*, project) -> QuerySet:

@@ -10,6 +10,7 @@ from webapp.judging import configs, lm_labels, prompt_templates, runs, selectors
 from webapp.judging.forms import JudgeConfigForm, TemplateForm
 from webapp.judging.models import JudgeConfig
 from webapp.projects.permissions import Capability, project_for_user, role_allows
+from webapp.rubrics.selectors import annotation_rubric_for
 
 CONFIG_FIELDS = ("name", "backend", "endpoint", "model", "api_key_env", "max_concurrency", "timeout_s", "max_retries")
 
@@ -30,7 +31,7 @@ def judge_home(request: HttpRequest, project_id: int) -> HttpResponse:
         "rank_templates": [t for t in templates if t.mode == "rank"],
         "steps_waiting": selectors.step_items_awaiting_prelabel(project=project).count(),
         "steps_templates": [t for t in templates if t.mode == "steps"],
-        "annotation_rubric": selectors.annotation_rubric(project=project),
+        "annotation_rubric": annotation_rubric_for(project),
     })
 
 

@@ -7,9 +7,10 @@ class RoutingConfig(AppConfig):
 
     def ready(self) -> None:
         from webapp.readers import readers
-        from webapp.routing.selectors import response_scores
+        from webapp.routing.selectors import registry_model_scores, response_scores
 
         readers.response_scores = response_scores  # the ensemble audit's scores
+        readers.registry_model_scores = registry_model_scores  # the spec preview's reward-model components
         from webapp.judging.lm_labels import lm_labelling_finished
         from webapp.routing.services import on_lm_labelling_finished
 

@@ -7,12 +7,24 @@ from collections import Counter
 from django.db.models import QuerySet
 
 from webapp.routing.models import ResponseRewardScore, RoutingDecision, RoutingPlan
+from webapp.training.models import RewardModel
 
 
 def response_scores(*, reward_model, response_ids) -> list[tuple[int, int, float]]:
     """(prompt id, response id, score) of the responses ``reward_model`` scored, among ``response_ids``."""
     return list(ResponseRewardScore.objects.filter(reward_model=reward_model, response_id__in=response_ids)
                 .values_list("response__prompt_id", "response_id", "score"))
+
+
+def registry_model_scores(*, project, path: str, response_ids) -> tuple[str, dict[int, float]] | None:
+    """The name of the project's newest registered reward model at ``path`` and {response id: score} of those
+    among ``response_ids`` a worker scored with it; None when no reward model of the registry is at ``path``."""
+    model = (RewardModel.objects.filter(project=project, path=path, deleted_at__isnull=True)
+             .order_by("-pk").first())
+    if model is None:
+        return None
+    return model.name, dict(ResponseRewardScore.objects.filter(reward_model=model, response_id__in=response_ids)
+                            .values_list("response_id", "score"))
 
 
 def plan_list(*, project) -> QuerySet[RoutingPlan]:

@@ -16,6 +16,7 @@ from ninja import Router, Schema, Status
 from pydantic import Field
 
 from webapp.projects.permissions import Capability, project_for_user
+from webapp.readers import readers
 from webapp.rubrics import selectors, services
 from webapp.rubrics.contracts import dump_yaml, parse_rubric
 from webapp.rubrics.diffs import definition_diff
@@ -189,9 +190,7 @@ def preview_rubric(request, project_id: int, body: RubricPreviewIn):
         baseline = selectors.rubric_latest(rubric=rubric) if rubric else None
     judge_config = None
     if body.judge_config_id is not None:
-        from webapp.judging.models import JudgeConfig
-
-        judge_config = get_object_or_404(JudgeConfig, project=project, pk=body.judge_config_id)
+        judge_config = get_object_or_404(readers.judge_config_list(project=project), pk=body.judge_config_id)
     return selectors.rubric_preview(project=project, contract=contract, baseline=baseline, judge_config=judge_config,
                                     rows=_rows(body.rows), limit=body.limit)
 

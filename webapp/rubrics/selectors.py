@@ -11,6 +11,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Max, QuerySet
 
 from webapp.projects.models import Project
+from webapp.readers import readers
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
 
 PREVIEW_LIMIT = 20
@@ -147,9 +148,7 @@ def rubric_preview(*, project: Project, contract, baseline: RubricVersion | None
     """
     judge = None
     if judge_config is not None:
-        from webapp.judging.configs import preview_judge
-
-        judge = preview_judge(config=judge_config)
+        judge = readers.preview_judge(config=judge_config)
         limit = min(limit, JUDGED_PREVIEW_LIMIT)
         if rows is not None and len(rows) > limit:
             raise ValidationError({"rows": f"{len(rows)} rows; a preview graded by a judge takes at most "
@@ -212,21 +211,18 @@ def _scored_preview(*, contract, rows: list[dict[str, Any]], baseline=None, judg
 def _stored_model_scores(project, component, rows: list[dict[str, Any]]) -> tuple[list[float] | None, str]:
     """A registered reward model's scores of the previewed responses, as a worker stored them (the web
     process never loads a model), or None with the reason they cannot be shown."""
-    from webapp.routing.models import ResponseRewardScore
-    from webapp.training.models import RewardModel
-
-    model = (RewardModel.objects.filter(project=project, path=component.path, deleted_at__isnull=True)
-             .order_by("-pk").first() if project is not None else None)
-    if model is None:
-        return None, "not a reward model of this project's registry: only a worker can score with it"
     ids = [row.get("id") for row in rows]
+    found = (readers.registry_model_scores(project=project, path=component.path,
+                                           response_ids=[i for i in ids if i is not None])
+             if project is not None else None)
+    if found is None:
+        return None, "not a reward model of this project's registry: only a worker can score with it"
     if any(i is None for i in ids):
         return None, "rows given without response ids have no stored scores"
-    stored = dict(ResponseRewardScore.objects.filter(reward_model=model, response_id__in=ids)
-                  .values_list("response_id", "score"))
+    name, stored = found
     missing = sum(1 for i in ids if i not in stored)
     if missing:
-        return None, (f"{missing} of {len(ids)} previewed responses are not scored by {model.name} yet: run "
+        return None, (f"{missing} of {len(ids)} previewed responses are not scored by {name} yet: run "
                       "'Score responses with the registry' on the Routing page (a worker job)")
     return [stored[i] for i in ids], ""
 

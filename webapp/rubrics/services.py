@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max
 
 from webapp.projects.models import Project
+from webapp.readers import readers
 from webapp.rubrics import selectors
 from webapp.rubrics.contracts import load_yaml_document, parse_rubric, parse_spec, with_lines
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
@@ -236,14 +237,11 @@ def _plural(n: int, word: str) -> str:
 
 def rubric_uses(rubric: Rubric) -> list[str]:
     """What still points at any version of the rubric (its versions are the record of what those used)."""
-    from webapp.annotation.models import PreferenceLabel
-    from webapp.judging.models import LMLabellingRun
-
     versions = rubric.versions.all()
     uses = []
-    if n := PreferenceLabel.objects.filter(rubric_version__in=versions).count():
+    if n := readers.labels_scored_with(rubric_versions=versions):
         uses.append(f"{_plural(n, 'label')} scored with it")
-    if n := LMLabellingRun.objects.filter(rubric_version__in=versions).count():
+    if n := readers.lm_runs_graded_with(rubric_versions=versions):
         uses.append(f"{_plural(n, 'LM labelling run')}")
     specs = sorted({str(v) for v in RewardSpecVersion.objects.filter(rubric_versions__in=versions)
                     .select_related("spec")})
@@ -312,10 +310,9 @@ def reward_spec_serve(*, version: RewardSpecVersion, user):
     from webapp.jobs.kinds import SERVE_REWARD_KIND, serve_reward_argv
     from webapp.jobs.models import Queue
     from webapp.jobs.services import job_create
-    from webapp.training.model_locations import check_spec_models
 
     project = version.spec.project
-    check_spec_models(project=project, definition=version.definition)
+    readers.check_spec_models(project=project, definition=version.definition)
     paths = model_paths(version.definition)
     try:
         contract = RewardSpecContract.model_validate(version.definition)

@@ -15,6 +15,7 @@ from django.views.decorators.http import require_POST
 
 from rlcore.rewards.spec import DEFAULT_WEIGHT, Normalization
 from webapp.projects.permissions import Capability, project_for_user, role_allows
+from webapp.readers import readers
 from webapp.rubrics import editor, selectors, services
 from webapp.rubrics.contracts import dump_yaml, load_yaml_document, parse_rubric
 from webapp.rubrics.diffs import definition_diff
@@ -69,9 +70,7 @@ def rubric_list(request: HttpRequest, project_id: int) -> HttpResponse:
 def _pinned_rows(project, ref: str) -> list[dict[str, Any]]:
     """Rows put first in the live preview: ``overopt:<report id>:<gap sample index>`` is a flagged sample of
     an over-optimisation report (the designer came from it to change the rubric); anything else, none."""
-    from webapp.rounds.selectors import overopt_preview_row
-
-    row = overopt_preview_row(project=project, ref=ref) if ref else None
+    row = readers.overopt_preview_row(project=project, ref=ref) if ref else None
     return [row] if row else []
 
 
@@ -103,10 +102,7 @@ def _check_context(project, state: dict[str, Any], rubric: Rubric | None, judge_
             judge_config = None
             preview = selectors.rubric_preview(project=project, contract=contract, baseline=baseline, first=first)
         if judge_config is None and preview["judged_criteria"] and preview["items"]:
-            from webapp.judging.models import JudgeBackend
-            from webapp.judging.selectors import judge_config_list
-
-            judges = list(judge_config_list(project=project).filter(backend=JudgeBackend.OPENAI))
+            judges = list(readers.preview_judge_list(project=project))
     n = len(state["criteria"])
     return {"errors": errors, "rows": list(zip(range(n), state["criteria"], [per[i] for i in range(n)])),
             "rubric_errors": rest, "to_fill": to_fill, "preview": preview, "baseline": baseline if preview and preview["has_baseline"]
@@ -188,9 +184,8 @@ def rubric_judge_preview(request: HttpRequest, project_id: int) -> HttpResponse:
     """htmx, on "Grade with this judge": the live preview with the rule-less criteria graded by an LM judge."""
     project, _ = project_for_user(request.user, project_id, Capability.DESIGN)
     rubric = Rubric.objects.filter(project=project, pk=request.POST.get("rubric_id") or 0).first()
-    from webapp.judging.models import JudgeConfig
-
-    config = get_object_or_404(JudgeConfig, project=project, pk=request.POST.get("judge_config_id") or 0)
+    config = get_object_or_404(readers.judge_config_list(project=project),
+                               pk=request.POST.get("judge_config_id") or 0)
     state = editor.state_from_post(request.POST)
     return render(request, "rubrics/rubric_editor.html#check", {
         "project": project, "state": state, "errors_oob": True,
@@ -354,12 +349,11 @@ def _spec_composer(request: HttpRequest, project_id: int, spec_id: int | None) -
 
 
 def _composer_choices(project) -> dict[str, Any]:
-    from webapp.training.selectors import prm_list, reward_model_list
-
     return {"component_kinds": list(COMPONENT_DEFAULTS), "default_weight": DEFAULT_WEIGHT,
             "normalizations": NORMALIZATIONS,
             "rubrics": selectors.rubric_list(project=project),
-            "reward_models": reward_model_list(project=project), "process_reward_models": prm_list(project=project)}
+            "reward_models": readers.reward_model_list(project=project),
+            "process_reward_models": readers.prm_list(project=project)}
 
 
 @login_required
@@ -386,9 +380,7 @@ def spec_add_component(request: HttpRequest, project_id: int) -> HttpResponse:
             weight = DEFAULT_WEIGHT
         prm_path = request.POST.get("add_prm_path") or ""
         if not prm_path:  # the newest registered PRM, so the added component runs as it is
-            from webapp.training.selectors import prm_list
-
-            prm_path = next(iter(prm_list(project=project).values_list("path", flat=True)[:1]),
+            prm_path = next(iter(readers.prm_list(project=project).values_list("path", flat=True)[:1]),
                             "/path/to/process-reward-model")
         fields = {k: v.format(rubric=request.POST.get("add_rubric") or "<rubric name>",
                               path=request.POST.get("add_path") or "/path/to/reward-model",
