@@ -77,8 +77,9 @@ INSTALLED_APPS = [
     "webapp.accounts",
     "webapp.projects",
     "webapp.jobs",
-    "webapp.rubrics",
+    # the order is the apps' layering: each imports only those above it (tests/webapp/test_app_dependencies.py)
     "webapp.datasets",
+    "webapp.rubrics",
     "webapp.annotation",
     "webapp.training",
     "webapp.judging",

@@ -10,8 +10,9 @@ WEBAPP = Path(__file__).resolve().parents[2] / "webapp"
 
 
 def app_imports(root: Path = WEBAPP) -> dict[tuple[str, str], list[str]]:
-    """{(importing app, imported app): ["file:line module", ...]} over every import statement of the apps' code
-    (migrations left out: they name the models they were written against)."""
+    """{(importing app, imported app): ["file:line module", ...]} over every import statement of the apps' code,
+    and every ``apps.get_model("<app>", ...)`` (an import by name), migrations left out: they name the models
+    they were written against."""
     apps = {p.name for p in root.iterdir() if (p / "__init__.py").is_file()}
     where: dict[tuple[str, str], list[str]] = defaultdict(list)
     for path in sorted(root.rglob("*.py")):
@@ -23,6 +24,9 @@ def app_imports(root: Path = WEBAPP) -> dict[tuple[str, str], list[str]]:
                 modules = [node.module]
             elif isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_model"
+                  and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+                modules = [f"webapp.{node.args[0].value.split('.')[0]}"]
             else:
                 continue
             for module in modules:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.apps import apps
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Max, QuerySet
 
+from webapp.datasets.models import Dataset, Response
 from webapp.projects.models import Project
 from webapp.readers import readers
 from webapp.rubrics.models import RewardSpec, RewardSpecVersion, Rubric, RubricVersion
@@ -64,18 +64,11 @@ def spec_for_editing(*, version: RewardSpecVersion) -> dict[str, Any]:
 # ---------------------------------------------------------------- the project's data
 
 
-def _datasets_ready() -> bool:
-    return apps.is_installed("webapp.datasets")
-
-
 def project_columns(*, project: Project) -> list[str] | None:
     """Columns a spec may read: 'prompt' plus every metadata column of the project's datasets.
 
     None (nothing to check against) while the project has no dataset.
     """
-    if not _datasets_ready():
-        return None
-    Dataset = apps.get_model("datasets", "Dataset")
     column_lists = list(Dataset.objects.filter(project=project).exclude(status="failed")
                         .values_list("metadata_columns", flat=True))
     if not column_lists:
@@ -89,9 +82,6 @@ def project_columns(*, project: Project) -> list[str] | None:
 def sample_responses(*, project: Project, limit: int = PREVIEW_LIMIT) -> list[dict[str, Any]]:
     """A fixed sample of the project's responses for previews: the first ``limit`` by import order, as rows
     ``{"id", "prompt", "completion", <metadata columns>}`` (the same sample every time, so ranks compare)."""
-    if not _datasets_ready():
-        return []
-    Response = apps.get_model("datasets", "Response")
     rows = []
     queryset = (Response.objects.filter(prompt__dataset__project=project, prompt__dataset__status="ready")
                 .select_related("prompt").order_by("prompt__dataset_id", "prompt__source_line", "id")[:limit])
