@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from rlcore.generation.run import generate  # noqa: E402
 from rlcore.generation.spec import GenerationSpec  # noqa: E402
-from tests.rlcore.tiny_models import build_tiny_causal_lm  # noqa: E402
+from rlcore.training.tiny_models import build_tiny_causal_lm  # noqa: E402
 
 
 def _prompts(path: Path, n: int) -> Path:

@@ -1,6 +1,6 @@
 """Process-reward scoring inside a GRPO step: what rlcore adds around the PRM's own forward pass.
 
-Builds a tiny random Qwen2-shaped token classifier (tests/rlcore/tiny_models.py), then for a GRPO-sized
+Builds a tiny random Qwen2-shaped token classifier (rlcore/training/tiny_models.py), then for a GRPO-sized
 batch (64 completions of 4-8 steps) times, best of --repeats:
 
 - ``forward_s``: the model's own forward over the same token ids, already built and padded (the floor);
@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "rlcore"))
+sys.path.insert(0, str(ROOT))
 
 
 def main() -> None:
@@ -42,9 +42,9 @@ def main() -> None:
     import torch
     from transformers import AutoModelForTokenClassification
 
-    import tiny_models
     from rlcore.rewards.engine import RewardEngine, make_batch
     from rlcore.rewards.spec import RewardSpec
+    from rlcore.training import tiny_models
     from rlcore.training.prm import predict_steps, tokenize_row
     from rlcore.steps import StepwiseRow
 

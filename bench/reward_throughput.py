@@ -176,7 +176,7 @@ def grpo_figures(steps: int) -> dict:
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from tests.rlcore.tiny_models import build_tiny_causal_lm
+    from rlcore.training.tiny_models import build_tiny_causal_lm
 
     work = Path(tempfile.mkdtemp())
     policy = build_tiny_causal_lm(work / "policy")

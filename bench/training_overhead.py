@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "rlcore"))
+sys.path.insert(0, str(ROOT))
 
 REWARD_SPEC = {"name": "bench", "components": [
     {"kind": "verifier", "name": "agrees", "reference_column": "reference", "mode": "exact", "weight": 1.0},
@@ -122,7 +122,7 @@ def main() -> None:
                         help="GRPO presets to compare (each against plain TRL with the same GRPOConfig fields)")
     options = parser.parse_args()
 
-    import tiny_models
+    from rlcore.training import tiny_models
 
     work = Path(tempfile.mkdtemp(prefix="rlcore-overhead-"))
     labels = tiny_models.write_keyword_preferences(work / "labels.jsonl", 200)

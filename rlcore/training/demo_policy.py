@@ -25,12 +25,6 @@ from pathlib import Path
 
 DEMO_POLICY_LABEL = "demo policy: random weights"
 MARKER_FILE = "rlcore_demo_policy.json"
-# ChatML-like, so conversational prompts (message lists) work as with Qwen-style instruct models
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 # a little general text, so the tokenizer has common words even when the caller's text is short
 BASE_TEXT = [
     "Thanks for asking. Here is a short answer to your question, please let me know if you need more.",
@@ -68,25 +62,14 @@ def build_demo_policy(directory: str | Path, texts: Iterable[str], *, vocab_size
 
         shutil.rmtree(directory)
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast, Qwen2Config
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     from rlcore.training.runtime import publish_directory, staging_directory
+    from rlcore.training.tiny_models import tiny_qwen2_config, train_tokenizer
 
-    corpus = [*BASE_TEXT, *(t for t in texts if t)]
-    tok = Tokenizer(models.BPE(unk_token=None))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    # byte-level with the full byte alphabet: any text encodes, whatever the corpus held
-    tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
-                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
-    tokenizer.padding_side = "left"
-    tokenizer.chat_template = CHAT_TEMPLATE
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
-                         eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    tokenizer = train_tokenizer([*BASE_TEXT, *(t for t in texts if t)], vocab_size)
+    config = tiny_qwen2_config(tokenizer, hidden_size=64, intermediate_size=128, num_attention_heads=4,
+                               num_key_value_heads=2, max_position_embeddings=2048)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

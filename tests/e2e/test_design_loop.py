@@ -8,8 +8,8 @@ import json
 import httpx
 import pytest
 
-import tiny_models
 from rlcore.judges.testing_server import ChatCompletionsServer, prefers_keyword
+from rlcore.training import tiny_models
 from tests.conftest import token_for, wait_for
 from tests.webapp.test_rounds import hand_wilson
 from webapp.annotation.models import Comparison, LabelSource, PreferenceLabel

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from rlcore.training.tiny_models import build_tiny_causal_lm
 from tests.conftest import sign_in
-from tests.rlcore.tiny_models import build_tiny_causal_lm
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.browser]
 

@@ -7,7 +7,7 @@ import json
 import httpx
 import pytest
 
-import tiny_models
+from rlcore.training import tiny_models
 from tests.conftest import token_for, wait_for
 from tests.rlcore.step_data import synthetic_steps
 from webapp.jobs.models import Job, JobState, MetricPoint

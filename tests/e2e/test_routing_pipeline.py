@@ -192,7 +192,7 @@ def test_it_embeds_responses_on_a_worker_and_routes_with_embedding_similarity(ap
 
 def test_it_scores_responses_with_the_registry_and_routes_on_reward_model_disagreement(api, people, celery_workers,
                                                                                      tmp_path):
-    import tiny_models
+    from rlcore.training import tiny_models
     from webapp.routing.models import ResponseRewardScore
     from webapp.training.models import RewardModel
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-import tiny_models
+from rlcore.training import tiny_models
 
 
 @pytest.fixture(scope="module")

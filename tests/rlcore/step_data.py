@@ -2,7 +2,7 @@
 
 import random
 
-import tiny_models
+from rlcore.training import tiny_models
 
 
 def synthetic_steps(n: int, seed: int = 0) -> list[dict]:

@@ -12,8 +12,8 @@ import pytest
 from rlcore.analysis.checkpoint_scoring import load_score_spec, score_checkpoints
 from rlcore.analysis.overoptimization import analyse_overoptimization, read_samples
 from rlcore.errors import UserError
+from rlcore.training.tiny_models import build_tiny_causal_lm, build_tiny_reward_model
 from tests.conftest import ROOT
-from tests.rlcore.tiny_models import build_tiny_causal_lm, build_tiny_reward_model
 
 RUBRIC = {"name": "r", "criteria": [{"name": "has_w", "rule": {"kind": "regex", "pattern": "w"}}]}
 

@@ -13,8 +13,8 @@ from rlcore.errors import UserError
 from rlcore.generation.run import existing_keys, generate
 from rlcore.generation.spec import GenerationSpec
 from rlcore.judges.testing_server import ChatCompletionsServer, always, scripted, ScriptedReply
+from rlcore.training.tiny_models import build_tiny_causal_lm
 from tests.conftest import ROOT, free_port
-from tests.rlcore.tiny_models import build_tiny_causal_lm
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_a_deleted_checkpoint_is_named(tmp_path):
 def test_a_prompt_longer_than_the_context_is_refused_with_its_count_or_truncated_left(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from tests.rlcore.tiny_models import build_tokenizer, tiny_qwen2_config
+    from rlcore.training.tiny_models import build_tokenizer, tiny_qwen2_config
 
     folder = tmp_path / "short-context"
     tok = build_tokenizer(folder)

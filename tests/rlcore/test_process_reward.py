@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-import tiny_models
 from rlcore.errors import UserError
 from rlcore.rewards import RewardSpec, check_spec, score_rows
 from rlcore.rewards.process import aggregate, renorm
+from rlcore.training import tiny_models
 from step_data import synthetic_steps
 
 

@@ -137,7 +137,7 @@ def test_it_logs_each_component_under_its_name_in_a_real_grpo_step(tmp_path):
     from transformers import AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from tests.rlcore.tiny_models import build_tiny_causal_lm
+    from rlcore.training.tiny_models import build_tiny_causal_lm
 
     policy = build_tiny_causal_lm(tmp_path / "policy")
     rows = [{"prompt": f"w{i} w{i + 1} question", "answer": str(i), "task": "math" if i % 2 else "chat"}

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-import tiny_models
 from rlcore.rewards import RewardSpec, score_rows
 from rlcore.rewards.engine import TokenCounter
 from rlcore.rewards.trl_adapter import build_reward_funcs
+from rlcore.training import tiny_models
 
 
 def sigmoid(x: float) -> float:

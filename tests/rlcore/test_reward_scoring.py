@@ -13,7 +13,7 @@ from rlcore.rewards.engine import RewardEngine, make_batch
 
 @pytest.fixture(scope="module")
 def reward_model(tmp_path_factory):
-    from tests.rlcore.tiny_models import build_tiny_reward_model
+    from rlcore.training.tiny_models import build_tiny_reward_model
 
     return build_tiny_reward_model(tmp_path_factory.mktemp("rm"))
 

@@ -197,7 +197,7 @@ def test_it_logs_the_requests_it_served(rules_spec, tmp_path):
 
 
 def test_a_reward_model_deleted_while_served_is_refused_naming_its_field(tmp_path):
-    from tests.rlcore.tiny_models import build_tiny_reward_model
+    from rlcore.training.tiny_models import build_tiny_reward_model
 
     model = build_tiny_reward_model(tmp_path / "rm")
     spec = RewardSpec(name="rm", components=[*RULES, {"kind": "reward_model", "name": "rm", "path": str(model),

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tiny_models import SHORT_YES_SPEC as REWARD_SPEC
 from rlcore.errors import UserError
 from rlcore.events import parse_line
 from rlcore.training.grpo import train_grpo
 from rlcore.training.specs import GRPOTrainSpec
+from rlcore.training.tiny_models import SHORT_YES_SPEC as REWARD_SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,11 +10,11 @@ from pydantic import ValidationError
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import entropy as kl_divergence
 
-from tiny_models import SHORT_YES_SPEC as REWARD_SPEC
 from rlcore.errors import UserError
 from rlcore.training.grpo import decide_gradient_checkpointing, grpo_config, train_grpo
 from rlcore.training.objectives import dhpo_per_token_loss, f_divergence
 from rlcore.training.specs import GRPOTrainSpec
+from rlcore.training.tiny_models import SHORT_YES_SPEC as REWARD_SPEC
 
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import tiny_models
+from rlcore.training import tiny_models
 from step_data import synthetic_steps
 from rlcore.errors import UserError
 from rlcore.events import parse_line

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-import tiny_models
 from rlcore.errors import UserError
 from rlcore.events import parse_line
+from rlcore.training import tiny_models
 from rlcore.training.reward_model import train_reward_model
 from rlcore.training.runtime import EXIT_STOPPED
 from rlcore.training.specs import RewardModelTrainSpec

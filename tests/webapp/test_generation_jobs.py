@@ -10,8 +10,8 @@ from django.core.exceptions import ValidationError
 
 from rlcore.generation.spec import GenerationSettings
 from rlcore.judges.testing_server import ChatCompletionsServer, always
+from rlcore.training.tiny_models import build_tiny_causal_lm
 from tests.conftest import wait_for
-from tests.rlcore.tiny_models import build_tiny_causal_lm
 from webapp.datasets.models import Dataset, Response
 from webapp.jobs.models import Job, JobState
 from webapp.jobs.services import job_request_cancel

@@ -8,9 +8,9 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from rlcore.analysis.checkpoint_scoring import OveroptScoreSettings
+from rlcore.training.tiny_models import build_tiny_causal_lm, build_tiny_reward_model
 from tests.conftest import wait_for
 from tests.rlcore.test_checkpoint_scoring import RUBRIC, _perturbed
-from tests.rlcore.tiny_models import build_tiny_causal_lm, build_tiny_reward_model
 from webapp.jobs.models import Job, JobState
 from webapp.rounds.models import OveroptimizationReport
 from webapp.rounds.services import overopt_scoring_job_create

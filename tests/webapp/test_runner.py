@@ -46,8 +46,8 @@ def test_a_training_job_spans_several_processes_through_accelerate(tmp_path: Pat
     import json
     import subprocess
 
-    import tiny_models
     from rlcore.events import parse_line
+    from rlcore.training import tiny_models
     from workers.runner import child_argv
 
     spec = tmp_path / "spec.json"
@@ -108,7 +108,7 @@ def test_a_child_whose_worker_is_killed_saves_a_checkpoint_and_resume_continues_
     import subprocess
     import sys
 
-    import tiny_models
+    from rlcore.training import tiny_models
     from rlcore.events import parse_line
     from tests.conftest import wait_for
 

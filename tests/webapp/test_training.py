@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-import tiny_models
+from rlcore.training import tiny_models
 from tests.conftest import token_for
 from webapp.annotation.demo import seed_demo_comparisons
 from webapp.annotation.models import Comparison

