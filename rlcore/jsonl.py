@@ -15,6 +15,7 @@ rlcore.errors.UserError: ...rows.jsonl:3: expected a JSON object, got a list
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ from rlcore.errors import UserError
 
 def read_jsonl_objects(path: str | Path, expected: str = "a JSON object") -> list[tuple[int, dict[str, Any]]]:
     """``(line number, object)`` for each non-blank line; ``expected`` says what a line should hold."""
+    return list(iter_jsonl_objects(path, expected))
+
+
+def iter_jsonl_objects(path: str | Path, expected: str = "a JSON object") -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`read_jsonl_objects` one line at a time, for files too large to hold whole."""
     path = Path(path)
     try:
         handle = path.open(encoding="utf-8")
@@ -30,7 +36,6 @@ def read_jsonl_objects(path: str | Path, expected: str = "a JSON object") -> lis
         raise UserError(f"{path}: file not found") from None
     except OSError as exc:
         raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
-    rows = []
     with handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -41,5 +46,4 @@ def read_jsonl_objects(path: str | Path, expected: str = "a JSON object") -> lis
                 raise UserError(f"{path}:{number}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{number}: expected {expected}, got a {type(row).__name__.replace('dict', 'object')}")
-            rows.append((number, row))
-    return rows
+            yield number, row

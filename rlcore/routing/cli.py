@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from rlcore.errors import UserError, validation_message
-from rlcore.jsonl import read_jsonl_objects
+from rlcore.jsonl import iter_jsonl_objects, read_jsonl_objects
 from rlcore.events import emit_artifact, emit_metric, emit_progress
 
 LABEL_VALUES = {"A": 1.0, "B": 0.0, "tie": 0.5}
@@ -40,24 +40,11 @@ def iter_comparisons(path: Path):
     row raises UserError naming file, line and field."""
     from rlcore.routing.features import RoutingComparison
 
-    try:
-        handle = Path(path).open(encoding="utf-8")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read the file ({exc.strerror})") from None
-    with handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                raise UserError(f"{path}:{lineno}: not valid JSON ({exc})") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            try:
-                yield RoutingComparison.model_validate(row)
-            except ValidationError as exc:
-                raise UserError(validation_message(f"{path}:{lineno}", exc)) from exc
+    for lineno, row in iter_jsonl_objects(path):
+        try:
+            yield RoutingComparison.model_validate(row)
+        except ValidationError as exc:
+            raise UserError(validation_message(f"{path}:{lineno}", exc)) from exc
 
 
 def read_comparisons(path: Path):

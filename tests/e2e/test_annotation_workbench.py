@@ -35,6 +35,19 @@ def _setup(people):
         "name": "Helpfulness", "criteria": [{"name": "correct", "scale_min": 1, "scale_max": 5}]})
 
 
+def _signed_in_as_carol(app_server, browser, people):
+    """The project set up (see ``_setup``) and a page where carol signed in with the keyboard; and the
+    workbench's address."""
+    _setup(people)
+    page = browser.new_page()
+    page.goto(app_server + "/accounts/login/")
+    page.fill("#id_username", "carol")
+    page.fill("#id_password", PASSWORD)
+    page.keyboard.press("Enter")
+    page.wait_for_url(app_server + "/")
+    return page, f"{app_server}/projects/{people.project.pk}/annotate/"
+
+
 def _current(page) -> int:
     return int(page.get_attribute("#item", "data-assignment"))
 
@@ -55,14 +68,8 @@ def _press_and_wait(page, *keys):
 
 
 def test_it_annotates_with_the_keyboard_only(app_server, browser, people):
-    _setup(people)
-    page = browser.new_page()
-    page.goto(app_server + "/accounts/login/")
-    page.fill("#id_username", "carol")
-    page.fill("#id_password", PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url(app_server + "/")
-    page.goto(f"{app_server}/projects/{people.project.pk}/annotate/")
+    page, workbench = _signed_in_as_carol(app_server, browser, people)
+    page.goto(workbench)
     page.wait_for_selector("#label-form")
     page.evaluate("window.__noReload = 'still here'")
     assert page.locator(".turn-user").count() == 1  # the chat prompt renders as a chat turn
@@ -134,14 +141,7 @@ def test_it_annotates_with_the_keyboard_only(app_server, browser, people):
 
 def test_it_acts_on_the_key_map_the_page_carries(app_server, browser, people):
     """The keys are the view's map (WORKBENCH_KEYS): served with B-much-better on z instead of 5, z labels."""
-    _setup(people)
-    page = browser.new_page()
-    page.goto(app_server + "/accounts/login/")
-    page.fill("#id_username", "carol")
-    page.fill("#id_password", PASSWORD)
-    page.keyboard.press("Enter")
-    page.wait_for_url(app_server + "/")
-    workbench = f"{app_server}/projects/{people.project.pk}/annotate/"
+    page, workbench = _signed_in_as_carol(app_server, browser, people)
 
     def moved_key(route):
         response = route.fetch()
