@@ -22,9 +22,9 @@ from typing import Any
 from rlcore.errors import UserError
 from rlcore.events import emit_artifact
 from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_non_finite_sampling,
-                                     is_out_of_memory, last_checkpoint, non_finite_sampling_message,
-                                     out_of_memory_message, plan_complete, publish_directory,
-                                     resolve_model_source, restore_if_complete, staging_directory)
+                                     is_out_of_memory, last_checkpoint, non_finite_loss_message,
+                                     non_finite_sampling_message, out_of_memory_message, plan_complete,
+                                     publish_directory, resolve_model_source, restore_if_complete, staging_directory)
 from rlcore.training.snapshot import prompt_rows
 from rlcore.training.specs import GRPOTrainSpec
 
@@ -380,8 +380,7 @@ def train_grpo(spec: GRPOTrainSpec, reward_funcs: Sequence[Callable[..., Any]] |
                 raise UserError(non_finite_sampling_message(spec)) from exc
             raise
         if reporter.non_finite_step is not None:
-            raise UserError(f"loss became NaN/inf at step {reporter.non_finite_step}; lower learning_rate "
-                            f"(now {spec.learning_rate}) or check the reward for NaN values")
+            raise UserError(non_finite_loss_message(spec, reporter.non_finite_step, "the reward for NaN values"))
         if stop.requested and not plan_complete(trainer.state):  # a stop at the last step still finishes
             return EXIT_STOPPED
         final = spec.output_dir / "model"

@@ -35,8 +35,8 @@ from rlcore.events import emit_artifact
 from rlcore.steps import StepwiseRow, read_stepwise_row
 from rlcore.training.calibration import wilson_interval
 from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_out_of_memory, last_checkpoint,
-                                     out_of_memory_message, plan_complete, publish_directory, resolve_model_source,
-                                     staging_directory)
+                                     non_finite_loss_message, out_of_memory_message, plan_complete, publish_directory,
+                                     resolve_model_source, staging_directory)
 from rlcore.training.snapshot import read_records, split_held_out
 from rlcore.training.specs import PRMTrainSpec
 
@@ -251,8 +251,7 @@ def train_prm(spec: PRMTrainSpec) -> int:
                 raise UserError(out_of_memory_message(spec, "max_length")) from exc
             raise
         if reporter.non_finite_step is not None:
-            raise UserError(f"loss became NaN/inf at step {reporter.non_finite_step}; lower learning_rate "
-                            f"(now {spec.learning_rate})")
+            raise UserError(non_finite_loss_message(spec, reporter.non_finite_step))
         if stop.requested and not plan_complete(trainer.state):
             return EXIT_STOPPED
         scores = predict_steps(trainer.model, tokenizer, held_enc, spec.per_device_eval_batch_size, trainer.args.device)

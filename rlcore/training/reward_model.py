@@ -28,8 +28,8 @@ from rlcore.errors import UserError
 from rlcore.events import emit_artifact
 from rlcore.training.calibration import ensemble_margins, pair_metrics
 from rlcore.training.runtime import (EXIT_STOPPED, StopRequest, device_arguments, is_out_of_memory,
-                                     last_checkpoint, out_of_memory_message, plan_complete, publish_directory,
-                                     resolve_model_source, restore_if_complete, staging_directory)
+                                     last_checkpoint, non_finite_loss_message, out_of_memory_message, plan_complete,
+                                     publish_directory, resolve_model_source, restore_if_complete, staging_directory)
 from rlcore.training.snapshot import held_out_groups, read_preferences, split_held_out
 from rlcore.training.specs import RewardModelTrainSpec
 
@@ -264,8 +264,7 @@ def train_member(spec: RewardModelTrainSpec, k: int, backbone: str, train_rows: 
             raise UserError(out_of_memory_message(spec, "max_length")) from exc
         raise
     if reporter.non_finite_step is not None:
-        raise UserError(f"loss became NaN/inf at step {reporter.non_finite_step}; lower learning_rate "
-                        f"(now {spec.learning_rate}) or check the snapshot's margins")
+        raise UserError(non_finite_loss_message(spec, reporter.non_finite_step, "the snapshot's margins"))
     if stop.requested and not plan_complete(trainer.state):  # a stop at the last step still finishes the member
         return EXIT_STOPPED
     margins, ties = held_out_margins(trainer, trainer.eval_dataset, spec.per_device_eval_batch_size)

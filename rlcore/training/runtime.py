@@ -6,7 +6,8 @@
 - ``StopRequest``: SIGTERM sets a flag; the reporting callback then checkpoints and stops the trainer.
 - ``publish_directory``: a finished model is written to a temporary directory and renamed into place,
   so a half-written model never exists under its final name.
-- ``is_out_of_memory`` / ``out_of_memory_message``: turn an OOM into advice.
+- ``is_out_of_memory`` / ``out_of_memory_message``: turn an OOM into advice; ``non_finite_loss_message``
+  does so for a loss that became NaN/inf.
 - ``is_non_finite_sampling`` / ``non_finite_sampling_message``: likewise for NaN/inf while generating.
 
 >>> resolve_device("auto", "auto", None, cuda_available=False, bf16_supported=False)
@@ -277,3 +278,14 @@ def out_of_memory_message(spec: Any, length_field: str) -> str:
     if not spec.gradient_checkpointing:
         advice.append("set gradient_checkpointing to true")
     return "out of memory during training: " + "; or ".join(advice)
+
+
+def non_finite_loss_message(spec: Any, step: int, check: str | None = None) -> str:
+    """What to change after the loss became NaN/inf at ``step``; ``check``: what else may hold the NaN.
+
+    >>> from types import SimpleNamespace
+    >>> non_finite_loss_message(SimpleNamespace(learning_rate=1e-05), 12, "the reward for NaN values")
+    'loss became NaN/inf at step 12; lower learning_rate (now 1e-05) or check the reward for NaN values'
+    """
+    return (f"loss became NaN/inf at step {step}; lower learning_rate (now {spec.learning_rate})"
+            + (f" or check {check}" if check else ""))
