@@ -25,14 +25,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from reward_throughput import build_minilm_reward_model  # noqa: E402
 
 from rlcore.analysis.overoptimization import SampleScore, analyse_overoptimization  # noqa: E402
 from rlcore.analysis.overoptimization import distinct_n  # noqa: E402
 from rlcore.rewards import RewardSpec  # noqa: E402
 from rlcore.rewards.engine import RewardEngine, rows_to_batch  # noqa: E402
+from rlcore.training.tiny_models import build_minilm_reward_model  # noqa: E402
 
 RUBRIC = {"name": "format", "criteria": [
     {"name": "answers", "rule": {"kind": "regex", "pattern": r"\banswer\b", "ignore_case": True}},
@@ -66,7 +64,7 @@ def main() -> int:
 
     rng = random.Random(0)
     with tempfile.TemporaryDirectory() as tmp:
-        reward = spec(build_minilm_reward_model(Path(tmp) / "rm"))
+        reward = spec(str(build_minilm_reward_model(Path(tmp) / "rm")))
         batches = [checkpoint_rows(k, args.prompts, rng) for k in range(args.checkpoints)]
         engine = RewardEngine(reward)  # one engine for every checkpoint: the reward model loads once, as in a job
         engine.score_batch(rows_to_batch(batches[0][:4]))  # warm up

