@@ -13,10 +13,6 @@ from rlcore.judges.prompts import JudgePromptTemplate, JudgeTemplates
 from rlcore.judges.testing_server import ChatCompletionsServer, HFChatPolicy
 
 REPLY = "Verdict: A\nStrength: 2"
-CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 SHORT = JudgeTemplates(compare=JudgePromptTemplate(name="short", mode="compare",
                                                    text="{prompt}\n[A] {response_a}\n[B] {response_b}\n"))
 PAIRS = [PairRequest(request_id=str(i), prompt=f"w{i}", response_a="w1 w2 " * (i + 1), response_b="w3 thanks")
@@ -26,26 +22,16 @@ PAIRS = [PairRequest(request_id=str(i), prompt=f"w{i}", response_a="w1 w2 " * (i
 def build_always_a_judge_model(directory, steps=80):
     """A 2-layer Qwen2 with a tokenizer trained here, fine-tuned until greedy decoding says REPLY."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoModelForCausalLM, GenerationConfig, PreTrainedTokenizerFast, Qwen2Config
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from rlcore.training.tiny_models import tiny_qwen2_config, train_tokenizer
 
     rng = random.Random(0)
     words = [f"w{i}" for i in range(40)] + ["thanks", "Verdict:", "A", "B", "Strength:", "1", "2", "3", "tie"]
-    tokenizer_model = Tokenizer(models.BPE(unk_token=None))
-    tokenizer_model.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer_model.decoder = decoders.ByteLevel()
-    tokenizer_model.train_from_iterator(
-        [" ".join(rng.choices(words, k=24)) + "\n" for _ in range(300)],
-        trainers.BpeTrainer(vocab_size=400, special_tokens=["<|endoftext|>", "<|pad|>", "<|im_start|>", "<|im_end|>"],
-                            initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tok = PreTrainedTokenizerFast(tokenizer_object=tokenizer_model, eos_token="<|endoftext|>", pad_token="<|pad|>")
-    tok.chat_template = CHAT_TEMPLATE
+    tok = train_tokenizer([" ".join(rng.choices(words, k=24)) + "\n" for _ in range(300)], vocab_size=400)
     tok.save_pretrained(str(directory))
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-                         tie_word_embeddings=True, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-    model = AutoModelForCausalLM.from_config(config)
+    model = AutoModelForCausalLM.from_config(tiny_qwen2_config(tok, max_position_embeddings=256))
     model.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     reply = tok(REPLY, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
