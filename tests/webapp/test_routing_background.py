@@ -115,9 +115,14 @@ def test_it_refuses_topk_above_the_limit_naming_the_strategy(client, people, poo
 def test_it_fails_a_pending_plan_whose_job_is_cancelled_before_it_started(client, people, pool, settings):
     from webapp.jobs.services import job_request_cancel
 
+    from django.db import transaction
+
     settings.ROUTING_INLINE_POOL = 10
     api = Api(client, people.users["bob"], people.project.pk)
-    body = api.post("/routing/plans", {"budget": "5", "strategy": "random"}).json()
-    job_request_cancel(job=Job.objects.get(pk=body["planning_job_id"]))
+    # The job reaches the broker when the request's transaction commits; cancelling it in the same transaction
+    # is "before it started" for sure (a worker left running by an earlier test could otherwise claim it first).
+    with transaction.atomic():
+        body = api.post("/routing/plans", {"budget": "5", "strategy": "random"}).json()
+        job_request_cancel(job=Job.objects.get(pk=body["planning_job_id"]))
     plan = RoutingPlan.objects.get(pk=body["id"])
     assert plan.status == "failed" and "Cancelled before it started" in plan.error
