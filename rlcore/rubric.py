@@ -97,9 +97,9 @@ def check_rubric(rubric: Rubric, where: str = "", field_prefix: str = "") -> lis
     >>> bad = Rubric(name="r", criteria=[Criterion(name="a", weight=0), Criterion(name="a", weight=0,
     ...              rule={"kind": "regex", "pattern": "(unclosed"})])
     >>> for p in check_rubric(bad): print(p)
-    criterion 'a', field criteria[1].name: duplicate criterion name; names must be unique
-    criterion 'a', field criteria[1].rule.pattern: RE2 cannot compile this pattern: missing ): (unclosed (look-arounds and back-references are not supported by the safe regex engine)
-    rubric 'r', field criteria[*].weight: all weights are zero; give at least one criterion a positive weight
+    criterion 'a', field 'criteria[1].name': duplicate criterion name; names must be unique
+    criterion 'a', field 'criteria[1].rule.pattern': RE2 cannot compile this pattern: missing ): (unclosed (look-arounds and back-references are not supported by the safe regex engine)
+    rubric 'r', field 'criteria[*].weight': all weights are zero; give at least one criterion a positive weight
     """
     out: list[Problem] = []
     seen: set[str] = set()

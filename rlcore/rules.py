@@ -54,7 +54,7 @@ class Problem(BaseModel):
     message: str = Field(description="what is wrong and how to fix it")
 
     def __str__(self) -> str:
-        return f"{self.where}, field {self.field}: {self.message}"
+        return f"{self.where}, field {self.field!r}: {self.message}"
 
 
 # ---------------------------------------------------------------- rule models

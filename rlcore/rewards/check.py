@@ -4,9 +4,9 @@
 ...     {"kind": "verifier", "name": "v", "reference_column": "gold", "weight": 0},
 ...     {"kind": "verifier", "name": "v", "reference_column": "answer", "weight": 0}])
 >>> for p in check_spec(spec, dataset_columns=["prompt", "answer"]): print(p)
-component 'v', field components[0].reference_column: column 'gold' is not in the dataset (columns: answer, prompt)
-component 'v', field components[1].name: duplicate component name; names must be unique
-spec 's', field components[*].weight: all weights are zero; give at least one component a non-zero weight
+component 'v', field 'components[0].reference_column': column 'gold' is not in the dataset (columns: answer, prompt)
+component 'v', field 'components[1].name': duplicate component name; names must be unique
+spec 's', field 'components[*].weight': all weights are zero; give at least one component a non-zero weight
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def test_it_refuses_a_judged_rubric_without_a_judge():
 def test_it_refuses_an_invalid_spec_before_training():
     spec = RewardSpec(name="bad", components=[{"kind": "rubric_rules", "name": "r", "rubric": {
         "name": "r", "criteria": [{"name": "c", "rule": {"kind": "regex", "pattern": "(?=x)"}}]}}])
-    with pytest.raises(UserError, match=r"criterion 'c', field components\[0\].rubric.criteria\[0\].rule.pattern"):
+    with pytest.raises(UserError, match=r"criterion 'c', field 'components\[0\].rubric.criteria\[0\].rule.pattern'"):
         build_reward_funcs(spec)
 
 

@@ -55,5 +55,5 @@ def test_it_hands_trl_one_function_per_component_with_gdpo_aggregation():
 
 def test_it_refuses_a_group_column_trl_gdpo_cannot_honour():
     spec = RewardSpec(**SPEC, group_column="task")
-    with pytest.raises(UserError, match="group_column: normalize_then_sum .*groups the completions of each prompt"):
+    with pytest.raises(UserError, match="group_column': normalize_then_sum .*groups the completions of each prompt"):
         validate_spec(spec)

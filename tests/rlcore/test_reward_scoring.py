@@ -114,7 +114,7 @@ def test_it_prints_rows_and_explains_problems_from_the_command_line(tmp_path):
     check = subprocess.run([sys.executable, "-m", "rlcore", "reward", "check", "--spec", str(spec),
                             "--columns", "prompt,gold"], capture_output=True, text=True)
     assert check.returncode == 2
-    assert check.stdout.strip() == (f"{spec}: component 'correct', field components[0].reference_column: "
+    assert check.stdout.strip() == (f"{spec}: component 'correct', field 'components[0].reference_column': "
                                     "column 'answer' is not in the dataset (columns: gold, prompt)")
     ok = subprocess.run([sys.executable, "-m", "rlcore", "reward", "check", "--spec", str(spec)],
                         capture_output=True, text=True)

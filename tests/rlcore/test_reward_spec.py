@@ -74,10 +74,10 @@ def test_it_rejects_a_reward_model_path_that_is_missing_or_not_a_model(tmp_path)
                      {"kind": "reward_model", "name": "lm", "path": str(tmp_path / "lm")})
     messages = [str(p) for p in check_spec(spec)]
     assert messages == [
-        f"component 'gone', field components[0].path: {tmp_path / 'gone'} does not exist",
-        f"component 'file', field components[1].path: {tmp_path / 'notes.txt'} is a file, not a checkpoint directory",
-        f"component 'empty', field components[2].path: {tmp_path} has no config.json: not a model directory",
-        f"component 'lm', field components[3].path: {tmp_path / 'lm'} is a Qwen2ForCausalLM, not a "
+        f"component 'gone', field 'components[0].path': {tmp_path / 'gone'} does not exist",
+        f"component 'file', field 'components[1].path': {tmp_path / 'notes.txt'} is a file, not a checkpoint directory",
+        f"component 'empty', field 'components[2].path': {tmp_path} has no config.json: not a model directory",
+        f"component 'lm', field 'components[3].path': {tmp_path / 'lm'} is a Qwen2ForCausalLM, not a "
         "sequence-classification (reward) model",
     ]
 
@@ -100,7 +100,7 @@ def test_it_raises_one_user_error_listing_every_problem():
     spec = spec_with({"kind": "verifier", "name": "v", "reference_column": "gold", "weight": 0})
     with pytest.raises(UserError) as caught:
         validate_spec(spec, ["answer"], source="spec.yaml")
-    assert str(caught.value).startswith("spec.yaml: component 'v', field components[0].reference_column")
+    assert str(caught.value).startswith("spec.yaml: component 'v', field 'components[0].reference_column'")
     assert "all weights are zero" in str(caught.value)
 
 

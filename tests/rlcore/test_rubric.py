@@ -125,7 +125,7 @@ def test_it_names_file_line_and_field_of_a_wrong_value(tmp_path):
     with pytest.raises(UserError, match=r"r.yaml, line 4: field 'criteria\[0\].weight': Input should be greater"):
         load_rubric(path)
     path.write_text("name: r\ncriteria:\n  - name: a\n    rule: {kind: regex, pattern: '(a'}\n")
-    with pytest.raises(UserError, match=r"r.yaml: criterion 'a', field criteria\[0\].rule.pattern"):
+    with pytest.raises(UserError, match=r"r.yaml: criterion 'a', field 'criteria\[0\].rule.pattern'"):
         load_rubric(path)
     path.write_text("name: r\ncriteria: [\n")
     with pytest.raises(UserError, match=r"r.yaml, line \d+: not valid YAML"):
