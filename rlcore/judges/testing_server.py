@@ -334,10 +334,14 @@ class ChatCompletionsServer:
             if body is not None and self.keep_bodies:
                 stats.bodies.append(body)
 
-    def _leave(self, status: int) -> None:
+    def _answering(self, status: int) -> None:
+        # counted before the reply is written: a client that has its answer sees it counted
+        with self._lock:
+            self._stats.statuses[status] = self._stats.statuses.get(status, 0) + 1
+
+    def _leave(self) -> None:
         with self._lock:
             self._stats.in_flight -= 1
-            self._stats.statuses[status] = self._stats.statuses.get(status, 0) + 1
 
     def _serve(self, body: dict[str, Any]) -> ScriptedReply:
         """Wait for a capacity slot, take the latency, ask the policy."""
@@ -398,34 +402,38 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = None
         app._enter(body if isinstance(body, dict) else None)
-        status = 400
         try:
             if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
                 self._send_json(400, _error_body("body must be a JSON object with a `messages` list",
-                                                 "invalid_request_error"))
+                                                 "invalid_request_error"), count=True)
                 return
             reply = app._serve(body)
             status = reply.status
             if app._stopping.is_set():
                 status = 503
-                self._send_json(503, _error_body("server is shutting down", "server_error"))
+                self._send_json(503, _error_body("server is shutting down", "server_error"), count=True)
             elif reply.raw_body is not None:
-                self._send(status, reply.raw_body.encode(), "application/json", reply.headers)
+                self._send(status, reply.raw_body.encode(), "application/json", reply.headers, count=True)
             elif status >= 400:
                 self._send_json(status, _error_body(reply.error_message, "server_error" if status >= 500
                                                     else "rate_limit_error" if status == 429
-                                                    else "invalid_request_error"), reply.headers)
+                                                    else "invalid_request_error"), reply.headers, count=True)
             else:
-                self._send_json(status, _completion_body(body, reply, app.model_name), reply.headers)
+                self._send_json(status, _completion_body(body, reply, app.model_name), reply.headers, count=True)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (its timeout); nothing to answer
         finally:
-            app._leave(status)
+            app._leave()
 
-    def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        self._send(status, json.dumps(payload).encode(), "application/json", headers or {})
+    def _send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None, *,
+                   count: bool = False) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json", headers or {}, count=count)
 
-    def _send(self, status: int, data: bytes, content_type: str, headers: dict[str, str]) -> None:
+    def _send(self, status: int, data: bytes, content_type: str, headers: dict[str, str], *,
+              count: bool = False) -> None:
+        """``count``: a chat-completions reply, counted in ``stats.statuses``."""
+        if count:
+            self.server.app._answering(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
