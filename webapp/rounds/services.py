@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max
 
 from rlcore.analysis.checkpoint_scoring import OveroptScoreSettings
 from rlcore.errors import UserError
